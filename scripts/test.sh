@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The test suite: sets everything up (venv, packages, headless Chromium for the report test),
+# lints, then runs pytest, slow tests included.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+        || echo "warning: could not install chromium; browser tests will be skipped" >&2
+fi
+.venv/bin/ruff check src tests bench
+.venv/bin/python -m pytest "$@"

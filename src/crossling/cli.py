@@ -1,0 +1,93 @@
+"""The `crossling` command line: parses flags and calls one library function per subcommand.
+
+Only this module prints and draws progress bars. Heavy modules (torch, transformers) are imported
+inside the subcommand that needs them, so `crossling --help` stays instant."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+from crossling.errors import CrosslingError
+
+
+def tqdm_track(items: Iterable, total: int, description: str) -> Iterable:
+    """A `crossling.progress.Track` drawing a tqdm bar on stderr."""
+    from tqdm import tqdm
+
+    return tqdm(items, total=total, desc=description, unit="", dynamic_ncols=True, leave=False)
+
+
+def print_json_lines(objects: Iterable[dict]) -> None:
+    for obj in objects:
+        print(json.dumps(obj, ensure_ascii=False), flush=True)
+
+
+# --- models --------------------------------------------------------------------------------------
+
+
+def _add_models(sub) -> None:
+    parser = sub.add_parser("models", help="list the registered checkpoints and their facts")
+    parser.add_argument("--json", action="store_true", help="one JSON object per checkpoint")
+    parser.set_defaults(handler=_cmd_models)
+
+
+def _cmd_models(args) -> int:
+    from dataclasses import asdict
+
+    from crossling.registry import all_checkpoints
+
+    checkpoints = all_checkpoints()
+    if args.json:
+        print_json_lines({**asdict(c), "multilingual": c.multilingual} for c in checkpoints)
+        return 0
+    print(f"{'alias':<20} {'type':<14} {'hours':>9}  {'languages':<22} source")
+    for c in checkpoints:
+        languages = ",".join(c.pretrain_languages) or "-"
+        if c.pretrain_language_count > len(c.pretrain_languages):
+            languages = f"{c.pretrain_language_count} languages"
+        print(f"{c.alias:<20} {c.model_type:<14} {c.pretrain_hours:>9,.0f}  {languages:<22} {c.source}")
+    return 0
+
+
+# --- entry point ---------------------------------------------------------------------------------
+
+# Every `_add_<command>` function above registers one subcommand, in the order they are defined.
+_COMMANDS = [function for name, function in list(globals().items()) if name.startswith("_add_")]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="crossling",
+        description="Cross-lingual transfer studies of pre-trained self-supervised speech models.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_command in _COMMANDS:
+        add_command(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; returns the process exit code (2 for bad input, with the reason on stderr)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.handler(args)
+    except CrosslingError as error:
+        print(f"crossling {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def path_arg(value: str) -> Path:
+    return Path(value).expanduser()

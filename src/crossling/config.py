@@ -1,0 +1,138 @@
+"""The fine-tuning recipe (`TrainConfig`) and strict reading of TOML/dict values into dataclasses.
+
+Defaults are the reference study's recipe; every value can be overridden from a run config or study file."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from crossling.errors import ConfigError
+
+SCHEDULES = ("tri_stage_linear", "tri_stage_exponential")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One run's recipe. `schedule`: 'tri_stage_linear' decays linearly to 0 (the study author's code);
+    'tri_stage_exponential' decays exponentially to `final_lr_scale` x peak (fairseq)."""
+
+    learning_rate: float = 6e-5
+    max_steps: int = 4000
+    warmup_fraction: float = 0.1
+    hold_fraction: float = 0.4
+    decay_fraction: float = 0.5
+    schedule: str = "tri_stage_linear"
+    final_lr_scale: float = 0.05
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.98
+    adam_epsilon: float = 1e-8
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    batch_seconds: float = 200.0
+    max_utterance_seconds: float = 30.0
+    mask_time_prob: float = 0.05
+    mask_time_length: int = 10
+    mask_feature_prob: float = 0.0
+    mask_feature_length: int = 10
+    layerdrop: float = 0.0
+    hidden_dropout: float = 0.0
+    activation_dropout: float = 0.0
+    attention_dropout: float = 0.0
+    feat_proj_dropout: float = 0.0
+    final_dropout: float = 0.0
+    freeze_feature_encoder: bool = True
+    checkpoint_every: int = 250
+    eval_batch_seconds: float = 400.0
+    precision: str = "auto"
+    collapse_patience: int = 1000
+
+    def __post_init__(self) -> None:
+        _check_choice("schedule", self.schedule, SCHEDULES)
+        _check_choice("precision", self.precision, PRECISIONS)
+        fractions = self.warmup_fraction + self.hold_fraction + self.decay_fraction
+        if abs(fractions - 1.0) > 1e-6:
+            raise ConfigError(
+                f"warmup_fraction + hold_fraction + decay_fraction must sum to 1, got {fractions:g}"
+            )
+        if self.max_steps < 1:
+            raise ConfigError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} = {value!r} is not valid; choose one of {', '.join(choices)}")
+
+
+T = TypeVar("T")
+
+
+def from_mapping(cls: type[T], values: dict[str, Any], where: str) -> T:
+    """Build dataclass `cls` from `values`, strictly: unknown keys and wrong types are errors that name
+    the key, `where` it was found (e.g. 'study.toml [recipe]'), and the valid keys."""
+    valid = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(values) - set(valid))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(valid))}"
+        )
+    checked = {key: _coerce(hints[key], value, f"{where}: {key}") for key, value in values.items()}
+    return cls(**checked)
+
+
+def _coerce(expected: Any, value: Any, where: str) -> Any:
+    """Check `value` against a simple type hint (int, float, bool, str, their lists, optionals)."""
+    origin = typing.get_origin(expected)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(expected)
+        if value is None and type(None) in options:
+            return None
+        return _coerce(next(o for o in options if o is not type(None)), value, where)
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where} must be a list, got {type(value).__name__} {value!r}")
+        (item_type, *_) = typing.get_args(expected) or (Any,)
+        items = [_coerce(item_type, item, f"{where}[{i}]") for i, item in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected in (int, float, str, bool):
+        if isinstance(value, bool) != (expected is bool) or not isinstance(value, expected):
+            raise ConfigError(f"{where} must be {expected.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file; a syntax error names the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found")
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: invalid TOML: {error}") from None
+
+
+def load_train_config(path: Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """The recipe from a run-config TOML (top-level keys or a [recipe] table) plus overrides."""
+    values: dict[str, Any] = {}
+    where = "defaults"
+    if path is not None:
+        data = read_toml(path)
+        values, where = data, str(path)
+        if "recipe" in data:
+            values, where = data.pop("recipe"), f"{path} [recipe]"
+            if data:
+                raise ConfigError(f"{path}: unknown top-level key(s) {', '.join(sorted(data))}; valid: recipe")
+    values = {**values, **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    return from_mapping(TrainConfig, values, where)

@@ -1,0 +1,96 @@
+"""Every artifact path of every stage, built in one place (so a writer and a reader never disagree).
+
+Prepared data:  <prepared>/<lang>/{train,dev,test}.jsonl, vocab.json, prepared.json
+Decode cache:   <prepared>/_audio/<lang>/<clip stem>.wav  (+ index.jsonl of decoded lengths)
+Run directory:  <run>/config.json, checkpoint.pt, model/, scores.json, hypotheses-<split>.jsonl,
+                train.log, result.json (written last), error.json (failed runs)
+Study store:    <store>/runs/<run id>/ (a run directory), <store>/claims/<run id>.claim
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SPLITS = ("train", "dev", "test")
+
+
+# --- prepared data -------------------------------------------------------------------------------
+
+
+def language_dir(prepared_root: Path, language: str) -> Path:
+    return Path(prepared_root) / language
+
+
+def manifest_path(prepared_root: Path, language: str, split: str) -> Path:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    return language_dir(prepared_root, language) / f"{split}.jsonl"
+
+
+def vocab_path(prepared_root: Path, language: str) -> Path:
+    return language_dir(prepared_root, language) / "vocab.json"
+
+
+def prepared_summary_path(prepared_root: Path, language: str) -> Path:
+    """JSON summary of a prepared language; written last, so its presence marks completion."""
+    return language_dir(prepared_root, language) / "prepared.json"
+
+
+def audio_cache_dir(prepared_root: Path, language: str) -> Path:
+    return Path(prepared_root) / "_audio" / language
+
+
+def audio_cache_path(prepared_root: Path, language: str, clip_name: str) -> Path:
+    return audio_cache_dir(prepared_root, language) / (Path(clip_name).stem + ".wav")
+
+
+def audio_cache_index_path(prepared_root: Path, language: str) -> Path:
+    return audio_cache_dir(prepared_root, language) / "index.jsonl"
+
+
+# --- one run ---------------------------------------------------------------------------------------
+
+
+def run_config_path(run_dir: Path) -> Path:
+    return Path(run_dir) / "config.json"
+
+
+def run_checkpoint_path(run_dir: Path) -> Path:
+    return Path(run_dir) / "checkpoint.pt"
+
+
+def run_model_dir(run_dir: Path) -> Path:
+    """The fine-tuned model + processor in Hugging Face format."""
+    return Path(run_dir) / "model"
+
+
+def run_scores_path(run_dir: Path) -> Path:
+    return Path(run_dir) / "scores.json"
+
+
+def run_hypotheses_path(run_dir: Path, split: str) -> Path:
+    return Path(run_dir) / f"hypotheses-{split}.jsonl"
+
+
+def run_log_path(run_dir: Path) -> Path:
+    return Path(run_dir) / "train.log"
+
+
+def run_result_path(run_dir: Path) -> Path:
+    """The run's final record; written last and atomically: its presence means the run is done."""
+    return Path(run_dir) / "result.json"
+
+
+def run_error_path(run_dir: Path) -> Path:
+    return Path(run_dir) / "error.json"
+
+
+# --- a study's store -------------------------------------------------------------------------------
+
+
+def store_run_dir(store_root: Path, run_id: str) -> Path:
+    return Path(store_root) / "runs" / run_id
+
+
+def store_claim_path(store_root: Path, run_id: str) -> Path:
+    return Path(store_root) / "claims" / f"{run_id}.claim"
