@@ -94,3 +94,30 @@ def store_run_dir(store_root: Path, run_id: str) -> Path:
 
 def store_claim_path(store_root: Path, run_id: str) -> Path:
     return Path(store_root) / "claims" / f"{run_id}.claim"
+
+
+# --- self-supervised pre-training ------------------------------------------------------------------
+
+
+def pretrain_model_dir(pretrain_dir: Path) -> Path:
+    """The pre-trained model + feature extractor in Hugging Face format."""
+    return Path(pretrain_dir) / "model"
+
+
+def pretrain_checkpoint_path(pretrain_dir: Path) -> Path:
+    return Path(pretrain_dir) / "checkpoint.pt"
+
+
+def pretrain_record_path(pretrain_dir: Path) -> Path:
+    """The pre-training record; written last: its presence means pre-training is done."""
+    return Path(pretrain_dir) / "pretrain.json"
+
+
+def store_plan_path(store_root: Path) -> Path:
+    """The study's planned runs (ids, checkpoints, languages, seeds, settings), so a store alone can be read."""
+    return Path(store_root) / "plan.json"
+
+
+def store_attempts_path(store_root: Path, run_id: str) -> Path:
+    """One JSON line per attempt event (start / done / failed) of a run: who ran it, where, when."""
+    return store_run_dir(store_root, run_id) / "attempts.jsonl"

@@ -1,0 +1,110 @@
+"""Self-supervised pre-training: the loss falls, the mix is controlled, a killed run resumes exactly,
+and the saved model loads for CTC fine-tuning."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from pretrain_factory import make_prepared
+
+from crossling import paths
+from crossling.errors import ConfigError, DataError
+
+torch = pytest.importorskip("torch")
+
+ARCH = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+        "conv_dim": [16] * 7, "num_codevectors_per_group": 16, "codevector_dim": 32, "proj_codevector_dim": 32,
+        "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 4}
+CONFIG = {"architecture": ARCH, "batch_size": 4, "crop_seconds": 1.0, "checkpoint_every": 10, "log_every": 5}
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    return make_prepared(tmp_path_factory.mktemp("prepared"), {"aa": 200.0, "bb": 300.0})
+
+
+def run_pretrain(prepared: Path, out: Path, steps: int) -> dict:
+    from crossling.pretrain import pretrain
+
+    torch.set_num_threads(1)
+    return pretrain(prepared, ["aa", "bb"], [0.003], config=CONFIG, out=out, steps=steps, seed=3)
+
+
+def test_loss_decreases_and_model_loads_for_ctc(prepared, tmp_path):
+    from transformers import AutoModelForCTC
+
+    record = run_pretrain(prepared, tmp_path / "pt", steps=120)
+    assert record["final"]["contrastive_loss"] < record["initial"]["contrastive_loss"] - 0.15
+    assert record["final"]["accuracy"] > record["initial"]["accuracy"]
+    assert set(record["hours"]) == {"aa", "bb"} and record["steps"] == 120
+    assert json.loads(paths.pretrain_record_path(tmp_path / "pt").read_text())["final"] == record["final"]
+    model_dir = paths.pretrain_model_dir(tmp_path / "pt")
+    assert {"config.json", "model.safetensors", "preprocessor_config.json"} <= {p.name for p in model_dir.iterdir()}
+    model = AutoModelForCTC.from_pretrained(model_dir, vocab_size=7, pad_token_id=0)
+    logits = model(torch.zeros(1, 16000)).logits
+    assert logits.shape[-1] == 7 and torch.isfinite(logits).all()
+    assert not paths.pretrain_checkpoint_path(tmp_path / "pt").exists()
+
+
+_CHILD = """
+import sys; sys.path.insert(0, {tests!r})
+from pathlib import Path
+import test_pretrain
+test_pretrain.run_pretrain(Path({prepared!r}), Path({out!r}), steps={steps})
+"""
+
+
+def test_resume_after_kill_equals_uninterrupted(prepared, tmp_path):
+    from safetensors.torch import load_file
+
+    steps, killed = 60, tmp_path / "killed"
+    code = _CHILD.format(tests=str(Path(__file__).parent), prepared=str(prepared), out=str(killed), steps=steps)
+    child = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 120
+    while not paths.pretrain_checkpoint_path(killed).exists() and child.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    child.send_signal(signal.SIGKILL)
+    assert child.wait() == -signal.SIGKILL, "the child finished before it could be killed"
+    assert not paths.pretrain_record_path(killed).exists()
+    interrupted_at = torch.load(paths.pretrain_checkpoint_path(killed), weights_only=False)["step"]
+    assert 0 < interrupted_at < steps
+    resumed = run_pretrain(prepared, killed, steps=steps)
+    straight = run_pretrain(prepared, tmp_path / "straight", steps=steps)
+    assert resumed["final"] == straight["final"]
+    a = load_file(paths.pretrain_model_dir(killed) / "model.safetensors")
+    b = load_file(paths.pretrain_model_dir(tmp_path / "straight") / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_mix_selects_seeded_hours_per_language(prepared):
+    from crossling.pretrain import select_utterances
+
+    chosen = select_utterances(prepared, ["aa", "bb"], [0.001, 0.002], seed=1)
+    hours = {lang: sum(u.duration for u in us) / 3600 for lang, us in chosen.items()}
+    assert 0.001 <= hours["aa"] < 0.002 and 0.002 <= hours["bb"] < 0.003
+    assert chosen == select_utterances(prepared, ["aa", "bb"], [0.001, 0.002], seed=1)
+    assert chosen != select_utterances(prepared, ["aa", "bb"], [0.001, 0.002], seed=2)
+    everything = select_utterances(prepared, ["aa"], None, seed=1)["aa"]
+    assert len(everything) == 12
+
+
+def test_bad_mixes_and_configs_are_errors_for_people(prepared, tmp_path):
+    from crossling.pretrain import pretrain, select_utterances
+
+    with pytest.raises(DataError, match="train split holds only"):
+        select_utterances(prepared, ["aa"], [5.0], seed=0)
+    with pytest.raises(ConfigError, match="one per language"):
+        select_utterances(prepared, ["aa", "bb"], [0.001, 0.001, 0.001], seed=0)
+    with pytest.raises(ConfigError, match="micro, tiny"):
+        pretrain(prepared, ["aa"], None, config="huge", out=tmp_path / "x", steps=1)
+    with pytest.raises(ConfigError, match="valid keys"):
+        pretrain(prepared, ["aa"], None, config={"architecture": ARCH, "colour": 1}, out=tmp_path / "y")
+    with pytest.raises(DataError, match="prepare"):
+        pretrain(prepared, ["zz"], None, config="micro", out=tmp_path / "z")
