@@ -54,6 +54,52 @@ def _cmd_models(args) -> int:
     return 0
 
 
+# --- prepare -------------------------------------------------------------------------------------
+
+
+def _add_prepare(sub) -> None:
+    parser = sub.add_parser("prepare", help="Common Voice release (folder or .tar.gz) -> prepared languages")
+    parser.add_argument("source", type=path_arg, metavar="CV_DIR_OR_TAR",
+                        help="cv-corpus-<ver>-<date>/ folder, a folder of <lang>/ folders, or a .tar.gz")
+    parser.add_argument("--languages", nargs="+", required=True, metavar="LANG", help="e.g. pt de sv-SE")
+    parser.add_argument("--out", type=path_arg, required=True, help="prepared root (also holds the decode cache)")
+    parser.add_argument("--train-hours", type=float, default=5.0, help="exact train budget (default 5)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the train subset (default 0)")
+    parser.add_argument("--workers", type=int, default=None, help="decoding processes (default: CPU count)")
+    parser.add_argument("--dev-max", type=int, default=None, metavar="K", help="keep the first K dev utterances")
+    parser.add_argument("--test-max", type=int, default=None, metavar="K", help="keep the first K test utterances")
+    parser.add_argument("--eval-seed", type=int, default=None,
+                        help="with --dev-max/--test-max: pick K utterances with this seed instead of the first K")
+    parser.add_argument("--max-hours-per-speaker", type=float, default=None, metavar="H",
+                        help="cap each speaker's share of the train subset")
+    parser.add_argument("--vocab-threshold", type=float, default=1e-5,
+                        help="minimum relative character frequency in train text (default 1e-5 = 0.001 %%)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per language")
+    parser.set_defaults(handler=_cmd_prepare)
+
+
+def _cmd_prepare(args) -> int:
+    from crossling.prepare import prepare_release
+
+    summaries = prepare_release(
+        args.source, args.languages, args.out, train_hours=args.train_hours, seed=args.seed,
+        workers=args.workers, dev_max=args.dev_max, test_max=args.test_max,
+        max_hours_per_speaker=args.max_hours_per_speaker, vocab_threshold=args.vocab_threshold,
+        eval_seed=args.eval_seed, track=tqdm_track,
+    )
+    if args.json:
+        print_json_lines(summaries)
+        return 0
+    for s in summaries:
+        skipped = ", ".join(f"{k} {v}" for k, v in s["skipped"].items() if v) or "none"
+        print(f"{s['language']}: {s['train_hours']:.3f} h train ({s['train_utterances']} utts, "
+              f"{s['train_speakers']} speakers), {s['dev_utterances']} dev, {s['test_utterances']} test; "
+              f"{len(s['vocab'])} chars, OOV dev {s['oov_rate']['dev']:.2%} test {s['oov_rate']['test']:.2%}; "
+              f"skipped: {skipped}")
+    print(f"prepared {len(summaries)} language(s) in {args.out}")
+    return 0
+
+
 # --- entry point ---------------------------------------------------------------------------------
 
 # Every `_add_<command>` function above registers one subcommand, in the order they are defined.

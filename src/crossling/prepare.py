@@ -1,0 +1,222 @@
+"""Common Voice release -> prepared languages: manifests of an exact N-hour train subset and dev/test,
+vocab.json and prepared.json (written last) under the prepared root (see `crossling.paths`)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from crossling import paths
+from crossling.atomic import write_json_atomic
+from crossling.audio import CORRUPT, EMPTY, ClipCache, ClipJob, decode_stream
+from crossling.commonvoice import ClipRow, LanguageSource, open_release
+from crossling.errors import ConfigError, DataError
+from crossling.manifest import Utterance, total_hours, write_manifest
+from crossling.progress import Track, no_progress
+from crossling.subset import eval_order, seeded_order, take_count, take_hours
+from crossling.text import normalization_info, normalize
+from crossling.vocab import DEFAULT_THRESHOLD, Vocab, apply_char_map, build_vocab, oov_rate, write_vocab_json
+
+log = logging.getLogger(__name__)
+
+MISSING, EMPTY_SENTENCE, DUPLICATE = "missing_clip", "empty_sentence", "duplicate_clip"
+SKIP_REASONS = (MISSING, CORRUPT, EMPTY, EMPTY_SENTENCE, DUPLICATE)
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    """How a language is prepared; `eval_seed` None takes the first K dev/test rows, else a seeded K."""
+
+    train_hours: float = 5.0
+    seed: int = 0
+    workers: int | None = None
+    dev_max: int | None = None
+    test_max: int | None = None
+    eval_seed: int | None = None
+    max_hours_per_speaker: float | None = None
+    vocab_threshold: float = DEFAULT_THRESHOLD
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """A TSV row that passed the text-level checks, with its normalized text and source cache key."""
+
+    row: ClipRow
+    text: str
+    size: int
+    mtime_ns: int
+
+
+def prepare_release(source: Path, languages: list[str], out: Path, train_hours: float = 5.0, seed: int = 0,
+                    workers: int | None = None, dev_max: int | None = None, test_max: int | None = None,
+                    max_hours_per_speaker: float | None = None, vocab_threshold: float = DEFAULT_THRESHOLD,
+                    eval_seed: int | None = None, track: Track = no_progress) -> list[dict]:
+    """Prepare each of `languages` from the release at `source` (folder or tar) into `out`.
+
+    Returns one summary dict per language (prepared.json plus cache statistics). Languages are done one
+    after another; a failure leaves earlier languages, older preparations and the decode cache intact."""
+    options = PrepareOptions(train_hours, seed, workers, dev_max, test_max, eval_seed,
+                             max_hours_per_speaker, vocab_threshold)
+    languages = _check_request(languages, options)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    caches = {lang: ClipCache(out, lang) for lang in languages}
+
+    def keep_clip(lang: str, clip: str, size: int, mtime_ns: int) -> bool:
+        return caches[lang].lookup(clip, size, mtime_ns) is None
+
+    staging = out / f".staging-{os.getpid()}"
+    with open_release(Path(source), languages, staging, keep_clip) as release:
+        return [prepare_language(release[lang], caches[lang], out, options, str(source), track)
+                for lang in languages]
+
+
+def _check_request(languages: list[str], options: PrepareOptions) -> list[str]:
+    if not languages:
+        raise ConfigError("no languages given; pass --languages with one or more Common Voice codes")
+    if options.train_hours <= 0:
+        raise ConfigError(f"--train-hours must be > 0, got {options.train_hours}")
+    if options.max_hours_per_speaker is not None and options.max_hours_per_speaker <= 0:
+        raise ConfigError(f"--max-hours-per-speaker must be > 0, got {options.max_hours_per_speaker}")
+    for name, value in (("--dev-max", options.dev_max), ("--test-max", options.test_max)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{name} must be >= 1, got {value}")
+    if not 0 <= options.vocab_threshold < 1:
+        raise ConfigError(f"--vocab-threshold must be in [0, 1), got {options.vocab_threshold}")
+    return list(dict.fromkeys(languages))
+
+
+def prepare_language(src: LanguageSource, cache: ClipCache, out: Path, options: PrepareOptions,
+                     source: str, track: Track = no_progress) -> dict:
+    """Select, decode, build the vocabulary and write one prepared language; returns its summary."""
+    skipped: Counter[str] = Counter({reason: 0 for reason in SKIP_REASONS})
+    try:
+        train = _select_train(src, cache, options, skipped, track)
+        dev = _select_eval(src, "dev", options.dev_max, cache, options, skipped, track)
+        test = _select_eval(src, "test", options.test_max, cache, options, skipped, track)
+    finally:
+        cache.save()  # decoded clips stay reusable even when this language fails
+    vocab = build_vocab([u.text for u in train], options.vocab_threshold)
+    splits = {split: _mapped(utts, vocab) for split, utts in (("train", train), ("dev", dev), ("test", test))}
+    summary = _summary(src.language, source, options, splits, vocab, skipped)
+    _write_language(out, src.language, splits, vocab, summary)
+    log.info("%s: %.3f h train, %d dev, %d test utterances; %d chars", src.language,
+             summary["train_hours"], len(dev), len(test), len(vocab.chars))
+    return {**summary, "cache": {"decoded": cache.decoded, "reused": cache.reused}}
+
+
+# --- choosing utterances -----------------------------------------------------------------------------
+
+
+def _select_train(src: LanguageSource, cache: ClipCache, options: PrepareOptions, skipped: Counter,
+                  track: Track) -> list[Utterance]:
+    candidates = _candidates(src, "train", skipped)
+    ordered = seeded_order(candidates, options.seed, key=_clip_of)
+    with closing(_utterances(src, ordered, cache, options.workers, skipped, track, "train")) as stream:
+        chosen = take_hours(stream, options.train_hours, f"{src.origin}/train.tsv", options.max_hours_per_speaker)
+    return _by_id(chosen)
+
+
+def _select_eval(src: LanguageSource, split: str, max_items: int | None, cache: ClipCache,
+                 options: PrepareOptions, skipped: Counter, track: Track) -> list[Utterance]:
+    ordered = eval_order(_candidates(src, split, skipped), options.eval_seed, key=_clip_of)
+    with closing(_utterances(src, ordered, cache, options.workers, skipped, track, split)) as stream:
+        chosen = take_count(stream, max_items)
+    if not chosen:
+        raise DataError(f"{src.origin}/{split}.tsv: no usable utterances (see the warnings above)")
+    return _by_id(chosen)
+
+
+def _candidates(src: LanguageSource, split: str, skipped: Counter) -> list[_Candidate]:
+    """Rows with a non-empty normalized sentence and an existing, not yet seen clip."""
+    candidates, seen = [], set()
+    for row in src.read_split(split):
+        text = normalize(row.sentence, src.language)
+        stat = src.clip_stat(row.clip)
+        if not text:
+            _skip(skipped, EMPTY_SENTENCE, row, f"sentence {row.sentence!r} is empty after normalization")
+        elif row.clip in seen:
+            _skip(skipped, DUPLICATE, row, f"clip {row.clip} already listed earlier in this file")
+        elif stat is None:
+            _skip(skipped, MISSING, row, f"clip {row.clip} not found in {src.origin}/clips/")
+        else:
+            seen.add(row.clip)
+            candidates.append(_Candidate(row, text, *stat))
+    return candidates
+
+
+def _utterances(src: LanguageSource, candidates: list[_Candidate], cache: ClipCache, workers: int | None,
+                skipped: Counter, track: Track, split: str) -> Iterator[Utterance]:
+    """Decode candidates lazily (in order) and yield the usable ones as Utterances."""
+    by_clip = {c.row.clip: c for c in candidates}
+    shown = track(candidates, len(candidates), f"{src.language} {split}")
+    jobs = (ClipJob(c.row.clip, src.clip_path(c.row.clip), c.size, c.mtime_ns) for c in shown)
+    with closing(decode_stream(jobs, cache, workers)) as decoded:
+        for outcome in decoded:
+            candidate = by_clip[outcome.clip]
+            if outcome.error:
+                _skip(skipped, outcome.error, candidate.row, f"clip {outcome.clip}: {outcome.detail}")
+                continue
+            yield _utterance(candidate, outcome.num_samples, cache)
+
+
+def _utterance(candidate: _Candidate, num_samples: int, cache: ClipCache) -> Utterance:
+    row = candidate.row
+    return Utterance(
+        id=Path(row.clip).stem, audio=cache.wav_path(row.clip).relative_to(cache.root).as_posix(),
+        num_samples=num_samples, text=candidate.text, sentence=row.sentence,
+        speaker=row.speaker, gender=row.gender, age=row.age, accent=row.accent,
+    )
+
+
+def _skip(skipped: Counter, reason: str, row: ClipRow, detail: str) -> None:
+    skipped[reason] += 1
+    log.warning("%s: skipped (%s): %s", row.where, reason, detail)
+
+
+def _clip_of(candidate: _Candidate) -> str:
+    return candidate.row.clip
+
+
+def _by_id(utterances: list[Utterance]) -> list[Utterance]:
+    return sorted(utterances, key=lambda u: u.id)
+
+
+# --- writing -------------------------------------------------------------------------------------------
+
+
+def _mapped(utterances: list[Utterance], vocab: Vocab) -> list[Utterance]:
+    """Utterances whose text uses the vocabulary's stand-ins for colliding characters."""
+    return [replace(u, text=apply_char_map(u.text, vocab.char_map)) for u in utterances]
+
+
+def _summary(language: str, source: str, options: PrepareOptions, splits: dict[str, list[Utterance]],
+             vocab: Vocab, skipped: Counter) -> dict:
+    train = splits["train"]
+    return {
+        "language": language, "source": source, "seed": options.seed,
+        "train_hours": round(total_hours(train), 6), "requested_train_hours": options.train_hours,
+        "train_utterances": len(train), "dev_utterances": len(splits["dev"]),
+        "test_utterances": len(splits["test"]), "train_speakers": len({u.speaker for u in train}),
+        "max_hours_per_speaker": options.max_hours_per_speaker,
+        "dev_max": options.dev_max, "test_max": options.test_max, "eval_seed": options.eval_seed,
+        "vocab": list(vocab.chars), "vocab_threshold": vocab.threshold, "char_map": dict(vocab.char_map),
+        "oov_rate": {split: oov_rate([u.text for u in splits[split]], vocab) for split in ("dev", "test")},
+        "skipped": dict(skipped), "normalization": normalization_info(language),
+    }
+
+
+def _write_language(out: Path, language: str, splits: dict[str, list[Utterance]], vocab: Vocab,
+                    summary: dict) -> None:
+    """Write the artifacts atomically, prepared.json last; the old marker goes first so a crash in
+    between never leaves a prepared.json describing files from two different preparations."""
+    paths.prepared_summary_path(out, language).unlink(missing_ok=True)
+    for split, utterances in splits.items():
+        write_manifest(paths.manifest_path(out, language, split), utterances)
+    write_vocab_json(paths.vocab_path(out, language), vocab)
+    write_json_atomic(paths.prepared_summary_path(out, language), summary)
