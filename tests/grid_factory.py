@@ -1,0 +1,184 @@
+"""Small grids for the study/store/grid/executor tests: a tiny prepared corpus (tone 'speech' whose
+pitch spells the transcript), study files, and `toy_finetune`, a quick run function with the real
+contract (resumes from its checkpoint, writes result.json last) for testing the grid mechanics."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from crossling import paths
+from crossling.atomic import read_json, write_json_atomic
+from crossling.config import TrainConfig
+from crossling.manifest import SAMPLE_RATE, Utterance, write_manifest
+from crossling.progress import no_progress
+
+TESTS = Path(__file__).parent
+SRC = TESTS.parent / "src"
+TOY = "grid_factory:toy_finetune"
+LETTERS = "abcd"
+WORDS = ["ab", "ba", "cad", "dab", "bad", "cab", "dc", "ac"]
+
+
+# --- data ----------------------------------------------------------------------------------------
+
+
+def _spoken(text: str, rng: np.random.Generator, base: float) -> np.ndarray:
+    """Each letter a 120 ms tone of its own pitch, words separated by short silences."""
+    pieces = []
+    for char in text:
+        n = int(0.12 * SAMPLE_RATE)
+        if char == " ":
+            pieces.append(0.003 * rng.standard_normal(n // 2))
+            continue
+        f = base * (1.0 + 0.5 * LETTERS.index(char))
+        t = np.arange(n) / SAMPLE_RATE
+        pieces.append(0.3 * np.sin(2 * np.pi * f * t) + 0.01 * rng.standard_normal(n))
+    return np.concatenate(pieces).astype(np.float32)
+
+
+def make_prepared(root: Path, languages: tuple[str, ...] = ("aa", "bb"), counts=(8, 3, 3), seed: int = 0) -> Path:
+    """A prepared root in the shared contract (WAVs, manifests, vocab.json, prepared.json last)."""
+    rng = np.random.default_rng(seed)
+    for k, language in enumerate(languages):
+        splits = {}
+        for split, count in zip(paths.SPLITS, counts, strict=True):
+            splits[split] = [_utterance(root, language, split, i, rng, 220.0 + 40 * k) for i in range(count)]
+            write_manifest(paths.manifest_path(root, language, split), splits[split])
+        vocab = {"<pad>": 0, "<unk>": 1, "|": 2, **{c: 3 + i for i, c in enumerate(LETTERS)}}
+        write_json_atomic(paths.vocab_path(root, language), vocab)
+        write_json_atomic(paths.prepared_summary_path(root, language), _summary(language, splits))
+    return root
+
+
+def _utterance(root: Path, language: str, split: str, i: int, rng, base: float) -> Utterance:
+    text = " ".join(rng.choice(WORDS, size=2))
+    audio = _spoken(text, rng, base)
+    relative = f"_audio/{language}/{split}_{i:03d}.wav"
+    (root / relative).parent.mkdir(parents=True, exist_ok=True)
+    sf.write(root / relative, audio, SAMPLE_RATE, subtype="PCM_16")
+    return Utterance(id=f"{split}_{i:03d}", audio=relative, num_samples=len(audio), text=text, sentence=text,
+                     speaker=f"{split}{i % 2}", gender=("female", "male")[i % 2])
+
+
+def _summary(language: str, splits: dict) -> dict:
+    return {"language": language, "source": "grid_factory", "seed": 0,
+            "train_hours": sum(u.num_samples for u in splits["train"]) / SAMPLE_RATE / 3600,
+            "train_utterances": len(splits["train"]), "dev_utterances": len(splits["dev"]),
+            "test_utterances": len(splits["test"]), "vocab": list(LETTERS), "vocab_threshold": 1e-5,
+            "char_map": {}, "oov_rate": {"dev": 0.0, "test": 0.0}, "skipped": {}, "normalization": {}}
+
+
+# --- study files ---------------------------------------------------------------------------------
+
+TOY_RECIPE = {"max_steps": 12, "checkpoint_every": 2, "learning_rate": 1e-3}
+
+
+def write_study(path: Path, checkpoints, languages=("aa", "bb"), seeds=(0,), recipe=None, sweep=None,
+                prepared: str = "prepared") -> Path:
+    """A study file over a prepared root (relative to the study file)."""
+    lines = [f'name = "{path.stem}"', f"checkpoints = {json.dumps(list(checkpoints))}",
+             f"languages = {json.dumps(list(languages))}", f"seeds = {json.dumps(list(seeds))}",
+             "", "[data]", 'source = "prepared"', f'path = "{prepared}"', "", "[recipe]"]
+    lines += [f"{key} = {json.dumps(value)}" for key, value in (recipe or TOY_RECIPE).items()]
+    if sweep:
+        lines += ["", "[sweep]", *(f"{key} = {json.dumps(values)}" for key, values in sweep.items())]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# --- a quick run function with the real contract --------------------------------------------------
+
+
+def toy_finetune(prepared: Path, language: str, model: str, seed: int, out: Path, config: TrainConfig,
+                 device: str = "auto", track=no_progress) -> dict:
+    """Deterministic 'training': a hash chain over the steps, checkpointed every `checkpoint_every`
+    steps, so a resumed run ends exactly where an uninterrupted one does. Each step sleeps
+    $GRID_TOY_STEP_SECONDS. Fails when `<prepared>/fail-<model>` exists."""
+    if (Path(prepared) / f"fail-{model.replace('/', '_')}").exists():
+        raise RuntimeError(f"deliberate failure of {model}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = paths.run_checkpoint_path(out)
+    state = read_json(checkpoint) if checkpoint.is_file() else {"step": 0, "value": seed + 7, "resumed_from": []}
+    if state["step"]:
+        state["resumed_from"].append(state["step"])
+    delay = float(os.environ.get("GRID_TOY_STEP_SECONDS", "0"))
+    for step in range(state["step"], config.max_steps):
+        state["value"] = (state["value"] * 31 + step + len(model) * 17 + len(language) + int(config.learning_rate * 1e6)) % 1_000_003
+        state["step"] = step + 1
+        time.sleep(delay)
+        if state["step"] % config.checkpoint_every == 0:
+            write_json_atomic(checkpoint, state)
+    result = _toy_result(prepared, language, model, seed, config, state)
+    write_json_atomic(paths.run_result_path(out), result)
+    return result
+
+
+def _toy_result(prepared, language, model, seed, config, state) -> dict:
+    cer = state["value"] / 1_000_003
+    score = {"cer": cer, "wer": min(1.0, 2 * cer), "char_edits": round(cer * 100), "chars": 100,
+             "word_edits": round(min(1.0, 2 * cer) * 20), "words": 20, "utterances": 3}
+    return {
+        "run": {"model": model, "checkpoint": model, "language": language, "seed": seed,
+                "prepared": str(prepared), "config": {"learning_rate": config.learning_rate}, "schedule": "toy"},
+        "status": "done", "steps": state["step"],
+        "skipped": {"label_too_long": 0, "audio_too_long": 0, "nonfinite_loss_steps": 0},
+        "scores": {"test": {**score, "by_gender": {"female": score, "male": score}}, "dev": score},
+        "cost": {"wall_seconds": 1.5, "device": "cpu", "device_hours": 1.5 / 3600, "audio_seconds_trained": 30.0,
+                 "audio_seconds_per_second": 20.0, "peak_memory_mb": 100.0, "threads": 1},
+        "collapse": {"blank_only_fraction": 0.0, "warned": False},
+        "versions": {"crossling": "test"}, "resumed_from": state["resumed_from"],
+    }
+
+
+# --- grid processes -------------------------------------------------------------------------------
+
+DRIVER = """
+import sys
+from crossling.grid import run_study
+from crossling.store import Store
+from crossling.study import load_study
+study = load_study(sys.argv[1])
+store = Store(sys.argv[2], heartbeat_seconds=0.2, stale_seconds=2.0)
+summary = run_study(study, store, run_function=sys.argv[3])
+print(summary.executed, summary.done, summary.failed, flush=True)
+"""
+
+
+def environment(**extra: str) -> dict[str, str]:
+    """A subprocess environment that imports crossling from src/ and this folder's helpers."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), str(TESTS)]), OMP_NUM_THREADS="1")
+    env.update(extra)
+    return env
+
+
+def start_driver(study: Path, store: Path, run_function: str = TOY, **env: str) -> subprocess.Popen:
+    """A separate grid process running `run_study` on `study` with a fast heartbeat."""
+    return subprocess.Popen([sys.executable, "-c", DRIVER, str(study), str(store), run_function],
+                            env=environment(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def starts(store_root: Path, run_id: str) -> list[dict]:
+    """The 'start' events of a run's attempt log."""
+    path = paths.store_attempts_path(store_root, run_id)
+    if not path.is_file():
+        return []
+    events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [e for e in events if e["event"] == "start"]
