@@ -100,6 +100,114 @@ def _cmd_prepare(args) -> int:
     return 0
 
 
+# --- finetune / evaluate -------------------------------------------------------------------------
+
+
+def _add_finetune(sub) -> None:
+    parser = sub.add_parser("finetune", help="fine-tune one checkpoint on one prepared language (one run)")
+    parser.add_argument("--data", type=path_arg, required=True, help="prepared root (from `crossling prepare`)")
+    parser.add_argument("--language", required=True, help="a language prepared under --data, e.g. pt")
+    parser.add_argument("--model", required=True, metavar="ALIAS|HUB_ID|PATH",
+                        help="registry alias (see `crossling models`), hub id, local HF directory or random-init")
+    parser.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
+    parser.add_argument("--out", type=path_arg, required=True, help="run directory (resumes if it holds a checkpoint)")
+    parser.add_argument("--config", type=path_arg, default=None, help="run config TOML (recipe values)")
+    parser.add_argument("--steps", type=int, default=None, help="override max_steps")
+    parser.add_argument("--lr", type=float, default=None, help="override learning_rate")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    parser.add_argument("--json", action="store_true", help="print the result record as one JSON object")
+    parser.set_defaults(handler=_cmd_finetune)
+
+
+def _cmd_finetune(args) -> int:
+    from crossling.config import load_train_config
+    from crossling.finetune import finetune
+
+    config = load_train_config(args.config, {"max_steps": args.steps, "learning_rate": args.lr})
+    record = finetune(args.data, args.language, args.model, args.seed, args.out, config,
+                      device=args.device, track=tqdm_track)
+    test = record["scores"]["test"]
+    if args.json:
+        print(json.dumps({"cer": test["cer"], "wer": test["wer"], **record}, ensure_ascii=False))
+        return 0
+    skipped = ", ".join(f"{k} {v}" for k, v in record["skipped"].items() if v) or "none"
+    print(f"{args.model} on {args.language} (seed {args.seed}): test CER {test['cer']:.4f} WER {test['wer']:.4f}, "
+          f"dev CER {record['scores']['dev']['cer']:.4f}; {record['steps']} steps, skipped: {skipped}; "
+          f"{record['cost']['wall_seconds']:.0f} s on {record['cost']['device']}")
+    if record["collapse"]["warned"]:
+        print(f"warning: output was blank-only for long stretches "
+              f"(blank-only test fraction {record['collapse']['blank_only_fraction']:.2f})")
+    print(f"model + processor: {args.out / 'model'}")
+    return 0
+
+
+def _add_evaluate(sub) -> None:
+    parser = sub.add_parser("evaluate", help="score a fine-tuned model (run directory or HF directory)")
+    parser.add_argument("model", type=path_arg, metavar="RUN_DIR_OR_MODEL")
+    parser.add_argument("--data", type=path_arg, required=True, help="prepared root")
+    parser.add_argument("--language", required=True, help="a language prepared under --data")
+    parser.add_argument("--splits", nargs="+", default=["dev", "test"], choices=["train", "dev", "test"])
+    parser.add_argument("--out", type=path_arg, default=None, help="write hypotheses and scores.json here")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(handler=_cmd_evaluate)
+
+
+def _cmd_evaluate(args) -> int:
+    from crossling.evaluate import evaluate
+
+    result = evaluate(args.model, args.data, args.language, splits=tuple(args.splits), out=args.out,
+                      device=args.device, track=tqdm_track)
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False))
+        return 0
+    for split, s in result["scores"].items():
+        genders = "; ".join(f"{g} {v['cer']:.4f}" for g, v in s["by_gender"].items())
+        print(f"{args.language} {split}: CER {s['cer']:.4f} WER {s['wer']:.4f} ({s['utterances']} utterances"
+              + (f"; by gender: {genders})" if genders else ")"))
+    return 0
+
+
+# --- synth -----------------------------------------------------------------------------------------
+
+
+def _add_synth(sub) -> None:
+    parser = sub.add_parser("synth", help="synthesize a Common Voice-shaped corpus offline (eSpeak NG + wordfreq)")
+    parser.add_argument("--languages", nargs="+", required=True, metavar="LANG", help="e.g. es it pt nl de fi tr")
+    parser.add_argument("--hours", type=float, required=True, help="train hours per language (dev/test: 10 %% each)")
+    parser.add_argument("--out", type=path_arg, required=True, help="corpus root: <out>/<lang>/clips, *.tsv")
+    parser.add_argument("--seed", type=int, default=0, help="seed of sentences, speakers and audio (default 0)")
+    parser.add_argument("--workers", type=int, default=None, help="synthesis processes (default: CPU count)")
+    parser.add_argument("--dev-fraction", type=float, default=0.1, help="dev hours as a fraction of --hours")
+    parser.add_argument("--test-fraction", type=float, default=0.1, help="test hours as a fraction of --hours")
+    parser.add_argument("--speakers", type=int, nargs=3, default=(24, 6, 6), metavar=("TRAIN", "DEV", "TEST"),
+                        help="disjoint speakers per split (default 24 6 6)")
+    parser.add_argument("--noise", action="store_true", help="give each speaker a light room (reverb + noise)")
+    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    parser.set_defaults(handler=_cmd_synth)
+
+
+def _cmd_synth(args) -> int:
+    from crossling.synth import synthesize_corpus
+
+    summary = synthesize_corpus(
+        args.out, args.languages, args.hours, seed=args.seed, workers=args.workers,
+        dev_fraction=args.dev_fraction, test_fraction=args.test_fraction, speakers=tuple(args.speakers),
+        noise=args.noise, track=tqdm_track,
+    )
+    if args.json:
+        print(json.dumps(summary, ensure_ascii=False))
+        return 0
+    for language, s in summary["languages"].items():
+        parts = ", ".join(f"{split} {s[split]['hours']:.3f} h ({s[split]['utterances']} clips, "
+                          f"{s[split]['speakers']} speakers)" for split in ("train", "dev", "test"))
+        print(f"{language}: {parts}" + (" [already there]" if s["reused"] else ""))
+    print(f"synthesized {summary['synthesized_seconds'] / 3600:.3f} h of audio in {summary['wall_seconds']:.1f} s "
+          f"with {summary['workers']} worker(s): {summary['audio_seconds_per_second']:.0f} s of audio per second")
+    print(f"corpus: {args.out} (next: crossling prepare {args.out} --languages ... --out PREPARED)")
+    return 0
+
+
 # --- entry point ---------------------------------------------------------------------------------
 
 # Every `_add_<command>` function above registers one subcommand, in the order they are defined.

@@ -1,0 +1,180 @@
+"""Training and inference batches: prepared utterances -> CTC-feasibility filter (with counts) ->
+length-sorted batches of at most `batch_seconds` of padded audio, in a seeded order resumable from a
+`DataPosition`; plus WAV loading, waveform normalization and padding into tensors."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile
+
+from crossling import paths
+from crossling.atomic import read_json
+from crossling.errors import DataError
+from crossling.manifest import SAMPLE_RATE, Utterance, read_manifest
+
+
+@dataclass(frozen=True)
+class PreparedLanguage:
+    """A language written by `crossling prepare`: its root, vocabulary {token: id} and summary."""
+
+    root: Path
+    language: str
+    vocab: dict
+    summary: dict
+
+    @property
+    def vocab_file(self) -> Path:
+        return paths.vocab_path(self.root, self.language)
+
+    def split(self, name: str) -> list[Utterance]:
+        return read_manifest(paths.manifest_path(self.root, self.language, name))
+
+
+def open_prepared(root: Path, language: str) -> PreparedLanguage:
+    """Check that `language` was prepared completely under `root` (prepared.json is written last) and
+    read its vocabulary; a missing language lists the ones that are there."""
+    root = Path(root)
+    summary_path = paths.prepared_summary_path(root, language)
+    if not summary_path.is_file():
+        ready = sorted(p.parent.name for p in root.glob("*/prepared.json")) if root.is_dir() else []
+        raise DataError(
+            f"{summary_path}: language {language!r} is not prepared under {root} (run `crossling prepare`); "
+            f"prepared languages there: {', '.join(ready) or 'none'}"
+        )
+    vocab = read_json(paths.vocab_path(root, language))
+    expected = {"<pad>": 0, "<unk>": 1, "|": 2}
+    if any(vocab.get(token) != index for token, index in expected.items()):
+        raise DataError(f"{paths.vocab_path(root, language)}: expected <pad>=0, <unk>=1, |=2 at the start")
+    if sorted(vocab.values()) != list(range(len(vocab))):
+        raise DataError(f"{paths.vocab_path(root, language)}: token ids must be 0..{len(vocab) - 1} without gaps")
+    return PreparedLanguage(root=root, language=language, vocab=vocab, summary=read_json(summary_path))
+
+
+def load_audio(prepared_root: Path, utterance: Utterance) -> np.ndarray:
+    """The utterance's 16 kHz mono waveform as float32 in [-1, 1]."""
+    path = Path(prepared_root) / utterance.audio
+    try:
+        audio, rate = soundfile.read(path, dtype="float32", always_2d=False)
+    except (OSError, RuntimeError) as error:  # soundfile raises LibsndfileError (a RuntimeError)
+        raise DataError(f"{path}: cannot read audio of utterance {utterance.id!r} ({error})") from None
+    if rate != SAMPLE_RATE or audio.ndim != 1:
+        raise DataError(f"{path}: expected 16 kHz mono audio, got {rate} Hz with shape {audio.shape}")
+    return audio
+
+
+def normalize_waveform(audio: np.ndarray) -> np.ndarray:
+    """Zero mean, unit variance over the whole utterance, as `Wav2Vec2FeatureExtractor(do_normalize=True)`
+    computes it for one unpadded input (same formula, so our inputs equal the pipeline's)."""
+    return (audio - audio.mean()) / np.sqrt(audio.var() + 1e-7)
+
+
+def ctc_min_frames(labels: Sequence[int]) -> int:
+    """Fewest output frames a CTC alignment of `labels` needs: one per label plus a blank between repeats."""
+    repeats = sum(1 for a, b in zip(labels, labels[1:], strict=False) if a == b)
+    return len(labels) + repeats
+
+
+def filter_for_ctc(
+    utterances: Sequence[Utterance],
+    labels: Sequence[Sequence[int]],
+    frames_of: Callable[[int], int],
+    max_seconds: float,
+) -> tuple[list[int], dict[str, int]]:
+    """Indices of utterances that can be trained on, and counts of those left out.
+
+    'audio_too_long': longer than `max_seconds`; 'label_too_long': the label needs more CTC frames than
+    the model outputs for that audio (it would give an infinite loss)."""
+    kept: list[int] = []
+    skipped: Counter[str] = Counter(label_too_long=0, audio_too_long=0)
+    for index, (utterance, label) in enumerate(zip(utterances, labels, strict=True)):
+        if utterance.duration > max_seconds:
+            skipped["audio_too_long"] += 1
+        elif ctc_min_frames(label) > frames_of(utterance.num_samples):
+            skipped["label_too_long"] += 1
+        else:
+            kept.append(index)
+    return kept, dict(skipped)
+
+
+def length_sorted_batches(durations: Sequence[float], batch_seconds: float, tiebreak=None) -> list[list[int]]:
+    """Consecutive runs of length-sorted indices whose padded size (count x longest) stays within
+    `batch_seconds`; an utterance longer than that forms a batch of its own."""
+    keys = np.asarray(durations, dtype=np.float64)
+    order = np.lexsort((tiebreak, keys)) if tiebreak is not None else np.argsort(keys, kind="stable")
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for index in order.tolist():
+        if current and (len(current) + 1) * keys[index] > batch_seconds:
+            batches.append(current)
+            current = []
+        current.append(index)
+    if current:
+        batches.append(current)
+    return batches
+
+
+@dataclass(frozen=True)
+class DataPosition:
+    """Where the training stream stands: batch `batch` of epoch `epoch` is the next one to train on."""
+
+    epoch: int = 0
+    batch: int = 0
+
+
+class BatchPlan:
+    """The training stream: each epoch's batches are a pure function of (seed, epoch, durations), so a
+    `DataPosition` is all a checkpoint needs to resume the exact same sequence."""
+
+    def __init__(self, durations: Sequence[float], batch_seconds: float, seed: int) -> None:
+        if not durations:
+            raise DataError("no training utterances left after filtering")
+        self.durations = list(durations)
+        self.batch_seconds = batch_seconds
+        self.seed = seed
+        self._epoch_cache: tuple[int, list[list[int]]] | None = None
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """Length-sorted batches (ties broken at random), then shuffled; both seeded by (seed, epoch)."""
+        if self._epoch_cache is None or self._epoch_cache[0] != epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            batches = length_sorted_batches(self.durations, self.batch_seconds, rng.random(len(self.durations)))
+            order = rng.permutation(len(batches))
+            self._epoch_cache = (epoch, [batches[i] for i in order])
+        return self._epoch_cache[1]
+
+    def take(self, position: DataPosition) -> tuple[list[int], DataPosition]:
+        """The batch at `position` and the position after it."""
+        batches = self.epoch_batches(position.epoch)
+        if position.batch >= len(batches):
+            return self.take(DataPosition(position.epoch + 1, 0))
+        following = DataPosition(position.epoch, position.batch + 1)
+        return batches[position.batch], following
+
+
+def pad_batch(waveforms: Sequence[np.ndarray]):
+    """Right-pad waveforms with zeros -> (input_values float32 [B, T], attention_mask bool [B, T])."""
+    import torch
+
+    longest = max(len(w) for w in waveforms)
+    values = torch.zeros(len(waveforms), longest, dtype=torch.float32)
+    mask = torch.zeros(len(waveforms), longest, dtype=torch.bool)
+    for row, waveform in enumerate(waveforms):
+        values[row, : len(waveform)] = torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32))
+        mask[row, : len(waveform)] = True
+    return values, mask
+
+
+def pad_labels(labels: Sequence[Sequence[int]]):
+    """Right-pad label sequences with -100 (ignored by the CTC loss) -> int64 tensor [B, L]."""
+    import torch
+
+    longest = max(len(label) for label in labels)
+    padded = torch.full((len(labels), longest), -100, dtype=torch.long)
+    for row, label in enumerate(labels):
+        padded[row, : len(label)] = torch.tensor(list(label), dtype=torch.long)
+    return padded

@@ -1,0 +1,65 @@
+"""Greedy CTC decoding: waveforms -> batched, length-sorted inference -> argmax paths -> text.
+
+The text rule is Wav2Vec2CTCTokenizer's (merge repeats, drop blanks, '|' -> space, strip), so a saved
+model transcribed by plain transformers gives the same strings."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import groupby
+
+import numpy as np
+
+from crossling.batching import length_sorted_batches, normalize_waveform, pad_batch
+from crossling.manifest import SAMPLE_RATE
+from crossling.models import InputSpec, frames_for_samples
+from crossling.progress import Track, no_progress
+
+BLANK_ID = 0
+WORD_DELIMITER = "|"
+
+
+def path_to_text(path: Sequence[int], id_to_token: dict[int, str], unk_token: str = "<unk>") -> str:
+    """One best path (frame-wise argmax ids) -> text: merge repeats, drop blanks, map ids to tokens."""
+    merged = (token_id for token_id, _ in groupby(path) if token_id != BLANK_ID)
+    tokens = (id_to_token.get(token_id, unk_token) for token_id in merged)
+    return "".join(" " if token == WORD_DELIMITER else token for token in tokens).strip()
+
+
+def prepare_input(audio: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """The model input for one waveform, as the checkpoint's feature extractor would make it."""
+    audio = np.asarray(audio, dtype=np.float32)
+    return normalize_waveform(audio) if spec.do_normalize else audio
+
+
+def best_paths(model, waveforms: Sequence[np.ndarray], spec: InputSpec, device: str = "cpu",
+               batch_seconds: float = 400.0, autocast_dtype=None, track: Track = no_progress) -> list[list[int]]:
+    """Frame-wise argmax ids of each waveform (cut to its own frame count), in input order.
+
+    Batches are length-sorted to limit padding. Without an attention mask (group-norm encoders) padding
+    would change the output, so each utterance then runs alone."""
+    import torch
+
+    durations = [len(w) / SAMPLE_RATE for w in waveforms]
+    batches = length_sorted_batches(durations, batch_seconds if spec.use_attention_mask else 0.0)
+    paths: list[list[int]] = [[] for _ in waveforms]
+    model.eval()
+    with torch.inference_mode():
+        for batch in track(batches, len(batches), "decoding"):
+            values, mask = pad_batch([prepare_input(waveforms[i], spec) for i in batch])
+            inputs = {"input_values": values.to(device)}
+            if spec.use_attention_mask:
+                inputs["attention_mask"] = mask.to(device)
+            with torch.autocast(device_type=device.split(":")[0], dtype=autocast_dtype,
+                                enabled=autocast_dtype is not None):
+                ids = model(**inputs).logits.argmax(dim=-1).cpu()
+            for row, index in enumerate(batch):
+                frames = frames_for_samples(model.config, len(waveforms[index]))
+                paths[index] = ids[row, :frames].tolist()
+    return paths
+
+
+def transcribe(model, waveforms: Sequence[np.ndarray], spec: InputSpec, id_to_token: dict[int, str],
+               **options) -> list[str]:
+    """Greedy CTC transcripts of the waveforms, in input order (options as for `best_paths`)."""
+    return [path_to_text(path, id_to_token) for path in best_paths(model, waveforms, spec, **options)]

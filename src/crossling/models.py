@@ -1,0 +1,279 @@
+"""Checkpoints -> CTC models: resolve `--model` (alias, hub id, local dir, 'zoo:<dir>', 'random-init'),
+load any wav2vec2-family type through AutoModelForCTC with a fresh head sized from the vocabulary,
+and say how the checkpoint wants its input (waveform normalization, attention mask)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from crossling.config import TrainConfig
+from crossling.errors import ModelError
+from crossling.registry import RANDOM_INIT, all_checkpoints, find_checkpoint
+
+log = logging.getLogger(__name__)
+
+MODEL_TYPES = ("wav2vec2", "hubert", "wavlm", "unispeech", "unispeech-sat")
+SPECIAL_TOKENS = {"unk_token": "<unk>", "pad_token": "<pad>", "word_delimiter_token": "|"}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model comes from. `kind`: 'hub' (hub id), 'local' (HF directory), 'zoo' (bundled
+    mini-zoo directory), 'random' (`location` names a packaged config JSON); `alias` if registered."""
+
+    given: str
+    kind: str
+    location: str
+    alias: str = ""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How a checkpoint expects its waveform: normalized or not, attention mask or not (the latter only
+    for layer-norm feature encoders; group-norm ones were trained on zero-padded input without a mask)."""
+
+    do_normalize: bool
+    use_attention_mask: bool
+    feat_extract_norm: str
+
+
+def resolve(model: str) -> ModelSource:
+    """Turn a `--model` value into a `ModelSource`; an unknown name lists the registered aliases."""
+    checkpoint = find_checkpoint(model)
+    if model == RANDOM_INIT or (checkpoint is not None and checkpoint.is_random_init):
+        checkpoint = checkpoint or find_checkpoint(RANDOM_INIT)
+        return ModelSource(model, "random", checkpoint.config_name, checkpoint.alias)
+    alias = checkpoint.alias if checkpoint else ""
+    location = checkpoint.source if checkpoint else model
+    if location.startswith("zoo:"):
+        return ModelSource(model, "zoo", str(_zoo_dir(location.removeprefix("zoo:"))), alias)
+    if Path(location).expanduser().is_dir():
+        return ModelSource(model, "local", str(Path(location).expanduser().resolve()), alias)
+    if _HUB_ID.match(location) and not location.startswith((".", "~")):
+        return ModelSource(model, "hub", location, alias)
+    valid = ", ".join(c.alias for c in all_checkpoints())
+    raise ModelError(
+        f"--model {model!r} is not a registered alias, an existing directory or a hub id (owner/name); "
+        f"registered aliases: {valid}"
+    )
+
+
+def _zoo_dir(name: str) -> Path:
+    directory = Path(str(resources.files("crossling").joinpath("zoo", name)))
+    if not (directory / "config.json").is_file():
+        raise ModelError(f"mini-zoo checkpoint {name!r} not found: expected {directory}/config.json")
+    return directory
+
+
+def random_init_config(config_name: str):
+    """The packaged architecture config (e.g. XLS-R 300M's LARGE values) as a transformers config."""
+    from transformers import AutoConfig
+
+    text = resources.files("crossling").joinpath("data", config_name).read_text(encoding="utf-8")
+    values = {k: v for k, v in json.loads(text).items() if not k.startswith("_")}
+    for key in ("architectures", "transformers_version", "torch_dtype"):
+        values.pop(key, None)
+    return AutoConfig.for_model(values.pop("model_type"), **values)
+
+
+def recipe_overrides(config: TrainConfig, vocab_size: int) -> dict:
+    """Config fields the recipe sets on every checkpoint: CTC head size, SpecAugment, dropouts."""
+    return {
+        "vocab_size": vocab_size,
+        "pad_token_id": 0,
+        "ctc_loss_reduction": "mean",  # per-utterance loss / label length, batch mean (HF recipes)
+        "ctc_zero_infinity": False,  # infinite losses must surface so they are counted, not hidden
+        "apply_spec_augment": True,
+        "mask_time_prob": config.mask_time_prob,
+        "mask_time_length": config.mask_time_length,
+        "mask_feature_prob": config.mask_feature_prob,
+        "mask_feature_length": config.mask_feature_length,
+        "layerdrop": config.layerdrop,
+        "hidden_dropout": config.hidden_dropout,
+        "activation_dropout": config.activation_dropout,
+        "attention_dropout": config.attention_dropout,
+        "feat_proj_dropout": config.feat_proj_dropout,
+        "final_dropout": config.final_dropout,
+    }
+
+
+def quiet_transformers() -> None:
+    """transformers 5 prints load reports and progress bars for every load; our logs say what matters."""
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def load_for_finetuning(source: ModelSource, vocab_size: int, config: TrainConfig, seed: int):
+    """A CTC model with a freshly initialised head of `vocab_size` outputs (seeded), the recipe's
+    config values applied and the CNN feature encoder frozen if the recipe says so -> (model, InputSpec)."""
+    import torch
+    from transformers import AutoModelForCTC
+
+    quiet_transformers()
+    overrides = recipe_overrides(config, vocab_size)
+    torch.manual_seed(seed)
+    if source.kind == "random":
+        model_config = random_init_config(source.location)
+        for key, value in overrides.items():
+            setattr(model_config, key, value)
+        model = AutoModelForCTC.from_config(model_config)
+    else:
+        model = _from_pretrained(source, overrides)
+    _check_model_type(model.config.model_type, source)
+    if config.freeze_feature_encoder:
+        model.freeze_feature_encoder()
+    model = model.float()
+    spec = InputSpec(_checkpoint_do_normalize(source), *_mask_rule(model.config))
+    log.info("loaded %s (%s, %s); input: %s", source.given, source.kind, model.config.model_type, spec)
+    return model, spec
+
+
+def _from_pretrained(source: ModelSource, overrides: dict):
+    from transformers import AutoModelForCTC
+
+    local = source.kind != "hub"
+    try:
+        return AutoModelForCTC.from_pretrained(
+            source.location,
+            trust_remote_code=False,
+            use_safetensors=_prefer_safetensors(source),
+            ignore_mismatched_sizes=True,  # a checkpoint fine-tuned on another vocabulary: new head
+            local_files_only=local,
+            **overrides,
+        )
+    except (OSError, ValueError) as error:
+        where = "directory" if local else "hub id (not downloadable here or not in the local HF cache)"
+        raise ModelError(f"cannot load {source.given!r} from {where} {source.location}: {error}") from None
+
+
+def _prefer_safetensors(source: ModelSource) -> bool | None:
+    """True for a directory holding safetensors weights (then nothing else is read); None lets a hub
+    checkpoint fall back to a .bin, which transformers reads with torch.load(weights_only=True)."""
+    if source.kind == "hub":
+        return None
+    directory = Path(source.location)
+    if any(directory.glob("*.safetensors")):
+        return True
+    if not any(directory.glob("*.bin")):
+        raise ModelError(f"{directory}: no model weights (*.safetensors or *.bin) found")
+    return None
+
+
+def _check_model_type(model_type: str, source: ModelSource) -> None:
+    if model_type not in MODEL_TYPES:
+        raise ModelError(
+            f"{source.given!r} is a {model_type!r} model; crossling fine-tunes {', '.join(MODEL_TYPES)}"
+        )
+
+
+def _mask_rule(model_config) -> tuple[bool, str]:
+    norm = getattr(model_config, "feat_extract_norm", "group")
+    return norm == "layer", norm
+
+
+def _checkpoint_do_normalize(source: ModelSource) -> bool:
+    """`do_normalize` from the checkpoint's preprocessor config; True when it has none (as the
+    wav2vec2-family LARGE checkpoints expect)."""
+    if source.kind == "random":
+        return True
+    values = _read_preprocessor_config(source)
+    return bool(values.get("do_normalize", True))
+
+
+def _read_preprocessor_config(source: ModelSource) -> dict:
+    if source.kind == "hub":
+        from transformers.utils import cached_file
+
+        try:
+            path = cached_file(source.location, "preprocessor_config.json",
+                               _raise_exceptions_for_missing_entries=False)
+        except OSError:
+            path = None
+    else:
+        path = Path(source.location) / "preprocessor_config.json"
+    if path is None or not Path(path).is_file():
+        return {}
+    values = json.loads(Path(path).read_text(encoding="utf-8"))
+    return values.get("feature_extractor", values)
+
+
+# --- the fine-tuned model in Hugging Face format ---------------------------------------------------
+
+
+def load_tokenizer(vocab_file: Path):
+    """The CTC tokenizer of a prepared vocabulary (`<pad>` = blank, `<unk>`, `|` = word delimiter)."""
+    from transformers import Wav2Vec2CTCTokenizer
+
+    # bos/eos off: otherwise they are appended to the vocabulary and the head size no longer matches
+    return Wav2Vec2CTCTokenizer(
+        str(vocab_file), bos_token=None, eos_token=None, clean_up_tokenization_spaces=False, **SPECIAL_TOKENS
+    )
+
+
+def build_processor(tokenizer, spec: InputSpec):
+    """Feature extractor + tokenizer as one `Wav2Vec2Processor`, saved next to the model so that plain
+    transformers prepares the input exactly as crossling did."""
+    from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Processor
+
+    extractor = Wav2Vec2FeatureExtractor(
+        feature_size=1,
+        sampling_rate=16_000,
+        padding_value=0.0,
+        do_normalize=spec.do_normalize,
+        return_attention_mask=spec.use_attention_mask,
+    )
+    return Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer)
+
+
+def load_finetuned(model_dir: Path):
+    """A fine-tuned CTC model directory (model + processor) -> (model in eval mode, processor, InputSpec)."""
+    from transformers import AutoModelForCTC, Wav2Vec2Processor
+
+    quiet_transformers()
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise ModelError(f"{model_dir}: not a Hugging Face model directory (no config.json)")
+    source = ModelSource(str(model_dir), "local", str(model_dir))
+    try:
+        model = AutoModelForCTC.from_pretrained(
+            model_dir, trust_remote_code=False, use_safetensors=_prefer_safetensors(source), local_files_only=True
+        )
+        processor = Wav2Vec2Processor.from_pretrained(model_dir, local_files_only=True)
+    except (OSError, ValueError) as error:
+        raise ModelError(f"{model_dir}: cannot load model and processor: {error}") from None
+    extractor = processor.feature_extractor
+    spec = InputSpec(bool(extractor.do_normalize), *_mask_rule(model.config))
+    return model.float().eval(), processor, spec
+
+
+def check_vocabulary(model, tokenizer, vocab: dict[str, int], vocab_file: Path) -> None:
+    """Refuse to score a model against a vocabulary its head was not trained on."""
+    head = model.config.vocab_size
+    model_vocab = tokenizer.get_vocab()
+    if model_vocab == vocab and head == len(vocab):
+        return
+    missing = sorted(set(vocab) - set(model_vocab))
+    extra = sorted(set(model_vocab) - set(vocab))
+    raise ModelError(
+        f"the model's vocabulary ({len(model_vocab)} tokens, CTC head of {head}) does not match {vocab_file} "
+        f"({len(vocab)} tokens): missing from the model {missing[:20]}, not in the data {extra[:20]}"
+        + ("" if missing or extra else "; same tokens but different ids")
+        + " — was it fine-tuned on another language?"
+    )
+
+
+def frames_for_samples(model_config, num_samples: int) -> int:
+    """How many output frames the CNN feature encoder makes from `num_samples` samples (no padding in
+    its convolutions: each layer maps L to floor((L - kernel) / stride) + 1)."""
+    length = num_samples
+    for kernel, stride in zip(model_config.conv_kernel, model_config.conv_stride, strict=True):
+        length = max((length - kernel) // stride + 1, 0)
+    return length
