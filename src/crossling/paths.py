@@ -121,3 +121,21 @@ def store_plan_path(store_root: Path) -> Path:
 def store_attempts_path(store_root: Path, run_id: str) -> Path:
     """One JSON line per attempt event (start / done / failed) of a run: who ran it, where, when."""
     return store_run_dir(store_root, run_id) / "attempts.jsonl"
+
+
+# --- synthetic Common Voice (crossling synth) ------------------------------------------------------
+
+
+def synthetic_clips_dir(corpus_root: Path, language: str) -> Path:
+    """Where a synthetic corpus keeps a language's MP3 clips (Common Voice's own layout)."""
+    return Path(corpus_root) / language / "clips"
+
+
+def synthetic_tsv_path(corpus_root: Path, language: str, name: str) -> Path:
+    """`<corpus>/<lang>/<name>.tsv` for name in train, dev, test, validated."""
+    return Path(corpus_root) / language / f"{name}.tsv"
+
+
+def synthetic_summary_path(corpus_root: Path, language: str) -> Path:
+    """A synthesized language's settings and sizes; written last, so its presence marks completion."""
+    return Path(corpus_root) / language / "synth.json"

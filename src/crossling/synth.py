@@ -1,0 +1,572 @@
+"""Synthetic Common Voice: wordfreq sentences spoken by eSpeak NG voices, offline and seeded.
+
+(languages, hours, seed) -> <out>/<lang>/clips/*.mp3 (48 kHz) + train/dev/test/validated.tsv
+(Common Voice 7.0 columns) + synth.json (written last), readable by `crossling prepare`."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import time
+import unicodedata
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from crossling import paths
+from crossling.atomic import read_json, write_json_atomic, write_text_atomic
+from crossling.errors import ConfigError, DataError
+from crossling.espeak import Voice
+from crossling.progress import Track, no_progress
+
+log = logging.getLogger(__name__)
+
+CLIP_SAMPLE_RATE = 48_000
+TSV_COLUMNS = ("client_id", "path", "sentence", "up_votes", "down_votes", "age", "gender", "accent", "locale",
+               "segment")
+# Bump when the generator changes so an old corpus is never mistaken for a new one.
+GENERATOR_VERSION = 1
+
+_SPLITS = paths.SPLITS
+_MALE_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7")
+_FEMALE_VARIANTS = ("f1", "f2", "f3", "f4", "f5")
+# Common Voice's own age buckets (its spelling), weighted roughly like its contributors.
+_AGES = ("teens", "twenties", "thirties", "fourties", "fifties", "sixties", "seventies")
+_AGE_WEIGHTS = (0.08, 0.32, 0.24, 0.15, 0.11, 0.07, 0.03)
+_CHUNK_CLIPS = 16          # clips per worker task
+_CORE_WORDS = 1000         # a language's letters are those of its most frequent words
+_STRAY_LETTER_RANK = 300   # one-letter "words" beyond this rank are abbreviations or noise
+_FLATTEN = 0.5             # sample words by frequency**0.5: frequent words stay frequent, more variety
+_SECONDS_PRIOR = 2.0       # expected clip length before any has been measured
+# Each split gets this much more than asked, so `prepare` asking for exactly `hours` of decoded 16 kHz
+# audio never falls short by a rounding error.
+_MARGIN_SECONDS = 1.0
+
+
+# --- languages -----------------------------------------------------------------------------------
+
+_LATIN = ("LATIN",)
+_CYRILLIC = ("CYRILLIC",)
+_ARABIC = ("ARABIC",)
+
+
+@dataclass(frozen=True)
+class SynthLanguage:
+    """A language crossling can synthesize: its eSpeak NG voice, wordfreq list and writing system.
+
+    `scripts` are prefixes of Unicode character names a word's letters must start with."""
+
+    code: str
+    name: str
+    espeak: str
+    wordfreq: str
+    scripts: tuple[str, ...]
+    separator: str = " "
+    terminator: str = "."
+
+
+def _lang(code, name, espeak, wordfreq, scripts, separator=" ", terminator="."):
+    return SynthLanguage(code, name, espeak, wordfreq, scripts, separator, terminator)
+
+
+LANGUAGES: dict[str, SynthLanguage] = {lang.code: lang for lang in (
+    _lang("ar", "Arabic", "ar", "ar", _ARABIC),
+    _lang("bg", "Bulgarian", "bg", "bg", _CYRILLIC),
+    _lang("bn", "Bengali", "bn", "bn", ("BENGALI",), terminator="।"),
+    _lang("ca", "Catalan", "ca", "ca", _LATIN),
+    _lang("cs", "Czech", "cs", "cs", _LATIN),
+    _lang("da", "Danish", "da", "da", _LATIN),
+    _lang("de", "German", "de", "de", _LATIN),
+    _lang("el", "Greek", "el", "el", ("GREEK",)),
+    _lang("en", "English", "en-us", "en", _LATIN),
+    _lang("es", "Spanish", "es", "es", _LATIN),
+    _lang("fa", "Persian", "fa", "fa", _ARABIC),
+    _lang("fi", "Finnish", "fi", "fi", _LATIN),
+    _lang("fr", "French", "fr", "fr", _LATIN),
+    _lang("he", "Hebrew", "he", "he", ("HEBREW",)),
+    _lang("hi", "Hindi", "hi", "hi", ("DEVANAGARI",), terminator="।"),
+    _lang("hu", "Hungarian", "hu", "hu", _LATIN),
+    _lang("id", "Indonesian", "id", "id", _LATIN),
+    _lang("is", "Icelandic", "is", "is", _LATIN),
+    _lang("it", "Italian", "it", "it", _LATIN),
+    # eSpeak reads kana but not kanji, so Japanese sentences are written in kana only.
+    _lang("ja", "Japanese", "ja", "ja", ("HIRAGANA", "KATAKANA"), separator="", terminator="。"),
+    _lang("ko", "Korean", "ko", "ko", ("HANGUL",)),
+    _lang("lt", "Lithuanian", "lt", "lt", _LATIN),
+    _lang("lv", "Latvian", "lv", "lv", _LATIN),
+    _lang("mk", "Macedonian", "mk", "mk", _CYRILLIC),
+    _lang("ms", "Malay", "ms", "ms", _LATIN),
+    _lang("nl", "Dutch", "nl", "nl", _LATIN),
+    _lang("pl", "Polish", "pl", "pl", _LATIN),
+    _lang("pt", "Portuguese", "pt-br", "pt", _LATIN),
+    _lang("ro", "Romanian", "ro", "ro", _LATIN),
+    _lang("ru", "Russian", "ru", "ru", _CYRILLIC),
+    _lang("sk", "Slovak", "sk", "sk", _LATIN),
+    _lang("sl", "Slovenian", "sl", "sl", _LATIN),
+    _lang("sv-SE", "Swedish", "sv", "sv", _LATIN),
+    _lang("ta", "Tamil", "ta", "ta", ("TAMIL",)),
+    _lang("tr", "Turkish", "tr", "tr", _LATIN),
+    _lang("uk", "Ukrainian", "uk", "uk", _CYRILLIC),
+    _lang("ur", "Urdu", "ur", "ur", _ARABIC),
+    _lang("vi", "Vietnamese", "vi", "vi", _LATIN),
+    _lang("zh-CN", "Chinese (Mandarin)", "cmn", "zh", ("CJK UNIFIED IDEOGRAPH",), separator="",
+          terminator="。"),
+)}
+
+# eSpeak speaks these, but wordfreq has no word list for them (it would silently use a neighbour's).
+_NO_WORD_LIST = {"et": "Estonian", "th": "Thai", "eu": "Basque", "cy": "Welsh", "ga-IE": "Irish",
+                 "ka": "Georgian", "hy-AM": "Armenian", "sw": "Swahili", "mt": "Maltese", "kk": "Kazakh"}
+
+
+def synth_language(code: str) -> SynthLanguage:
+    """The synthesis facts of a crossling language code; ConfigError listing the valid codes otherwise."""
+    if code in LANGUAGES:
+        _check_wordfreq(LANGUAGES[code])
+        return LANGUAGES[code]
+    supported = ", ".join(sorted(LANGUAGES))
+    if code in _NO_WORD_LIST:
+        raise ConfigError(f"cannot synthesize {code!r} ({_NO_WORD_LIST[code]}): the installed wordfreq has no "
+                          f"word list for it (it would silently substitute another language's words); "
+                          f"supported: {supported}")
+    raise ConfigError(f"unknown synthesis language {code!r}; supported: {supported}")
+
+
+def _check_wordfreq(language: SynthLanguage) -> None:
+    import wordfreq
+
+    if language.wordfreq not in wordfreq.available_languages():
+        raise ConfigError(f"cannot synthesize {language.code!r}: the installed wordfreq has no word list "
+                          f"{language.wordfreq!r} (available: {', '.join(sorted(wordfreq.available_languages()))})")
+
+
+# --- text -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Lexicon:
+    """Words of one language in frequency order, with their sampling probabilities."""
+
+    words: tuple[str, ...]
+    probabilities: tuple[float, ...]
+
+
+def _in_script(word: str, scripts: tuple[str, ...]) -> bool:
+    for char in word:
+        if not unicodedata.category(char).startswith(("L", "M")):
+            return False
+        if not unicodedata.name(char, "").startswith(scripts):
+            return False
+    return True
+
+
+def build_lexicon(language: SynthLanguage, size: int = 5000) -> Lexicon:
+    """The `size` most frequent wordfreq words written only in the language's own letters."""
+    import wordfreq
+
+    ranked: list[tuple[str, float]] = []
+    for rank, bucket in enumerate(wordfreq.get_frequency_list(language.wordfreq)):
+        # Bucket i holds the words of frequency 10 ** (-i / 100), in frequency order.
+        ranked.extend((word, 10.0 ** (-rank / 100)) for word in bucket if _in_script(word, language.scripts))
+        if len(ranked) >= 2 * size:
+            break
+    letters = {char for word, _ in ranked[:_CORE_WORDS] for char in word}
+    kept = [(word, freq) for index, (word, freq) in enumerate(ranked)
+            if set(word) <= letters and (len(word) > 1 or index < _STRAY_LETTER_RANK)][:size]
+    if len(kept) < 50:
+        raise DataError(f"wordfreq list {language.wordfreq!r} has only {len(kept)} usable words for "
+                        f"{language.code}; expected at least 50")
+    weights = np.array([freq for _, freq in kept]) ** _FLATTEN
+    return Lexicon(tuple(word for word, _ in kept), tuple((weights / weights.sum()).tolist()))
+
+
+def _capitalize(text: str, language: SynthLanguage) -> str:
+    first = text[:1]
+    if language.code == "tr":  # Turkish dotted and dotless i
+        upper = {"i": "İ", "ı": "I"}.get(first, first.upper())
+    else:
+        upper = first.upper()
+    return (upper if len(upper) == 1 else first) + text[1:]
+
+
+def _sentence_split(key: str) -> str:
+    """Which split may use a sentence: a hash of its words, so dev/test never share a train sentence."""
+    bucket = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") % 10
+    return "test" if bucket == 0 else "dev" if bucket == 1 else "train"
+
+
+def sentences(language: SynthLanguage, lexicon: Lexicon, split: str, rng: np.random.Generator,
+              word_range: tuple[int, int] = (3, 6)) -> Iterator[str]:
+    """An endless stream of distinct sentences of `word_range` words that belong to `split`."""
+    seen: set[str] = set()
+    probabilities = np.asarray(lexicon.probabilities)
+    misses = 0
+    while True:
+        count = int(rng.integers(word_range[0], word_range[1] + 1))
+        words = [lexicon.words[i] for i in rng.choice(len(lexicon.words), size=count, p=probabilities)]
+        key = " ".join(words)
+        if key in seen or _sentence_split(key) != split:
+            misses += 1
+            if misses > 100_000:
+                raise DataError(f"{language.code}: ran out of distinct {split} sentences "
+                                f"({len(seen)} made); use a larger vocabulary or fewer hours")
+            continue
+        misses = 0
+        seen.add(key)
+        yield _capitalize(language.separator.join(words), language) + language.terminator
+
+
+# --- speakers ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Room:
+    """Light reverberation (decay time in seconds) and additive noise (signal-to-noise ratio in dB)."""
+
+    rt60: float
+    snr_db: float
+
+
+@dataclass(frozen=True)
+class Speaker:
+    """One synthetic contributor: an eSpeak voice variant with its own speed, pitch and room."""
+
+    client_id: str
+    variant: str
+    gender: str
+    age: str
+    rate: int
+    pitch: int
+    pitch_range: int
+    room: Room | None = None
+
+
+def _derive_seed(*parts: object) -> int:
+    digest = hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 2
+
+
+def make_speakers(language: str, seed: int, counts: dict[str, int], noise: bool = False) -> dict[str, list[Speaker]]:
+    """Disjoint speakers per split, half female and half male, each a voice variant with its own prosody."""
+    rng = np.random.default_rng(_derive_seed("speakers", language, seed))
+    offsets = {"female": int(rng.integers(len(_FEMALE_VARIANTS))), "male": int(rng.integers(len(_MALE_VARIANTS)))}
+    speakers: dict[str, list[Speaker]] = {}
+    index = 0
+    for split in _SPLITS:
+        speakers[split] = []
+        for _ in range(counts[split]):
+            gender = ("female", "male")[index % 2]
+            variants = _FEMALE_VARIANTS if gender == "female" else _MALE_VARIANTS
+            room = Room(float(rng.uniform(0.1, 0.4)), float(rng.uniform(15, 35))) if noise else None
+            speakers[split].append(Speaker(
+                client_id=hashlib.sha512(f"crossling-synth/{language}/{seed}/{index}".encode()).hexdigest(),
+                variant=variants[(offsets[gender] + index // 2) % len(variants)], gender=gender,
+                age=str(rng.choice(_AGES, p=_AGE_WEIGHTS)), rate=int(rng.integers(140, 211)),
+                pitch=int(rng.integers(25, 76)), pitch_range=int(rng.integers(30, 81)), room=room))
+            index += 1
+    return speakers
+
+
+# --- one clip ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClipJob:
+    """Everything a worker needs to render one clip; the audio is a pure function of these fields."""
+
+    path: str
+    text: str
+    voice: Voice
+    seed: int
+    pad_seconds: tuple[float, float]
+    peak: float
+    room: Room | None = None
+
+
+def render_clip(job: ClipJob) -> np.ndarray:
+    """Speak a job with eSpeak NG and return it as float32 at 48 kHz (pads, room, level applied)."""
+    import soxr
+
+    from crossling import espeak
+
+    engine = espeak.engine()
+    engine.reset()  # fresh eSpeak state: the samples depend on this job only
+    samples = engine.synthesize(job.text, job.voice, job.seed & 0x7FFFFFFF)
+    if samples.size == 0:
+        raise DataError(f"eSpeak NG produced no audio for {job.text!r} with voice {job.voice.name}")
+    rate = engine.sample_rate
+    audio = samples.astype(np.float32) / 32768.0
+    if job.room is not None:
+        audio = _apply_room(audio, rate, job.room, np.random.default_rng(job.seed))
+    audio = np.concatenate([np.zeros(int(job.pad_seconds[0] * rate), np.float32), audio,
+                            np.zeros(int(job.pad_seconds[1] * rate), np.float32)])
+    audio *= job.peak / max(float(np.abs(audio).max()), 1e-6)
+    return soxr.resample(audio, rate, CLIP_SAMPLE_RATE).astype(np.float32)
+
+
+def _apply_room(audio: np.ndarray, rate: int, room: Room, rng: np.random.Generator) -> np.ndarray:
+    from scipy.signal import fftconvolve
+
+    length = max(int(room.rt60 * rate), 1)
+    decay = np.exp(-6.91 * np.arange(length) / length)  # -60 dB over rt60
+    response = rng.standard_normal(length) * decay * 0.1
+    response[0] = 1.0
+    wet = fftconvolve(audio, response)[: audio.size + length // 4]
+    noise_power = np.mean(wet**2) / 10 ** (room.snr_db / 10)
+    return (wet + rng.standard_normal(wet.size) * np.sqrt(noise_power)).astype(np.float32)
+
+
+def _render_chunk(jobs: list[ClipJob]) -> list[int]:
+    """Render and write clips (MP3, 48 kHz); returns each clip's length in samples."""
+    import soundfile as sf
+
+    lengths = []
+    for job in jobs:
+        audio = render_clip(job)
+        tmp = Path(job.path).with_suffix(".tmp.mp3")
+        sf.write(tmp, audio, CLIP_SAMPLE_RATE, format="MP3")
+        os.replace(tmp, job.path)
+        lengths.append(int(audio.size))
+    return lengths
+
+
+# --- planning ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One planned utterance of the corpus."""
+
+    name: str
+    sentence: str
+    speaker: Speaker
+    job: ClipJob
+
+
+def plan_clips(out: Path, language: SynthLanguage, split: str, speakers: list[Speaker], lexicon: Lexicon,
+               seed: int, word_range: tuple[int, int] = (3, 6)) -> Iterator[Clip]:
+    """The endless, seeded sequence of clips of one split; a corpus keeps its shortest long-enough prefix."""
+    rng = np.random.default_rng(_derive_seed("clips", language.code, split, seed))
+    clips_dir = paths.synthetic_clips_dir(out, language.code)
+    for index, sentence in enumerate(sentences(language, lexicon, split, rng, word_range)):
+        speaker = speakers[int(rng.integers(len(speakers)))]
+        jitter = float(rng.uniform(0.93, 1.07))  # nobody speaks at exactly the same speed twice
+        voice = Voice(f"{language.espeak}+{speaker.variant}", int(speaker.rate * jitter), speaker.pitch,
+                      speaker.pitch_range)
+        name = f"synth_{language.code}_{split}_{index:06d}.mp3"
+        pads = (float(rng.uniform(0.05, 0.3)), float(rng.uniform(0.05, 0.3)))
+        job = ClipJob(str(clips_dir / name), sentence, voice, _derive_seed("clip", language.code, split, index, seed),
+                      pads, float(rng.uniform(0.5, 0.9)), speaker.room)
+        yield Clip(name, sentence, speaker, job)
+
+
+@dataclass
+class _Stream:
+    """The clips of one (language, split) being rendered until they reach `target_seconds`."""
+
+    language: str
+    split: str
+    target_seconds: float
+    source: Iterator[Clip]
+    clips: list[Clip] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+
+    def seconds(self) -> float:
+        return sum(self.lengths) / CLIP_SAMPLE_RATE
+
+    def satisfied(self) -> bool:
+        return len(self.lengths) == len(self.clips) and self.seconds() >= self.target_seconds
+
+    def plan_more(self) -> list[Clip]:
+        """Plan the clips still expected to be needed, from the mean length so far."""
+        mean = self.seconds() / len(self.lengths) if self.lengths else _SECONDS_PRIOR
+        count = math.ceil((self.target_seconds - self.seconds()) / mean * 1.05) + 1
+        new = [next(self.source) for _ in range(max(count, 1))]
+        self.clips.extend(new)
+        return new
+
+    def kept(self) -> list[Clip]:
+        """The shortest prefix reaching the target: independent of how many clips were rendered."""
+        total = 0
+        for index, length in enumerate(self.lengths):
+            total += length
+            if total >= self.target_seconds * CLIP_SAMPLE_RATE:
+                return self.clips[: index + 1]
+        return list(self.clips)
+
+
+# --- the corpus --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SynthSettings:
+    """Every setting that changes a synthesized language; recorded in synth.json."""
+
+    seed: int
+    hours: float
+    dev_fraction: float = 0.1
+    test_fraction: float = 0.1
+    speakers: tuple[int, int, int] = (24, 6, 6)
+    word_range: tuple[int, int] = (3, 6)
+    vocabulary: int = 5000
+    noise: bool = False
+    generator_version: int = GENERATOR_VERSION
+
+    def target_seconds(self, split: str) -> float:
+        fraction = {"train": 1.0, "dev": self.dev_fraction, "test": self.test_fraction}[split]
+        return self.hours * fraction * 3600.0 + _MARGIN_SECONDS
+
+    def speaker_counts(self) -> dict[str, int]:
+        return dict(zip(_SPLITS, self.speakers, strict=True))
+
+
+def _validate(languages: list[str], settings: SynthSettings) -> list[SynthLanguage]:
+    if not languages:
+        raise ConfigError("no languages given; supported: " + ", ".join(sorted(LANGUAGES)))
+    if len(set(languages)) != len(languages):
+        raise ConfigError(f"languages repeated in {languages}")
+    if not settings.hours > 0 or not 0 < settings.dev_fraction <= 1 or not 0 < settings.test_fraction <= 1:
+        raise ConfigError(f"hours must be > 0 and dev/test fractions in (0, 1]; got hours={settings.hours}, "
+                          f"dev_fraction={settings.dev_fraction}, test_fraction={settings.test_fraction}")
+    if min(settings.speakers) < 1 or not 1 <= settings.word_range[0] <= settings.word_range[1]:
+        raise ConfigError(f"need >= 1 speaker per split and 1 <= min words <= max words; got "
+                          f"speakers={settings.speakers}, word_range={settings.word_range}")
+    return [synth_language(code) for code in languages]
+
+
+def _settings_record(settings: SynthSettings) -> dict:
+    return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(settings).items()}
+
+
+def _already_done(out: Path, language: SynthLanguage, settings: SynthSettings) -> dict | None:
+    """The summary of an identical finished synthesis, None if there is none; refuses a different one."""
+    summary_path = paths.synthetic_summary_path(out, language.code)
+    if not summary_path.is_file():
+        return None
+    summary = read_json(summary_path)
+    if summary.get("settings") != _settings_record(settings):
+        raise ConfigError(f"{summary_path.parent} already holds a corpus synthesized with other settings "
+                          f"({summary.get('settings')}); choose another --out or delete that directory")
+    return summary
+
+
+def synthesize_corpus(out: Path, languages: list[str], hours: float, seed: int = 0, workers: int | None = None,
+                      dev_fraction: float = 0.1, test_fraction: float = 0.1,
+                      speakers: tuple[int, int, int] = (24, 6, 6), word_range: tuple[int, int] = (3, 6),
+                      vocabulary: int = 5000, noise: bool = False, track: Track = no_progress) -> dict:
+    """Write a Common Voice-shaped synthetic corpus under `out`; returns a summary with the speed reached.
+
+    `hours` of training audio per language (dev/test: that times `dev_fraction` / `test_fraction`),
+    `speakers` per (train, dev, test) split, all disjoint; `word_range` words per sentence. The same
+    arguments give identical TSVs and MP3 files whatever `workers` is. A language whose synth.json
+    shows the same settings is skipped."""
+    started = time.perf_counter()
+    settings = SynthSettings(seed, float(hours), dev_fraction, test_fraction, tuple(speakers), tuple(word_range),
+                             vocabulary, noise)
+    out = Path(out)
+    todo, summaries = [], {}
+    for language in _validate(list(languages), settings):
+        done = _already_done(out, language, settings)
+        if done is None:
+            todo.append(language)
+        else:
+            summaries[language.code] = {**done["splits"], "reused": True}
+    streams = [stream for language in todo for stream in _language_streams(out, language, settings)]
+    rendered = _render_streams(streams, workers, track)
+    for language in todo:
+        own = [s for s in streams if s.language == language.code]
+        summaries[language.code] = {**_write_language(out, language, settings, own), "reused": False}
+    wall = time.perf_counter() - started
+    return {"out": str(out), "languages": summaries, "synthesized_seconds": rendered, "wall_seconds": wall,
+            "audio_seconds_per_second": rendered / wall if wall > 0 else 0.0,
+            "workers": _worker_count(workers)}
+
+
+def _language_streams(out: Path, language: SynthLanguage, settings: SynthSettings) -> list[_Stream]:
+    lexicon = build_lexicon(language, settings.vocabulary)
+    speakers = make_speakers(language.code, settings.seed, settings.speaker_counts(), settings.noise)
+    paths.synthetic_clips_dir(out, language.code).mkdir(parents=True, exist_ok=True)
+    return [_Stream(language.code, split, settings.target_seconds(split),
+                    plan_clips(out, language, split, speakers[split], lexicon, settings.seed, settings.word_range))
+            for split in _SPLITS]
+
+
+def _worker_count(workers: int | None) -> int:
+    return max(1, workers if workers is not None else (os.cpu_count() or 1))
+
+
+def _render_streams(streams: list[_Stream], workers: int | None, track: Track) -> float:
+    """Render clips in rounds until every stream reaches its target; returns the seconds rendered."""
+    count = _worker_count(workers)
+    pool = ProcessPoolExecutor(count, mp_context=get_context("spawn")) if count > 1 else None
+    try:
+        round_number = 0
+        while pending := [s for s in streams if not s.satisfied()]:
+            round_number += 1
+            tasks = [(stream, chunk) for stream in pending for chunk in _chunks(stream.plan_more())]
+            _run_tasks(tasks, pool, track, f"synthesizing (round {round_number})")
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return sum(stream.seconds() for stream in streams)
+
+
+def _chunks(clips: list[Clip]) -> list[list[Clip]]:
+    return [clips[start: start + _CHUNK_CLIPS] for start in range(0, len(clips), _CHUNK_CLIPS)]
+
+
+def _run_tasks(tasks: list[tuple[_Stream, list[Clip]]], pool: ProcessPoolExecutor | None, track: Track,
+               description: str) -> None:
+    """Render every chunk (in worker processes if there is a pool) and append the clip lengths in order."""
+    jobs = [[clip.job for clip in chunk] for _, chunk in tasks]
+    results: dict[int, list[int]] = {}
+    if pool is None:
+        for index, chunk_jobs in enumerate(track(jobs, len(jobs), description)):
+            results[index] = _render_chunk(chunk_jobs)
+    else:
+        futures = {pool.submit(_render_chunk, chunk_jobs): index for index, chunk_jobs in enumerate(jobs)}
+        for future in track(as_completed(futures), len(futures), description):
+            results[futures[future]] = future.result()
+    for index, (stream, _) in enumerate(tasks):  # a stream's chunks are in order within `tasks`
+        stream.lengths.extend(results[index])
+
+
+def _write_language(out: Path, language: SynthLanguage, settings: SynthSettings, streams: list[_Stream]) -> dict:
+    """Write the TSVs of one language, delete the clips beyond each target, then synth.json (last)."""
+    kept = {}
+    for stream in streams:
+        kept[stream.split] = stream.kept()
+        for clip in stream.clips[len(kept[stream.split]):]:
+            Path(clip.job.path).unlink(missing_ok=True)
+        write_text_atomic(paths.synthetic_tsv_path(out, language.code, stream.split),
+                          _tsv(language, kept[stream.split]))
+    write_text_atomic(paths.synthetic_tsv_path(out, language.code, "validated"),
+                      _tsv(language, [clip for split in _SPLITS for clip in kept[split]]))
+    lengths = {s.split: s.lengths[: len(kept[s.split])] for s in streams}
+    splits = {split: {"utterances": len(kept[split]), "hours": sum(lengths[split]) / CLIP_SAMPLE_RATE / 3600,
+                      "speakers": len({clip.speaker.client_id for clip in kept[split]})} for split in _SPLITS}
+    write_json_atomic(paths.synthetic_summary_path(out, language.code), {
+        "language": language.code, "source": "crossling synth (eSpeak NG + wordfreq)",
+        "espeak_voice": language.espeak, "wordfreq_language": language.wordfreq,
+        "settings": _settings_record(settings), "splits": splits, "versions": _versions()})
+    return splits
+
+
+def _tsv(language: SynthLanguage, clips: list[Clip]) -> str:
+    rows = ["\t".join(TSV_COLUMNS)]
+    for clip in clips:
+        s = clip.speaker
+        rows.append("\t".join((s.client_id, clip.name, clip.sentence, "2", "0", s.age, s.gender, "",
+                               language.code, "")))
+    return "\n".join(rows) + "\n"
+
+
+def _versions() -> dict:
+    from importlib.metadata import version
+
+    return {name: version(name) for name in ("espeakng-loader", "wordfreq", "soundfile", "soxr")}
