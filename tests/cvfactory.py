@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import tarfile
 import zlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, replace  # noqa: F401 - replace is re-exported for tests
 from pathlib import Path
 
 import numpy as np

@@ -48,9 +48,10 @@ def take_hours(ordered: Iterable[T], hours: float, what: str,
 
 
 def _shortfall(what: str, hours: float, total: float, usable: float, cap: float | None) -> str:
-    message = f"{what}: asked for {hours:g} h of training audio but only {usable / 3600:.3f} h are usable"
+    message = (f"{what}: asked for {hours:g} h of training audio but only {usable / 3600:.4f} h "
+               f"({usable:.1f} s) are usable")
     if cap is not None:
-        message += f" ({total / 3600:.3f} h under the per-speaker cap of {cap:g} h)"
+        message += f" ({total / 3600:.4f} h under the per-speaker cap of {cap:g} h)"
     return message + "; lower --train-hours or use a larger release"
 
 
