@@ -1,0 +1,213 @@
+"""Which checkpoint to fine-tune for a target language: measured CERs when the results have them,
+otherwise a prediction from typologically nearest measured languages, otherwise a prior from the
+registry's facts and typology. Inputs: a language code and (optionally) the tidy results table."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from functools import cache
+
+import numpy as np
+import pandas as pd
+
+from crossling import stats, typology
+from crossling.languages import find_language
+
+#: Nearest measured languages used for an unmeasured target, and the softness of their weights
+#: w = exp(−d / TEMPERATURE) where d is the mean of the five URIEL distances (0..1).
+NEIGHBOURS = 5
+TEMPERATURE = 0.1
+#: Prior (no results): score = −closeness penalty + diversity bonus + data bonus, lower rank is better.
+#: The weights encode the reference study's findings: a pre-training language close to the target
+#: helps, diverse multilingual pre-training helps more than hours, and random init is last.
+PRIOR_WEIGHTS = {"distance": 1.0, "multilingual": 0.5, "log10_hours": 0.1}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One ranked checkpoint. `predicted` is the expected test CER (NaN for a prior-only ranking);
+    `uncertainty` its standard error (measured) or leave-one-language-out RMSE (predicted);
+    `basis` is 'measured', 'predicted' or 'prior'; `evidence` says what it rests on."""
+
+    rank: int
+    checkpoint: str
+    predicted: float
+    uncertainty: float
+    score: float
+    basis: str
+    evidence: str
+    pretrain_distance: float
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    language: str
+    candidates: tuple[Candidate, ...]
+    neighbours: tuple[tuple[str, float, float], ...]  # (language, distance, weight) used for predictions
+    loo_rmse: float  # leave-one-language-out RMSE of the neighbour prediction over all checkpoints
+    notes: str
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame([asdict(c) for c in self.candidates])
+
+    def to_dict(self) -> dict:
+        return {"language": self.language, "loo_rmse": self.loo_rmse, "notes": self.notes,
+                "neighbours": [{"language": n, "distance": d, "weight": w} for n, d, w in self.neighbours],
+                "candidates": [asdict(c) for c in self.candidates]}
+
+
+# --- distances ---------------------------------------------------------------------------------------
+
+
+@cache
+def language_distance(a: str, b: str) -> float:
+    """Mean of the five URIEL distances between two languages; NaN when URIEL lacks either."""
+    if not (typology.has_uriel(a) and typology.has_uriel(b)):
+        return math.nan
+    return float(np.mean([typology.distance(a, b, kind) for kind in typology.DISTANCE_KINDS]))
+
+
+@cache
+def pretrain_distance(checkpoint: str, language: str) -> float:
+    """Smallest `language_distance` from the checkpoint's pre-training languages to `language` (NaN when
+    it has none, e.g. random init)."""
+    values = [language_distance(source, language) for source in typology.pretrain_languages(checkpoint)]
+    values = [v for v in values if not math.isnan(v)]
+    return min(values) if values else math.nan
+
+
+# --- the additive model ----------------------------------------------------------------------------
+# cer(c, l) ≈ difficulty(l) + effect(c near l) + beta · pretrain_distance(c, l). For an unmeasured
+# target, difficulty and effect are weighted averages over its nearest measured languages.
+
+
+def _transfer_slope(matrix: pd.DataFrame) -> float:
+    """beta: least-squares slope of the two-way (language + checkpoint) residuals on pre-training distance."""
+    residual = matrix.sub(matrix.mean(axis=1), axis=0)
+    residual = residual - residual.mean(axis=0)
+    pairs = [(pretrain_distance(c, lang), residual.loc[lang, c]) for lang in matrix.index for c in matrix.columns]
+    pairs = np.array([p for p in pairs if not (math.isnan(p[0]) or math.isnan(p[1]))])
+    if len(pairs) < 3 or np.ptp(pairs[:, 0]) == 0:
+        return 0.0
+    x = pairs[:, 0] - pairs[:, 0].mean()
+    return float(x @ (pairs[:, 1] - pairs[:, 1].mean()) / (x @ x))
+
+
+def _neighbours(target: str, languages: list[str]) -> list[tuple[str, float, float]]:
+    """Nearest measured languages with weights; uniform weights over all when typology is unavailable."""
+    scored = [(lang, language_distance(target, lang)) for lang in languages if lang != target]
+    known = sorted([(lang, d) for lang, d in scored if not math.isnan(d)], key=lambda x: (x[1], x[0]))
+    if not known:
+        return [(lang, math.nan, 1.0) for lang, _ in scored]
+    return [(lang, d, math.exp(-d / TEMPERATURE)) for lang, d in known[:NEIGHBOURS]]
+
+
+def _predict(matrix: pd.DataFrame, target: str, checkpoint: str, beta: float) -> tuple[float, list[str]]:
+    """Predicted metric for (checkpoint, target) from the other languages of `matrix`; (NaN, []) when
+    the checkpoint was measured on none of them."""
+    languages = [lang for lang in matrix.index if lang != target and not math.isnan(matrix.loc[lang, checkpoint])]
+    neighbours = _neighbours(target, languages)
+    if not neighbours:
+        return math.nan, []
+    own = pretrain_distance(checkpoint, target)
+    total, weights = 0.0, 0.0
+    for lang, _, weight in neighbours:
+        shift = 0.0 if math.isnan(own) else beta * (own - pretrain_distance(checkpoint, lang))
+        total += weight * (matrix.loc[lang, checkpoint] + shift)
+        weights += weight
+    return total / weights, [lang for lang, _, _ in neighbours]
+
+
+def leave_one_language_out(matrix: pd.DataFrame) -> pd.Series:
+    """Per checkpoint RMSE of predicting each measured language's cell from the other languages."""
+    errors: dict[str, list[float]] = {c: [] for c in matrix.columns}
+    for held in matrix.index:
+        rest = matrix.drop(index=held)
+        beta = _transfer_slope(rest)
+        for checkpoint in matrix.columns:
+            actual = matrix.loc[held, checkpoint]
+            predicted, _ = _predict(rest, held, checkpoint, beta)
+            if not (math.isnan(actual) or math.isnan(predicted)):
+                errors[checkpoint].append(predicted - actual)
+    return pd.Series({c: math.sqrt(np.mean(np.square(e))) if e else math.nan for c, e in errors.items()})
+
+
+# --- recommend -------------------------------------------------------------------------------------
+
+
+def recommend(language: str, results: pd.DataFrame | None = None, metric: str = "cer") -> Recommendation:
+    """Rank checkpoints for `language` (best first).
+
+    With results: checkpoints measured on the language are ranked by their mean (uncertainty = standard
+    error over seeds); the others by a prediction from the nearest measured languages by URIEL distance,
+    shifted by how much closer or farther the checkpoint's pre-training languages are to the target
+    (uncertainty = that checkpoint's leave-one-language-out RMSE). Without results: a prior ranking
+    from registry facts and typology (no CER is predicted)."""
+    lang = find_language(language)
+    code = lang.code if lang is not None else language
+    usable = stats.split_missing(results, metric)[0] if results is not None else None
+    if usable is None or usable.empty:
+        return _prior(code)
+    usable = stats.primary_slice(usable)
+    matrix = stats.cell_means(usable, metric)
+    target = _match(code, list(matrix.index))
+    summary = stats.cell_summary(usable, metric).set_index(["language", "checkpoint"])
+    pooled_sd = math.sqrt(np.nanmean(summary["sd"] ** 2)) if summary["sd"].notna().any() else math.nan
+    loo = leave_one_language_out(matrix) if len(matrix.index) >= 3 else pd.Series(math.nan, index=matrix.columns)
+    beta = _transfer_slope(matrix.drop(index=[target]) if target else matrix)
+    rows = [_candidate(matrix, summary, target or code, c, beta, loo[c], pooled_sd) for c in matrix.columns]
+    neighbours = tuple(_neighbours(code, [x for x in matrix.index if x != target]))
+    notes = (f"measured on {target}" if target else f"{code} not measured: predicted from its nearest measured "
+             f"languages (transfer slope beta = {beta:.3f} {metric} per unit of distance)")
+    overall = math.sqrt(np.nanmean(np.square(loo))) if loo.notna().any() else math.nan
+    return Recommendation(code, _ranked(rows), neighbours, overall, notes)
+
+
+def _match(code: str, languages: list[str]) -> str | None:
+    """The spelling of `code` used in the results ('sv' there, 'sv-SE' asked), or None."""
+    for name in languages:
+        found = find_language(name)
+        if name == code or (found is not None and found.code == code):
+            return name
+    return None
+
+
+def _candidate(matrix, summary, target, checkpoint, beta, loo_error, pooled_sd) -> dict:
+    distance = pretrain_distance(checkpoint, target)
+    if target in matrix.index and not math.isnan(matrix.loc[target, checkpoint]):
+        cell = summary.loc[(target, checkpoint)]
+        sd = cell["sd"] if not math.isnan(cell["sd"]) else pooled_sd
+        evidence = f"measured on {target}: {int(cell['n'])} run(s), mean {cell['mean']:.4f}, sd {cell['sd']:.4f}"
+        return dict(checkpoint=checkpoint, predicted=float(cell["mean"]), uncertainty=float(sd / math.sqrt(cell["n"])),
+                    score=float(cell["mean"]), basis="measured", evidence=evidence, pretrain_distance=distance)
+    predicted, used = _predict(matrix, target, checkpoint, beta)
+    evidence = (f"predicted from {', '.join(used)} (nearest measured languages); pre-training distance "
+                f"{distance:.3f}" if used else "not measured on any language")
+    return dict(checkpoint=checkpoint, predicted=predicted, uncertainty=float(loo_error), score=predicted,
+                basis="predicted", evidence=evidence, pretrain_distance=distance)
+
+
+def _ranked(rows: list[dict]) -> tuple[Candidate, ...]:
+    rows = sorted(rows, key=lambda r: (math.isnan(r["score"]), r["score"] if not math.isnan(r["score"]) else 0.0,
+                                       r["checkpoint"]))
+    return tuple(Candidate(rank=i + 1, **row) for i, row in enumerate(rows))
+
+
+def _prior(code: str) -> Recommendation:
+    """Ranking of every registered checkpoint from its facts alone (lower score is better)."""
+    from crossling.registry import all_checkpoints
+
+    rows = []
+    for checkpoint in all_checkpoints():
+        distance = pretrain_distance(checkpoint.alias, code)
+        closeness = 1.0 if math.isnan(distance) else distance
+        score = (PRIOR_WEIGHTS["distance"] * closeness - PRIOR_WEIGHTS["multilingual"] * checkpoint.multilingual
+                 - PRIOR_WEIGHTS["log10_hours"] * math.log10(1 + checkpoint.pretrain_hours))
+        languages = checkpoint.pretrain_language_count or len(checkpoint.pretrain_languages)
+        evidence = (f"prior: {languages} pre-training language(s), {checkpoint.pretrain_hours:,.0f} h, closest "
+                    f"pre-training language at distance {closeness:.3f}")
+        rows.append(dict(checkpoint=checkpoint.alias, predicted=math.nan, uncertainty=math.nan, score=score,
+                         basis="prior", evidence=evidence, pretrain_distance=distance))
+    notes = "no results: prior ranking from registry facts and URIEL distances; no CER predicted"
+    return Recommendation(code, _ranked(rows), (), math.nan, notes)

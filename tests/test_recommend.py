@@ -1,0 +1,93 @@
+"""The recommender on a held-out language, on measured languages, without results, on partial grids."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from analysis_factory import synthetic_table
+from scipy import stats as st
+
+from crossling.recommend import leave_one_language_out, recommend
+from crossling.registry import all_checkpoints
+
+
+@pytest.fixture(scope="module")
+def table():
+    return synthetic_table()
+
+
+def test_held_out_language_is_predicted_from_its_neighbours(table):
+    result = recommend("pt", table[table["language"] != "pt"])
+    ranked = result.table()
+    actual = table[table["language"] == "pt"].groupby("checkpoint")["cer"].mean()
+    assert set(ranked["basis"]) == {"predicted"}
+    assert ranked["checkpoint"].iloc[0] == actual.idxmin() == "xlsr300m"
+    assert st.spearmanr(ranked["predicted"], actual[ranked["checkpoint"]]).statistic > 0.8
+    assert np.mean(np.abs(ranked["predicted"].to_numpy() - actual[ranked["checkpoint"]].to_numpy())) < 0.05
+    order = list(ranked["checkpoint"])
+    assert order.index("vp-es") < order.index("vp-nl")  # the Romance neighbour transfers better
+    assert ranked["uncertainty"].notna().all() and (ranked["uncertainty"] > 0).all()
+    assert "es" in ranked["evidence"].iloc[0]
+    assert result.neighbours[0][0] in {"es", "it", "fr"} and math.isfinite(result.loo_rmse)
+
+
+def test_measured_language_uses_its_runs(table):
+    result = recommend("pt", table)
+    top = result.candidates[0]
+    runs = table[(table["language"] == "pt") & (table["checkpoint"] == top.checkpoint)]["cer"]
+    assert top.basis == "measured"
+    assert top.predicted == pytest.approx(runs.mean())
+    assert top.uncertainty == pytest.approx(runs.std(ddof=1) / math.sqrt(3))
+    assert "3 run(s)" in top.evidence
+    assert [c.rank for c in result.candidates] == list(range(1, 17))
+
+
+def test_alias_spelling_matches_the_results(table):
+    assert recommend("sv", table).candidates[0].basis == "measured"
+    assert recommend("sv", table).language == "sv-SE"
+
+
+def test_language_outside_the_results_and_the_study(table):
+    result = recommend("gl", table)  # Galician: never measured, close to Portuguese and Spanish
+    assert {c.basis for c in result.candidates} == {"predicted"}
+    assert result.neighbours[0][0] in {"pt", "es"}
+    assert result.candidates[-1].checkpoint == "random-init"
+
+
+def test_language_without_typology_still_ranks(table):
+    result = recommend("tok", table)
+    assert all(math.isfinite(c.predicted) for c in result.candidates)
+    assert all(math.isnan(d) for _, d, _ in result.neighbours)
+
+
+def test_no_results_gives_a_prior_over_every_registered_checkpoint():
+    result = recommend("pt")
+    names = [c.checkpoint for c in result.candidates]
+    assert set(names) == {c.alias for c in all_checkpoints()}
+    assert {c.basis for c in result.candidates} == {"prior"}
+    assert all(math.isnan(c.predicted) for c in result.candidates)
+    assert names[-1] == "random-init"
+    assert names.index("vp-es") < names.index("vp-nl")
+    assert names.index("xlsr53") < names.index("lv60")
+
+
+def test_partial_results_exclude_failed_runs_and_unmeasured_checkpoints(table):
+    partial = table[table["language"] != "pt"].copy()
+    partial.loc[partial["checkpoint"] == "hubert", "status"] = "failed"
+    partial.loc[partial.index[:5], "cer"] = np.nan
+    names = [c.checkpoint for c in recommend("pt", partial).candidates]
+    assert "hubert" not in names and len(names) == 15
+
+
+def test_leave_one_language_out_is_exact_when_languages_do_not_matter():
+    effects = {"a": 0.1, "b": 0.2, "c": 0.3}
+    matrix = pd.DataFrame({c: [v] * 4 for c, v in effects.items()}, index=["de", "nl", "ja", "es"])
+    matrix = matrix.rename_axis(index="language", columns="checkpoint")
+    assert leave_one_language_out(matrix).to_numpy() == pytest.approx([0.0, 0.0, 0.0])
+
+
+def test_recommendation_serialises(table):
+    payload = recommend("pt", table[table["language"] != "pt"]).to_dict()
+    assert payload["language"] == "pt" and len(payload["candidates"]) == 16
+    assert {"language", "distance", "weight"} == set(payload["neighbours"][0])
