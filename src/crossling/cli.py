@@ -203,7 +203,8 @@ def _cmd_synth(args) -> int:
                           f"{s[split]['speakers']} speakers)" for split in ("train", "dev", "test"))
         print(f"{language}: {parts}" + (" [already there]" if s["reused"] else ""))
     print(f"synthesized {summary['synthesized_seconds'] / 3600:.3f} h of audio in {summary['wall_seconds']:.1f} s "
-          f"with {summary['workers']} worker(s): {summary['audio_seconds_per_second']:.0f} s of audio per second")
+          f"with {summary['workers']} worker(s): {summary['audio_seconds_per_second']:.0f} s of audio per second "
+          f"({summary['audio_seconds_per_cpu_second']:.0f} per CPU second)")
     print(f"corpus: {args.out} (next: crossling prepare {args.out} --languages ... --out PREPARED)")
     return 0
 

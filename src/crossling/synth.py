@@ -43,7 +43,6 @@ _CHUNK_CLIPS = 16          # clips per worker task
 _CORE_WORDS = 1000         # a language's letters are those of its most frequent words
 _STRAY_LETTER_RANK = 300   # one-letter "words" beyond this rank are abbreviations or noise
 _FLATTEN = 0.5             # sample words by frequency**0.5: frequent words stay frequent, more variety
-_SECONDS_PRIOR = 2.0       # expected clip length before any has been measured
 # Each split gets this much more than asked, so `prepare` asking for exactly `hours` of decoded 16 kHz
 # audio never falls short by a rounding error.
 _MARGIN_SECONDS = 1.0
@@ -383,9 +382,16 @@ class _Stream:
         return len(self.lengths) == len(self.clips) and self.seconds() >= self.target_seconds
 
     def plan_more(self) -> list[Clip]:
-        """Plan the clips still expected to be needed, from the mean length so far."""
-        mean = self.seconds() / len(self.lengths) if self.lengths else _SECONDS_PRIOR
-        count = math.ceil((self.target_seconds - self.seconds()) / mean * 1.05) + 1
+        """Plan the clips still expected to be needed, from the mean length so far.
+
+        The first round renders one chunk as a pilot: clip lengths differ between languages, and
+        clips rendered beyond the target are wasted work."""
+        if not self.lengths:
+            return self._take(_CHUNK_CLIPS)
+        mean = self.seconds() / len(self.lengths)
+        return self._take(math.ceil((self.target_seconds - self.seconds()) / mean * 1.02) + 1)
+
+    def _take(self, count: int) -> list[Clip]:
         new = [next(self.source) for _ in range(max(count, 1))]
         self.clips.extend(new)
         return new
@@ -465,7 +471,7 @@ def synthesize_corpus(out: Path, languages: list[str], hours: float, seed: int =
     `speakers` per (train, dev, test) split, all disjoint; `word_range` words per sentence. The same
     arguments give identical TSVs and MP3 files whatever `workers` is. A language whose synth.json
     shows the same settings is skipped."""
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), _cpu_seconds()
     settings = SynthSettings(seed, float(hours), dev_fraction, test_fraction, tuple(speakers), tuple(word_range),
                              vocabulary, noise)
     out = Path(out)
@@ -481,10 +487,18 @@ def synthesize_corpus(out: Path, languages: list[str], hours: float, seed: int =
     for language in todo:
         own = [s for s in streams if s.language == language.code]
         summaries[language.code] = {**_write_language(out, language, settings, own), "reused": False}
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, _cpu_seconds() - cpu_started
     return {"out": str(out), "languages": summaries, "synthesized_seconds": rendered, "wall_seconds": wall,
-            "audio_seconds_per_second": rendered / wall if wall > 0 else 0.0,
-            "workers": _worker_count(workers)}
+            "audio_seconds_per_second": rendered / wall if wall > 0 else 0.0, "cpu_seconds": cpu,
+            "audio_seconds_per_cpu_second": rendered / cpu if cpu > 0 else 0.0, "workers": _worker_count(workers)}
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished workers (on a shared machine wall time understates speed)."""
+    import resource
+
+    return sum(usage.ru_utime + usage.ru_stime
+               for usage in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
 def _language_streams(out: Path, language: SynthLanguage, settings: SynthSettings) -> list[_Stream]:
