@@ -142,12 +142,18 @@ def _toy_result(prepared, language, model, seed, config, state) -> dict:
 # --- grid processes -------------------------------------------------------------------------------
 
 DRIVER = """
-import sys
+import os, sys, time
+from pathlib import Path
 from crossling.grid import run_study
 from crossling.store import Store
 from crossling.study import load_study
 study = load_study(sys.argv[1])
 store = Store(sys.argv[2], heartbeat_seconds=0.2, stale_seconds=2.0)
+go = os.environ.get("GRID_GO_FILE")
+if go:  # a start line: several drivers reach their first claim at the same moment
+    Path(go + "." + str(os.getpid())).touch()
+    while not Path(go).exists():
+        time.sleep(0.005)
 summary = run_study(study, store, run_function=sys.argv[3])
 print(summary.executed, summary.done, summary.failed, flush=True)
 """
@@ -182,3 +188,42 @@ def starts(store_root: Path, run_id: str) -> list[dict]:
         return []
     events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return [e for e in events if e["event"] == "start"]
+
+
+# --- a real grid: tiny random wav2vec2 checkpoints fine-tuned by crossling.finetune ----------------
+
+REAL_RECIPE = {"learning_rate": 2e-3, "max_steps": 40, "batch_seconds": 8.0, "checkpoint_every": 5,
+               "collapse_patience": 30}
+
+
+def make_real_grid(root: Path, checkpoints: tuple[str, ...] = ("ckpt-a", "ckpt-b"),
+                   languages: tuple[str, ...] = ("xx", "yy")) -> Path:
+    """A study file `real.toml` in `root` over tiny prepared languages and tiny random checkpoints
+    (local HF dirs beside it); returns the study path."""
+    from tinydata_factory import make_prepared as make_tiny_language
+    from tinydata_factory import make_tiny_checkpoint
+
+    for k, language in enumerate(languages):
+        make_tiny_language(root / "prepared", language, n_train=12, n_dev=3, n_test=4, seed=k)
+    for k, name in enumerate(checkpoints):
+        make_tiny_checkpoint(root / name, "wav2vec2", seed=k)
+    return write_study(root / "real.toml", checkpoints, languages=languages, recipe=REAL_RECIPE)
+
+
+def model_digest(run_dir: Path) -> str:
+    """A hash of the fine-tuned weights (equal weights <=> equal digests)."""
+    import hashlib
+
+    from safetensors.numpy import load_file
+
+    weights = load_file(paths.run_model_dir(run_dir) / "model.safetensors")
+    digest = hashlib.sha256()
+    for name in sorted(weights):
+        digest.update(name.encode() + weights[name].tobytes())
+    return digest.hexdigest()
+
+
+def cli(*args: str, **env: str) -> subprocess.Popen:
+    """`python -m crossling ARGS` as a separate process (one thread, like a grid worker)."""
+    return subprocess.Popen([sys.executable, "-m", "crossling", *args], env=environment(**env),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

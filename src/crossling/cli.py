@@ -209,6 +209,144 @@ def _cmd_synth(args) -> int:
     return 0
 
 
+# --- study / results -----------------------------------------------------------------------------
+
+
+def _add_study(sub) -> None:
+    parser = sub.add_parser("study", help="plan, run and follow a study (checkpoints x languages x seeds)")
+    commands = parser.add_subparsers(dest="study_command", required=True, metavar="ACTION")
+    plan = commands.add_parser("plan", help="count the study's runs: total, done, failed, running, pending")
+    run = commands.add_parser("run", help="run what is not done (resumable; safe to start several times)")
+    status = commands.add_parser("status", help="states, cost and projected remaining time")
+    for command in (plan, run, status):
+        command.add_argument("study", metavar="STUDY", help="study file (.toml) or a shipped example: reference, mini")
+        command.add_argument("--store", type=path_arg, default=None,
+                             help="results store (default: [store] dir of the study, else <study>.runs/ beside it)")
+    run.add_argument("--executor", choices=["local", "ray"], default="local", help="local (default) or ray")
+    run.add_argument("--workers", type=int, default=1, help="runs at once (ray executor; default 1)")
+    run.add_argument("--shard", type=_shard_arg, default=(0, 1), metavar="i/n",
+                     help="run only shard i of n (0-based: 0/4 ... 3/4), e.g. one per machine")
+    run.add_argument("--retry-failed", action="store_true", help="run failed runs again")
+    run.add_argument("--address", default=None, help="join this Ray cluster (e.g. auto or HEAD:6379)")
+    run.add_argument("--cpus-per-run", type=float, default=1.0, help="Ray CPUs per run (default 1)")
+    run.add_argument("--gpus-per-run", type=float, default=0.0, help="Ray GPUs per run (default 0; 1 on GPU nodes)")
+    run.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    status.add_argument("--runs", action="store_true", help="also list every run with its state and cost")
+    status.add_argument("--json", action="store_true", help="print the status as one JSON object")
+    plan.set_defaults(handler=_cmd_study_plan)
+    run.set_defaults(handler=_cmd_study_run)
+    status.set_defaults(handler=_cmd_study_status)
+
+
+def _shard_arg(value: str) -> tuple[int, int]:
+    index, _, count = value.partition("/")
+    if not (index.isdigit() and count.isdigit()):
+        raise argparse.ArgumentTypeError(f"shard must look like i/n (e.g. 0/4), got {value!r}")
+    return int(index), int(count)
+
+
+def _cmd_study_plan(args) -> int:
+    from crossling.grid import plan_study
+    from crossling.study import find_study
+
+    counts = plan_study(find_study(args.study), args.store)
+    print(f"{counts.total} runs: {counts.done} done, {counts.failed} failed, {counts.running} running, "
+          f"{counts.pending} pending")
+    return 0
+
+
+def _cmd_study_run(args) -> int:
+    from crossling.grid import run_study
+    from crossling.study import find_study
+
+    display = _GridDisplay()
+    try:
+        summary = run_study(
+            find_study(args.study), args.store, executor=args.executor, workers=args.workers, shard=args.shard,
+            retry_failed=args.retry_failed, address=args.address, progress=display, device=args.device,
+            cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run, track=tqdm_track,
+        )
+    finally:
+        display.close()
+    print(f"{summary.executed} run(s) executed in {_hours(summary.wall_seconds)}: {summary.done} done, "
+          f"{summary.failed} failed; {summary.already_done} already done, {summary.elsewhere} running elsewhere, "
+          f"{summary.skipped_failed} failed before (--retry-failed runs them again)")
+    return 1 if summary.failed else 0
+
+
+class _GridDisplay:
+    """The live grid display: one tqdm bar of finished runs with running / failed counts and the ETA."""
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def __call__(self, event) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=event.total, desc="runs", unit="run", dynamic_ncols=True)
+        self.bar.n = event.done + event.failed
+        eta = "?" if event.eta_seconds is None else _hours(event.eta_seconds)
+        self.bar.set_postfix_str(f"done {event.done} running {event.running} failed {event.failed} "
+                                 f"pending {event.pending} ETA {eta}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def _cmd_study_status(args) -> int:
+    from dataclasses import asdict
+
+    from crossling.grid import study_status
+    from crossling.study import find_study
+
+    status = study_status(find_study(args.study), args.store)
+    if args.json:
+        print(json.dumps(asdict(status), ensure_ascii=False))
+        return 0
+    c = status.counts
+    print(f"{c.total} runs: {c.done} done, {c.failed} failed, {c.running} running, {c.pending} pending")
+    if c.done:
+        print(f"cost of done runs: {_hours(status.wall_seconds)} wall, {status.device_hours:.2f} device hours, "
+              f"{status.audio_seconds_per_second:.1f} audio s trained per s, peak memory {status.peak_memory_mb:.0f} MB")
+        print(f"mean run {_hours(status.mean_run_seconds)}; projected remaining "
+              f"{_hours(status.remaining_seconds)} for one worker (divide by the number of workers)")
+    for run in status.runs:
+        if args.runs or run.state in ("failed", "running"):
+            cost = "" if run.wall_seconds is None else f" {run.wall_seconds:.0f} s, CER {run.cer:.4f}"
+            print(f"  {run.state:<8} {run.run_id}{cost} {run.owner}{run.error}")
+    return 0
+
+
+def _add_results(sub) -> None:
+    parser = sub.add_parser("results", help="the tidy results table of a study (one row per run)")
+    parser.add_argument("study", metavar="STUDY", help="study file, shipped example name, or a store directory")
+    parser.add_argument("--store", type=path_arg, default=None, help="results store (default: the study's)")
+    parser.add_argument("--format", choices=["csv", "parquet", "json"], default="csv", help="default csv")
+    parser.add_argument("--out", type=path_arg, default=None, help="write here (default: print; parquet needs it)")
+    parser.set_defaults(handler=_cmd_results)
+
+
+def _cmd_results(args) -> int:
+    from crossling.results import export_results, load_results_table, render_results
+    from crossling.study import find_study
+
+    source = args.study if Path(args.study).is_dir() else find_study(args.study)
+    table = load_results_table(source, args.store)
+    if args.out is None:
+        print(render_results(table, args.format), end="")
+        return 0
+    export_results(table, args.out, args.format)
+    done = int((table["status"] == "done").sum())
+    print(f"{len(table)} runs ({done} done) -> {args.out}", file=sys.stderr)
+    return 0
+
+
 # --- entry point ---------------------------------------------------------------------------------
 
 # Every `_add_<command>` function above registers one subcommand, in the order they are defined.

@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import os
 import re
 import typing
 from dataclasses import dataclass
@@ -41,15 +42,20 @@ class CommonVoiceData:
 
 @dataclass(frozen=True)
 class SyntheticData:
-    """A synthetic Common Voice-shaped corpus (eSpeak NG), synthesised then prepared by the grid."""
+    """A synthetic Common Voice-shaped corpus (`crossling.synth.synthesize_corpus`: eSpeak NG), then
+    prepared like a real release with `train_hours` of it."""
 
-    hours: float = 0.1  # synthesised hours per language (train + dev + test)
-    train_hours: float = 0.05
+    hours: float = 0.1  # synthesised train hours per language (dev/test: that x the fractions)
+    train_hours: float = 0.08  # the exact prepared train budget (<= hours)
     seed: int = 0
+    dev_fraction: float = 0.1
+    test_fraction: float = 0.1
+    speakers: tuple[int, int, int] = (24, 6, 6)
+    noise: bool = False
     dev_max: int | None = None
     test_max: int | None = None
     vocab_threshold: float = 1e-5
-    out: str = ""  # corpus + prepared dirs live here; '' = <store>/data
+    out: str = ""  # the prepared dir (the corpus goes beside it); '' = under <store>/data
 
 
 @dataclass(frozen=True)
@@ -347,3 +353,15 @@ def _setting_slug(name: str, value: Any) -> str:
     short = "".join(word[0] for word in name.split("_"))
     shown = f"{value:g}" if isinstance(value, float) else str(value).lower()
     return _slug(f"{short}{shown}")
+
+
+def find_study(text: str | Path) -> Study:
+    """A study file path, or the name of a shipped example ('reference', 'mini'), whose default store
+    is then `<name>.runs/` in the current directory (not inside the installed package)."""
+    path = Path(text).expanduser()
+    if path.is_file() or path.suffix == ".toml" or os.sep in str(text):
+        return load_study(path)
+    study = load_study(example_study_path(str(text)))
+    if study.store_dir is None:
+        study = dataclasses.replace(study, store_dir=Path.cwd() / f"{path.name}.runs")
+    return study

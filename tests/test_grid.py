@@ -1,0 +1,268 @@
+"""The grid: plan / run / status over a store, resume after kill -9, concurrent grid processes,
+failing runs and --retry-failed, shards, progress events; the mechanics with a quick run function,
+then the real fine-tuning path."""
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from grid_factory import (
+    REAL_RECIPE,
+    TOY,
+    cli,
+    make_prepared,
+    make_real_grid,
+    model_digest,
+    start_driver,
+    starts,
+    wait_for,
+    write_study,
+)
+
+from crossling import paths
+from crossling.atomic import read_json
+from crossling.cli import main
+from crossling.errors import ConfigError, DataError
+from crossling.grid import PlanCounts, plan_study, run_study, study_status
+from crossling.store import Store
+from crossling.study import expand_runs, load_study
+
+TOY_MODELS = ["toy/alpha", "toy/beta"]
+
+
+@pytest.fixture
+def toy_study(tmp_path):
+    make_prepared(tmp_path / "prepared", counts=(2, 1, 1))
+    return load_study(write_study(tmp_path / "toy.toml", TOY_MODELS))
+
+
+def cers(store_root, study) -> dict[str, float]:
+    store = Store(store_root)
+    return {run.run_id: store.result(run.run_id)["scores"]["test"]["cer"] for run in expand_runs(study)}
+
+
+def test_plan_run_status(toy_study, tmp_path):
+    store = tmp_path / "toy.runs"
+    assert plan_study(toy_study) == (counts := plan_study(toy_study, store))
+    assert (counts.total, counts.pending, counts.done) == (4, 4, 0)
+    assert json.loads(paths.store_plan_path(store).read_text())["runs"][0]["checkpoint"] == "toy/alpha"
+    events = []
+    summary = run_study(toy_study, run_function=TOY, progress=events.append)
+    assert (summary.total, summary.executed, summary.done, summary.failed) == (4, 4, 4, 0)
+    assert [e.event for e in events].count("done") == 4 and events[-1].done == 4 and events[-1].pending == 0
+    assert events[0].event == "started" and events[0].running == 1
+    status = study_status(toy_study, store)
+    assert (status.counts.done, status.counts.pending) == (4, 0)
+    assert status.wall_seconds == pytest.approx(6.0) and status.device_hours == pytest.approx(4 * 1.5 / 3600)
+    assert status.audio_seconds_per_second == 20.0 and status.peak_memory_mb == 100.0
+    assert status.remaining_seconds == 0.0 and all(r.cer is not None for r in status.runs)
+    again = run_study(toy_study, run_function=TOY)
+    assert (again.executed, again.already_done) == (0, 4)  # identical runs are never repeated
+    for run in expand_runs(toy_study):
+        assert len(starts(store, run.run_id)) == 1
+
+
+def test_changed_recipe_is_new_runs_and_remaining_time_is_projected(toy_study, tmp_path):
+    store = tmp_path / "toy.runs"
+    run_study(toy_study, run_function=TOY, shard=(0, 2))
+    status = study_status(toy_study, store)
+    assert (status.counts.done, status.counts.pending) == (2, 2)
+    assert status.remaining_seconds == pytest.approx(2 * 1.5)
+    changed = load_study(write_study(tmp_path / "toy.toml", TOY_MODELS, recipe={"max_steps": 13, "checkpoint_every": 2}))
+    assert plan_study(changed, store).pending == 4
+
+
+def test_shards_split_the_grid(toy_study, tmp_path):
+    store = tmp_path / "toy.runs"
+    first = run_study(toy_study, run_function=TOY, shard=(0, 3))
+    second = run_study(toy_study, run_function=TOY, shard=(1, 3))
+    third = run_study(toy_study, run_function=TOY, shard=(2, 3))
+    assert (first.executed, second.executed, third.executed) == (2, 1, 1)
+    assert plan_study(toy_study, store).done == 4
+    with pytest.raises(ConfigError, match="0 <= i < n"):
+        run_study(toy_study, run_function=TOY, shard=(3, 3))
+
+
+def test_a_failing_run_is_recorded_the_grid_carries_on_and_retry_reruns_it(toy_study, tmp_path):
+    store = tmp_path / "toy.runs"
+    marker = tmp_path / "prepared" / "fail-toy_alpha"
+    marker.touch()
+    summary = run_study(toy_study, run_function=TOY)
+    assert (summary.executed, summary.done, summary.failed) == (4, 2, 2)
+    status = study_status(toy_study, store)
+    assert (status.counts.failed, status.counts.done) == (2, 2)
+    failed = [r for r in status.runs if r.state == "failed"]
+    assert all("RuntimeError: deliberate failure of toy/alpha" in r.error for r in failed)
+    error = Store(store).error(failed[0].run_id)
+    assert "Traceback" in error["traceback"] and "toy_finetune" in error["traceback"]
+    assert run_study(toy_study, run_function=TOY).skipped_failed == 2  # not retried unless asked
+    marker.unlink()
+    retried = run_study(toy_study, run_function=TOY, retry_failed=True)
+    assert (retried.executed, retried.done, retried.already_done) == (2, 2, 2)
+    assert plan_study(toy_study, store).done == 4 and Store(store).error(failed[0].run_id) is None
+
+
+def test_kill_9_mid_run_then_resume_gives_the_same_results(toy_study, tmp_path):
+    reference = tmp_path / "uninterrupted"
+    run_study(toy_study, reference, run_function=TOY)
+    store = tmp_path / "toy.runs"
+    grid = start_driver(toy_study.path, store, GRID_TOY_STEP_SECONDS="0.1")
+    second = expand_runs(toy_study)[1].run_id
+    assert wait_for(lambda: paths.run_checkpoint_path(Store(store).run_dir(second)).exists(), timeout=60)
+    os.kill(grid.pid, signal.SIGKILL)
+    grid.wait()
+    assert plan_study(toy_study, store).done == 1  # one finished, one interrupted mid-run
+    resumed = start_driver(toy_study.path, store)
+    assert resumed.wait(timeout=60) == 0, resumed.stderr.read()
+    assert resumed.stdout.read().split() == ["3", "3", "0"]
+    assert cers(store, toy_study) == cers(reference, toy_study)
+    result = Store(store).result(second)
+    assert result["resumed_from"] and result["resumed_from"][0] >= 2  # continued from its checkpoint
+    assert [s["resumed"] for s in starts(store, second)] == [False, True]
+
+
+def test_concurrent_grid_processes_run_each_run_exactly_once(tmp_path):
+    make_prepared(tmp_path / "prepared", counts=(2, 1, 1))
+    study = load_study(write_study(tmp_path / "toy.toml", ["toy/a", "toy/b", "toy/c"], seeds=(0, 1)))
+    store = tmp_path / "toy.runs"
+    go = tmp_path / "go"
+    grids = [start_driver(study.path, store, GRID_TOY_STEP_SECONDS="0.03", GRID_GO_FILE=str(go)) for _ in range(3)]
+    assert wait_for(lambda: len(list(tmp_path.glob("go.*"))) == 3, timeout=60)
+    go.touch()
+    outputs = [grid.communicate(timeout=120) for grid in grids]
+    assert [grid.returncode for grid in grids] == [0, 0, 0], outputs
+    executed = [int(out.split()[0]) for out, _ in outputs]
+    assert sum(executed) == 12 and min(executed) > 0, executed
+    for run in expand_runs(study):
+        attempts = starts(store, run.run_id)
+        assert len(attempts) == 1, (run.run_id, attempts)
+    assert {s["pid"] for run in expand_runs(study) for s in starts(store, run.run_id)} == {g.pid for g in grids}
+    assert plan_study(study, store).done == 12
+    assert not list((store / "claims").glob("*.claim"))  # every claim released
+
+
+def test_missing_prepared_language_is_an_error_naming_it(tmp_path):
+    make_prepared(tmp_path / "prepared", languages=("aa",), counts=(1, 1, 1))
+    study = load_study(write_study(tmp_path / "toy.toml", TOY_MODELS, languages=("aa", "zz")))
+    with pytest.raises(DataError, match=r"zz not prepared.*crossling prepare"):
+        run_study(study, run_function=TOY)
+    with pytest.raises(ConfigError, match="local executor runs one run at a time"):
+        run_study(study, run_function=TOY, workers=2)
+
+
+def test_results_of_the_store_read_back(toy_study, tmp_path):
+    run_study(toy_study, run_function=TOY)
+    run = expand_runs(toy_study)[0]
+    result = read_json(paths.run_result_path(Store(tmp_path / "toy.runs").run_dir(run.run_id)))
+    assert result["run"]["model"] == "toy/alpha" and result["run"]["language"] == "aa"
+
+
+# --- the real path: crossling.finetune on tiny random checkpoints, through the CLI ---------------
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory):
+    """A 2 checkpoints x 2 languages grid of real runs, run once uninterrupted (the reference)."""
+    import torch
+
+    root = tmp_path_factory.mktemp("real")
+    study = make_real_grid(root)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # like the one-thread grid processes below, so results can be compared
+    try:
+        assert main(["study", "run", str(study), "--store", str(root / "reference")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return root, study
+
+
+def real_results(store: Path, study) -> dict[str, tuple]:
+    results = Store(store)
+    return {run.run_id: (results.result(run.run_id)["scores"], model_digest(results.run_dir(run.run_id)))
+            for run in expand_runs(load_study(study))}
+
+
+def test_real_grid_plan_run_status_and_results(real, capsys):
+    root, study = real
+    store = str(root / "reference")
+    capsys.readouterr()
+    assert main(["study", "plan", str(study), "--store", store]) == 0
+    assert capsys.readouterr().out.strip() == "4 runs: 4 done, 0 failed, 0 running, 0 pending"
+    assert main(["study", "status", str(study), "--store", store, "--runs"]) == 0
+    out = capsys.readouterr().out
+    assert "4 runs: 4 done" in out and "device hours" in out and "projected remaining 0 s" in out
+    assert out.count("  done ") == 4
+    assert main(["results", str(study), "--store", store, "--format", "csv", "--out", str(root / "r.csv")]) == 0
+    table = pd.read_csv(root / "r.csv")
+    assert len(table) == 4 and set(table["status"]) == {"done"} and table["cer"].between(0, 1).all()
+    assert set(table["checkpoint"]) == {"ckpt-a", "ckpt-b"} and (table["steps"] == 40).all()
+    assert (table["chars"] > 0).all() and (table["peak_memory_mb"] > 0).all()
+    result = Store(store).result(table["run_id"][0])
+    assert result["run"]["config"]["max_steps"] == 40 and result["cost"]["threads"] == 1
+
+
+@pytest.mark.slow
+def test_real_grid_killed_with_sigkill_resumes_to_the_same_results(real):
+    root, study = real
+    store = root / "killed"
+    runs = expand_runs(load_study(study))
+    grid = cli("study", "run", str(study), "--store", str(store))
+    second = Store(store).run_dir(runs[1].run_id)
+    assert wait_for(lambda: paths.run_checkpoint_path(second).exists() or grid.poll() is not None, timeout=120)
+    os.kill(grid.pid, signal.SIGKILL)
+    grid.wait()
+    assert not paths.run_result_path(second).exists(), "the run finished before it could be killed"
+    assert plan_study(load_study(study), store) == PlanCounts(4, 1, 0, 0, 3)  # the dead grid's claim is not 'running'
+    resumed = cli("study", "run", str(study), "--store", str(store))
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err[-3000:]
+    assert "3 run(s) executed" in out and "1 already done" in out
+    assert real_results(store, study) == real_results(root / "reference", study)
+    assert "resumed from" in paths.run_log_path(second).read_text()
+    assert [s["resumed"] for s in starts(store, runs[1].run_id)] == [False, True]
+
+
+@pytest.mark.slow
+def test_real_concurrent_grid_processes_never_duplicate_a_run(real):
+    root, study = real
+    store = root / "concurrent"
+    grids = [cli("study", "run", str(study), "--store", str(store)) for _ in range(2)]
+    outputs = [grid.communicate(timeout=300) for grid in grids]
+    assert [grid.returncode for grid in grids] == [0, 0], [err[-2000:] for _, err in outputs]
+    for run in expand_runs(load_study(study)):
+        assert len(starts(store, run.run_id)) == 1, run.run_id  # each run executed exactly once
+    assert real_results(store, study) == real_results(root / "reference", study)
+
+
+def test_real_failing_run_is_recorded_and_retried(real, capsys):
+    import torch
+    from tinydata_factory import make_tiny_checkpoint
+
+    root, _ = real
+    broken = root / "ckpt-broken"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "no-such-architecture"}')
+    study = write_study(root / "failing.toml", ["ckpt-broken", "ckpt-a"], languages=("xx",), recipe=REAL_RECIPE)
+    store = str(root / "failing")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["study", "run", str(study), "--store", store]) == 1  # a run failed; the grid carried on
+        assert "2 run(s) executed" in capsys.readouterr().out
+        assert main(["study", "status", str(study), "--store", store]) == 0
+        out = capsys.readouterr().out
+        assert "2 runs: 1 done, 1 failed" in out and "ModelError" in out and "ckpt-broken" in out
+        error = Store(store).error(expand_runs(load_study(study))[0].run_id)
+        assert "Traceback" in error["traceback"] and error["error"].startswith("ModelError: ")
+        make_tiny_checkpoint(broken, "wav2vec2")  # fix the checkpoint (same path: same run id)
+        (broken / "config.json").write_text((root / "ckpt-a" / "config.json").read_text())
+        assert main(["study", "run", str(study), "--store", store]) == 0
+        assert "0 run(s) executed" in capsys.readouterr().out  # failed runs wait for --retry-failed
+        assert main(["study", "run", str(study), "--store", store, "--retry-failed"]) == 0
+        assert "1 run(s) executed" in capsys.readouterr().out
+    finally:
+        torch.set_num_threads(threads)
+    assert plan_study(load_study(study), store).done == 2
