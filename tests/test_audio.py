@@ -146,3 +146,10 @@ def test_stream_is_lazy(tmp_path):
     stream.close()
     assert len(first_two) == 2
     assert len(cache.entries) < len(paths)
+
+
+def test_stereo_is_mixed_down_to_mono(tmp_path):
+    path = tmp_path / "stereo.wav"
+    left = 0.5 * np.sin(np.linspace(0, 200, 16_000))
+    sf.write(str(path), np.stack([left, np.zeros_like(left)], axis=1), 16_000, subtype="FLOAT")
+    assert np.allclose(decode_file(path), left / 2, atol=1e-6)

@@ -114,13 +114,18 @@ def test_not_enough_hours_says_how_many(release, tmp_path):
     assert not paths.prepared_summary_path(tmp_path, "pt").exists()
 
 
-def test_per_speaker_cap(release, tmp_path):
-    _prepare(release, tmp_path, max_hours_per_speaker=0.002)
-    train = read_manifest(paths.manifest_path(tmp_path, "pt", "train"))
+def test_per_speaker_cap(tmp_path):
+    splits = cvfactory.standard_splits("pt", train=30)
+    splits["train"] = [cvfactory.replace(c, speaker="b" if i % 5 == 0 else "a")
+                       for i, c in enumerate(splits["train"])]  # speaker a has 80 % of the audio
+    release = cvfactory.write_release(tmp_path / "r", {"pt": splits})
+    (summary,) = _prepare(release, tmp_path / "out", max_hours_per_speaker=0.0035)
+    train = read_manifest(paths.manifest_path(tmp_path / "out", "pt", "train"))
     per_speaker = {}
     for utt in train:
         per_speaker[utt.speaker] = per_speaker.get(utt.speaker, 0) + utt.duration
-    assert len(per_speaker) == 3 and max(per_speaker.values()) <= 0.002 * 3600
+    assert set(per_speaker) == {"a", "b"} and max(per_speaker.values()) <= 0.0035 * 3600
+    assert summary["train_hours"] >= HOURS and summary["max_hours_per_speaker"] == 0.0035
 
 
 def test_dev_and_test_caps(release, tmp_path):
@@ -297,3 +302,16 @@ def test_cli_human_summary_and_error_exit(release, tmp_path, capsys):
     assert out.startswith("pt: 0.00") and "prepared 1 language(s)" in out
     assert main(["prepare", str(release), "--languages", "klingon", "--out", str(tmp_path)]) == 2
     assert "klingon not in this release; present: de, pt" in capsys.readouterr().err
+
+
+def test_crash_while_writing_leaves_no_completion_marker(release, tmp_path, monkeypatch):
+    _prepare(release, tmp_path, seed=0)
+
+    def disk_full(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(prepare_module, "write_vocab_json", disk_full)
+    with pytest.raises(OSError):
+        _prepare(release, tmp_path, seed=1)  # new train.jsonl written, vocab.json not
+    # prepared.json from seed 0 must not vouch for the seed-1 manifest now on disk
+    assert not paths.prepared_summary_path(tmp_path, "pt").exists()

@@ -83,3 +83,9 @@ def test_idempotent():
     for text, lang in [("Olá, Mundo!", "pt"), ("İSTANBUL", "tr"), ("हिन्दी।", "hi"), ("l’homme", "fr")]:
         once = normalize(text, lang)
         assert normalize(once, lang) == once
+
+
+def test_ordinal_indicators_dropped_and_catalan_middle_dot_kept():
+    assert normalize("O 1º lugar, nª", "pt") == "o 1 lugar n"
+    assert normalize("El col·legi.", "ca") == "el col·legi"
+    assert normalize("a·b", "es") == "a b"

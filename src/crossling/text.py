@@ -19,12 +19,16 @@ _LOWER_OVERRIDES = {
     "crh": str.maketrans({"I": "ı", "İ": "i"}),
 }
 
-# Characters deleted per language before the category filter (why: they carry no sound).
+# Characters deleted before the category filter (why: they carry no sound of their own). The ordinal
+# indicators º ª are letters to Unicode but abbreviation marks in text ("1º", "nº").
+_DELETE_ALWAYS = "\u00ba\u00aa"
 _DELETE = {
     "ar": "\u0640",  # tatweel (kashida) is typographic elongation only
     "fa": "\u0640",
     "ur": "\u0640",
 }
+# Punctuation that is spelling in one language: the Catalan middle dot of "col·legi".
+_KEEP = {"ca": "\u00b7"}
 
 # Apostrophe look-alikes; between two letters they are part of the word (Ukrainian м'ясо, French l'eau).
 _APOSTROPHES = "'\u2019\u02bc\u2018`\u00b4"
@@ -53,11 +57,11 @@ def normalize(text: str, language: str) -> str:
     text = unicodedata.normalize("NFC", text.replace(_APOSTROPHE_MARK, ""))
     text = text.translate(_LOWER_OVERRIDES.get(base, {})).lower()
     text = unicodedata.normalize("NFC", text)
-    for char in _DELETE.get(base, ""):
+    for char in _DELETE_ALWAYS + _DELETE.get(base, ""):
         text = text.replace(char, "")
     text = _INTRA_WORD_APOSTROPHE.sub(_APOSTROPHE_MARK, text)
-    separator = "" if base in UNSEGMENTED else " "
-    text = "".join(_keep_or_replace(char, separator) for char in text)
+    separator, keep = ("" if base in UNSEGMENTED else " "), _KEEP.get(base, "")
+    text = "".join(char if char in keep else _keep_or_replace(char, separator) for char in text)
     return _WHITESPACE.sub(" ", text).strip().replace(_APOSTROPHE_MARK, "'")
 
 
@@ -84,7 +88,8 @@ def normalization_info(language: str) -> dict:
         "lowercase": "turkic-i" if base in _LOWER_OVERRIDES else "str.lower",
         "removed_categories": ["P*", "S*", "C* (except ZWNJ/ZWJ)"],
         "kept": ["letters", "combining marks", "digits", "intra-word apostrophes (as ')"],
-        "deleted_chars": [f"U+{ord(c):04X}" for c in _DELETE.get(base, "")],
+        "deleted_chars": [f"U+{ord(c):04X}" for c in _DELETE_ALWAYS + _DELETE.get(base, "")],
+        "kept_punctuation": [f"U+{ord(c):04X}" for c in _KEEP.get(base, "")],
         "punctuation_becomes": "nothing" if base in UNSEGMENTED else "space",
         "unsegmented_script": base in UNSEGMENTED,
     }
