@@ -1,0 +1,140 @@
+"""Executors: the run function by name, the local executor's records, and the Ray executor against a
+REAL local Ray instance (one per module, 2 CPUs), including a worker process killed mid-run."""
+
+import os
+import signal
+import threading
+
+import pytest
+from grid_factory import (
+    SRC,
+    TESTS,
+    TOY,
+    make_prepared,
+    make_real_grid,
+    model_digest,
+    starts,
+    wait_for,
+    write_study,
+)
+
+from crossling import paths
+from crossling.errors import ConfigError
+from crossling.executors import ExecOptions, execute_run, resolve_function
+from crossling.grid import plan_study, run_study
+from crossling.store import Store
+from crossling.study import expand_runs, load_study
+
+
+def test_run_function_is_resolved_by_name():
+    assert resolve_function("crossling.study:load_study") is load_study
+    with pytest.raises(ConfigError, match="must look like 'package.module:function'"):
+        resolve_function("crossling.study.load_study")
+    with pytest.raises(ConfigError, match="cannot load run function"):
+        resolve_function("crossling.nothing:here")
+
+
+def test_execute_run_records_attempts_and_errors(tmp_path):
+    make_prepared(tmp_path / "prepared", counts=(1, 1, 1))
+    study = load_study(write_study(tmp_path / "s.toml", ["toy/a", "toy/broken"], languages=("aa",)))
+    good, bad = expand_runs(study)
+    (tmp_path / "prepared" / "fail-toy_broken").touch()
+    options = ExecOptions(tmp_path / "store", tmp_path / "prepared", TOY, "cpu")
+    assert execute_run(good, "token-1", options).status == "done"
+    outcome = execute_run(bad, "token-2", options)
+    assert outcome.status == "failed" and outcome.error == "RuntimeError: deliberate failure of toy/broken"
+    store = Store(tmp_path / "store")
+    assert [(e["event"], e["token"]) for e in store.attempts(bad.run_id)] == [("start", "token-2"), ("failed", "token-2")]
+    assert store.state(good.run_id) == "done" and store.state(bad.run_id) == "failed"
+    silent = ExecOptions(tmp_path / "store", tmp_path / "prepared", "grid_factory:forgetful_finetune", "cpu")
+    assert "without writing" in execute_run(bad, "token-3", silent).error  # no result.json = failed
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    """One real local Ray instance for the module; its workers import crossling and the test helpers."""
+    ray = pytest.importorskip("ray")
+    saved = {key: os.environ.get(key) for key in ("PYTHONPATH", "GRID_TOY_STEP_SECONDS")}
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(SRC), str(TESTS)])
+    os.environ["GRID_TOY_STEP_SECONDS"] = "0.05"  # workers inherit this: toy runs take ~0.6 s
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    finally:
+        for key, value in saved.items():
+            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+    yield ray
+    ray.shutdown()
+
+
+def kill_worker_mid_run(store_root, run_id, grid: threading.Thread) -> int:
+    """Wait until `run_id` has written a checkpoint, then SIGKILL the Ray worker executing it."""
+    run_dir = Store(store_root).run_dir(run_id)
+    assert wait_for(lambda: paths.run_checkpoint_path(run_dir).exists() or not grid.is_alive(), timeout=180)
+    assert not paths.run_result_path(run_dir).exists(), "the run finished before it could be killed"
+    pid = starts(store_root, run_id)[0]["pid"]
+    assert pid != os.getpid()
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def in_thread(function, **kwargs) -> tuple[threading.Thread, dict]:
+    box = {}
+    thread = threading.Thread(target=lambda: box.setdefault("summary", function(**kwargs)))
+    thread.start()
+    return thread, box
+
+
+def test_ray_executor_runs_the_grid_in_ray_workers(ray_instance, tmp_path):
+    make_prepared(tmp_path / "prepared", counts=(1, 1, 1))
+    study = load_study(write_study(tmp_path / "toy.toml", ["toy/a", "toy/b", "toy/broken"], languages=("aa", "bb")))
+    (tmp_path / "prepared" / "fail-toy_broken").touch()
+    summary = run_study(study, executor="ray", workers=2, run_function=TOY)
+    assert (summary.executed, summary.done, summary.failed) == (6, 4, 2)
+    store = Store(tmp_path / "toy.runs")
+    pids = {starts(store.root, run.run_id)[0]["pid"] for run in expand_runs(study)}
+    assert os.getpid() not in pids  # executed in Ray worker processes
+    assert "deliberate failure" in store.error(expand_runs(study)[-1].run_id)["traceback"]
+    assert not list((store.root / "claims").glob("*.claim"))
+
+
+def test_ray_reschedules_a_killed_worker_and_the_run_resumes(ray_instance, tmp_path):
+    make_prepared(tmp_path / "prepared", counts=(1, 1, 1))
+    study = load_study(write_study(tmp_path / "toy.toml", ["toy/a", "toy/b"], recipe={"max_steps": 40,
+                                                                                      "checkpoint_every": 4}))
+    victim = expand_runs(study)[0].run_id
+    grid, box = in_thread(run_study, study=study, executor="ray", workers=2, run_function=TOY)
+    killed = kill_worker_mid_run(tmp_path / "toy.runs", victim, grid)
+    grid.join(timeout=180)
+    assert box["summary"].done == 4 and box["summary"].failed == 0
+    attempts = starts(tmp_path / "toy.runs", victim)
+    assert [a["pid"] == killed for a in attempts] == [True, False] and attempts[1]["resumed"]
+    result = Store(tmp_path / "toy.runs").result(victim)
+    assert result["resumed_from"] and result["steps"] == 40
+    reference = run_study(study, tmp_path / "reference", run_function=TOY)  # in-process, uninterrupted
+    assert reference.done == 4
+    assert result["scores"] == Store(tmp_path / "reference").result(victim)["scores"]
+
+
+@pytest.mark.slow
+def test_ray_real_grid_with_a_killed_worker_matches_the_uninterrupted_grid(ray_instance, tmp_path):
+    import torch
+
+    study = load_study(make_real_grid(tmp_path))
+    victim = expand_runs(study)[0].run_id
+    grid, box = in_thread(run_study, study=study, store=tmp_path / "ray", executor="ray", workers=2)
+    kill_worker_mid_run(tmp_path / "ray", victim, grid)
+    grid.join(timeout=300)
+    assert box["summary"].done == 4 and box["summary"].failed == 0
+    assert [a["resumed"] for a in starts(tmp_path / "ray", victim)] == [False, True]
+    assert "resumed from" in paths.run_log_path(Store(tmp_path / "ray").run_dir(victim)).read_text()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # Ray gives each 1-CPU task one thread
+    try:
+        run_study(study, tmp_path / "local")
+    finally:
+        torch.set_num_threads(threads)
+    assert plan_study(study, tmp_path / "local").done == 4
+    for run in expand_runs(study):
+        ray_run, local_run = (Store(tmp_path / s).run_dir(run.run_id) for s in ("ray", "local"))
+        assert Store(tmp_path / "ray").result(run.run_id)["scores"] == Store(tmp_path / "local").result(run.run_id)["scores"]
+        assert model_digest(ray_run) == model_digest(local_run)
