@@ -203,6 +203,8 @@ def test_room_changes_audio_deterministically():
     wet = render_clip(ClipJob(**{**job.__dict__, "room": Room(rt60=0.3, snr_db=20.0)}))
     np.testing.assert_array_equal(wet, render_clip(ClipJob(**{**job.__dict__, "room": Room(0.3, 20.0)})))
     assert wet.size > dry.size and np.isfinite(wet).all()
+    lead = int(0.05 * 48000)  # inside the leading pause: silent when dry, the room's noise when wet
+    assert np.abs(dry[:lead]).max() < 1e-4 < np.abs(wet[:lead]).max()
     assert np.abs(wet).max() == pytest.approx(0.8, abs=0.02)
 
 

@@ -299,11 +299,11 @@ def render_clip(job: ClipJob) -> np.ndarray:
     if samples.size == 0:
         raise DataError(f"eSpeak NG produced no audio for {job.text!r} with voice {job.voice.name}")
     rate = engine.sample_rate
-    audio = samples.astype(np.float32) / 32768.0
-    if job.room is not None:
-        audio = _apply_room(audio, rate, job.room, np.random.default_rng(job.seed))
-    audio = np.concatenate([np.zeros(int(job.pad_seconds[0] * rate), np.float32), audio,
+    audio = np.concatenate([np.zeros(int(job.pad_seconds[0] * rate), np.float32),
+                            samples.astype(np.float32) / 32768.0,
                             np.zeros(int(job.pad_seconds[1] * rate), np.float32)])
+    if job.room is not None:  # after padding, so the pauses carry the room's noise too
+        audio = _apply_room(audio, rate, job.room, np.random.default_rng(job.seed))
     audio *= job.peak / max(float(np.abs(audio).max()), 1e-6)
     return soxr.resample(audio, rate, CLIP_SAMPLE_RATE).astype(np.float32)
 
