@@ -315,3 +315,16 @@ def test_crash_while_writing_leaves_no_completion_marker(release, tmp_path, monk
         _prepare(release, tmp_path, seed=1)  # new train.jsonl written, vocab.json not
     # prepared.json from seed 0 must not vouch for the seed-1 manifest now on disk
     assert not paths.prepared_summary_path(tmp_path, "pt").exists()
+
+
+def test_prepared_text_round_trips_through_the_hf_tokenizer(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    release = cvfactory.write_release(tmp_path / "r", ["hi"], layout="new")
+    _prepare(release, tmp_path / "out", languages=["hi"])
+    tokenizer = transformers.Wav2Vec2CTCTokenizer(
+        str(paths.vocab_path(tmp_path / "out", "hi")), unk_token="<unk>", pad_token="<pad>",
+        word_delimiter_token="|")
+    for utt in read_manifest(paths.manifest_path(tmp_path / "out", "hi", "train")):
+        ids = tokenizer(utt.text).input_ids
+        assert tokenizer.unk_token_id not in ids
+        assert tokenizer.decode(ids, group_tokens=False) == utt.text
