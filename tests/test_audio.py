@@ -153,3 +153,15 @@ def test_stereo_is_mixed_down_to_mono(tmp_path):
     left = 0.5 * np.sin(np.linspace(0, 200, 16_000))
     sf.write(str(path), np.stack([left, np.zeros_like(left)], axis=1), 16_000, subtype="FLOAT")
     assert np.allclose(decode_file(path), left / 2, atol=1e-6)
+
+
+def test_unreadable_index_means_decode_again_not_crash(tmp_path, caplog):
+    paths = _clips(tmp_path / "src", (0.5,))
+    cache = ClipCache(tmp_path / "out", "pt")
+    list(decode_stream(_jobs(paths), cache, workers=1))
+    cache.save()
+    audio_cache_index_path(tmp_path / "out", "pt").write_text('{"clip": "x", "bogus": 1}\n{not json\n')
+    cache = ClipCache(tmp_path / "out", "pt")
+    assert "unreadable decode-cache index" in caplog.text
+    list(decode_stream(_jobs(paths), cache, workers=1))
+    assert cache.decoded == 1

@@ -102,10 +102,19 @@ class ClipCache:
     def __init__(self, prepared_root: Path, language: str):
         self.root, self.language = Path(prepared_root), language
         self.index_path = paths.audio_cache_index_path(self.root, language)
-        self.entries: dict[str, Decoded] = {}
-        if self.index_path.is_file():
-            self.entries = {row["clip"]: Decoded(**row) for row in read_jsonl(self.index_path)}
+        self.entries = self._load()
         self.decoded = self.reused = 0
+
+    def _load(self) -> dict[str, Decoded]:
+        """The index on disk; an unreadable one only costs a re-decode, so it is logged and ignored."""
+        if not self.index_path.is_file():
+            return {}
+        try:
+            return {row["clip"]: Decoded(**row) for row in read_jsonl(self.index_path)}
+        except (ValueError, TypeError, KeyError) as error:
+            log.warning("%s: unreadable decode-cache index (%s); clips will be decoded again",
+                        self.index_path, error)
+            return {}
 
     def wav_path(self, clip: str) -> Path:
         return paths.audio_cache_path(self.root, self.language, clip)
@@ -165,7 +174,8 @@ def decode_stream(jobs: Iterable[ClipJob], cache: ClipCache, workers: int | None
     finally:
         # Outcomes already computed by workers are kept even if the consumer stopped early.
         for job, outcome in pending:
-            if isinstance(outcome, Future) and outcome.done() and not outcome.cancelled():
+            if isinstance(outcome, Future) and outcome.done() and not outcome.cancelled() \
+                    and outcome.exception() is None:
                 _finish(job, outcome, cache)
         executor.shutdown(wait=True, cancel_futures=True)
 
