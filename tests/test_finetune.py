@@ -70,3 +70,66 @@ def test_result_record_contract(prepared, tmp_path):
     assert len(hyps) == 8 and {"id", "reference", "hypothesis"} <= set(hyps[0])
     # a finished run returns its record without training again
     assert finetune(prepared, "xx", str(checkpoint), 3, out, TINY, device="cpu") == record
+
+
+RUNNER = """
+import sys, torch
+torch.set_num_threads(1)
+from crossling.config import TrainConfig
+from crossling.finetune import finetune
+config = TrainConfig(learning_rate=2e-3, max_steps=60, batch_seconds=6.0, checkpoint_every=10,
+                     mask_time_prob=0.2, mask_time_length=3, hidden_dropout=0.1, layerdrop=0.2)
+finetune(sys.argv[1], "xx", sys.argv[2], 7, sys.argv[3], config, device="cpu")
+"""
+
+
+def _start(prepared, checkpoint, out):
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-c", RUNNER, str(prepared), str(checkpoint), str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def test_kill_9_and_resume_reaches_the_same_result(prepared, tmp_path):
+    """SpecAugment, dropout and layerdrop are on, so every RNG stream matters for equality."""
+    import os
+    import signal
+    import time
+
+    checkpoint = make_tiny_checkpoint(tmp_path / "ckpt", "wav2vec2")
+    killed, straight = tmp_path / "killed", tmp_path / "straight"
+    victim = _start(prepared, checkpoint, killed)
+    reference = _start(prepared, checkpoint, straight)
+    deadline = time.monotonic() + 120
+    while not paths.run_checkpoint_path(killed).exists() and victim.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint written in time"
+        time.sleep(0.01)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    assert not paths.run_result_path(killed).exists(), "the run finished before it could be killed"
+    interrupted_at = torch.load(paths.run_checkpoint_path(killed), weights_only=True)["state"]["step"]
+    assert 0 < interrupted_at < 60
+    resumed = _start(prepared, checkpoint, killed)
+    for process in (resumed, reference):
+        assert process.wait(timeout=300) == 0, process.stderr.read().decode()[-2000:]
+    a, b = (json.loads(paths.run_result_path(d).read_text()) for d in (killed, straight))
+    assert a["scores"] == b["scores"] and a["steps"] == b["steps"] == 60
+    assert a["cost"]["audio_seconds_trained"] == pytest.approx(b["cost"]["audio_seconds_trained"])
+    from safetensors.torch import load_file
+
+    weights_a, weights_b = (load_file(paths.run_model_dir(d) / "model.safetensors") for d in (killed, straight))
+    assert weights_a.keys() == weights_b.keys()
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+    assert "resumed from" in paths.run_log_path(killed).read_text()
+
+
+def test_a_checkpoint_of_another_run_is_refused(prepared, tmp_path):
+    from crossling.errors import ConfigError
+
+    checkpoint = make_tiny_checkpoint(tmp_path / "ckpt", "wav2vec2")
+    short = TrainConfig(learning_rate=2e-3, max_steps=2, batch_seconds=8.0, checkpoint_every=1)
+    finetune(prepared, "xx", str(checkpoint), 0, tmp_path / "run", short, device="cpu")
+    paths.run_result_path(tmp_path / "run").unlink()
+    with pytest.raises(ConfigError, match="different run"):
+        finetune(prepared, "xx", str(checkpoint), 1, tmp_path / "run", short, device="cpu")

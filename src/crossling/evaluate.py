@@ -34,8 +34,8 @@ def evaluate(
     Writes hypotheses-<split>.jsonl and scores.json into `out` when given. Returns {"model", "language",
     "prepared", "scores": {split: S}, "cer", "wer" (last split's), "steps", "skipped" (from the run's
     record when given a finished run directory, else None / {})}."""
-    model_dir, run_record = _model_dir(Path(model_or_run_dir))
     data = open_prepared(prepared, language)
+    model_dir, run_record = _model_dir(Path(model_or_run_dir))
     model, processor, spec = load_finetuned(model_dir)
     check_vocabulary(model, processor.tokenizer, data.vocab, data.vocab_file)
     device = pick_device(device)

@@ -118,6 +118,7 @@ def run_identity(prepared: Path, language: str, model: str, seed: int, config: T
 
 def _run(prepared, language, model_name, seed, out, config, device, identity, track) -> dict:
     started = time.monotonic()
+    seed_everything(seed)
     data = open_prepared(prepared, language)
     source = resolve(model_name)
     tokenizer = load_tokenizer(data.vocab_file)
@@ -137,6 +138,13 @@ def _run(prepared, language, model_name, seed, out, config, device, identity, tr
     write_json_atomic(paths.run_result_path(out), record)
     log.info("run done: test CER %s, %d steps", record["scores"]["test"]["cer"], state.step)
     return record
+
+
+def seed_everything(seed: int) -> None:
+    """Seed every RNG the run draws from: python, numpy (SpecAugment masks), torch (init, dropout)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def train(model, optimizer, scaler, training: TrainingData, spec: InputSpec, config: TrainConfig,

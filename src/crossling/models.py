@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -149,7 +150,7 @@ def _from_pretrained(source: ModelSource, overrides: dict):
             local_files_only=local,
             **overrides,
         )
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, pickle.UnpicklingError) as error:
         where = "directory" if local else "hub id (not downloadable here or not in the local HF cache)"
         raise ModelError(f"cannot load {source.given!r} from {where} {source.location}: {error}") from None
 

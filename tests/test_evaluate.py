@@ -1,0 +1,108 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from tinydata_factory import MODEL_TYPES, make_prepared, make_tiny_checkpoint
+
+from crossling import paths
+from crossling.batching import load_audio, open_prepared
+from crossling.config import TrainConfig
+from crossling.errors import DataError, ModelError
+from crossling.evaluate import evaluate
+from crossling.finetune import finetune
+
+# a few steps only: the fresh random head then emits varied characters, which makes the comparison
+# with plain transformers meaningful (a blank-only model would agree trivially)
+FEW_STEPS = TrainConfig(learning_rate=1e-4, max_steps=3, batch_seconds=8.0, checkpoint_every=3)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("prepared")
+    make_prepared(root, "xx", n_train=8, n_dev=4, n_test=10)
+    make_prepared(root, "yy", n_train=4, n_dev=2, n_test=2, chars="abcdxyz", seed=1)
+    return root
+
+
+def plain_transformers_transcripts(model_dir, waveforms):
+    """What a user gets from the saved directory with transformers alone, two ways."""
+    from transformers import AutoModelForCTC, AutoProcessor, pipeline
+
+    asr = pipeline("automatic-speech-recognition", model=str(model_dir), device="cpu")
+    by_pipeline = [asr({"raw": w, "sampling_rate": 16_000})["text"] for w in waveforms]
+    model = AutoModelForCTC.from_pretrained(model_dir).eval()
+    processor = AutoProcessor.from_pretrained(model_dir)
+    by_model = []
+    for waveform in waveforms:
+        inputs = processor(waveform, sampling_rate=16_000, return_tensors="pt")
+        with torch.no_grad():
+            ids = model(**inputs).logits.argmax(-1)[0]
+        by_model.append(processor.decode(ids))
+    return by_pipeline, by_model
+
+
+@pytest.mark.parametrize(("model_type", "norm"), [(t, "layer") for t in MODEL_TYPES] + [("wav2vec2", "group")])
+def test_saved_model_transcribes_the_same_with_plain_transformers(prepared, tmp_path, model_type, norm):
+    checkpoint = make_tiny_checkpoint(tmp_path / "ckpt", model_type, feat_extract_norm=norm)
+    run = tmp_path / "run"
+    finetune(prepared, "xx", str(checkpoint), 0, run, FEW_STEPS, device="cpu")
+    result = evaluate(run, prepared, "xx", splits=("test",), out=tmp_path / "eval", device="cpu")
+    rows = [json.loads(line) for line in paths.run_hypotheses_path(tmp_path / "eval", "test").read_text().splitlines()]
+    ours = [row["hypothesis"] for row in rows]
+    assert sum(bool(h) for h in ours) >= 5, ours
+    data = open_prepared(prepared, "xx")
+    waveforms = [load_audio(prepared, u) for u in data.split("test")]
+    by_pipeline, by_model = plain_transformers_transcripts(paths.run_model_dir(run), waveforms)
+    assert ours == by_pipeline == by_model
+    assert result["steps"] == 3 and result["scores"]["test"]["utterances"] == 10
+    # the run's own evaluation (in-memory model) agrees with the reloaded one
+    run_rows = [json.loads(line) for line in paths.run_hypotheses_path(run, "test").read_text().splitlines()]
+    assert [row["hypothesis"] for row in run_rows] == ours
+    feature_extractor = json.loads((paths.run_model_dir(run) / "processor_config.json").read_text())
+    assert feature_extractor["feature_extractor"]["return_attention_mask"] is (norm == "layer")
+
+
+def test_scores_are_recomputable_from_the_hypotheses(prepared, tmp_path):
+    from crossling.scoring import score
+
+    checkpoint = make_tiny_checkpoint(tmp_path / "ckpt", "wav2vec2")
+    finetune(prepared, "xx", str(checkpoint), 0, tmp_path / "run", FEW_STEPS, device="cpu")
+    result = evaluate(tmp_path / "run" / "model", prepared, "xx", out=tmp_path / "eval", device="cpu")
+    for split in ("dev", "test"):
+        rows = [json.loads(line) for line in paths.run_hypotheses_path(tmp_path / "eval", split).read_text().splitlines()]
+        again = score([r["reference"] for r in rows], [r["hypothesis"] for r in rows])
+        assert again.to_dict() == {k: v for k, v in result["scores"][split].items() if k != "by_gender"}
+    assert json.loads(paths.run_scores_path(tmp_path / "eval").read_text()) == result["scores"]
+    assert result["steps"] is None  # a bare model directory has no run record
+
+
+def test_vocabulary_mismatch_is_refused(prepared, tmp_path):
+    checkpoint = make_tiny_checkpoint(tmp_path / "ckpt", "wav2vec2")
+    finetune(prepared, "xx", str(checkpoint), 0, tmp_path / "run", FEW_STEPS, device="cpu")
+    with pytest.raises(ModelError, match=r"does not match .*yy.*vocab\.json.*\['x', 'y', 'z'\]"):
+        evaluate(tmp_path / "run", prepared, "yy", device="cpu")
+
+
+def test_missing_language_and_model_errors(prepared, tmp_path):
+    with pytest.raises(DataError, match=r"'pt' is not prepared.*prepared languages there: xx, yy"):
+        evaluate(tmp_path, prepared, "pt")
+    with pytest.raises(ModelError, match="neither a finished run directory"):
+        evaluate(tmp_path, prepared, "xx")
+
+
+def test_transcripts_do_not_depend_on_batching(prepared, tmp_path):
+    """Length-sorted batched inference returns the same text as one utterance at a time."""
+    from crossling.decoding import transcribe
+    from crossling.models import load_finetuned
+
+    checkpoint = make_tiny_checkpoint(tmp_path / "ckpt", "wav2vec2")
+    finetune(prepared, "xx", str(checkpoint), 0, tmp_path / "run", FEW_STEPS, device="cpu")
+    model, _, spec = load_finetuned(paths.run_model_dir(tmp_path / "run"))
+    data = open_prepared(prepared, "xx")
+    waveforms = [load_audio(prepared, u) for u in data.split("test")]
+    id_to_token = {i: t for t, i in data.vocab.items()}
+    batched = transcribe(model, waveforms, spec, id_to_token, batch_seconds=100.0)
+    alone = transcribe(model, waveforms, spec, id_to_token, batch_seconds=0.0)
+    assert batched == alone
+    assert len({len(w) for w in waveforms}) > 1 and np.isfinite(waveforms[0]).all()
