@@ -191,6 +191,22 @@ def test_lexicon_keeps_only_the_languages_letters(lang, pattern):
     assert lexicon.probabilities[0] > lexicon.probabilities[-1]  # frequent words are sampled more
 
 
+@pytest.mark.parametrize("code", sorted(LANGUAGES))
+def test_every_supported_language_has_words_and_a_voice(code):
+    from crossling.espeak import synthesize
+
+    language = synth_language(code)
+    lexicon = build_lexicon(language, 300)
+    sentence = next(sentences(language, lexicon, "train", np.random.default_rng(0)))
+    samples, rate = synthesize(sentence, Voice(f"{language.espeak}+f3"))
+    assert 0.5 < samples.size / rate < 8.0, sentence
+
+
+def test_greek_words_keep_their_final_sigma():
+    words = build_lexicon(synth_language("el"), 1000).words
+    assert "της" in words and not any(word.endswith("σ") for word in words)
+
+
 def test_turkish_sentences_capitalize_dotted_i():
     assert _capitalize("istanbul güzel", LANGUAGES["tr"]) == "İstanbul güzel"
     assert _capitalize("ılık", LANGUAGES["tr"]) == "Ilık"

@@ -164,6 +164,13 @@ def _in_script(word: str, scripts: tuple[str, ...]) -> bool:
     return True
 
 
+def _respell(word: str, language: SynthLanguage) -> str:
+    """Undo wordfreq's case folding where it changed spelling: Greek final sigma became σ."""
+    if language.code == "el" and word.endswith("σ"):
+        return word[:-1] + "ς"
+    return word
+
+
 def build_lexicon(language: SynthLanguage, size: int = 5000) -> Lexicon:
     """The `size` most frequent wordfreq words written only in the language's own letters."""
     import wordfreq
@@ -171,7 +178,8 @@ def build_lexicon(language: SynthLanguage, size: int = 5000) -> Lexicon:
     ranked: list[tuple[str, float]] = []
     for rank, bucket in enumerate(wordfreq.get_frequency_list(language.wordfreq)):
         # Bucket i holds the words of frequency 10 ** (-i / 100), in frequency order.
-        ranked.extend((word, 10.0 ** (-rank / 100)) for word in bucket if _in_script(word, language.scripts))
+        ranked.extend((_respell(word, language), 10.0 ** (-rank / 100)) for word in bucket
+                      if _in_script(word, language.scripts))
         if len(ranked) >= 2 * size:
             break
     letters = {char for word, _ in ranked[:_CORE_WORDS] for char in word}
@@ -470,7 +478,8 @@ def synthesize_corpus(out: Path, languages: list[str], hours: float, seed: int =
     `hours` of training audio per language (dev/test: that times `dev_fraction` / `test_fraction`),
     `speakers` per (train, dev, test) split, all disjoint; `word_range` words per sentence. The same
     arguments give identical TSVs and MP3 files whatever `workers` is. A language whose synth.json
-    shows the same settings is skipped."""
+    shows the same settings is skipped. With workers > 1 clips are rendered in spawned processes, so a
+    script calling this needs the usual `if __name__ == "__main__":` guard."""
     started, cpu_started = time.perf_counter(), _cpu_seconds()
     settings = SynthSettings(seed, float(hours), dev_fraction, test_fraction, tuple(speakers), tuple(word_range),
                              vocabulary, noise)
