@@ -294,6 +294,11 @@ def test_typology_correlation_finds_planted_relation():
     assert result.loc["planted", "rho"] > 0.9 and result.loc["planted", "p_permutation"] < 0.01
     assert result.loc["noise", "p_permutation"] > 0.01
     assert result.loc["planted", "n"] == 72
+    relative = stats.typology_correlation(table, distances, n_permutations=99, relative=True).set_index("distance")
+    matrix = table.pivot_table(index="language", columns="checkpoint", values="cer", aggfunc="mean")
+    ratio = matrix.div(matrix.median(axis=1), axis=0).stack().rename("ratio").reset_index()
+    expected = st.spearmanr(ratio["ratio"], ratio.merge(distances)["noise"]).statistic
+    assert relative.loc["noise", "rho"] == pytest.approx(expected)
 
 
 def test_gender_gap_matches_scipy_wilcoxon():

@@ -406,10 +406,16 @@ def permutation_spearman(x: Sequence[float], y: Sequence[float], seed: int = 0, 
 
 
 def typology_correlation(table: pd.DataFrame, distances: pd.DataFrame, metric: str = "cer", seed: int = 0,
-                         n_permutations: int = 4999) -> pd.DataFrame:
+                         n_permutations: int = 4999, relative: bool = False) -> pd.DataFrame:
     """Spearman ρ between seed-mean cells and each distance column of `distances` (columns checkpoint,
-    language, <distance kinds…>), with scipy's p and a within-language permutation p (seeded)."""
-    cells = cell_means(table, metric).stack().rename("value").reset_index()
+    language, <distance kinds…>), with scipy's p and a within-language permutation p (seeded).
+
+    `relative` divides each cell by its language's median over checkpoints first, so ρ is not driven
+    by some languages being harder than others."""
+    matrix = cell_means(table, metric)
+    if relative:
+        matrix = matrix.div(matrix.median(axis=1), axis=0)
+    cells = matrix.stack().rename("value").reset_index()
     merged = cells.merge(distances, on=["checkpoint", "language"], how="inner")
     rows = []
     for kind in [c for c in distances.columns if c not in ("checkpoint", "language")]:

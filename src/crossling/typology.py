@@ -41,7 +41,7 @@ def _database(name: str) -> tuple[dict[str, int], np.ndarray, np.ndarray]:
     """(language → row, feature names, data[language, feature]) of one URIEL file (loaded once)."""
     with np.load(uriel_dir() / name) as z:
         langs = {str(code): i for i, code in enumerate(z["langs"])}
-        return langs, np.asarray(z["feats"]).astype(str), np.asarray(z["data"][:, :, 0], dtype=np.float64)
+        return langs, np.asarray(z["feats"]).astype(str), np.asarray(z["data"][:, :, 0])
 
 
 def uriel_code(language: str) -> str:
@@ -56,7 +56,7 @@ def uriel_code(language: str) -> str:
 
 def _row(name: str, code: str) -> np.ndarray:
     langs, _, data = _database(name)
-    return data[langs[code]]
+    return data[langs[code]].astype(np.float64)
 
 
 # --- the five distances ----------------------------------------------------------------------------

@@ -1,0 +1,223 @@
+"""The report: files, escaping, determinism, partial grids, speed, and rendering in headless Chromium."""
+
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from analysis_factory import synthetic_table
+
+from crossling.errors import DataError
+from crossling.report import findings, latex_escape, markdown_escape, write_report
+
+EVIL = '<script>alert("x")</script> & 100%_$x$ #{1}~^\\'
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """The full 864-run synthetic study (16 checkpoints × 18 languages × 3 seeds), one run failed."""
+    table = synthetic_table()
+    table.loc[7, "status"] = "failed"
+    out = tmp_path_factory.mktemp("study")
+    start = time.perf_counter()
+    paths = write_report(table, out, title="Synthetic study")
+    seconds = time.perf_counter() - start
+    print(f"report on {len(table)} runs: {seconds:.1f} s")
+    return table, out, paths, seconds
+
+
+def _visible_text(html: str) -> str:
+    return re.sub(r'src="data:image/png;base64,[^"]*"', 'src=""', html)
+
+
+def test_study_report_is_fast_and_complete(study):
+    table, out, paths, seconds = study
+    assert seconds < 120
+    for name in ("report.html", "report.md", "tables/cer_table.csv", "tables/cer_table.tex", "tables/missing.csv",
+                 "figures/heatmap.png", "figures/boxplots.png", "figures/critical_difference.png",
+                 "figures/transfer.png", "figures/families.png", "figures/gender.png", "figures/typology.png",
+                 "figures/cost.png"):
+        assert name in paths and (out / name).stat().st_size > 0, name
+    html = (out / "report.html").read_text(encoding="utf-8")
+    for section in ("summary", "results", "ranking", "families", "transfer", "typology", "gender", "variance", "cost",
+                    "missing"):
+        assert f'<section id="{section}">' in html
+    assert html.count("<img ") == len([p for p in paths if p.startswith("figures/")])
+
+
+def test_paper_table_content(study):
+    table, out, _, _ = study
+    cer = pd.read_csv(out / "tables" / "cer_table.csv", keep_default_na=False)
+    assert len(cer) == 16 * 18
+    row = cer[(cer["checkpoint"] == "vp-es") & (cer["language"] == "es")].iloc[0]
+    runs = table[(table["checkpoint"] == "vp-es") & (table["language"] == "es") & (table["status"] == "done")]["cer"]
+    assert row["mean"] == pytest.approx(runs.mean(), rel=1e-5) and row["sd"] == pytest.approx(runs.std(), rel=1e-5)
+    assert row["n"] == 3
+    best = cer[cer["best"].astype(str) == "True"]
+    assert set(best["language"]) == set(cer["language"])  # every language has a best
+    assert (best["letters"].str.contains("a")).all()
+    tex = (out / "tables" / "cer_table.tex").read_text()
+    assert r"\textbf{" in tex and r"\textsuperscript{a}" in tex and r"$\pm$" in tex
+    assert "sv-SE" in tex and tex.count(r" \\") == 17
+    markdown = (out / "report.md").read_text()
+    assert "| checkpoint | ar | de |" in markdown and "**" in markdown
+    for link in re.findall(r"\]\((figures/[^)]+)\)", markdown):
+        assert (out / link).is_file()
+
+
+def test_summary_states_findings_with_p_values(study):
+    _, out, _, _ = study
+    html = (out / "report.html").read_text(encoding="utf-8")
+    summary = html.split('<section id="summary">')[1].split("</section>")[0]
+    assert "Friedman chi2" in summary and "xlsr300m" in summary
+    assert re.search(r"best or tied best on \d+ of 18 languages", summary)
+    assert "Indo-European targets" in summary and "Wilcoxon" in summary and "Spearman" in summary
+    assert "1 runs missing" in summary
+    missing = pd.read_csv(out / "tables" / "missing.csv")
+    assert list(missing["reason"]) == ["status failed"]
+
+
+def test_no_external_assets_and_no_nan(study):
+    _, out, _, _ = study
+    html = (out / "report.html").read_text(encoding="utf-8")
+    visible = _visible_text(html)
+    assert all(url.startswith(("data:image/png;base64,", "#")) for url in re.findall(r'(?:src|href)="([^"]*)"', html))
+    assert "http://" not in visible and "https://" not in visible and "<script" not in visible
+    assert not re.search(r"\bnan\b", visible, re.IGNORECASE)
+    assert not re.search(r"\bnan\b", (out / "report.md").read_text(), re.IGNORECASE)
+
+
+def _small(**kwargs) -> pd.DataFrame:
+    return synthetic_table(checkpoints=("xlsr53", "lv60", "vp-es", "random-init"),
+                           languages=("de", "es", "ja", "pt", "th"), **kwargs)
+
+
+def test_everything_from_the_data_is_escaped(tmp_path):
+    table = _small()
+    table["checkpoint"] = table["checkpoint"].replace("vp-es", EVIL)
+    table["language"] = table["language"].replace("th", "t<h>&")
+    write_report(table, tmp_path, title="Report <b>bold</b>")
+    html = _visible_text((tmp_path / "report.html").read_text(encoding="utf-8"))
+    assert "<script>" not in html and "<h>" not in html and "<b>bold" not in html
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in html and "t&lt;h&gt;&amp;" in html
+    tex = (tmp_path / "tables" / "cer_table.tex").read_text()
+    assert latex_escape(EVIL) in tex and "<script>" not in tex
+    assert r"100\%\_\$x\$ \#\{1\}\textasciitilde{}\textasciicircum{}\textbackslash{}" in latex_escape(EVIL)
+    markdown = (tmp_path / "report.md").read_text()
+    assert "<script>" not in markdown and markdown_escape(EVIL) in markdown
+
+
+def test_output_is_byte_identical_across_processes(tmp_path):
+    table = _small()
+    table.to_csv(tmp_path / "results.csv", index=False)
+    code = ("import sys, pandas as pd; from crossling.report import write_report; "
+            "write_report(pd.read_csv(sys.argv[1]), sys.argv[2], title='t')")
+    for name in ("a", "b"):
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / "results.csv"), str(tmp_path / name)], check=True,
+                       env={"PYTHONHASHSEED": "1" if name == "a" else "2", "PATH": "/usr/bin:/bin"})
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert len(files) > 20
+    for rel in files:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+
+
+def test_partial_grid_reports_missing_runs_and_empty_cells(tmp_path):
+    table = _small()
+    table.loc[(table["checkpoint"] == "lv60") & (table["language"] == "ja"), "status"] = "failed"
+    table.loc[0, "cer"] = np.nan
+    table.loc[1, "status"] = "pending"
+    paths = write_report(table, tmp_path)
+    missing = pd.read_csv(paths["tables/missing.csv"])
+    assert len(missing) == 5 and {"no cer", "status pending", "status failed"} == set(missing["reason"])
+    cer = pd.read_csv(paths["tables/cer_table.csv"])
+    assert not ((cer["checkpoint"] == "lv60") & (cer["language"] == "ja")).any()
+    assert cer["mean"].notna().all()
+    html = _visible_text(paths["report.html"].read_text(encoding="utf-8"))
+    assert "5 runs missing" in html and not re.search(r"\bnan\b", html, re.IGNORECASE)
+    assert "Friedman" in html  # the incomplete language is dropped from the Friedman blocks, not the report
+
+
+def test_swept_setting_adds_sensitivity_and_uses_one_value(tmp_path):
+    base = _small()
+    other = base.assign(**{"setting.learning_rate": 1e-4, "cer": base["cer"] * 1.1})
+    paths = write_report(pd.concat([base, base.assign(seed=base["seed"] + 10), other]), tmp_path)
+    assert "tables/sensitivity.csv" in paths
+    sensitivity = pd.read_csv(paths["tables/sensitivity.csv"])
+    assert sensitivity["tau"].iloc[0] == pytest.approx(1.0)
+    cer = pd.read_csv(paths["tables/cer_table.csv"])
+    assert (cer["n"] == 6).all()  # only the most frequent learning rate's runs
+
+
+def test_no_usable_run_is_a_data_error(tmp_path):
+    table = _small().assign(status="failed")
+    with pytest.raises(DataError, match="no usable run"):
+        write_report(table, tmp_path)
+
+
+def test_findings_are_plain_sentences():
+    from crossling.report import analyse
+
+    sentences = findings(analyse(_small()))
+    assert all(isinstance(s, str) and s.endswith(".") for s in sentences)
+
+
+# --- a real browser ------------------------------------------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+PROBE = ("<script>window.addEventListener('load', () => { const w = [...document.images].map("
+         "i => i.complete ? i.naturalWidth : -1); document.body.setAttribute('data-image-widths', w.join(',')); "
+         "document.body.setAttribute('data-tables', document.querySelectorAll('table').length); });</script>")
+
+
+def _chromium(url: str, profile: Path, *extra: str) -> subprocess.CompletedProcess:
+    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--no-first-run", "--disable-sync", f"--user-data-dir={profile}",
+               "--enable-logging=stderr", "--v=0", "--virtual-time-budget=10000", *extra, url]
+    return subprocess.run(command, capture_output=True, text=True, timeout=180)
+
+
+def _console(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if ":CONSOLE" in line]
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+def test_report_renders_in_headless_chromium(study, tmp_path):
+    _, out, paths, _ = study
+    html = (out / "report.html").read_text(encoding="utf-8")
+    # 1. the report as written: loads with no console message (CSP violations and errors are logged there)
+    plain = _chromium((out / "report.html").as_uri(), tmp_path / "p1", "--dump-dom")
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    assert _console(plain.stderr) == []
+    assert "Synthetic study" in plain.stdout and 'id="table-cer_table"' in plain.stdout
+    # 2. a copy with a probe script (CSP relaxed for it alone): every figure decoded
+    probe = html.replace("default-src 'none';", "default-src 'none'; script-src 'unsafe-inline';")
+    (out / "probe.html").write_text(probe.replace("</body>", PROBE + "</body>"), encoding="utf-8")
+    dom = _chromium((out / "probe.html").as_uri(), tmp_path / "p2", "--dump-dom").stdout
+    widths = [int(w) for w in re.search(r'data-image-widths="([^"]*)"', dom).group(1).split(",")]
+    assert len(widths) == len([p for p in paths if p.startswith("figures/")])
+    assert min(widths) > 100
+    assert int(re.search(r'data-tables="(\d+)"', dom).group(1)) >= 8
+    # 3. a screenshot is not blank
+    shot = tmp_path / "shot.png"
+    _chromium((out / "report.html").as_uri(), tmp_path / "p3", f"--screenshot={shot}", "--window-size=1400,2400")
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(shot)
+    assert pixels.shape[0] >= 2000 and pixels[..., :3].std() > 0.05
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+def test_console_check_catches_external_assets(tmp_path):
+    """The check above is not vacuous: an external image under the report's CSP is reported."""
+    page = tmp_path / "bad.html"
+    page.write_text("<html><head><meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'\">"
+                    "</head><body><img src=\"http://127.0.0.1:9/x.png\"></body></html>")
+    result = _chromium(page.as_uri(), tmp_path / "p", "--dump-dom")
+    assert any("Content Security Policy" in line or "Refused" in line for line in _console(result.stderr))
