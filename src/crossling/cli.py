@@ -182,6 +182,8 @@ def _add_synth(sub) -> None:
     parser.add_argument("--test-fraction", type=float, default=0.1, help="test hours as a fraction of --hours")
     parser.add_argument("--speakers", type=int, nargs=3, default=(24, 6, 6), metavar=("TRAIN", "DEV", "TEST"),
                         help="disjoint speakers per split (default 24 6 6)")
+    parser.add_argument("--words", type=int, nargs=2, default=(3, 6), metavar=("MIN", "MAX"),
+                        help="words per sentence (default 3 6, about 2 s per clip)")
     parser.add_argument("--noise", action="store_true", help="give each speaker a light room (reverb + noise)")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     parser.set_defaults(handler=_cmd_synth)
@@ -193,7 +195,7 @@ def _cmd_synth(args) -> int:
     summary = synthesize_corpus(
         args.out, args.languages, args.hours, seed=args.seed, workers=args.workers,
         dev_fraction=args.dev_fraction, test_fraction=args.test_fraction, speakers=tuple(args.speakers),
-        noise=args.noise, track=tqdm_track,
+        word_range=tuple(args.words), noise=args.noise, track=tqdm_track,
     )
     if args.json:
         print(json.dumps(summary, ensure_ascii=False))
