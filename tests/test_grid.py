@@ -266,3 +266,40 @@ def test_real_failing_run_is_recorded_and_retried(real, capsys):
     finally:
         torch.set_num_threads(threads)
     assert plan_study(load_study(study), store).done == 2
+
+
+# --- data sources the grid prepares itself ---------------------------------------------------------
+
+
+def _study_with_data(tmp_path, data: str):
+    path = tmp_path / "data.toml"
+    path.write_text(f'checkpoints = ["toy/a"]\nlanguages = ["pt", "de"]\nseeds = [0]\n[data]\n{data}\n'
+                    "[recipe]\nmax_steps = 4\ncheckpoint_every = 2\n")
+    return load_study(path)
+
+
+def test_a_common_voice_release_is_prepared_once_under_the_store(tmp_path):
+    from cvfactory import standard_splits, write_release
+
+    write_release(tmp_path / "cv", {lang: standard_splits(lang, train=8, dev=2, test=2) for lang in ("pt", "de")})
+    study = _study_with_data(tmp_path, 'source = "common-voice"\nrelease = "cv"\ntrain_hours = 0.002\n')
+    assert run_study(study, run_function=TOY).done == 2
+    prepared = list((tmp_path / "data.runs" / "data").glob("common-voice-*"))
+    assert len(prepared) == 1
+    summary = paths.prepared_summary_path(prepared[0], "pt")
+    assert read_json(summary)["train_hours"] == pytest.approx(0.002, abs=0.0006)
+    stamp = summary.stat().st_mtime_ns
+    assert run_study(study, run_function=TOY).already_done == 2 and summary.stat().st_mtime_ns == stamp
+    other = _study_with_data(tmp_path, 'source = "common-voice"\nrelease = "cv"\ntrain_hours = 0.001\n')
+    assert run_study(other, run_function=TOY).executed == 2  # other data: other runs, other prepared dir
+    assert len(list((tmp_path / "data.runs" / "data").glob("common-voice-*"))) == 2
+
+
+@pytest.mark.slow
+def test_a_synthetic_source_is_synthesised_and_prepared(tmp_path):
+    study = _study_with_data(tmp_path, 'source = "synthetic"\nhours = 0.01\ntrain_hours = 0.008\n'
+                                       "speakers = [4, 2, 2]\n")
+    assert run_study(study, run_function=TOY).done == 2
+    (prepared,) = [p for p in (tmp_path / "data.runs" / "data").glob("synthetic-*") if not p.name.endswith("-corpus")]
+    for language in ("pt", "de"):
+        assert read_json(paths.prepared_summary_path(prepared, language))["train_hours"] == pytest.approx(0.008, abs=0.002)

@@ -320,7 +320,9 @@ def _cmd_study_status(args) -> int:
               f"{_hours(status.remaining_seconds)} for one worker (divide by the number of workers)")
     for run in status.runs:
         if args.runs or run.state in ("failed", "running"):
-            cost = "" if run.wall_seconds is None else f" {run.wall_seconds:.0f} s, CER {run.cer:.4f}"
+            cost = "" if run.wall_seconds is None else (
+                f" CER {run.cer:.4f}; {run.wall_seconds:.0f} s, {run.device_hours:.3f} device h, "
+                f"{run.audio_seconds_per_second:.0f} audio s/s, peak {run.peak_memory_mb:.0f} MB")
             print(f"  {run.state:<8} {run.run_id}{cost} {run.owner}{run.error}")
     return 0
 
