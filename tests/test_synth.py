@@ -259,10 +259,13 @@ def test_bad_sizes_are_config_errors(tmp_path, bad):
 def test_cli_synth_writes_a_corpus_and_reports_speed(tmp_path, capsys):
     out = tmp_path / "cli"
     argv = ["synth", "--languages", "it", "--hours", "0.002", "--out", str(out), "--workers", "1",
-            "--speakers", "2", "1", "1", "--json"]
+            "--speakers", "2", "1", "1", "--words", "2", "3", "--json"]
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["languages"]["it"]["train"]["utterances"] == len(_rows(out / "it" / "train.tsv"))
+    rows = _rows(out / "it" / "train.tsv")
+    assert summary["languages"]["it"]["train"]["utterances"] == len(rows)
+    assert {len(r["sentence"].split()) for r in rows} <= {2, 3}
+    assert len({r["client_id"] for r in _rows(out / "it" / "validated.tsv")}) <= 4
     assert summary["audio_seconds_per_second"] > 0
     assert main(["synth", "--languages", "th", "--hours", "0.01", "--out", str(out)]) == 2
     assert "wordfreq" in capsys.readouterr().err
