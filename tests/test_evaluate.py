@@ -106,3 +106,18 @@ def test_transcripts_do_not_depend_on_batching(prepared, tmp_path):
     alone = transcribe(model, waveforms, spec, id_to_token, batch_seconds=0.0)
     assert batched == alone
     assert len({len(w) for w in waveforms}) > 1 and np.isfinite(waveforms[0]).all()
+
+
+def test_cli_evaluate(prepared, tmp_path, capsys):
+    from crossling.cli import main
+
+    checkpoint = make_tiny_checkpoint(tmp_path / "ckpt", "unispeech")
+    finetune(prepared, "xx", str(checkpoint), 0, tmp_path / "run", FEW_STEPS, device="cpu")
+    assert main(["evaluate", str(tmp_path / "run"), "--data", str(prepared), "--language", "xx", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["steps"] == 3 and printed["cer"] == printed["scores"]["test"]["cer"]
+    assert printed["skipped"]["nonfinite_loss_steps"] == 0
+    assert main(["evaluate", str(tmp_path / "run"), "--data", str(prepared), "--language", "xx"]) == 0
+    assert "xx test: CER" in capsys.readouterr().out
+    assert main(["evaluate", str(tmp_path / "run"), "--data", str(prepared), "--language", "yy"]) == 2
+    assert "does not match" in capsys.readouterr().err

@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -124,12 +125,65 @@ def test_kill_9_and_resume_reaches_the_same_result(prepared, tmp_path):
     assert "resumed from" in paths.run_log_path(killed).read_text()
 
 
-def test_a_checkpoint_of_another_run_is_refused(prepared, tmp_path):
+def test_crash_after_training_resumes_without_retraining_and_foreign_runs_are_refused(
+        prepared, tmp_path, monkeypatch):
+    import crossling.finetune as module
     from crossling.errors import ConfigError
 
     checkpoint = make_tiny_checkpoint(tmp_path / "ckpt", "wav2vec2")
-    short = TrainConfig(learning_rate=2e-3, max_steps=2, batch_seconds=8.0, checkpoint_every=1)
-    finetune(prepared, "xx", str(checkpoint), 0, tmp_path / "run", short, device="cpu")
-    paths.run_result_path(tmp_path / "run").unlink()
+    short = TrainConfig(learning_rate=2e-3, max_steps=2, batch_seconds=8.0, checkpoint_every=100)
+    out = tmp_path / "run"
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("simulated crash during evaluation")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(module, "evaluate_model", crash)
+        with pytest.raises(RuntimeError, match="simulated"):
+            finetune(prepared, "xx", str(checkpoint), 0, out, short, device="cpu")
+    assert paths.run_checkpoint_path(out).exists() and not paths.run_result_path(out).exists()
     with pytest.raises(ConfigError, match="different run"):
-        finetune(prepared, "xx", str(checkpoint), 1, tmp_path / "run", short, device="cpu")
+        finetune(prepared, "xx", str(checkpoint), 1, out, short, device="cpu")
+    record = finetune(prepared, "xx", str(checkpoint), 0, out, short, device="cpu")
+    assert record["steps"] == 2 and "resumed from" in paths.run_log_path(out).read_text()
+    assert not paths.run_checkpoint_path(out).exists()  # a finished run keeps no optimizer state
+    with pytest.raises(ConfigError, match="finished run of another"):
+        finetune(prepared, "xx", str(checkpoint), 0, out, replace(short, learning_rate=1e-3), device="cpu")
+
+
+@pytest.mark.slow
+def test_large_random_init_architecture_trains_one_step_and_evaluates(tmp_path):
+    """The real LARGE architecture (XLS-R 300M's config values) with random weights, on CPU."""
+    prepared = make_prepared(tmp_path / "prepared", n_train=2, n_dev=1, n_test=2)
+    config = TrainConfig(max_steps=1, batch_seconds=4.0, checkpoint_every=1000)
+    record = finetune(prepared, "xx", "random-init", 0, tmp_path / "run", config, device="cpu")
+    assert record["steps"] == 1 and record["run"]["checkpoint"] == "random-init"
+    assert record["scores"]["test"]["utterances"] == 2 and record["skipped"]["nonfinite_loss_steps"] == 0
+    saved = json.loads((paths.run_model_dir(tmp_path / "run") / "config.json").read_text())
+    assert (saved["hidden_size"], saved["num_hidden_layers"], saved["intermediate_size"]) == (1024, 24, 4096)
+    assert saved["vocab_size"] == 10 and saved["feat_extract_norm"] == "layer"
+    assert not paths.run_checkpoint_path(tmp_path / "run").exists()
+    size = (paths.run_model_dir(tmp_path / "run") / "model.safetensors").stat().st_size
+    assert 1.15e9 < size < 1.35e9  # ~315 M fp32 parameters, as the hub checkpoint
+
+
+def test_cli_finetune_json_and_errors(prepared, tmp_path, capsys):
+    from crossling.cli import main
+
+    checkpoint = make_tiny_checkpoint(tmp_path / "ckpt", "hubert")
+    (tmp_path / "run.toml").write_text("[recipe]\nbatch_seconds = 8.0\nmax_steps = 50\ncheckpoint_every = 100\n")
+    argv = ["finetune", "--data", str(prepared), "--language", "xx", "--model", str(checkpoint), "--seed", "2",
+            "--out", str(tmp_path / "run"), "--steps", "3", "--lr", "1e-3", "--config", str(tmp_path / "run.toml"),
+            "--device", "cpu", "--json"]
+    assert main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["steps"] == 3 and printed["run"]["config"]["batch_seconds"] == 8.0
+    assert printed["run"]["config"]["learning_rate"] == 1e-3
+    assert printed["cer"] == printed["scores"]["test"]["cer"] and "label_too_long" in printed["skipped"]
+    assert main(argv[:-1]) == 0 and "test CER" in capsys.readouterr().out
+    bad = ["finetune", "--data", str(prepared), "--language", "xx", "--model", "nope", "--out", str(tmp_path / "x")]
+    assert main(bad) == 2
+    assert "registered aliases: lv60" in capsys.readouterr().err
+    missing = ["finetune", "--data", str(prepared), "--language", "pt", "--model", "xlsr300m", "--out", str(tmp_path)]
+    assert main(missing) == 2
+    assert "'pt' is not prepared" in capsys.readouterr().err

@@ -136,6 +136,8 @@ def _run(prepared, language, model_name, seed, out, config, device, identity, tr
     save_hf(model, build_processor(tokenizer, spec), paths.run_model_dir(out))
     record = result_record(identity, state, training.skipped, scores, hypotheses, device, started)
     write_json_atomic(paths.run_result_path(out), record)
+    # the record now marks the run finished; the checkpoint (weights + Adam state) would only take space
+    paths.run_checkpoint_path(out).unlink(missing_ok=True)
     log.info("run done: test CER %s, %d steps", record["scores"]["test"]["cer"], state.step)
     return record
 
