@@ -262,6 +262,10 @@ def _cmd_study_run(args) -> int:
     from crossling.study import find_study
 
     display = _GridDisplay()
+    # Each run's log goes to its train.log; the console shows the live display (and warnings).
+    handlers = {handler: handler.level for handler in logging.getLogger().handlers}
+    for handler in handlers if not args.verbose else ():
+        handler.setLevel(max(handler.level, logging.WARNING))
     try:
         summary = run_study(
             find_study(args.study), args.store, executor=args.executor, workers=args.workers, shard=args.shard,
@@ -270,6 +274,8 @@ def _cmd_study_run(args) -> int:
         )
     finally:
         display.close()
+        for handler, level in handlers.items():
+            handler.setLevel(level)
     print(f"{summary.executed} run(s) executed in {_hours(summary.wall_seconds)}: {summary.done} done, "
           f"{summary.failed} failed; {summary.already_done} already done, {summary.elsewhere} running elsewhere, "
           f"{summary.skipped_failed} failed before (--retry-failed runs them again)")
@@ -348,6 +354,57 @@ def _cmd_results(args) -> int:
     export_results(table, args.out, args.format)
     done = int((table["status"] == "done").sum())
     print(f"{len(table)} runs ({done} done) -> {args.out}", file=sys.stderr)
+    return 0
+
+
+# --- report / recommend --------------------------------------------------------------------------
+
+
+def _add_report(sub) -> None:
+    parser = sub.add_parser("report", help="statistics, tables and figures of a study: HTML, Markdown, LaTeX, CSV")
+    parser.add_argument("source", metavar="STUDY_OR_RESULTS",
+                        help="results file (.csv/.json/.parquet), study store directory, study file or example name")
+    parser.add_argument("--out", type=path_arg, required=True, help="directory for report.html, report.md, tables/, figures/")
+    parser.add_argument("--store", type=path_arg, default=None, help="results store of a study (default: the study's)")
+    parser.add_argument("--title", default=None, help="report title (default: from the source's name)")
+    parser.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    parser.add_argument("--p-adjust", default="holm",
+                        help="multiple-comparison correction of post-hoc tests: holm (default), bonferroni, "
+                             "sidak, holm-sidak, simes-hochberg, hommel, fdr_bh, fdr_by, none")
+    parser.set_defaults(handler=_cmd_report)
+
+
+def _cmd_report(args) -> int:
+    from crossling.report import report_from
+
+    paths = report_from(args.source, args.out, args.store, args.title, args.alpha, args.p_adjust)
+    print(f"{len(paths)} files written; open {paths['report.html']}")
+    return 0
+
+
+def _add_recommend(sub) -> None:
+    parser = sub.add_parser("recommend", help="rank checkpoints for a target language, with uncertainty and evidence")
+    parser.add_argument("--language", required=True, help="Common Voice language code (e.g. pt, sv-SE), any language")
+    parser.add_argument("--results", default=None, metavar="STUDY_OR_RESULTS",
+                        help="results file, store directory or study (default: a prior from registry facts)")
+    parser.add_argument("--store", type=path_arg, default=None, help="results store of a study (default: the study's)")
+    parser.add_argument("--top", type=int, default=0, help="show only the best N (default: all)")
+    parser.add_argument("--json", action="store_true", help="print the recommendation as one JSON object")
+    parser.set_defaults(handler=_cmd_recommend)
+
+
+def _cmd_recommend(args) -> int:
+    from crossling.recommend import recommend_from
+
+    result = recommend_from(args.language, args.results, args.store)
+    candidates = result.candidates[: args.top] if args.top > 0 else result.candidates
+    if args.json:
+        print(json.dumps({**result.to_dict(), "candidates": [c.__dict__ for c in candidates]}, ensure_ascii=False))
+        return 0
+    print(f"{result.language}: {result.notes}")
+    for c in candidates:
+        estimate = "   (prior)     " if c.basis == "prior" else f"{c.predicted:.4f} ± {c.uncertainty:.4f}"
+        print(f"{c.rank:>3}. {c.checkpoint:<22} {estimate}  {c.basis:<9} {c.evidence}")
     return 0
 
 
