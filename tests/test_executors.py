@@ -138,3 +138,11 @@ def test_ray_real_grid_with_a_killed_worker_matches_the_uninterrupted_grid(ray_i
         ray_run, local_run = (Store(tmp_path / s).run_dir(run.run_id) for s in ("ray", "local"))
         assert Store(tmp_path / "ray").result(run.run_id)["scores"] == Store(tmp_path / "local").result(run.run_id)["scores"]
         assert model_digest(ray_run) == model_digest(local_run)
+
+
+def test_ray_refuses_a_request_no_node_can_satisfy(ray_instance, tmp_path):
+    make_prepared(tmp_path / "prepared", counts=(1, 1, 1))
+    study = load_study(write_study(tmp_path / "toy.toml", ["toy/a"], languages=("aa",)))
+    with pytest.raises(ConfigError, match=r"requests 1 GPU\(s\) but the Ray cluster has 0"):
+        run_study(study, executor="ray", gpus_per_run=1, run_function=TOY)
+    assert plan_study(study).pending == 1 and not list((tmp_path / "toy.runs" / "claims").glob("*.claim"))

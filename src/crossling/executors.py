@@ -119,6 +119,7 @@ def run_ray(next_job: NextJob, finish: Finish, options: ExecOptions, ray_options
     ray = _import_ray()
     started_here = _connect(ray, ray_options)
     try:
+        _check_resources(ray.cluster_resources(), ray_options)
         task = ray.remote(
             num_cpus=ray_options.cpus_per_run, num_gpus=ray_options.gpus_per_run, max_retries=ray_options.max_retries
         )(execute_run)
@@ -149,6 +150,16 @@ def _connect(ray, ray_options: RayOptions) -> bool:
         log_to_driver=False,
     )
     return True
+
+
+def _check_resources(available: dict[str, float], ray_options: RayOptions) -> None:
+    """A request no node can satisfy would wait forever: refuse it with what the cluster has."""
+    for name, wanted in (("CPU", ray_options.cpus_per_run), ("GPU", ray_options.gpus_per_run)):
+        if wanted > available.get(name, 0.0):
+            raise ConfigError(
+                f"each run requests {wanted:g} {name}(s) but the Ray cluster has {available.get(name, 0.0):g}; "
+                f"lower --{name.lower()}s-per-run or add nodes"
+            )
 
 
 def _drive(ray, task, next_job: NextJob, finish: Finish, options: ExecOptions, workers: int) -> None:
