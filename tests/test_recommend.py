@@ -91,3 +91,17 @@ def test_recommendation_serialises(table):
     payload = recommend("pt", table[table["language"] != "pt"]).to_dict()
     assert payload["language"] == "pt" and len(payload["candidates"]) == 16
     assert {"language", "distance", "weight"} == set(payload["neighbours"][0])
+
+
+def test_recommend_cli(table, tmp_path, capsys):
+    import json
+
+    from crossling.cli import main
+
+    table[table["language"] != "pt"].to_csv(tmp_path / "results.csv", index=False)
+    assert main(["recommend", "--language", "pt", "--results", str(tmp_path / "results.csv"), "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["candidates"][0]["checkpoint"] == "xlsr300m" and payload["candidates"][0]["basis"] == "predicted"
+    assert main(["recommend", "--language", "pt", "--top", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "prior" in lines[0] and len(lines) == 4 and lines[1].lstrip().startswith("1. ")

@@ -221,3 +221,69 @@ def test_console_check_catches_external_assets(tmp_path):
                     "</head><body><img src=\"http://127.0.0.1:9/x.png\"></body></html>")
     result = _chromium(page.as_uri(), tmp_path / "p", "--dump-dom")
     assert any("Content Security Policy" in line or "Refused" in line for line in _console(result.stderr))
+
+
+# --- sources and the command line ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def toy_study(tmp_path_factory):
+    """A real (toy-trained) study store: 2 checkpoints × 3 languages × 3 seeds done, one checkpoint failing."""
+    from grid_factory import TOY, make_prepared, write_study
+
+    from crossling.grid import run_study
+    from crossling.study import load_study
+
+    root = tmp_path_factory.mktemp("toy")
+    make_prepared(root / "prepared", languages=("de", "ja", "es"), counts=(1, 1, 1))
+    path = write_study(root / "toy.toml", ["toy/a", "toy/bb", "toy/broken"], languages=("de", "ja", "es"),
+                       seeds=(0, 1, 2), recipe={"max_steps": 3, "checkpoint_every": 3})
+    (root / "prepared" / "fail-toy_broken").touch()
+    run_study(load_study(path), run_function=TOY)
+    return path
+
+
+def test_report_cli_on_a_study_file_and_its_store(toy_study, tmp_path, capsys):
+    from crossling.cli import main
+
+    assert main(["report", str(toy_study), "--out", str(tmp_path / "a"), "--p-adjust", "bonferroni"]) == 0
+    assert "report.html" in capsys.readouterr().out
+    missing = pd.read_csv(tmp_path / "a" / "tables" / "missing.csv")
+    assert len(missing) == 9 and set(missing["checkpoint"]) == {"toy/broken"}
+    cer = pd.read_csv(tmp_path / "a" / "tables" / "cer_table.csv")
+    assert set(cer["checkpoint"]) == {"toy/a", "toy/bb"} and (cer["n"] == 3).all()
+    assert "bonferroni" in (tmp_path / "a" / "report.html").read_text(encoding="utf-8")
+    assert main(["report", str(toy_study.parent / "toy.runs"), "--out", str(tmp_path / "b"), "--title", "t"]) == 0
+    assert (tmp_path / "b" / "tables" / "cer_table.csv").read_bytes() == (tmp_path / "a" / "tables" / "cer_table.csv").read_bytes()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
+def test_report_cli_on_exported_results_files(toy_study, tmp_path, fmt):
+    from crossling.cli import main
+    from crossling.results import export_results, load_results_table
+
+    table = load_results_table(toy_study)
+    export_results(table, tmp_path / f"results.{fmt}", fmt)
+    assert main(["report", str(tmp_path / f"results.{fmt}"), "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "report.html").is_file()
+
+
+def test_report_cli_errors_are_for_people(tmp_path, capsys):
+    from crossling.cli import main
+
+    assert main(["report", str(tmp_path / "absent.csv"), "--out", str(tmp_path / "o")]) == 2
+    assert "results file not found" in capsys.readouterr().err
+    pd.DataFrame({"checkpoint": ["a"], "language": ["de"]}).to_csv(tmp_path / "bad.csv", index=False)
+    assert main(["report", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "o")]) == 2
+    assert "lacks column(s) seed, cer" in capsys.readouterr().err
+    _small().to_csv(tmp_path / "ok.csv", index=False)
+    assert main(["report", str(tmp_path / "ok.csv"), "--out", str(tmp_path / "o"), "--p-adjust", "tukey"]) == 2
+    assert "holm" in capsys.readouterr().err
+
+
+def test_analysis_modules_never_import_torch(tmp_path):
+    _small().to_csv(tmp_path / "ok.csv", index=False)
+    code = ("import sys; from crossling import languages, typology, stats, recommend, report, figures; "
+            "report.report_from(sys.argv[1], sys.argv[2]); recommend.recommend_from('pt', sys.argv[1]); "
+            "sys.exit(1 if 'torch' in sys.modules or 'transformers' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code, str(tmp_path / "ok.csv"), str(tmp_path / "o")]).returncode == 0

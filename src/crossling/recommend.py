@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -211,3 +212,11 @@ def _prior(code: str) -> Recommendation:
                          basis="prior", evidence=evidence, pretrain_distance=distance))
     notes = "no results: prior ranking from registry facts and URIEL distances; no CER predicted"
     return Recommendation(code, _ranked(rows), (), math.nan, notes)
+
+
+def recommend_from(language: str, source: str | Path | None = None, store: Path | None = None) -> Recommendation:
+    """`recommend` with the results table of `source` (a results file, store directory or study; see
+    `crossling.report.load_table`), or the prior when no source is given."""
+    from crossling.report import load_table
+
+    return recommend(language, load_table(source, store) if source is not None else None)

@@ -246,8 +246,8 @@ def friedman(table: pd.DataFrame, metric: str = "cer", alpha: float = 0.05, p_ad
     complete = matrix.dropna(axis=0, how="any")
     dropped = tuple(sorted(set(matrix.index) - set(complete.index)))
     n, k = complete.shape
-    if n < 2 or k < 2:
-        raise DataError(f"Friedman test needs >= 2 languages with every checkpoint measured and >= 2 "
+    if n < 2 or k < 3:
+        raise DataError(f"Friedman test needs >= 2 languages with every checkpoint measured and >= 3 "
                         f"checkpoints; have {n} complete languages × {k} checkpoints")
     chi2, p = st.friedmanchisquare(*(complete[c].to_numpy() for c in complete.columns))
     ranks = complete.rank(axis=1, method="average").mean(axis=0).sort_values(kind="stable")
