@@ -70,6 +70,16 @@ def test_paper_table_content(study):
         assert (out / link).is_file()
 
 
+def test_detail_csvs(study):
+    table, out, _, _ = study
+    posthoc = pd.read_csv(out / "tables" / "posthoc_conover.csv")
+    assert len(posthoc) == 18 * 16 * 15 // 2 and posthoc["p"].between(0, 1).all()
+    nemenyi = pd.read_csv(out / "tables" / "friedman_nemenyi.csv").set_index("checkpoint")
+    assert nemenyi.shape == (16, 16)
+    distances = pd.read_csv(out / "tables" / "distances.csv")
+    assert len(distances) == 16 * 18 and distances[distances["checkpoint"] == "random-init"]["genetic"].isna().all()
+
+
 def test_summary_states_findings_with_p_values(study):
     _, out, _, _ = study
     html = (out / "report.html").read_text(encoding="utf-8")

@@ -351,3 +351,15 @@ def test_variance_decomposition_unbalanced_matches_statsmodels():
     reference = anova_lm(ols("cer ~ C(checkpoint) + C(language) + C(checkpoint):C(language) + C(seed)",
                              data=frame).fit(), typ=1)["sum_sq"]
     assert list(ours) == pytest.approx(list(reference), rel=1e-6, abs=1e-12)
+
+
+def test_posthoc_by_language_long_form_and_reuse():
+    table = synthetic_table(checkpoints=("xlsr53", "lv60", "vp-es", "hubert"), languages=("de", "ja"), noise=0.02)
+    matrices = stats.conover_by_language(table, p_adjust="fdr_bh")
+    long = stats.posthoc_long(matrices)
+    assert len(long) == 2 * 6 and (long["checkpoint_a"] < long["checkpoint_b"]).all()
+    ja = stats.conover(table[table["language"] == "ja"], p_adjust="fdr_bh")
+    row = long[(long["language"] == "ja") & (long["checkpoint_a"] == "hubert") & (long["checkpoint_b"] == "vp-es")]
+    assert row["p"].iloc[0] == pytest.approx(ja.loc["hubert", "vp-es"])
+    reused = stats.language_groups(table, p_adjust="fdr_bh", posthoc=matrices)
+    pd.testing.assert_frame_equal(reused, stats.language_groups(table, p_adjust="fdr_bh"))

@@ -131,6 +131,7 @@ class Analysis:
     swept: tuple[str, ...]
     summary: pd.DataFrame
     omnibus: pd.DataFrame
+    posthoc: pd.DataFrame
     groups: pd.DataFrame
     wins: pd.DataFrame
     friedman: stats.Friedman | None
@@ -158,14 +159,16 @@ def analyse(table: pd.DataFrame, alpha: float = 0.05, p_adjust: str = "holm", se
     swept = tuple(stats.swept_settings(usable))
     runs = stats.primary_slice(usable)
     friedman, note = _friedman(runs, alpha, p_adjust)
-    groups = stats.language_groups(runs, alpha=alpha, p_adjust=p_adjust)
+    posthoc = stats.conover_by_language(runs, p_adjust=p_adjust)
+    groups = stats.language_groups(runs, alpha=alpha, p_adjust=p_adjust, posthoc=posthoc)
     subgroup_cells, subgroup_test = stats.subgroup_transfer(runs)
     distances = _distances(runs)
     typology = (stats.typology_correlation(runs, distances[["checkpoint", "language", *_KINDS]], seed=seed,
                                            relative=True) if not distances.empty else pd.DataFrame())
     gender_runs, gender_test = stats.gender_gap(runs)
     return Analysis(runs, missing, _empty_cells(table, runs), swept, stats.cell_summary(runs),
-                    stats.kruskal_by_language(runs), groups, stats.wins(groups), friedman, note,
+                    stats.kruskal_by_language(runs), stats.posthoc_long(posthoc), groups, stats.wins(groups),
+                    friedman, note,
                     stats.group_comparison(runs), stats.transfer_matrix(runs), subgroup_cells, subgroup_test,
                     distances, typology, gender_runs, gender_test, stats.setting_sensitivity(usable),
                     stats.variance_decomposition(runs), _cost(runs), alpha, p_adjust)
@@ -419,7 +422,7 @@ _SECTIONS = (
 )
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1400px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:12px}th,td{border:1px solid #ccc;padding:2px 6px;text-align:right}
+table{border-collapse:collapse;margin:1em 0;font-size:12px}th,td{border:1px solid #ccc;padding:2px 6px;text-align:right;white-space:nowrap}
 th{background:#f3f3f3}td:first-child{text-align:left}caption{caption-side:top;text-align:left;font-style:italic;padding:4px 0}
 figure{margin:1em 0}img{max-width:100%;height:auto}figcaption{font-style:italic;font-size:12px}
 nav a{margin-right:1em}.scroll{overflow-x:auto}"""
@@ -479,13 +482,27 @@ def write_report(table: pd.DataFrame, out_dir: Path, title: str = "crossling stu
     for name, (_, png) in figs.items():
         written[f"figures/{name}.png"] = _write_bytes(out_dir / "figures" / f"{name}.png", png)
     for name, (rendered_table, frame) in rendered.items():
-        csv = frame.to_csv(index=False, float_format="%.6g", lineterminator="\n")
-        written[f"tables/{name}.csv"] = _write_text(out_dir / "tables" / f"{name}.csv", csv)
+        written[f"tables/{name}.csv"] = _write_text(out_dir / "tables" / f"{name}.csv", _csv(frame))
         written[f"tables/{name}.tex"] = _write_text(out_dir / "tables" / f"{name}.tex", rendered_table.latex())
+    for name, frame in csv_only(a).items():
+        written[f"tables/{name}.csv"] = _write_text(out_dir / "tables" / f"{name}.csv", _csv(frame))
     written["report.md"] = _write_text(out_dir / "report.md", render_markdown(title, a, rendered, figs))
     written["report.html"] = _write_text(out_dir / "report.html", render_html(title, a, rendered, figs))
     log.info("report written to %s (%d files)", out_dir, len(written))
     return written
+
+
+def csv_only(a: Analysis) -> dict[str, pd.DataFrame]:
+    """Detail tables too large for the page: every post-hoc p-value, distances, transfer cells."""
+    out = {"posthoc_conover": a.posthoc, "subgroup_cells": a.subgroup_cells, "distances": a.distances}
+    if a.friedman is not None:
+        out["friedman_nemenyi"] = a.friedman.nemenyi.rename_axis("checkpoint").reset_index()
+        out["friedman_conover"] = a.friedman.conover.rename_axis("checkpoint").reset_index()
+    return out
+
+
+def _csv(frame: pd.DataFrame) -> str:
+    return frame.to_csv(index=False, float_format="%.6g", lineterminator="\n")
 
 
 def _write_text(path: Path, text: str) -> Path:

@@ -179,19 +179,32 @@ def _letter(k: int) -> str:
     return "abcdefghijklmnopqrstuvwxyz"[k] if k < 26 else f"{_letter(k // 26 - 1)}{_letter(k % 26)}"
 
 
-def language_groups(table: pd.DataFrame, metric: str = "cer", alpha: float = 0.05,
-                    p_adjust: str = "holm") -> pd.DataFrame:
+def conover_by_language(table: pd.DataFrame, metric: str = "cer", p_adjust: str = "holm") -> dict[str, pd.DataFrame]:
+    """language → its Conover-Iman p-value matrix (see `conover`)."""
+    return {language: conover(part, metric, p_adjust) for language, part in _usable(table, metric).groupby("language")}
+
+
+def posthoc_long(pvalues: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """The per-language p-value matrices as one tidy frame: language, checkpoint_a, checkpoint_b, p (a < b)."""
+    rows = [{"language": language, "checkpoint_a": a, "checkpoint_b": b, "p": float(matrix.loc[a, b])}
+            for language, matrix in pvalues.items() for a, b in combinations(sorted(matrix.index), 2)]
+    return pd.DataFrame(rows, columns=["language", "checkpoint_a", "checkpoint_b", "p"])
+
+
+def language_groups(table: pd.DataFrame, metric: str = "cer", alpha: float = 0.05, p_adjust: str = "holm",
+                    posthoc: Mapping[str, pd.DataFrame] | None = None) -> pd.DataFrame:
     """Per language × checkpoint: mean, mean rank, significance letters and whether it is (tied) best.
 
-    Best = lowest mean; tied best = not significantly different from it by Conover-Iman. When the
-    Kruskal-Wallis test is not significant no pair is declared different (all share one letter)."""
+    Best = lowest mean; tied best = not significantly different from it by Conover-Iman (`posthoc`:
+    precomputed `conover_by_language` matrices). When the Kruskal-Wallis test is not significant no
+    pair is declared different (all share one letter)."""
     usable = _usable(table, metric)
     omnibus = kruskal_by_language(usable, metric).set_index("language")
     rows = []
     for language, part in usable.groupby("language"):
         means = part.groupby("checkpoint")[metric].mean().sort_values(kind="stable")
         order = list(means.index)
-        pvalues = conover(part, metric, p_adjust)
+        pvalues = posthoc[language] if posthoc is not None else conover(part, metric, p_adjust)
         if not omnibus.loc[language, "p"] < alpha:
             pvalues = pd.DataFrame(1.0, index=order, columns=order)
         letters = compact_letters(order, pvalues, alpha)
