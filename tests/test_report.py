@@ -262,7 +262,9 @@ def test_report_cli_on_a_study_file_and_its_store(toy_study, tmp_path, capsys):
     assert len(missing) == 9 and set(missing["checkpoint"]) == {"toy/broken"}
     cer = pd.read_csv(tmp_path / "a" / "tables" / "cer_table.csv")
     assert set(cer["checkpoint"]) == {"toy/a", "toy/bb"} and (cer["n"] == 3).all()
-    assert "bonferroni" in (tmp_path / "a" / "report.html").read_text(encoding="utf-8")
+    html = _visible_text((tmp_path / "a" / "report.html").read_text(encoding="utf-8"))
+    assert "bonferroni" in html and not re.search(r"\bnan\b", html, re.IGNORECASE)
+    assert "No Friedman test" in html  # two checkpoints: the report says why, instead of failing
     assert main(["report", str(toy_study.parent / "toy.runs"), "--out", str(tmp_path / "b"), "--title", "t"]) == 0
     assert (tmp_path / "b" / "tables" / "cer_table.csv").read_bytes() == (tmp_path / "a" / "tables" / "cer_table.csv").read_bytes()
 

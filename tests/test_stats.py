@@ -363,3 +363,9 @@ def test_posthoc_by_language_long_form_and_reuse():
     assert row["p"].iloc[0] == pytest.approx(ja.loc["hubert", "vp-es"])
     reused = stats.language_groups(table, p_adjust="fdr_bh", posthoc=matrices)
     pd.testing.assert_frame_equal(reused, stats.language_groups(table, p_adjust="fdr_bh"))
+
+
+def test_untestable_pairs_are_not_declared_different():
+    names = ["x", "y"]
+    pvalues = pd.DataFrame([[1.0, np.nan], [np.nan, 1.0]], index=names, columns=names)
+    assert stats.compact_letters(names, pvalues) == {"x": "a", "y": "a"}

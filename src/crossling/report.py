@@ -163,8 +163,9 @@ def analyse(table: pd.DataFrame, alpha: float = 0.05, p_adjust: str = "holm", se
     groups = stats.language_groups(runs, alpha=alpha, p_adjust=p_adjust, posthoc=posthoc)
     subgroup_cells, subgroup_test = stats.subgroup_transfer(runs)
     distances = _distances(runs)
+    known = not distances.empty and distances[list(_KINDS)].notna().any().any()
     typology = (stats.typology_correlation(runs, distances[["checkpoint", "language", *_KINDS]], seed=seed,
-                                           relative=True) if not distances.empty else pd.DataFrame())
+                                           relative=True).dropna(subset=["rho"]) if known else pd.DataFrame())
     gender_runs, gender_test = stats.gender_gap(runs)
     return Analysis(runs, missing, _empty_cells(table, runs), swept, stats.cell_summary(runs),
                     stats.kruskal_by_language(runs), stats.posthoc_long(posthoc), groups, stats.wins(groups),
@@ -349,10 +350,10 @@ def make_figures(a: Analysis) -> dict[str, tuple[str, bytes]]:
         means = stats.cell_means(a.runs)
         cells = means.div(means.median(axis=1), axis=0).stack().rename("relative CER").reset_index()
         frame = cells.merge(a.distances, on=["checkpoint", "language"])
-        rho = a.typology.set_index("distance")
-        titles = [f"{k}: rho {rho.loc[k, 'rho']:.2f}, p {fmt_p(rho.loc[k, 'p_permutation'])}" for k in _KINDS]
+        kinds = list(a.typology["distance"])
+        titles = [f"{r.distance}: rho {r.rho:.2f}, p {fmt_p(r.p_permutation)}" for r in a.typology.itertuples()]
         out["typology"] = ("Relative CER against URIEL distance of the closest pre-training language",
-                           figures.scatter_panels(frame, list(_KINDS), "relative CER", titles, "CER / language median"))
+                           figures.scatter_panels(frame, kinds, "relative CER", titles, "CER / language median"))
     if a.gender_runs["gap"].notna().any():
         out["gender"] = ("CER of female vs male speakers, one point per run",
                          figures.gender_scatter(a.gender_runs, "Per-run CER by gender"))

@@ -159,7 +159,7 @@ def compact_letters(order: Sequence[str], pvalues: pd.DataFrame, alpha: float = 
     (best first), so 'a' marks the group of the best checkpoint."""
     groups: list[set[str]] = [set(order)]
     for i, j in combinations(order, 2):
-        if pvalues.loc[i, j] >= alpha:
+        if not pvalues.loc[i, j] < alpha:  # NaN (untestable) is no evidence of a difference
             continue
         split = []
         for group in groups:
@@ -210,7 +210,7 @@ def language_groups(table: pd.DataFrame, metric: str = "cer", alpha: float = 0.0
         letters = compact_letters(order, pvalues, alpha)
         ranks = mean_ranks(part, metric)
         for name in order:
-            tied = name == order[0] or pvalues.loc[order[0], name] >= alpha
+            tied = name == order[0] or not pvalues.loc[order[0], name] < alpha
             rows.append({"language": language, "checkpoint": name, "mean": means[name],
                          "mean_rank": ranks[name], "letters": letters[name], "best": bool(tied),
                          "p_vs_best": 1.0 if name == order[0] else float(pvalues.loc[order[0], name])})
