@@ -64,14 +64,14 @@ def test_saved_model_transcribes_the_same_with_plain_transformers(prepared, tmp_
 
 
 def test_scores_are_recomputable_from_the_hypotheses(prepared, tmp_path):
-    from crossling.scoring import score
+    from crossling.scoring import for_scoring, score
 
     checkpoint = make_tiny_checkpoint(tmp_path / "ckpt", "wav2vec2")
     finetune(prepared, "xx", str(checkpoint), 0, tmp_path / "run", FEW_STEPS, device="cpu")
     result = evaluate(tmp_path / "run" / "model", prepared, "xx", out=tmp_path / "eval", device="cpu")
     for split in ("dev", "test"):
         rows = [json.loads(line) for line in paths.run_hypotheses_path(tmp_path / "eval", split).read_text().splitlines()]
-        again = score([r["reference"] for r in rows], [r["hypothesis"] for r in rows])
+        again = score([r["reference"] for r in rows], [for_scoring(r["hypothesis"]) for r in rows])
         assert again.to_dict() == {k: v for k, v in result["scores"][split].items() if k != "by_gender"}
     assert json.loads(paths.run_scores_path(tmp_path / "eval").read_text()) == result["scores"]
     assert result["steps"] is None  # a bare model directory has no run record

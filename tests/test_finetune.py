@@ -187,3 +187,42 @@ def test_cli_finetune_json_and_errors(prepared, tmp_path, capsys):
     missing = ["finetune", "--data", str(prepared), "--language", "pt", "--model", "xlsr300m", "--out", str(tmp_path)]
     assert main(missing) == 2
     assert "'pt' is not prepared" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_cached_cnn_features_give_the_same_loss_and_gradients(prepared, tmp_path, model_type):
+    """Replaying the frozen encoder's per-utterance outputs equals running it on the padded batch, with
+    SpecAugment and dropout on (same seed), for every model type."""
+    from contextlib import nullcontext
+
+    from crossling.batching import DataPosition
+    from crossling.finetune import seed_everything
+    from crossling.models import FrozenFeatureCache
+
+    config = replace(TINY, mask_time_prob=0.3, mask_time_length=3, hidden_dropout=0.1, attention_dropout=0.1)
+    checkpoint = make_tiny_checkpoint(tmp_path / "ckpt", model_type)
+    data = open_prepared(prepared, "xx")
+    model, spec = load_for_finetuning(resolve(str(checkpoint)), len(data.vocab), config, seed=0)
+    training = training_data(data, load_tokenizer(data.vocab_file), model.config, config, seed=0)
+    indices, _ = training.plan.take(DataPosition())
+    assert len({training.utterances[i].num_samples for i in indices}) > 1  # padding is involved
+    cache = FrozenFeatureCache(model)
+    assert FrozenFeatureCache.applies(model, spec, config)
+    model.train()
+    results = []
+    for use in (None, cache, cache):  # the second use replays stored features
+        seed_everything(1)
+        batch = make_batch(training, indices, spec, "cpu", use)
+        features, _ = batch.pop("features", None), batch.pop("frames")
+        model.zero_grad()
+        with use.replay(features) if use else nullcontext():
+            loss = model(**batch).loss
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    assert len(cache.store) == len(indices)
+    (loss_a, grads_a), (loss_b, grads_b), (loss_c, grads_c) = results
+    assert torch.allclose(loss_a, loss_b, rtol=1e-5) and torch.equal(loss_b, loss_c)
+    assert len(grads_a) == len(grads_b) > 0
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(grads_a, grads_b, strict=True))
+    # and the encoder runs normally again afterwards
+    assert "forward" not in vars(cache.encoder)

@@ -58,3 +58,10 @@ def test_scoring_imports_no_torch():
 
     code = "import crossling.scoring, sys; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_an_emitted_unknown_token_is_one_wrong_character():
+    from crossling.scoring import for_scoring
+
+    assert score_pair("straße", for_scoring("stra<unk>e")).char_edits == 1
+    assert score_pair("<unk>", for_scoring("<unk>")).char_edits == 5  # never matches a reference

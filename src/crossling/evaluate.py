@@ -14,7 +14,7 @@ from crossling.decoding import transcribe
 from crossling.errors import ConfigError, ModelError
 from crossling.models import InputSpec, check_vocabulary, load_finetuned
 from crossling.progress import Track, no_progress
-from crossling.scoring import score_pair, scores_record
+from crossling.scoring import for_scoring, score_pair, scores_record
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def evaluate_model(
         hyps = transcribe(model, waveforms, spec, id_to_token, device=device, batch_seconds=batch_seconds,
                           autocast_dtype=autocast_dtype, track=track)
         references = [u.text for u in utterances]
-        scores[split] = scores_record(references, hyps, [u.gender for u in utterances])
+        scores[split] = scores_record(references, [for_scoring(h) for h in hyps], [u.gender for u in utterances])
         hypotheses[split] = hyps
         log.info("%s %s: CER %.4f WER %.4f over %d utterances", data.language, split,
                  scores[split]["cer"] or 0.0, scores[split]["wer"] or 0.0, len(utterances))
@@ -116,7 +116,7 @@ def evaluate_model(
 def _hypothesis_rows(utterances, hypotheses: list[str]) -> list[dict]:
     rows = []
     for utterance, hypothesis in zip(utterances, hypotheses, strict=True):
-        counts = score_pair(utterance.text, hypothesis)
+        counts = score_pair(utterance.text, for_scoring(hypothesis))
         rows.append({
             "id": utterance.id, "reference": utterance.text, "hypothesis": hypothesis,
             "char_edits": counts.char_edits, "chars": counts.chars,

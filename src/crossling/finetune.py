@@ -4,6 +4,7 @@ checkpoint (model, optimizer, step, RNG states, data position) lets a killed run
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -35,6 +36,7 @@ from crossling.decoding import prepare_input
 from crossling.errors import ConfigError
 from crossling.evaluate import evaluate_model, pick_device
 from crossling.models import (
+    FrozenFeatureCache,
     InputSpec,
     build_processor,
     frames_for_samples,
@@ -49,6 +51,8 @@ from crossling.schedule import describe, learning_rate
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
+#: Cache the frozen CNN's outputs only below this size (LARGE models: ~0.36 GiB per training hour).
+FEATURE_CACHE_MAX_BYTES = 4 * 2**30
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class TrainState:
     nonfinite_steps: int = 0
     audio_seconds: float = 0.0
     train_seconds: float = 0.0
+    wall_seconds: float = 0.0  # of all processes so far, up to their last checkpoint
     blank_streak: int = 0
     collapse_warned: bool = False
     last_loss: float = math.nan
@@ -125,16 +130,24 @@ def _run(prepared, language, model_name, seed, out, config, device, identity, tr
     model, spec = load_for_finetuning(source, len(data.vocab), config, seed)
     model.to(device)
     amp_dtype = autocast_dtype(config, device)
-    write_json_atomic(paths.run_config_path(out), _resolved_config(identity, source, spec, device, amp_dtype))
     training = training_data(data, tokenizer, model.config, config, seed)
+    cache = feature_cache(model, spec, config, training)
+    resolved = _resolved_config(identity, source, spec, device, amp_dtype, cache is not None)
+    write_json_atomic(paths.run_config_path(out), resolved)
     optimizer = make_optimizer(model, config)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     state = restore(paths.run_checkpoint_path(out), identity, model, optimizer, scaler) or TrainState()
-    state = train(model, optimizer, scaler, training, spec, config, state, out, identity, device, amp_dtype, track)
+    previous_wall = state.wall_seconds
+
+    def wall() -> float:
+        return previous_wall + time.monotonic() - started
+
+    state = train(model, optimizer, scaler, training, cache, spec, config, state, out, identity, device,
+                  amp_dtype, wall, track)
     scores, hypotheses = evaluate_model(model, spec, data, ("dev", "test"), out, device,
                                         config.eval_batch_seconds, amp_dtype, track)
     save_hf(model, build_processor(tokenizer, spec), paths.run_model_dir(out))
-    record = result_record(identity, state, training.skipped, scores, hypotheses, device, started)
+    record = result_record(identity, state, training.skipped, scores, hypotheses, device, wall())
     write_json_atomic(paths.run_result_path(out), record)
     # the record now marks the run finished; the checkpoint (weights + Adam state) would only take space
     paths.run_checkpoint_path(out).unlink(missing_ok=True)
@@ -149,31 +162,34 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train(model, optimizer, scaler, training: TrainingData, spec: InputSpec, config: TrainConfig,
-          state: TrainState, out: Path, identity: dict, device: str, amp_dtype, track: Track) -> TrainState:
+def train(model, optimizer, scaler, training: TrainingData, cache, spec: InputSpec, config: TrainConfig,
+          state: TrainState, out: Path, identity: dict, device: str, amp_dtype, wall, track: Track) -> TrainState:
     """The loop: batch -> lr(step) -> forward/backward -> clip -> Adam step; checkpoint periodically."""
     model.train()
     steps = range(state.step, config.max_steps)
     for step in track(steps, len(steps), "fine-tuning"):
         tick = time.monotonic()
         indices, position = training.plan.take(state.position)
-        batch = make_batch(training, indices, spec, device)
-        loss, blank_only = train_step(model, optimizer, scaler, batch, learning_rate(step, config), config, amp_dtype)
+        batch = make_batch(training, indices, spec, device, cache)
+        loss, blank_only = train_step(model, optimizer, scaler, batch, learning_rate(step, config), config,
+                                      amp_dtype, cache)
         state = _advance(state, step, position, loss, blank_only, training, indices, tick, config)
         if state.step % config.checkpoint_every == 0 or state.step == config.max_steps:
+            state = replace(state, wall_seconds=wall())
             save_checkpoint(paths.run_checkpoint_path(out), identity, model, optimizer, scaler, state)
     return state
 
 
-def train_step(model, optimizer, scaler, batch: dict, lr: float, config: TrainConfig, amp_dtype):
+def train_step(model, optimizer, scaler, batch: dict, lr: float, config: TrainConfig, amp_dtype, cache=None):
     """One update -> (loss, whether the batch's greedy output was blank-only); a non-finite loss or
     gradient leaves the weights untouched and returns loss = nan."""
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.zero_grad(set_to_none=True)
     device_type = batch["input_values"].device.type
-    frames = batch.pop("frames")
-    with torch.autocast(device_type=device_type, dtype=amp_dtype, enabled=amp_dtype is not None):
+    frames, features = batch.pop("frames"), batch.pop("features", None)
+    replay = cache.replay(features) if features is not None else contextlib.nullcontext()
+    with replay, torch.autocast(device_type=device_type, dtype=amp_dtype, enabled=amp_dtype is not None):
         output = model(**batch)
     blank_only = all(not row[:n].any() for row, n in zip(output.logits.argmax(-1), frames, strict=True))
     if not torch.isfinite(output.loss):
@@ -228,9 +244,24 @@ def training_data(data: PreparedLanguage, tokenizer, model_config, config: Train
     return TrainingData(data, utterances, labels, skipped, plan, model_config)
 
 
-def make_batch(training: TrainingData, indices: list[int], spec: InputSpec, device: str) -> dict:
-    """Model inputs of one batch: padded waveforms, labels, the mask (if the checkpoint takes one) and
-    each utterance's frame count (for the blank-only check)."""
+def feature_cache(model, spec: InputSpec, config: TrainConfig, training: TrainingData) -> FrozenFeatureCache | None:
+    """A cache of the frozen CNN's outputs when that is exact and the train set's features fit in memory."""
+    if not FrozenFeatureCache.applies(model, spec, config):
+        return None
+    frames = sum(frames_for_samples(model.config, u.num_samples) for u in training.utterances)
+    size = frames * model.config.conv_dim[-1] * 4
+    if size > FEATURE_CACHE_MAX_BYTES:
+        log.info("not caching CNN features: %.1f GiB would exceed %.1f GiB", size / 2**30,
+                 FEATURE_CACHE_MAX_BYTES / 2**30)
+        return None
+    return FrozenFeatureCache(model)
+
+
+def make_batch(training: TrainingData, indices: list[int], spec: InputSpec, device: str, cache=None) -> dict:
+    """Model inputs of one batch: padded waveforms (or cached CNN features), labels, the mask (if the
+    checkpoint takes one) and each utterance's frame count (for the blank-only check)."""
+    if cache is not None:
+        return _cached_batch(training, indices, spec, device, cache)
     utterances = [training.utterances[i] for i in indices]
     waveforms = [prepare_input(load_audio(training.data.root, u), spec) for u in utterances]
     values, mask = pad_batch(waveforms)
@@ -241,6 +272,25 @@ def make_batch(training: TrainingData, indices: list[int], spec: InputSpec, devi
     lengths = [len(w) if spec.use_attention_mask else values.shape[1] for w in waveforms]
     batch["frames"] = [frames_for_samples(training.model_config, n) for n in lengths]
     return batch
+
+
+def _cached_batch(training: TrainingData, indices: list[int], spec: InputSpec, device: str, cache) -> dict:
+    """As `make_batch`, with the CNN's outputs from the cache padded to the frame count of the batch."""
+    utterances = [training.utterances[i] for i in indices]
+    features = [cache.features(i, lambda u=u: prepare_input(load_audio(training.data.root, u), spec))
+                for i, u in zip(indices, utterances, strict=True)]
+    lengths = [u.num_samples for u in utterances]
+    padded = torch.zeros(len(indices), features[0].shape[0], frames_for_samples(training.model_config, max(lengths)))
+    for row, feature in enumerate(features):
+        padded[row, :, : feature.shape[1]] = feature
+    mask = torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]
+    return {
+        "input_values": torch.zeros(mask.shape, device=device),  # not read: the encoder replays `features`
+        "attention_mask": mask.to(device),
+        "labels": pad_labels([training.labels[i] for i in indices]).to(device),
+        "features": padded.to(device),
+        "frames": [f.shape[1] for f in features],
+    }
 
 
 def make_optimizer(model, config: TrainConfig) -> torch.optim.Optimizer:
@@ -333,10 +383,9 @@ def save_hf(model, processor, target: Path) -> None:
 
 
 def result_record(identity: dict, state: TrainState, skipped: dict, scores: dict, hypotheses: dict,
-                  device: str, started: float) -> dict:
-    """The run's record (see the brief's contract); cost counts training time of every process the run
-    took plus this process's evaluation."""
-    wall = state.train_seconds + (time.monotonic() - started)
+                  device: str, wall: float) -> dict:
+    """The run's record (see the brief's contract). `wall` counts every process the run took, each up to
+    its last checkpoint (work lost to a kill after it is not counted)."""
     test_hyps = hypotheses["test"]
     return {
         "run": identity,
@@ -374,7 +423,7 @@ def _transformers_version() -> str:
     return transformers.__version__
 
 
-def _resolved_config(identity: dict, source, spec: InputSpec, device: str, amp_dtype) -> dict:
+def _resolved_config(identity: dict, source, spec: InputSpec, device: str, amp_dtype, cached: bool) -> dict:
     return {
         **identity,
         "source": asdict(source),
@@ -383,6 +432,7 @@ def _resolved_config(identity: dict, source, spec: InputSpec, device: str, amp_d
         "precision": str(amp_dtype).removeprefix("torch.") if amp_dtype else "fp32",
         "threads": torch.get_num_threads(),
         "ctc_loss_reduction": "mean",
+        "feature_cache": cached,
     }
 
 

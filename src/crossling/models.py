@@ -8,6 +8,7 @@ import json
 import logging
 import pickle
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -278,3 +279,45 @@ def frames_for_samples(model_config, num_samples: int) -> int:
     for kernel, stride in zip(model_config.conv_kernel, model_config.conv_stride, strict=True):
         length = max((length - kernel) // stride + 1, 0)
     return length
+
+
+# --- caching the frozen feature encoder ------------------------------------------------------------
+
+
+class FrozenFeatureCache:
+    """Outputs of the frozen CNN feature encoder, computed once per training utterance and replayed.
+
+    Exact (up to float summation order) when the encoder is frozen, has no dropout (none of the five
+    types has any) and uses layer norm: each output frame then depends only on its own samples, and the
+    padded frames are masked out downstream. Group-norm encoders normalise over time, padding included."""
+
+    def __init__(self, model) -> None:
+        self.encoder = getattr(model, model.base_model_prefix).feature_extractor
+        self.store: dict = {}
+
+    @staticmethod
+    def applies(model, spec: InputSpec, config: TrainConfig) -> bool:
+        return config.freeze_feature_encoder and spec.use_attention_mask and spec.feat_extract_norm == "layer"
+
+    def features(self, key, waveform):
+        """(channels, frames) for utterance `key`; `waveform()` gives its model input when not cached."""
+        import torch
+
+        if key not in self.store:
+            with torch.no_grad():
+                values = torch.from_numpy(waveform()).to(self._device())[None]
+                self.store[key] = self.encoder(values)[0].cpu()
+        return self.store[key]
+
+    def _device(self):
+        return next(self.encoder.parameters()).device
+
+    @contextmanager
+    def replay(self, padded_features):
+        """Within the block the encoder returns `padded_features` (batch, channels, frames) instead of
+        running; the model's own forward does everything else, so its RNG use is unchanged."""
+        self.encoder.forward = lambda input_values: padded_features
+        try:
+            yield
+        finally:
+            del self.encoder.forward

@@ -54,6 +54,16 @@ def _json_rate(rate: float) -> float | None:
     return None if math.isinf(rate) else rate
 
 
+#: What an emitted `<unk>` token counts as when scoring: one character that matches nothing (the
+#: transcript itself keeps `<unk>`, as plain transformers decodes it).
+UNKNOWN_MARK = "\ufffd"
+
+
+def for_scoring(hypothesis: str, unk_token: str = "<unk>") -> str:
+    """A decoded hypothesis as it is scored: each `<unk>` is one wrong character, not five."""
+    return hypothesis.replace(unk_token, UNKNOWN_MARK)
+
+
 def score_pair(reference: str, hypothesis: str) -> Scores:
     """Edit counts of one utterance: character Levenshtein on the strings, word Levenshtein on the
     whitespace-split words."""
