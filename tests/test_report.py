@@ -63,7 +63,11 @@ def test_paper_table_content(study):
     assert (best["letters"].str.contains("a")).all()
     tex = (out / "tables" / "cer_table.tex").read_text()
     assert r"\textbf{" in tex and r"\textsuperscript{a}" in tex and r"$\pm$" in tex
-    assert "sv-SE" in tex and tex.count(r" \\") == 17
+    assert "sv-SE" in tex and tex.count(r" \\") == 17 and r"\label{tab:cer-table}" in tex
+    rows = [line for line in tex.splitlines() if line.endswith(r" \\")]
+    assert all(len(re.findall(r"(?<!\\)&", row)) == 19 for row in rows)  # 20 columns: checkpoint, 18, rank
+    unescaped = re.sub(r"\\[{}]", "", tex)
+    assert unescaped.count("{") == unescaped.count("}")
     markdown = (out / "report.md").read_text()
     assert "| checkpoint | ar | de |" in markdown and "**" in markdown
     for link in re.findall(r"\]\((figures/[^)]+)\)", markdown):

@@ -96,7 +96,7 @@ class Table:
                  " & ".join(latex_escape(h) for h in self.header) + r" \\", r"\hline"]
         lines += [" & ".join(_tex_cell(c) for c in row) + r" \\" for row in self.rows]
         lines += [r"\hline", r"\end{tabular}", rf"\caption{{{latex_escape(self.caption)}}}",
-                  rf"\label{{tab:{latex_escape(self.name)}}}", r"\end{table}"]
+                  rf"\label{{tab:{re.sub(r'[^A-Za-z0-9]+', '-', self.name)}}}", r"\end{table}"]
         return "\n".join(lines) + "\n"
 
 
