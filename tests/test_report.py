@@ -303,3 +303,14 @@ def test_analysis_modules_never_import_torch(tmp_path):
             "report.report_from(sys.argv[1], sys.argv[2]); recommend.recommend_from('pt', sys.argv[1]); "
             "sys.exit(1 if 'torch' in sys.modules or 'transformers' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code, str(tmp_path / "ok.csv"), str(tmp_path / "o")]).returncode == 0
+
+
+@pytest.mark.parametrize(("checkpoints", "languages", "seeds"), [
+    (("lv60",), ("de",), (0,)), (("lv60", "xlsr53"), ("de",), (0,)), (("lv60", "xlsr53", "vp-es"), ("de", "ja"), (0,)),
+])
+def test_degenerate_grids_still_report(tmp_path, checkpoints, languages, seeds):
+    table = synthetic_table(checkpoints=checkpoints, languages=languages, seeds=seeds)
+    paths = write_report(table, tmp_path)
+    html = _visible_text(paths["report.html"].read_text(encoding="utf-8"))
+    assert not re.search(r"\bnan\b", html, re.IGNORECASE)
+    assert len(pd.read_csv(paths["tables/cer_table.csv"])) == len(checkpoints) * len(languages)

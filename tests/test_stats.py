@@ -369,3 +369,11 @@ def test_untestable_pairs_are_not_declared_different():
     names = ["x", "y"]
     pvalues = pd.DataFrame([[1.0, np.nan], [np.nan, 1.0]], index=names, columns=names)
     assert stats.compact_letters(names, pvalues) == {"x": "a", "y": "a"}
+
+
+def test_single_runs_make_conover_untestable_not_significant():
+    part = _runs({("a", "de"): [0.1], ("b", "de"): [0.5], ("c", "de"): [0.9]})
+    p = stats.conover(part)
+    assert np.isnan(p.loc["a", "c"]) and p.loc["a", "a"] == 1.0
+    groups = stats.language_groups(part)
+    assert groups["best"].all() and set(groups["letters"]) == {"a"}

@@ -402,7 +402,8 @@ def findings(a: Analysis) -> list[str]:
         out.append(f"Gender: CER is higher for {side} (Wilcoxon signed-rank over {g.n} runs, p = {fmt_p(g.p)}, "
                    f"rank-biserial {g.effect:.2f}).")
     shares = a.variance.set_index("source")["share"]
-    out.append("Variance of CER: " + ", ".join(f"{s} {100 * v:.1f}%" for s, v in shares.items()) + ".")
+    if shares.notna().all():  # NaN when every run has the same CER (or there is one run)
+        out.append("Variance of CER: " + ", ".join(f"{s} {100 * v:.1f}%" for s, v in shares.items()) + ".")
     return out
 
 

@@ -133,14 +133,14 @@ def _check_p_adjust(p_adjust: str) -> str | None:
 
 def conover(part: pd.DataFrame, metric: str = "cer", p_adjust: str = "holm") -> pd.DataFrame:
     """Conover-Iman post-hoc p-values (checkpoint × checkpoint) for one language's runs, corrected by
-    `p_adjust` (scikit-posthocs corrects nothing unless told, so the method is always passed)."""
+    `p_adjust` (scikit-posthocs corrects nothing unless told, so the method is always passed).
+    NaN (untestable) when every checkpoint has a single run."""
     method = _check_p_adjust(p_adjust)
-    if part["checkpoint"].nunique() < 2:
-        names = sorted(part["checkpoint"].unique())
+    names = sorted(part["checkpoint"].astype(str).unique())
+    if len(names) < 2 or np.ptp(part[metric].to_numpy()) == 0:
         return pd.DataFrame(1.0, index=names, columns=names)
-    if np.ptp(part[metric].to_numpy()) == 0:
-        names = sorted(part["checkpoint"].unique())
-        return pd.DataFrame(1.0, index=names, columns=names)
+    if len(part) <= len(names):  # one run per checkpoint: no within-group variance, the test is undefined
+        return pd.DataFrame(np.where(np.eye(len(names), dtype=bool), 1.0, np.nan), index=names, columns=names)
     frame = pd.DataFrame({"value": part[metric].to_numpy(), "group": part["checkpoint"].astype(str).to_numpy()})
     return sp.posthoc_conover(frame, val_col="value", group_col="group", p_adjust=method)
 
