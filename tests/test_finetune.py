@@ -6,9 +6,9 @@ import torch
 from tinydata_factory import MODEL_TYPES, make_prepared, make_tiny_checkpoint
 
 from crossling import paths
-from crossling.batching import open_prepared
+from crossling.batching import make_batch, open_prepared, training_data
 from crossling.config import TrainConfig
-from crossling.finetune import finetune, make_batch, training_data
+from crossling.finetune import finetune
 from crossling.models import InputSpec, load_finetuned, load_for_finetuning, load_tokenizer, resolve
 
 TINY = TrainConfig(learning_rate=2e-3, max_steps=40, batch_seconds=8.0, checkpoint_every=20, collapse_patience=30)

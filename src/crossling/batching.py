@@ -4,6 +4,7 @@ length-sorted batches of at most `batch_seconds` of padded audio, in a seeded or
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -14,8 +15,12 @@ import soundfile
 
 from crossling import paths
 from crossling.atomic import read_json
+from crossling.config import TrainConfig
 from crossling.errors import DataError
 from crossling.manifest import SAMPLE_RATE, Utterance, read_manifest
+from crossling.models import FrozenFeatureCache, InputSpec, frames_for_samples
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,12 @@ def normalize_waveform(audio: np.ndarray) -> np.ndarray:
     """Zero mean, unit variance over the whole utterance, as `Wav2Vec2FeatureExtractor(do_normalize=True)`
     computes it for one unpadded input (same formula, so our inputs equal the pipeline's)."""
     return (audio - audio.mean()) / np.sqrt(audio.var() + 1e-7)
+
+
+def prepare_input(audio: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """The model input for one waveform, as the checkpoint's feature extractor would make it."""
+    audio = np.asarray(audio, dtype=np.float32)
+    return normalize_waveform(audio) if spec.do_normalize else audio
 
 
 def ctc_min_frames(labels: Sequence[int]) -> int:
@@ -154,6 +165,89 @@ class BatchPlan:
             return self.take(DataPosition(position.epoch + 1, 0))
         following = DataPosition(position.epoch, position.batch + 1)
         return batches[position.batch], following
+
+
+# --- the training set of one run ------------------------------------------------------------------
+
+#: Cache the frozen CNN's outputs only below this size (LARGE models: ~0.36 GiB per training hour).
+FEATURE_CACHE_MAX_BYTES = 4 * 2**30
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The filtered training set: waveforms are read on demand, labels are token ids."""
+
+    data: PreparedLanguage
+    utterances: list
+    labels: list
+    skipped: dict
+    plan: BatchPlan
+    model_config: object
+
+
+def training_data(data: PreparedLanguage, tokenizer, model_config, config: TrainConfig, seed: int) -> TrainingData:
+    """The train split encoded and filtered (counts of what was left out), with its batch plan."""
+    utterances = data.split("train")
+    labels = [tokenizer(u.text).input_ids for u in utterances]
+    kept, skipped = filter_for_ctc(utterances, labels, lambda n: frames_for_samples(model_config, n),
+                                   config.max_utterance_seconds)
+    if any(skipped.values()):
+        log.warning("left out of training: %s (of %d utterances)", skipped, len(utterances))
+    utterances = [utterances[i] for i in kept]
+    labels = [labels[i] for i in kept]
+    plan = BatchPlan([u.duration for u in utterances], config.batch_seconds, seed)
+    return TrainingData(data, utterances, labels, skipped, plan, model_config)
+
+
+def feature_cache(model, spec: InputSpec, config: TrainConfig, training: TrainingData) -> FrozenFeatureCache | None:
+    """A cache of the frozen CNN's outputs when that is exact and the train set's features fit in memory."""
+    if not FrozenFeatureCache.applies(model, spec, config):
+        return None
+    frames = sum(frames_for_samples(model.config, u.num_samples) for u in training.utterances)
+    size = frames * model.config.conv_dim[-1] * 4
+    if size > FEATURE_CACHE_MAX_BYTES:
+        log.info("not caching CNN features: %.1f GiB would exceed %.1f GiB", size / 2**30,
+                 FEATURE_CACHE_MAX_BYTES / 2**30)
+        return None
+    return FrozenFeatureCache(model)
+
+
+def make_batch(training: TrainingData, indices: list[int], spec: InputSpec, device: str, cache=None) -> dict:
+    """Model inputs of one batch: padded waveforms (or cached CNN features), labels, the mask (if the
+    checkpoint takes one) and each utterance's frame count (for the blank-only check)."""
+    if cache is not None:
+        return _cached_batch(training, indices, spec, device, cache)
+    utterances = [training.utterances[i] for i in indices]
+    waveforms = [prepare_input(load_audio(training.data.root, u), spec) for u in utterances]
+    values, mask = pad_batch(waveforms)
+    batch = {"input_values": values.to(device), "labels": pad_labels([training.labels[i] for i in indices]).to(device)}
+    if spec.use_attention_mask:
+        batch["attention_mask"] = mask.to(device)
+    # without a mask the model sees (and the CTC loss uses) every padded frame
+    lengths = [len(w) if spec.use_attention_mask else values.shape[1] for w in waveforms]
+    batch["frames"] = [frames_for_samples(training.model_config, n) for n in lengths]
+    return batch
+
+
+def _cached_batch(training: TrainingData, indices: list[int], spec: InputSpec, device: str, cache) -> dict:
+    """As `make_batch`, with the CNN's outputs from the cache padded to the frame count of the batch."""
+    import torch
+
+    utterances = [training.utterances[i] for i in indices]
+    features = [cache.features(i, lambda u=u: prepare_input(load_audio(training.data.root, u), spec))
+                for i, u in zip(indices, utterances, strict=True)]
+    lengths = [u.num_samples for u in utterances]
+    padded = torch.zeros(len(indices), features[0].shape[0], frames_for_samples(training.model_config, max(lengths)))
+    for row, feature in enumerate(features):
+        padded[row, :, : feature.shape[1]] = feature
+    mask = torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]
+    return {
+        "input_values": torch.zeros(mask.shape, device=device),  # not read: the encoder replays `features`
+        "attention_mask": mask.to(device),
+        "labels": pad_labels([training.labels[i] for i in indices]).to(device),
+        "features": padded.to(device),
+        "frames": [f.shape[1] for f in features],
+    }
 
 
 def pad_batch(waveforms: Sequence[np.ndarray]):

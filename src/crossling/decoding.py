@@ -10,7 +10,7 @@ from itertools import groupby
 
 import numpy as np
 
-from crossling.batching import length_sorted_batches, normalize_waveform, pad_batch
+from crossling.batching import length_sorted_batches, pad_batch, prepare_input
 from crossling.manifest import SAMPLE_RATE
 from crossling.models import InputSpec, frames_for_samples
 from crossling.progress import Track, no_progress
@@ -24,12 +24,6 @@ def path_to_text(path: Sequence[int], id_to_token: dict[int, str], unk_token: st
     merged = (token_id for token_id, _ in groupby(path) if token_id != BLANK_ID)
     tokens = (id_to_token.get(token_id, unk_token) for token_id in merged)
     return "".join(" " if token == WORD_DELIMITER else token for token in tokens).strip()
-
-
-def prepare_input(audio: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """The model input for one waveform, as the checkpoint's feature extractor would make it."""
-    audio = np.asarray(audio, dtype=np.float32)
-    return normalize_waveform(audio) if spec.do_normalize else audio
 
 
 def best_paths(model, waveforms: Sequence[np.ndarray], spec: InputSpec, device: str = "cpu",

@@ -22,24 +22,19 @@ import crossling
 from crossling import paths
 from crossling.atomic import atomic_path, read_json, write_json_atomic
 from crossling.batching import (
-    BatchPlan,
     DataPosition,
-    PreparedLanguage,
-    filter_for_ctc,
-    load_audio,
+    TrainingData,
+    feature_cache,
+    make_batch,
     open_prepared,
-    pad_batch,
-    pad_labels,
+    training_data,
 )
 from crossling.config import TrainConfig
-from crossling.decoding import prepare_input
 from crossling.errors import ConfigError
 from crossling.evaluate import evaluate_model, pick_device
 from crossling.models import (
-    FrozenFeatureCache,
     InputSpec,
     build_processor,
-    frames_for_samples,
     load_for_finetuning,
     load_tokenizer,
     resolve,
@@ -51,8 +46,6 @@ from crossling.schedule import describe, learning_rate
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
-#: Cache the frozen CNN's outputs only below this size (LARGE models: ~0.36 GiB per training hour).
-FEATURE_CACHE_MAX_BYTES = 4 * 2**30
 
 
 @dataclass(frozen=True)
@@ -68,18 +61,6 @@ class TrainState:
     blank_streak: int = 0
     collapse_warned: bool = False
     last_loss: float = math.nan
-
-
-@dataclass(frozen=True)
-class TrainingData:
-    """The filtered training set: waveforms are read on demand, labels are token ids."""
-
-    data: PreparedLanguage
-    utterances: list
-    labels: list
-    skipped: dict
-    plan: BatchPlan
-    model_config: object
 
 
 def finetune(
@@ -228,69 +209,6 @@ def _advance(state: TrainState, step: int, position: DataPosition, loss: float, 
 
 
 # --- data ------------------------------------------------------------------------------------------
-
-
-def training_data(data: PreparedLanguage, tokenizer, model_config, config: TrainConfig, seed: int) -> TrainingData:
-    """The train split encoded and filtered (counts of what was left out), with its batch plan."""
-    utterances = data.split("train")
-    labels = [tokenizer(u.text).input_ids for u in utterances]
-    kept, skipped = filter_for_ctc(utterances, labels, lambda n: frames_for_samples(model_config, n),
-                                   config.max_utterance_seconds)
-    if any(skipped.values()):
-        log.warning("left out of training: %s (of %d utterances)", skipped, len(utterances))
-    utterances = [utterances[i] for i in kept]
-    labels = [labels[i] for i in kept]
-    plan = BatchPlan([u.duration for u in utterances], config.batch_seconds, seed)
-    return TrainingData(data, utterances, labels, skipped, plan, model_config)
-
-
-def feature_cache(model, spec: InputSpec, config: TrainConfig, training: TrainingData) -> FrozenFeatureCache | None:
-    """A cache of the frozen CNN's outputs when that is exact and the train set's features fit in memory."""
-    if not FrozenFeatureCache.applies(model, spec, config):
-        return None
-    frames = sum(frames_for_samples(model.config, u.num_samples) for u in training.utterances)
-    size = frames * model.config.conv_dim[-1] * 4
-    if size > FEATURE_CACHE_MAX_BYTES:
-        log.info("not caching CNN features: %.1f GiB would exceed %.1f GiB", size / 2**30,
-                 FEATURE_CACHE_MAX_BYTES / 2**30)
-        return None
-    return FrozenFeatureCache(model)
-
-
-def make_batch(training: TrainingData, indices: list[int], spec: InputSpec, device: str, cache=None) -> dict:
-    """Model inputs of one batch: padded waveforms (or cached CNN features), labels, the mask (if the
-    checkpoint takes one) and each utterance's frame count (for the blank-only check)."""
-    if cache is not None:
-        return _cached_batch(training, indices, spec, device, cache)
-    utterances = [training.utterances[i] for i in indices]
-    waveforms = [prepare_input(load_audio(training.data.root, u), spec) for u in utterances]
-    values, mask = pad_batch(waveforms)
-    batch = {"input_values": values.to(device), "labels": pad_labels([training.labels[i] for i in indices]).to(device)}
-    if spec.use_attention_mask:
-        batch["attention_mask"] = mask.to(device)
-    # without a mask the model sees (and the CTC loss uses) every padded frame
-    lengths = [len(w) if spec.use_attention_mask else values.shape[1] for w in waveforms]
-    batch["frames"] = [frames_for_samples(training.model_config, n) for n in lengths]
-    return batch
-
-
-def _cached_batch(training: TrainingData, indices: list[int], spec: InputSpec, device: str, cache) -> dict:
-    """As `make_batch`, with the CNN's outputs from the cache padded to the frame count of the batch."""
-    utterances = [training.utterances[i] for i in indices]
-    features = [cache.features(i, lambda u=u: prepare_input(load_audio(training.data.root, u), spec))
-                for i, u in zip(indices, utterances, strict=True)]
-    lengths = [u.num_samples for u in utterances]
-    padded = torch.zeros(len(indices), features[0].shape[0], frames_for_samples(training.model_config, max(lengths)))
-    for row, feature in enumerate(features):
-        padded[row, :, : feature.shape[1]] = feature
-    mask = torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]
-    return {
-        "input_values": torch.zeros(mask.shape, device=device),  # not read: the encoder replays `features`
-        "attention_mask": mask.to(device),
-        "labels": pad_labels([training.labels[i] for i in indices]).to(device),
-        "features": padded.to(device),
-        "frames": [f.shape[1] for f in features],
-    }
 
 
 def make_optimizer(model, config: TrainConfig) -> torch.optim.Optimizer:
