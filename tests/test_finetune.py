@@ -226,3 +226,44 @@ def test_cached_cnn_features_give_the_same_loss_and_gradients(prepared, tmp_path
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(grads_a, grads_b, strict=True))
     # and the encoder runs normally again afterwards
     assert "forward" not in vars(cache.encoder)
+
+
+def test_non_finite_losses_skip_the_step_and_are_counted(prepared, tmp_path, monkeypatch):
+    """Let the two impossible utterances (20 labels in 0.15 s) through the filter: their batches give an
+    infinite CTC loss, which must leave the weights untouched and be counted."""
+    import crossling.batching as batching
+
+    def keep_everything(utterances, labels, frames_of, max_seconds):
+        return list(range(len(utterances))), {"label_too_long": 0, "audio_too_long": 0}
+
+    monkeypatch.setattr(batching, "filter_for_ctc", keep_everything)
+    checkpoint = make_tiny_checkpoint(tmp_path / "ckpt", "wav2vec2")
+    record = finetune(prepared, "xx", str(checkpoint), 0, tmp_path / "run", TINY, device="cpu")
+    assert record["skipped"]["nonfinite_loss_steps"] > 0
+    assert record["steps"] == TINY.max_steps
+    from safetensors.torch import load_file
+
+    weights = load_file(paths.run_model_dir(tmp_path / "run") / "model.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values())
+    assert "non-finite loss" in paths.run_log_path(tmp_path / "run").read_text()
+
+
+def test_collapse_watchdog_warns_once_after_the_patience(caplog):
+    import time
+    from types import SimpleNamespace
+
+    from crossling.batching import DataPosition
+    from crossling.finetune import TrainState, _advance
+    from crossling.manifest import Utterance
+
+    training = SimpleNamespace(utterances=[Utterance("u", "u.wav", 16_000, "a", "a")])
+    config = TrainConfig(collapse_patience=3, max_steps=100)
+    state = TrainState()
+    blank_pattern = [True, True, False, True, True, True, True, True]
+    warned_at = []
+    for step, blank in enumerate(blank_pattern):
+        state = _advance(state, step, DataPosition(0, step + 1), 1.0, blank, training, [0], time.monotonic(), config)
+        warned_at.append(state.collapse_warned)
+    assert warned_at == [False, False, False, False, False, True, True, True]  # the streak restarted at step 2
+    assert state.blank_streak == 5 and state.audio_seconds == pytest.approx(8.0)
+    assert sum("blank-only for 3 steps" in r.getMessage() for r in caplog.records) == 1
