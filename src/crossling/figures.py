@@ -45,11 +45,10 @@ def heatmap(matrix: pd.DataFrame, title: str, value_label: str = "CER", fmt: str
     image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, aspect="auto")
     ax.set_xticks(range(cols), [label(c) for c in matrix.columns], rotation=60, ha="right")
     ax.set_yticks(range(rows), [label(r) for r in matrix.index])
-    finite = values[np.isfinite(values)]
-    middle = (finite.min() + finite.max()) / 2 if finite.size else 0.0
     for (i, j), value in np.ndenumerate(values):
         if math.isfinite(value):
-            colour = "white" if value > middle else "black"
+            red, green, blue, _ = image.cmap(image.norm(value))
+            colour = "black" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.5 else "white"  # readable on the cell
             ax.text(j, i, fmt.format(value), ha="center", va="center", fontsize=6, color=colour)
     fig.colorbar(image, ax=ax, label=label(value_label), shrink=0.8)
     ax.set_title(label(title))

@@ -342,7 +342,11 @@ def make_figures(a: Analysis) -> dict[str, tuple[str, bytes]]:
                       figures.heatmap(matrix, "Test CER (mean over seeds)"))
     out["boxplots"] = ("Test CER of every seed, per language", figures.language_boxplots(a.runs, order))
     if not a.transfer.empty:
-        out["transfer"] = ("Monolingual transfer matrix", figures.heatmap(a.transfer, "Pre-training → target CER"))
+        relative = a.transfer.div(a.transfer.median(axis=0), axis=1)  # remove target difficulty
+        out["transfer"] = ("Monolingual transfer matrix: CER relative to the target's median over "
+                           "pre-training languages (below 1: transfers better than usual)",
+                           figures.heatmap(relative, "Pre-training language → target (relative CER)",
+                                           "CER / target median", "{:.2f}", "RdYlGn_r"))
     labels = pd.Series({lang: stats.indo_european(lang) for lang in matrix.columns})
     out["families"] = ("Seed-mean CER of Indo-European and other targets per checkpoint",
                        figures.group_boxes(matrix.T[order], labels, "Target language family"))
