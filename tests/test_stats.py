@@ -377,3 +377,12 @@ def test_single_runs_make_conover_untestable_not_significant():
     assert np.isnan(p.loc["a", "c"]) and p.loc["a", "a"] == 1.0
     groups = stats.language_groups(part)
     assert groups["best"].all() and set(groups["letters"]) == {"a"}
+
+
+def test_gender_effect_size_by_hand():
+    table = _runs({("a", "de"): [0.2, 0.2, 0.2]})
+    table["cer_female"] = [0.21, 0.22, 0.17]  # gaps +0.01, +0.02, -0.03: signed ranks +1 +2 -3
+    table["cer_male"] = [0.2, 0.2, 0.2]
+    runs, result = stats.gender_gap(table)
+    assert list(runs["gap"]) == pytest.approx([0.01, 0.02, -0.03])
+    assert result.effect == pytest.approx(0.0) and result.statistic == pytest.approx(3.0)
