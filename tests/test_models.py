@@ -114,3 +114,15 @@ def test_tokenizer_length_equals_the_vocabulary(tmp_path):
     tokenizer = load_tokenizer(tmp_path / "vocab.json")
     assert len(tokenizer) == 5 and tokenizer("ab ba").input_ids == [3, 4, 2, 4, 3]
     assert tokenizer("aq").input_ids == [3, 1]
+
+
+def test_zoo_sources_resolve_to_the_bundled_directory(tmp_path, monkeypatch):
+    import crossling.models as models
+
+    package = tmp_path / "crossling"
+    make_tiny_checkpoint(package / "zoo" / "tiny-es", "wav2vec2")
+    monkeypatch.setattr(models.resources, "files", lambda name: package)
+    source = resolve("zoo:tiny-es")
+    assert (source.kind, source.location) == ("zoo", str(package / "zoo" / "tiny-es"))
+    model, spec = load_for_finetuning(source, 9, RECIPE, 0)
+    assert model.lm_head.out_features == 9 and spec.use_attention_mask

@@ -96,7 +96,7 @@ def run_identity(prepared: Path, language: str, model: str, seed: int, config: T
         "checkpoint": checkpoint.alias if checkpoint else model,
         "language": language,
         "seed": seed,
-        "prepared": str(Path(prepared)),
+        "prepared": str(Path(prepared).resolve()),  # the same data named from another directory is the same run
         "config": asdict(config),
         "schedule": describe(config),
     }
