@@ -8,7 +8,20 @@ import pytest
 
 from crossling.cli import main
 
-TORCH_FREE_MODULES = ["crossling.cli", "crossling.registry", "crossling.config", "crossling.manifest"]
+TORCH_FREE_MODULES = [
+    "crossling.cli",
+    "crossling.registry",
+    "crossling.config",
+    "crossling.manifest",
+    "crossling.scoring",
+    "crossling.results",
+    "crossling.languages",
+    "crossling.typology",
+    "crossling.stats",
+    "crossling.recommend",
+    "crossling.report",
+    "crossling.figures",
+]
 
 
 def test_help_exits_cleanly(capsys):
