@@ -1,6 +1,6 @@
-"""Training and inference batches: prepared utterances -> CTC-feasibility filter (with counts) ->
-length-sorted batches of at most `batch_seconds` of padded audio, in a seeded order resumable from a
-`DataPosition`; plus WAV loading, waveform normalization and padding into tensors."""
+"""Batches: a prepared language -> CTC-feasibility filter (with counts) -> length-sorted batches of at
+most `batch_seconds` of padded audio in a seeded order resumable from a `DataPosition` -> model inputs
+(normalized, padded waveforms or cached frozen-CNN features) for training and inference."""
 
 from __future__ import annotations
 
