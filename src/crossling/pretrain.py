@@ -6,6 +6,7 @@ Inputs: prepared languages (train manifests) and a controlled mix (languages x h
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import platform
@@ -338,21 +339,35 @@ def pretrain(prepared: Path, languages: list[str], hours_per_language: list[floa
     """Pre-train a wav2vec2 model from scratch on a mix of prepared languages; returns the pretrain.json
     record. Resumes from `out/checkpoint.pt` if a previous run of the same recipe was interrupted."""
     out = Path(out)
-    if paths.pretrain_record_path(out).is_file():
-        record = read_json(paths.pretrain_record_path(out))
-        log.info("%s already done; delete it to pre-train again", paths.pretrain_record_path(out))
-        return record
-    if threads:
-        torch.set_num_threads(threads)
     architecture, settings = resolve_recipe(config, steps, recipe)
     chosen = select_utterances(Path(prepared), list(languages), hours_per_language, seed)
+    mix = {lang: round(sum(u.duration for u in us) / 3600, 4) for lang, us in chosen.items()}
+    state = {"recipe": dataclasses.asdict(settings), "architecture": architecture, "mix": mix, "seed": seed}
+    finished = _finished_record(out, state)
+    if finished is not None:
+        return finished
+    if threads:
+        torch.set_num_threads(threads)
     clips = load_clips(Path(prepared), chosen, track)
     if len(clips) < settings.batch_size:
         raise DataError(f"only {len(clips)} clips selected for pre-training; need at least a batch of "
                         f"{settings.batch_size}")
-    mix = {lang: round(sum(u.duration for u in us) / 3600, 4) for lang, us in chosen.items()}
-    state = {"recipe": dataclasses.asdict(settings), "architecture": architecture, "mix": mix, "seed": seed}
     return _train(out, clips, settings, state, track)
+
+
+def _finished_record(out: Path, state: dict) -> dict | None:
+    """The record of a finished run with the same settings; a different finished run is an error."""
+    path = paths.pretrain_record_path(out)
+    if not path.is_file():
+        return None
+    record = read_json(path)
+    recorded = {"recipe": record["recipe"], "architecture": record["architecture"], "mix": record["hours"],
+                "seed": record["seed"]}
+    if json.loads(json.dumps(state)) != recorded:
+        raise ConfigError(f"{path}: {out} holds a finished pre-training with other settings; use another --out "
+                          "or delete it")
+    log.info("%s already done; delete it to pre-train again", path)
+    return record
 
 
 def _train(out: Path, clips: list[Clip], recipe: PretrainConfig, state: dict, track: Track) -> dict:
