@@ -111,6 +111,8 @@ def test_kill_9_and_resume_reaches_the_same_result(prepared, tmp_path):
     assert not paths.run_result_path(killed).exists(), "the run finished before it could be killed"
     interrupted_at = torch.load(paths.run_checkpoint_path(killed), weights_only=True)["state"]["step"]
     assert 0 < interrupted_at < 60
+    (killed / ".checkpoint.pt.half-written.tmp").write_bytes(b"x")  # as a kill during a save leaves them
+    (killed / ".model.staging").mkdir()
     resumed = _start(prepared, checkpoint, killed)
     for process in (resumed, reference):
         assert process.wait(timeout=300) == 0, process.stderr.read().decode()[-2000:]
@@ -123,6 +125,7 @@ def test_kill_9_and_resume_reaches_the_same_result(prepared, tmp_path):
     assert weights_a.keys() == weights_b.keys()
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
     assert "resumed from" in paths.run_log_path(killed).read_text()
+    assert not list(killed.glob(".*")), "stale temporaries were left behind"
 
 
 def test_crash_after_training_resumes_without_retraining_and_foreign_runs_are_refused(

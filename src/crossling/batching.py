@@ -72,6 +72,25 @@ def load_audio(prepared_root: Path, utterance: Utterance) -> np.ndarray:
     return audio
 
 
+class SplitAudio(Sequence):
+    """The waveforms of some utterances, read from disk when indexed, so that a whole dev or test set
+    need not sit in memory."""
+
+    def __init__(self, prepared_root: Path, utterances: Sequence[Utterance]) -> None:
+        self.root = Path(prepared_root)
+        self.utterances = list(utterances)
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return load_audio(self.root, self.utterances[index])
+
+    def lengths(self) -> list[int]:
+        """Sample counts from the manifest (no audio is read)."""
+        return [u.num_samples for u in self.utterances]
+
+
 def normalize_waveform(audio: np.ndarray) -> np.ndarray:
     """Zero mean, unit variance over the whole utterance, as `Wav2Vec2FeatureExtractor(do_normalize=True)`
     computes it for one unpadded input (same formula, so our inputs equal the pipeline's)."""

@@ -27,29 +27,32 @@ def path_to_text(path: Sequence[int], id_to_token: dict[int, str], unk_token: st
 
 
 def best_paths(model, waveforms: Sequence[np.ndarray], spec: InputSpec, device: str = "cpu",
-               batch_seconds: float = 400.0, autocast_dtype=None, track: Track = no_progress) -> list[list[int]]:
+               batch_seconds: float = 400.0, autocast_dtype=None, lengths: Sequence[int] | None = None,
+               track: Track = no_progress) -> list[list[int]]:
     """Frame-wise argmax ids of each waveform (cut to its own frame count), in input order.
 
-    Batches are length-sorted to limit padding. Without an attention mask (group-norm encoders) padding
-    would change the output, so each utterance then runs alone."""
+    `waveforms` may read from disk when indexed (e.g. `batching.SplitAudio`); `lengths` (samples) then
+    orders them without reading. Batches are length-sorted to limit padding. Without an attention mask
+    (group-norm encoders) padding would change the output, so each utterance then runs alone."""
     import torch
 
-    durations = [len(w) / SAMPLE_RATE for w in waveforms]
+    lengths = lengths if lengths is not None else [len(w) for w in waveforms]
+    durations = [n / SAMPLE_RATE for n in lengths]
     batches = length_sorted_batches(durations, batch_seconds if spec.use_attention_mask else 0.0)
-    paths: list[list[int]] = [[] for _ in waveforms]
+    paths: list[list[int]] = [[] for _ in durations]
     model.eval()
     with torch.inference_mode():
         for batch in track(batches, len(batches), "decoding"):
-            values, mask = pad_batch([prepare_input(waveforms[i], spec) for i in batch])
+            inputs_np = [prepare_input(waveforms[i], spec) for i in batch]
+            values, mask = pad_batch(inputs_np)
             inputs = {"input_values": values.to(device)}
             if spec.use_attention_mask:
                 inputs["attention_mask"] = mask.to(device)
             with torch.autocast(device_type=device.split(":")[0], dtype=autocast_dtype,
                                 enabled=autocast_dtype is not None):
                 ids = model(**inputs).logits.argmax(dim=-1).cpu()
-            for row, index in enumerate(batch):
-                frames = frames_for_samples(model.config, len(waveforms[index]))
-                paths[index] = ids[row, :frames].tolist()
+            for row, (index, waveform) in enumerate(zip(batch, inputs_np, strict=True)):
+                paths[index] = ids[row, : frames_for_samples(model.config, len(waveform))].tolist()
     return paths
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from crossling import paths
 from crossling.atomic import read_json, write_json_atomic, write_jsonl_atomic
-from crossling.batching import PreparedLanguage, load_audio, open_prepared
+from crossling.batching import PreparedLanguage, SplitAudio, open_prepared
 from crossling.decoding import transcribe
 from crossling.errors import ConfigError, ModelError
 from crossling.models import InputSpec, check_vocabulary, load_finetuned
@@ -98,9 +98,9 @@ def evaluate_model(
     hypotheses: dict[str, list[str]] = {}
     for split in splits:
         utterances = data.split(split)
-        waveforms = [load_audio(data.root, u) for u in utterances]
-        hyps = transcribe(model, waveforms, spec, id_to_token, device=device, batch_seconds=batch_seconds,
-                          autocast_dtype=autocast_dtype, track=track)
+        audio = SplitAudio(data.root, utterances)
+        hyps = transcribe(model, audio, spec, id_to_token, device=device, batch_seconds=batch_seconds,
+                          autocast_dtype=autocast_dtype, lengths=audio.lengths(), track=track)
         references = [u.text for u in utterances]
         scores[split] = scores_record(references, [for_scoring(h) for h in hyps], [u.gender for u in utterances])
         hypotheses[split] = hyps

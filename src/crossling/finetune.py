@@ -81,6 +81,7 @@ def finetune(
     if finished is not None:
         return finished
     handler = _attach_log(out)
+    _remove_stale_temporaries(out)
     try:
         return _run(prepared, language, model, seed, out, config, pick_device(device), identity, track)
     finally:
@@ -363,6 +364,15 @@ def _finished_record(out: Path, identity: dict) -> dict | None:
         raise ConfigError(f"{path}: {out} holds a finished run of another model, data, seed or recipe")
     log.info("%s is already finished; returning its record", out)
     return record
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """A process killed with -9 leaves half-written files (a checkpoint can be GBs) and model staging
+    directories behind; only one process works in a run directory, so they are garbage."""
+    for leftover in out.glob(".*.tmp"):
+        leftover.unlink(missing_ok=True)
+    for leftover in out.glob(f".{paths.run_model_dir(out).name}.*"):
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _attach_log(out: Path) -> logging.Handler:
