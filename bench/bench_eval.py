@@ -1,0 +1,139 @@
+"""Benchmark 4: evaluation throughput of crossling's batched, length-sorted greedy CTC decoding
+(`crossling.decoding.transcribe`) vs `transformers.pipeline("automatic-speech-recognition")` called one
+utterance at a time, same model directory and clips; checks that the transcripts are identical.
+
+    .venv/bin/python -m bench.bench_eval [--quick] [--sizes tiny,base]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from bench import common
+
+SETTINGS = {"tiny": dict(clips=120, low=2.0, high=8.0, repeats=3), "base": dict(clips=10, low=2.0, high=6.0, repeats=2)}
+QUICK = {"tiny": dict(clips=40, repeats=2), "base": dict(clips=4, repeats=1)}
+
+
+def make_model_dir(work: Path, size: str, prepared: Path) -> Path:
+    """A CTC model (random weights, head sized to the vocabulary) saved with its processor, as a
+    finished crossling run leaves it."""
+    import torch
+    from transformers import Wav2Vec2ForCTC
+
+    from crossling.batching import open_prepared
+    from crossling.models import InputSpec, build_processor, load_tokenizer
+
+    target = work / f"ctc-model-{size}"
+    if (target / "config.json").is_file():
+        return target
+    data = open_prepared(prepared, common.LANGUAGE)
+    config = common.model_config(size)
+    config.vocab_size, config.pad_token_id = len(data.vocab), 0
+    torch.manual_seed(0)
+    model = Wav2Vec2ForCTC(config)
+    norm = config.feat_extract_norm
+    spec = InputSpec(do_normalize=True, use_attention_mask=norm == "layer", feat_extract_norm=norm)
+    model.save_pretrained(target)
+    build_processor(load_tokenizer(data.vocab_file), spec).save_pretrained(target)
+    return target
+
+
+def waveforms_of(prepared: Path) -> list:
+    from crossling.batching import load_audio, open_prepared
+
+    data = open_prepared(prepared, common.LANGUAGE)
+    return [load_audio(prepared, u) for u in data.split("test")]
+
+
+def crossling_decode(model_dir: Path, waveforms: list, device: str):
+    from crossling.batching import open_prepared  # noqa: F401 - same import cost for both sides
+    from crossling.decoding import transcribe
+    from crossling.models import load_finetuned
+
+    model, processor, spec = load_finetuned(model_dir)
+    model.to(device)
+    id_to_token = {i: t for t, i in processor.tokenizer.get_vocab().items()}
+
+    def run() -> list[str]:
+        return transcribe(model, waveforms, spec, id_to_token, device=device, batch_seconds=400.0)
+
+    return run
+
+
+def pipeline_decode(model_dir: Path, waveforms: list, device: str):
+    from transformers import pipeline
+
+    asr = pipeline("automatic-speech-recognition", model=str(model_dir), device=device)
+
+    def run() -> list[str]:
+        return [asr({"raw": w, "sampling_rate": 16000})["text"] for w in waveforms]
+
+    return run
+
+
+def bench_size(size: str, work: Path, quick: bool, device: str) -> dict:
+    s = dict(SETTINGS[size], **(QUICK[size] if quick else {}))
+    prepared = common.make_prepared(work / f"prepared-eval-{size}-{s['clips']}",
+                                    {"train": 2, "dev": 2, "test": s["clips"]}, s["low"], s["high"])
+    model_dir = make_model_dir(work, size, prepared)
+    waveforms = waveforms_of(prepared)
+    audio_seconds = sum(len(w) for w in waveforms) / common.RATE
+    ours, theirs = crossling_decode(model_dir, waveforms, device), pipeline_decode(model_dir, waveforms, device)
+    ours(), theirs()  # warm-up (first-call allocations, oneDNN kernels)
+    outputs: dict[str, list[str]] = {}
+
+    def timer(name, fn):
+        def run(rep: int) -> dict:
+            start = time.perf_counter()
+            outputs[name] = fn()
+            seconds = time.perf_counter() - start
+            print(f"  {size} rep {rep} {name:9s}: {audio_seconds / seconds:8.1f}x real time", flush=True)
+            return {"seconds": seconds}
+        return run
+
+    results = common.interleaved({"crossling": timer("crossling", ours), "pipeline": timer("pipeline", theirs)},
+                                 s["repeats"])
+    same = sum(a == b for a, b in zip(outputs["crossling"], outputs["pipeline"], strict=True))
+    return {"size": size, "clips": s["clips"], "audio_seconds": audio_seconds, "device": device,
+            "ratio": common.median_ratio([r["seconds"] for r in results["pipeline"]],
+                                         [r["seconds"] for r in results["crossling"]]),
+            "crossling_x_realtime": audio_seconds / min(r["seconds"] for r in results["crossling"]),
+            "pipeline_x_realtime": audio_seconds / min(r["seconds"] for r in results["pipeline"]),
+            "identical_transcripts": same, "nonempty": sum(bool(t) for t in outputs["crossling"])}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--sizes", default="tiny,base")
+    parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "crossling-bench"))
+    parser.add_argument("--json")
+    args = parser.parse_args(argv)
+    import torch
+
+    from crossling.models import quiet_transformers
+
+    quiet_transformers()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print("machine:", json.dumps(common.machine()), flush=True)
+    summaries = []
+    for size in args.sizes.split(","):
+        s = bench_size(size, Path(args.work), args.quick, device)
+        summaries.append(s)
+        print(common.line(f"eval throughput {size} (crossling / pipeline one at a time)", s["ratio"], target=3.0,
+                          note=f"{s['crossling_x_realtime']:.0f}x vs {s['pipeline_x_realtime']:.0f}x real time, "
+                               f"{s['clips']} clips"), flush=True)
+        print(f"TRANSCRIPTS {size}: {s['identical_transcripts']}/{s['clips']} identical "
+              f"({s['nonempty']} non-empty)", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(summaries, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

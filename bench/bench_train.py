@@ -1,0 +1,248 @@
+"""Benchmarks 1 and 6: training throughput (audio seconds trained per wall second), dev loss after the same
+number of steps, and peak memory of `crossling.finetune` vs a Hugging Face `Trainer` set up as the
+transformers speech-recognition CTC example does (group_by_length, per-device batch 8, CNN frozen).
+
+Each run is a fresh subprocess (fair peak RSS); the two systems alternate (A B B A …) and the median of
+the paired ratios is reported. Device is auto-detected: on a GPU both train in bf16 autocast.
+
+    .venv/bin/python -m bench.bench_train [--quick] [--sizes tiny,base]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from bench import common
+
+SETTINGS = {  # per size: utterance lengths (s), train/dev counts, steps; "quick" shrinks them
+    "tiny": dict(low=1.5, high=4.0, train=48, dev=12, steps=60, repeats=3),
+    "base": dict(low=1.0, high=2.5, train=16, dev=4, steps=4, repeats=1),
+}
+QUICK = {"tiny": dict(train=24, steps=24, repeats=2), "base": dict(train=8, steps=2, repeats=1)}
+LEARNING_RATE = 2e-3
+BATCH_UTTERANCES = 8
+
+
+# --- the children ------------------------------------------------------------------------------------
+
+
+def dev_loss(model, prepared: Path, use_mask: bool) -> float:
+    """Mean CTC loss ('mean' reduction) over dev utterances, one at a time in eval mode: the same
+    measurement for both systems' final models."""
+    import soundfile
+    import torch
+
+    from crossling.batching import normalize_waveform, open_prepared
+    from crossling.models import load_tokenizer
+
+    data = open_prepared(prepared, common.LANGUAGE)
+    tokenizer = load_tokenizer(data.vocab_file)
+    device = next(model.parameters()).device
+    model.eval()
+    losses = []
+    with torch.no_grad():
+        for u in data.split("dev"):
+            audio, _ = soundfile.read(prepared / u.audio, dtype="float32")
+            values = torch.from_numpy(normalize_waveform(audio))[None].to(device)
+            labels = torch.tensor([tokenizer(u.text).input_ids], device=device)
+            mask = torch.ones_like(values, dtype=torch.long) if use_mask else None
+            losses.append(float(model(values.float(), attention_mask=mask, labels=labels).loss))
+    return statistics.fmean(losses)
+
+
+def child_crossling(args) -> dict:
+    from crossling import paths
+    from crossling.config import TrainConfig
+    from crossling.finetune import finetune
+    from crossling.models import load_finetuned
+
+    out = Path(args.out)
+    shutil.rmtree(out, ignore_errors=True)
+    config = TrainConfig(learning_rate=LEARNING_RATE, max_steps=args.steps, batch_seconds=args.batch_seconds,
+                         checkpoint_every=args.steps, eval_batch_seconds=args.batch_seconds,
+                         collapse_patience=10**6)
+    record = finetune(Path(args.prepared), common.LANGUAGE, args.checkpoint, args.seed, out, config, device="auto")
+    cost = record["cost"]
+    peak = cost["peak_memory_mb"]
+    model, _, spec = load_finetuned(paths.run_model_dir(out))
+    train_seconds = cost["audio_seconds_trained"] / cost["audio_seconds_per_second"]
+    return {"audio_seconds": cost["audio_seconds_trained"], "train_seconds": train_seconds,
+            "steps": record["steps"], "dev_loss": dev_loss(model.to(cost["device"]), Path(args.prepared),
+                                                           spec.use_attention_mask),
+            "peak_mb": peak, "device": cost["device"], "threads": cost["threads"]}
+
+
+def child_hf(args) -> dict:
+    """The transformers example's recipe, condensed: preprocess into memory, DataCollatorCTCWithPadding,
+    Trainer(group_by_length, batch 8, same optimizer values, no checkpoints)."""
+    import soundfile
+    import torch
+    from transformers import (
+        AutoModelForCTC,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+        Wav2Vec2CTCTokenizer,
+        Wav2Vec2FeatureExtractor,
+        set_seed,
+    )
+
+    from crossling.batching import open_prepared
+
+    set_seed(args.seed)
+    prepared = Path(args.prepared)
+    data = open_prepared(prepared, common.LANGUAGE)
+    tokenizer = Wav2Vec2CTCTokenizer(str(data.vocab_file), unk_token="<unk>", pad_token="<pad>",
+                                     word_delimiter_token="|", bos_token=None, eos_token=None)
+    config = json.loads((Path(args.checkpoint) / "config.json").read_text())
+    use_mask = config["feat_extract_norm"] == "layer"  # as the example: wav2vec2-base gets no mask
+    extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0,
+                                         do_normalize=True, return_attention_mask=use_mask)
+    model = AutoModelForCTC.from_pretrained(
+        args.checkpoint, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+        ctc_loss_reduction="mean", ctc_zero_infinity=False, mask_time_prob=0.05, mask_time_length=10,
+        layerdrop=0.0, hidden_dropout=0.0, activation_dropout=0.0, attention_dropout=0.0,
+        feat_proj_dropout=0.0, final_dropout=0.0)
+    model.freeze_feature_encoder()
+
+    def features(u) -> dict:  # the example's `prepare_dataset` (run by datasets.map before training)
+        audio, _ = soundfile.read(prepared / u.audio, dtype="float32")
+        values = extractor(audio, sampling_rate=16000).input_values[0]
+        return {"input_values": values, "input_length": len(values), "labels": tokenizer(u.text).input_ids}
+
+    train = [features(u) for u in data.split("train")]
+    seconds_per_batch: list[float] = []
+
+    def collate(items):  # the example's DataCollatorCTCWithPadding
+        seconds_per_batch.append(sum(len(i["input_values"]) for i in items) / 16000)
+        batch = extractor.pad([{"input_values": i["input_values"]} for i in items], padding=True,
+                              return_tensors="pt")
+        labels = tokenizer.pad([{"input_ids": i["labels"]} for i in items], padding=True, return_tensors="pt")
+        batch["labels"] = labels["input_ids"].masked_fill(labels.attention_mask.ne(1), -100)
+        if "attention_mask" in batch:
+            batch["attention_mask"] = batch["attention_mask"].to(torch.long)
+        return batch
+
+    marks: dict[str, float] = {}
+
+    class Clock(TrainerCallback):
+        def on_train_begin(self, *a, **k):
+            marks["begin"] = time.perf_counter()
+
+        def on_step_end(self, *a, **k):
+            marks["end"] = time.perf_counter()
+
+    on_gpu = torch.cuda.is_available()
+    training_args = TrainingArguments(
+        output_dir=args.out, train_sampling_strategy="group_by_length", length_column_name="input_length",
+        per_device_train_batch_size=BATCH_UTTERANCES, max_steps=args.steps, learning_rate=LEARNING_RATE,
+        warmup_steps=0.1, adam_beta1=0.9, adam_beta2=0.98, adam_epsilon=1e-8, weight_decay=0.0,
+        max_grad_norm=1.0, bf16=on_gpu, save_strategy="no", eval_strategy="no", logging_strategy="no",
+        report_to="none", disable_tqdm=True, seed=args.seed, dataloader_num_workers=0, use_cpu=not on_gpu)
+    trainer = Trainer(model=model, args=training_args, train_dataset=train, data_collator=collate,
+                      processing_class=extractor, callbacks=[Clock()])
+    trainer.train()
+    device = "cuda" if on_gpu else "cpu"
+    peak = common.device_peak_mb(device)
+    return {"audio_seconds": sum(seconds_per_batch[: args.steps]), "train_seconds": marks["end"] - marks["begin"],
+            "steps": args.steps, "dev_loss": dev_loss(trainer.model, prepared, use_mask), "peak_mb": peak,
+            "device": device, "threads": torch.get_num_threads()}
+
+
+# --- the parent --------------------------------------------------------------------------------------
+
+
+def settings(size: str, quick: bool) -> dict:
+    values = dict(SETTINGS[size])
+    if quick:
+        values.update(QUICK[size])
+    return values
+
+
+def bench_size(size: str, work: Path, quick: bool, seed: int) -> dict:
+    """Both systems on one architecture, interleaved; -> summary with the ratios."""
+    s = settings(size, quick)
+    prepared = common.make_prepared(work / f"prepared-{size}-{s['train']}",
+                                    {"train": s["train"], "dev": s["dev"], "test": 2}, s["low"], s["high"], seed)
+    checkpoint = common.make_checkpoint(work / f"checkpoint-{size}", size, seed)
+    mean_seconds = statistics.fmean(common.durations(s["train"], s["low"], s["high"], seed + len("train")))
+    batch_seconds = round(BATCH_UTTERANCES * mean_seconds, 3)
+
+    def runner(system: str):
+        def run(rep: int) -> dict:
+            args = ["--child", system, "--prepared", str(prepared), "--checkpoint", str(checkpoint),
+                    "--steps", str(s["steps"]), "--batch-seconds", str(batch_seconds), "--seed", str(seed),
+                    "--out", str(work / f"run-{size}-{system}-{rep}")]
+            result = common.run_child("bench_train", args)
+            result["throughput"] = result["audio_seconds"] / result["train_seconds"]
+            print(f"  {size} rep {rep} {system:9s}: {result['throughput']:7.2f} audio s/s, "
+                  f"{result['audio_seconds'] / result['steps']:5.1f} audio s/step, dev loss {result['dev_loss']:.4f}, "
+                  f"peak {result['peak_mb']:.0f} MB", flush=True)
+            return result
+        return run
+
+    results = common.interleaved({"crossling": runner("crossling"), "hf": runner("hf")}, s["repeats"])
+    ours, theirs = results["crossling"], results["hf"]
+    return {
+        "size": size, "steps": s["steps"], "repeats": s["repeats"], "train_utterances": s["train"],
+        "batch_seconds": batch_seconds,
+        "throughput_ratio": common.median_ratio([r["throughput"] for r in ours], [r["throughput"] for r in theirs]),
+        "crossling_throughput": statistics.median(r["throughput"] for r in ours),
+        "hf_throughput": statistics.median(r["throughput"] for r in theirs),
+        "crossling_dev_loss": statistics.median(r["dev_loss"] for r in ours),
+        "hf_dev_loss": statistics.median(r["dev_loss"] for r in theirs),
+        "memory_ratio": common.median_ratio([r["peak_mb"] for r in ours], [r["peak_mb"] for r in theirs]),
+        "crossling_peak_mb": statistics.median(r["peak_mb"] for r in ours),
+        "hf_peak_mb": statistics.median(r["peak_mb"] for r in theirs),
+        "device": ours[0]["device"],
+    }
+
+
+def report(summary: dict) -> list[str]:
+    size = summary["size"]
+    loss_ok = summary["crossling_dev_loss"] <= summary["hf_dev_loss"] * 1.02
+    return [
+        common.line(f"train throughput {size} (crossling / HF Trainer)", summary["throughput_ratio"], target=2.0,
+                    note=f"{summary['crossling_throughput']:.2f} vs {summary['hf_throughput']:.2f} audio s per s"),
+        f"LOSS {size} dev CTC loss after {summary['steps']} steps: crossling {summary['crossling_dev_loss']:.4f}, "
+        f"HF {summary['hf_dev_loss']:.4f} ({'equal or better' if loss_ok else 'WORSE'})",
+        common.line(f"train peak memory {size} (crossling / HF Trainer)", summary["memory_ratio"],
+                    note=f"{summary['crossling_peak_mb']:.0f} vs {summary['hf_peak_mb']:.0f} MB; lower is better"),
+    ]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps and repetitions")
+    parser.add_argument("--sizes", default="tiny,base", help="comma-separated: tiny, base")
+    parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "crossling-bench"), help="scratch folder for data, checkpoints and runs")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", help="also write the summaries here")
+    parser.add_argument("--child", choices=("crossling", "hf"), help=argparse.SUPPRESS)
+    for name in ("--prepared", "--checkpoint", "--out"):
+        parser.add_argument(name, help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--batch-seconds", type=float, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        common.emit((child_crossling if args.child == "crossling" else child_hf)(args))
+        return 0
+    print("machine:", json.dumps(common.machine()), flush=True)
+    summaries = []
+    for size in args.sizes.split(","):
+        summary = bench_size(size, Path(args.work), args.quick, args.seed)
+        summaries.append(summary)
+        print("\n".join(report(summary)), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(summaries, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
