@@ -5,6 +5,7 @@ so a re-run decodes only new or changed clips, and corrupt/empty clips are remem
 
 from __future__ import annotations
 
+import io
 import logging
 import multiprocessing
 import os
@@ -67,7 +68,7 @@ class _InlineExecutor(Executor):
 def decode_file(path: Path) -> np.ndarray:
     """Any soundfile-readable clip -> float32 mono samples at 16 kHz (soxr high-quality resampling)."""
     samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    mono = samples.mean(axis=1)
+    mono = samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1)
     if rate != SAMPLE_RATE and len(mono):
         mono = soxr.resample(mono, rate, SAMPLE_RATE, quality="HQ")
     return np.asarray(mono, dtype=np.float32)
@@ -87,8 +88,13 @@ def decode_to_wav(source: str, target: str) -> tuple[int, str, str]:
         return 0, EMPTY, "decodes to 0 samples"
     if not np.isfinite(samples).all():
         return 0, CORRUPT, "decoded samples are not finite"
+    # Encoded in memory and written in one call: libsndfile's own file output makes hundreds of small
+    # seeks and writes per file, which cost more than the decoding on slow (networked/overlay) disks.
+    encoded = io.BytesIO()
+    sf.write(encoded, samples, SAMPLE_RATE, subtype="PCM_16", format="WAV")
     tmp = f"{target}.{os.getpid()}.tmp"
-    sf.write(tmp, samples, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    with open(tmp, "wb") as handle:
+        handle.write(encoded.getbuffer())
     os.replace(tmp, target)
     return len(samples), "", ""
 
