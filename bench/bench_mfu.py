@@ -1,0 +1,103 @@
+"""Benchmark 2: model FLOPs utilisation of training. FLOPs per step come from the architecture (CNN and
+transformer matmuls; forward + backward = 3x forward for the trainable part, the frozen CNN forward only),
+achieved FLOP/s from a real `crossling.finetune` run (and the HF Trainer baseline) in child processes, and
+the machine's peak from `torch.matmul` on large fp32 matrices measured in this same script.
+
+    .venv/bin/python -m bench.bench_mfu [--quick] [--sizes tiny,base]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+from pathlib import Path
+
+from bench import bench_train, common
+
+
+def flops_per_audio_second(size: str, prepared: Path, vocab_size: int) -> dict:
+    """Model FLOPs per second of training audio over the train split (unpadded), split into the frozen
+    CNN's forward and the trainable part's forward + backward."""
+    from crossling.batching import open_prepared
+
+    config = common.model_config(size)
+    lengths = [u.num_samples for u in open_prepared(prepared, common.LANGUAGE).split("train")]
+    audio = sum(lengths) / common.RATE
+    cnn = sum(common.cnn_flops(config, n) for n in lengths)
+    encoder = 3.0 * sum(common.encoder_flops(config, common.conv_frames(config, n)[-1], vocab_size) for n in lengths)
+    return {"cnn_forward": cnn / audio, "encoder_fwd_bwd": encoder / audio, "total": (cnn + encoder) / audio}
+
+
+def measure(size: str, work: Path, quick: bool, seed: int, peak: float) -> dict:
+    import torch
+
+    s = bench_train.settings(size, quick)
+    prepared = common.make_prepared(work / f"prepared-{size}-{s['train']}",
+                                    {"train": s["train"], "dev": s["dev"], "test": 2}, s["low"], s["high"], seed)
+    checkpoint = common.make_checkpoint(work / f"checkpoint-{size}", size, seed)
+    batch_seconds = bench_train.batch_seconds_for(prepared, s)
+    vocab_size = len(json.loads((prepared / common.LANGUAGE / "vocab.json").read_text()))
+    per_second = flops_per_audio_second(size, prepared, vocab_size)
+    example = [int(common.RATE * d) for d in common.durations(bench_train.BATCH_UTTERANCES, s["low"], s["high"], 1)]
+    out = {"size": size, "peak_flops": peak, "flops_per_audio_second": per_second,
+           "example_step_flops": common.train_step_flops(common.model_config(size), example, vocab_size),
+           "threads": torch.get_num_threads()}
+    for system in ("crossling", "hf"):
+        result = common.run_child("bench_train", [
+            "--child", system, "--prepared", str(prepared), "--checkpoint", str(checkpoint),
+            "--steps", str(s["steps"]), "--batch-seconds", str(batch_seconds), "--seed", str(seed),
+            "--out", str(work / f"mfu-{size}-{system}")])
+        throughput = result["audio_seconds"] / result["train_seconds"]
+        achieved = throughput * per_second["total"]
+        out[system] = {"audio_seconds_per_second": throughput, "model_flops_per_second": achieved,
+                       "mfu": achieved / peak,
+                       "mfu_without_cnn": throughput * per_second["encoder_fwd_bwd"] / peak}
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--sizes", default="tiny,base")
+    parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "crossling-bench"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json")
+    args = parser.parse_args(argv)
+    import torch
+
+    print("machine:", json.dumps(common.machine()), flush=True)
+    summaries = []
+    for size in args.sizes.split(","):
+        # peak measured right before and after the runs (the machine is shared): the best of both
+        before = common.matmul_peak_flops(2048, threads=torch.get_num_threads())
+        summary = measure(size, Path(args.work), args.quick, args.seed, before)
+        after = common.matmul_peak_flops(2048)
+        peak = max(before, after)
+        for system in ("crossling", "hf"):
+            flops = summary[system]
+            flops["mfu"] = flops["model_flops_per_second"] / peak
+            flops["mfu_without_cnn"] *= before / peak
+        summary["peak_flops"] = peak
+        summaries.append(summary)
+        ours, theirs = summary["crossling"], summary["hf"]
+        share = summary["flops_per_audio_second"]["cnn_forward"] / summary["flops_per_audio_second"]["total"]
+        print(f"PEAK fp32 matmul (2048^3, {summary['threads']} threads): {peak / 1e9:.1f} GFLOP/s "
+              f"(before {before / 1e9:.1f}, after {after / 1e9:.1f})")
+        print(f"FLOPS {size}: {summary['flops_per_audio_second']['total'] / 1e9:.3f} GFLOP per trained audio second "
+              f"(frozen CNN forward {share:.0%}); a batch of 8 utterances: "
+              f"{summary['example_step_flops'] / 1e9:.1f} GFLOP per step")
+        print(f"MFU {size}: crossling {ours['mfu']:.1%} ({ours['model_flops_per_second'] / 1e9:.2f} GFLOP/s), "
+              f"HF Trainer {theirs['mfu']:.1%} ({theirs['model_flops_per_second'] / 1e9:.2f} GFLOP/s); "
+              f"counting only the trainable part (the CNN is cached): crossling {ours['mfu_without_cnn']:.1%}, "
+              f"HF {theirs['mfu_without_cnn']:.1%}")
+        print(common.line(f"MFU {size} (crossling / HF Trainer)", ours["mfu"] / theirs["mfu"]), flush=True)
+    print("note: peak and runs share the machine with other processes; both are measured in this run")
+    if args.json:
+        Path(args.json).write_text(json.dumps(summaries, indent=2, default=statistics.fmean))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
