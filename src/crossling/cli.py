@@ -408,6 +408,89 @@ def _cmd_recommend(args) -> int:
     return 0
 
 
+# --- pretrain / zoo / demo ----------------------------------------------------------------------
+
+
+def _add_pretrain(sub) -> None:
+    parser = sub.add_parser("pretrain", help="self-supervised wav2vec 2.0 pre-training on prepared audio")
+    parser.add_argument("--data", type=path_arg, required=True, help="prepared root (crossling prepare --out)")
+    parser.add_argument("--languages", nargs="+", required=True, metavar="LANG", help="e.g. es it")
+    parser.add_argument("--hours-per-language", type=float, nargs="+", default=None, metavar="H",
+                        help="train hours taken from each language: one value, or one per language "
+                             "(default: all prepared train audio)")
+    parser.add_argument("--config", default="micro", help="architecture: micro (default) or tiny")
+    parser.add_argument("--out", type=path_arg, required=True, help="output: model/, pretrain.json, checkpoint.pt")
+    parser.add_argument("--steps", type=int, default=None, help="optimisation steps (default 600)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the subset, init, masks (default 0)")
+    parser.add_argument("--learning-rate", type=float, default=None, help="peak learning rate (default 2e-3)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.set_defaults(handler=_cmd_pretrain)
+
+
+def _cmd_pretrain(args) -> int:
+    from crossling.pretrain import pretrain
+
+    recipe = {"learning_rate": args.learning_rate} if args.learning_rate else None
+    record = pretrain(args.data, args.languages, args.hours_per_language, config=args.config, out=args.out,
+                      seed=args.seed, steps=args.steps, recipe=recipe, threads=args.threads, track=tqdm_track)
+    final = record["final"]
+    print(f"pre-trained {record['steps']} steps on {record['total_hours']:.3f} h "
+          f"({', '.join(f'{k} {v:.3f} h' for k, v in record['hours'].items())}) in {record['wall_seconds']:.0f} s: "
+          f"contrastive loss {record['initial']['contrastive_loss']:.3f} -> {final['contrastive_loss']:.3f}, "
+          f"accuracy {record['initial']['accuracy']:.3f} -> {final['accuracy']:.3f}")
+    print(f"model: {args.out / 'model'}")
+    return 0
+
+
+def _add_zoo(sub) -> None:
+    parser = sub.add_parser("zoo", help="the bundled mini-zoo: rebuild it from its recipe")
+    actions = parser.add_subparsers(dest="zoo_command", required=True, metavar="ACTION")
+    build = actions.add_parser("build", help="synth -> prepare -> pretrain every model of zoo/recipe.toml")
+    build.add_argument("--work", type=path_arg, default=Path("zoo-build"), help="corpus and runs (default zoo-build/)")
+    build.add_argument("--out", type=path_arg, default=None, help="zoo folder to write (default: the installed zoo)")
+    build.add_argument("--recipe", type=path_arg, default=None, help="recipe TOML (default: the bundled recipe)")
+    build.add_argument("--workers", type=int, default=2, help="models pre-trained at once (default 2)")
+    build.set_defaults(handler=_cmd_zoo_build)
+
+
+def _cmd_zoo_build(args) -> int:
+    from crossling.zoo import build_zoo
+
+    records = build_zoo(args.work, args.out, args.recipe, args.workers, track=tqdm_track)
+    for record in records:
+        final = record.get("final", {})
+        print(f"{'+'.join(record['languages']) or 'random init':<16} {record['total_hours']:6.3f} h  "
+              f"accuracy {final.get('accuracy', float('nan')):.3f}")
+    return 0
+
+
+def _add_demo(sub) -> None:
+    parser = sub.add_parser("demo", help="the offline demo study: mini-zoo x synthetic languages -> report")
+    parser.add_argument("--out", type=path_arg, default=Path("crossling-demo"), help="output (default crossling-demo/)")
+    parser.add_argument("--quick", action="store_true", help="a ~2-minute version for tests and CI")
+    parser.add_argument("--workers", type=int, default=2, help="runs at once, one thread each (default 2)")
+    parser.set_defaults(handler=_cmd_demo)
+
+
+def _cmd_demo(args) -> int:
+    from crossling.demo import run_demo
+
+    summary = run_demo(args.out, quick=args.quick, workers=args.workers, track=tqdm_track)
+    languages = summary["languages"]
+    print(f"{'mean test CER':<16}" + "".join(f"{lang:>8}" for lang in languages))
+    for checkpoint, row in summary["mean_test_cer"].items():
+        print(f"{checkpoint:<16}" + "".join(f"{_cer(row[lang]):>8}" for lang in languages))
+    beats = summary["pretrained_beats_random"]
+    print("pre-trained beats random init: " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in beats.items()))
+    print(f"{summary['done']}/{summary['runs']} runs done in {summary['wall_seconds'] / 60:.1f} min; "
+          f"report: {summary['report']}")
+    return 0 if summary["failed"] == 0 else 1
+
+
+def _cer(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 # --- entry point ---------------------------------------------------------------------------------
 
 # Every `_add_<command>` function above registers one subcommand, in the order they are defined.
