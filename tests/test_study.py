@@ -6,7 +6,7 @@ import pytest
 from grid_factory import write_study
 
 from crossling.errors import ConfigError
-from crossling.study import example_study_path, expand_runs, load_study
+from crossling.study import example_study_path, expand_runs, find_study, load_study
 
 
 def test_reference_study_is_the_864_run_grid():
@@ -144,3 +144,16 @@ def test_store_dir_and_frozen_nouns(tmp_path):
         study.name = "x"
     with pytest.raises(dataclasses.FrozenInstanceError):
         expand_runs(study)[0].seed = 3
+
+
+def test_mini_study_is_the_zoo_on_synthetic_data():
+    from crossling.registry import get_checkpoint, zoo_checkpoints
+
+    study = find_study("mini")
+    runs = expand_runs(study)
+    assert len(runs) == study.size == 20
+    zoo = {c.alias for c in zoo_checkpoints()}
+    assert set(study.checkpoints) <= zoo and "zoo-random" in study.checkpoints
+    assert get_checkpoint("zoo-random").pretrain_hours == 0.0
+    assert study.data.kind == "synthetic" and study.recipe.learning_rate == 2e-3
+    assert study.store_dir.name == "mini.runs" and study.store_dir.parent != example_study_path("mini").parent
