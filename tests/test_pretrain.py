@@ -108,3 +108,17 @@ def test_bad_mixes_and_configs_are_errors_for_people(prepared, tmp_path):
         pretrain(prepared, ["aa"], None, config={"architecture": ARCH, "colour": 1}, out=tmp_path / "y")
     with pytest.raises(DataError, match="prepare"):
         pretrain(prepared, ["zz"], None, config="micro", out=tmp_path / "z")
+
+
+def test_cli_pretrain_prints_the_record(prepared, tmp_path, capsys):
+    from crossling.cli import main
+
+    out = tmp_path / "cli"
+    assert main(["pretrain", "--data", str(prepared), "--languages", "aa", "bb", "--hours-per-language", "0.002",
+                 "--config", "micro", "--out", str(out), "--steps", "3", "--seed", "1", "--threads", "1"]) == 0
+    printed = capsys.readouterr().out
+    record = json.loads(paths.pretrain_record_path(out).read_text())
+    assert record["steps"] == 3 and record["architecture"] == "micro" and set(record["hours"]) == {"aa", "bb"}
+    assert "pre-trained 3 steps" in printed and str(out / "model") in printed
+    assert main(["pretrain", "--data", str(prepared), "--languages", "aa", "--config", "huge",
+                 "--out", str(tmp_path / "bad")]) == 2
