@@ -97,10 +97,10 @@ def median_ratio(ours: Sequence[float], theirs: Sequence[float]) -> float:
 
 def run_child(module: str, args: Sequence[str], env: dict | None = None, timeout: float = 3600) -> dict:
     """Run `python -m bench.<module> <args>` in a fresh process (fair peak memory, no shared caches);
-    it prints one JSON object on its last stdout line."""
+    it prints one JSON object on its last stdout line. `env` adds variables (None removes one)."""
     command = [sys.executable, "-m", f"bench.{module}", *args]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    merged = {key: value for key, value in {**os.environ, **(env or {})}.items() if value is not None}
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=merged)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-4000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])

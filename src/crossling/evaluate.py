@@ -4,6 +4,7 @@ greedy transcripts of dev/test, per-utterance hypotheses, corpus-level CER/WER s
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +18,10 @@ from crossling.progress import Track, no_progress
 from crossling.scoring import for_scoring, score_pair, scores_record
 
 log = logging.getLogger(__name__)
+
+# Sleeping (not spinning) OpenMP waits: on a shared CPU spinning threads starve their busy siblings (see
+# finetune.py). Effective when torch is first imported after this module, as in `crossling evaluate`.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def evaluate(
