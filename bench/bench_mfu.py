@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 from pathlib import Path
 
@@ -30,9 +29,38 @@ def flops_per_audio_second(size: str, prepared: Path, vocab_size: int) -> dict:
     return {"cnn_forward": cnn / audio, "encoder_fwd_bwd": encoder / audio, "total": (cnn + encoder) / audio}
 
 
-def measure(size: str, work: Path, quick: bool, seed: int, peak: float) -> dict:
+def from_train_summary(summary: dict, peak: float) -> dict:
+    """MFU of both systems from a `bench_train --json` summary (its median throughputs)."""
+    prepared = Path(summary["prepared"])
+    vocab_size = len(json.loads((prepared / common.LANGUAGE / "vocab.json").read_text()))
+    per_second = flops_per_audio_second(summary["size"], prepared, vocab_size)
+    out = {"size": summary["size"], "peak_flops": peak, "flops_per_audio_second": per_second,
+           "example_step_flops": _example_step(summary["size"], vocab_size), "threads": _threads(),
+           "source": "bench_train medians"}
+    for system in ("crossling", "hf"):
+        out[system] = _utilisation(summary[f"{system}_throughput"], per_second, peak)
+    return out
+
+
+def _example_step(size: str, vocab_size: int) -> float:
+    s = bench_train.SETTINGS[size]
+    example = [int(common.RATE * d) for d in common.durations(bench_train.BATCH_UTTERANCES, s["low"], s["high"], 1)]
+    return common.train_step_flops(common.model_config(size), example, vocab_size)
+
+
+def _threads() -> int:
     import torch
 
+    return torch.get_num_threads()
+
+
+def _utilisation(throughput: float, per_second: dict, peak: float) -> dict:
+    achieved = throughput * per_second["total"]
+    return {"audio_seconds_per_second": throughput, "model_flops_per_second": achieved, "mfu": achieved / peak,
+            "mfu_without_cnn": throughput * per_second["encoder_fwd_bwd"] / peak}
+
+
+def measure(size: str, work: Path, quick: bool, seed: int, peak: float) -> dict:
     s = bench_train.settings(size, quick)
     prepared = common.make_prepared(work / f"prepared-{size}-{s['train']}",
                                     {"train": s["train"], "dev": s["dev"], "test": 2}, s["low"], s["high"], seed)
@@ -40,20 +68,14 @@ def measure(size: str, work: Path, quick: bool, seed: int, peak: float) -> dict:
     batch_seconds = bench_train.batch_seconds_for(prepared, s)
     vocab_size = len(json.loads((prepared / common.LANGUAGE / "vocab.json").read_text()))
     per_second = flops_per_audio_second(size, prepared, vocab_size)
-    example = [int(common.RATE * d) for d in common.durations(bench_train.BATCH_UTTERANCES, s["low"], s["high"], 1)]
     out = {"size": size, "peak_flops": peak, "flops_per_audio_second": per_second,
-           "example_step_flops": common.train_step_flops(common.model_config(size), example, vocab_size),
-           "threads": torch.get_num_threads()}
+           "example_step_flops": _example_step(size, vocab_size), "threads": _threads(), "source": "runs here"}
     for system in ("crossling", "hf"):
         result = common.run_child("bench_train", [
             "--child", system, "--prepared", str(prepared), "--checkpoint", str(checkpoint),
             "--steps", str(s["steps"]), "--batch-seconds", str(batch_seconds), "--seed", str(seed),
             "--out", str(work / f"mfu-{size}-{system}")])
-        throughput = result["audio_seconds"] / result["train_seconds"]
-        achieved = throughput * per_second["total"]
-        out[system] = {"audio_seconds_per_second": throughput, "model_flops_per_second": achieved,
-                       "mfu": achieved / peak,
-                       "mfu_without_cnn": throughput * per_second["encoder_fwd_bwd"] / peak}
+        out[system] = _utilisation(result["audio_seconds"] / result["train_seconds"], per_second, peak)
     return out
 
 
@@ -64,15 +86,20 @@ def main(argv=None) -> int:
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "crossling-bench"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json")
+    parser.add_argument("--train-json", help="use the throughputs of a `bench_train --json` file instead of new runs")
     args = parser.parse_args(argv)
     import torch
 
     print("machine:", json.dumps(common.machine()), flush=True)
     summaries = []
+    trained = {s["size"]: s for s in json.loads(Path(args.train_json).read_text())} if args.train_json else {}
     for size in args.sizes.split(","):
         # peak measured right before and after the runs (the machine is shared): the best of both
         before = common.matmul_peak_flops(2048, threads=torch.get_num_threads())
-        summary = measure(size, Path(args.work), args.quick, args.seed, before)
+        if size in trained:
+            summary = from_train_summary(trained[size], before)
+        else:
+            summary = measure(size, Path(args.work), args.quick, args.seed, before)
         after = common.matmul_peak_flops(2048)
         peak = max(before, after)
         for system in ("crossling", "hf"):
@@ -95,7 +122,7 @@ def main(argv=None) -> int:
         print(common.line(f"MFU {size} (crossling / HF Trainer)", ours["mfu"] / theirs["mfu"]), flush=True)
     print("note: peak and runs share the machine with other processes; both are measured in this run")
     if args.json:
-        Path(args.json).write_text(json.dumps(summaries, indent=2, default=statistics.fmean))
+        Path(args.json).write_text(json.dumps(summaries, indent=2))
     return 0
 
 

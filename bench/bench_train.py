@@ -21,10 +21,10 @@ from pathlib import Path
 from bench import common
 
 SETTINGS = {  # per size: utterance lengths (s), train/dev counts, steps; "quick" shrinks them
-    "tiny": dict(low=1.5, high=4.0, train=48, dev=12, steps=60, repeats=3),
-    "base": dict(low=1.0, high=2.5, train=16, dev=4, steps=4, repeats=1),
+    "tiny": dict(low=1.5, high=4.0, train=32, dev=12, steps=40, repeats=3),
+    "base": dict(low=1.0, high=2.5, train=16, dev=4, steps=3, repeats=1),
 }
-QUICK = {"tiny": dict(train=24, steps=24, repeats=2), "base": dict(train=8, steps=2, repeats=1)}
+QUICK = {"tiny": dict(train=24, steps=24, repeats=2), "base": dict(train=8, steps=2, repeats=1, dev=2)}
 LEARNING_RATE = 2e-3
 BATCH_UTTERANCES = 8
 
@@ -226,7 +226,7 @@ def bench_size(size: str, work: Path, quick: bool, seed: int, baseline_passive: 
     results = common.interleaved({"crossling": runner("crossling"), "hf": runner("hf")}, s["repeats"])
     ours, theirs = results["crossling"], results["hf"]
     return {
-        "size": size, "steps": s["steps"], "repeats": s["repeats"], "train_utterances": s["train"],
+        "size": size, "prepared": str(prepared), "steps": s["steps"], "repeats": s["repeats"], "train_utterances": s["train"],
         "batch_seconds": batch_seconds,
         "throughput_ratio": common.median_ratio([r["throughput"] for r in ours], [r["throughput"] for r in theirs]),
         "cpu_time_ratio": common.median_ratio([r["cpu_throughput"] for r in ours],

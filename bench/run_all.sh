@@ -12,10 +12,15 @@ mkdir -p "${TMPDIR:-/tmp}/crossling-bench"
 log="${TMPDIR:-/tmp}/crossling-bench/run_all-$(date -u +%Y-%m-%dT%H%MZ).txt"
 {
     echo "# bash bench/run_all.sh $*  ($(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
-    for bench in bench_prepare bench_train bench_mfu bench_eval bench_analysis; do
-        echo "## $bench"
-        .venv/bin/python -m "bench.$bench" "$@" || echo "FAILED: $bench (exit $?)"
-    done
+    train_json="${TMPDIR:-/tmp}/crossling-bench/train.json"
+    rm -f "$train_json"
+    run() { echo "## $*"; .venv/bin/python -m "bench.$1" "${@:2}" || echo "FAILED: $1 (exit $?)"; }
+    run bench_prepare "$@"
+    run bench_train --json "$train_json" "$@"
+    if [ -f "$train_json" ]; then run bench_mfu --train-json "$train_json" "$@"; else run bench_mfu "$@"; fi
+    run bench_threads "$@"
+    run bench_eval "$@"
+    run bench_analysis "$@"
 } 2>&1 | grep --line-buffered -v -i -E "warn|^\s*$" | tee "$log"
 echo "summary:"
 grep -E "^(RATIO|LOSS|MFU|PEAK|FLOPS|TRANSCRIPTS|SAME|ANALYSIS)" "$log"

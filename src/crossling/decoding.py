@@ -16,6 +16,9 @@ from crossling.models import InputSpec, frames_for_samples
 from crossling.progress import Track, no_progress
 
 BLANK_ID = 0
+# On CPU, batches of more audio than this push the CNN's activations out of the caches: 400 s batches
+# decoded 2-3x slower than 10-30 s ones (bench/bench_eval.py); padding is masked, so outputs are the same.
+CPU_BATCH_SECONDS = 16.0
 WORD_DELIMITER = "|"
 
 
@@ -38,6 +41,8 @@ def best_paths(model, waveforms: Sequence[np.ndarray], spec: InputSpec, device: 
 
     lengths = lengths if lengths is not None else [len(w) for w in waveforms]
     durations = [n / SAMPLE_RATE for n in lengths]
+    if not device.startswith("cuda"):
+        batch_seconds = min(batch_seconds, CPU_BATCH_SECONDS)
     batches = length_sorted_batches(durations, batch_seconds if spec.use_attention_mask else 0.0)
     paths: list[list[int]] = [[] for _ in durations]
     model.eval()
