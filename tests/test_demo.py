@@ -34,10 +34,13 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     summary = json.loads((tmp_path / "demo" / "demo.json").read_text())
     assert summary["done"] == summary["runs"] == 4 and summary["failed"] == 0
     assert (tmp_path / "demo" / "report" / "report.html").is_file()
-    assert summary["report"] in printed and "zoo-multi4" in printed
+    assert summary["report"] in printed and "zoo-es" in printed
     for language in ("pt", "tr"):
-        cer = {c: summary["mean_test_cer"][c][language] for c in ("zoo-multi4", "zoo-random")}
+        cer = {c: summary["mean_test_cer"][c][language] for c in ("zoo-es", "zoo-random")}
         assert all(0.0 <= v <= 1.5 for v in cer.values())
+    # Measured: zoo-es ~0.80 vs random init 1.00 on both targets after 350 steps.
+    assert summary["baseline"] == "zoo-random"
+    assert summary["pretrained_beats_random"] == {"pt": True, "tr": True}
     # A second call finds every run done and only rebuilds the report.
     assert main(["demo", "--quick", "--out", str(tmp_path / "demo")]) == 0
     again = json.loads((tmp_path / "demo" / "demo.json").read_text())
