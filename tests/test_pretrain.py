@@ -122,3 +122,13 @@ def test_cli_pretrain_prints_the_record(prepared, tmp_path, capsys):
     assert "pre-trained 3 steps" in printed and str(out / "model") in printed
     assert main(["pretrain", "--data", str(prepared), "--languages", "aa", "--config", "huge",
                  "--out", str(tmp_path / "bad")]) == 2
+
+
+def test_config_from_a_toml_file(tmp_path):
+    from crossling.pretrain import PretrainConfig, resolve_recipe
+
+    path = tmp_path / "pt.toml"
+    path.write_text('learning_rate = 1e-3\nbatch_size = 4\n[architecture]\nhidden_size = 32\nnum_hidden_layers = 1\n')
+    architecture, recipe = resolve_recipe(str(path), steps=7, overrides=None)
+    assert architecture == {"hidden_size": 32, "num_hidden_layers": 1}
+    assert recipe == PretrainConfig(learning_rate=1e-3, batch_size=4, steps=7)

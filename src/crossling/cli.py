@@ -418,7 +418,8 @@ def _add_pretrain(sub) -> None:
     parser.add_argument("--hours-per-language", type=float, nargs="+", default=None, metavar="H",
                         help="train hours taken from each language: one value, or one per language "
                              "(default: all prepared train audio)")
-    parser.add_argument("--config", default="micro", help="architecture: micro (default) or tiny")
+    parser.add_argument("--config", default="micro", help="micro (default), tiny, or a TOML file: architecture = name or "
+                             "{Wav2Vec2Config values}, plus recipe keys (learning_rate, batch_size, ...)")
     parser.add_argument("--out", type=path_arg, required=True, help="output: model/, pretrain.json, checkpoint.pt")
     parser.add_argument("--steps", type=int, default=None, help="optimisation steps (default 600)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the subset, init, masks (default 0)")

@@ -22,7 +22,7 @@ import torch
 
 from crossling import paths
 from crossling.atomic import atomic_path, read_json, write_json_atomic
-from crossling.config import from_mapping
+from crossling.config import from_mapping, read_toml
 from crossling.errors import ConfigError, DataError
 from crossling.manifest import SAMPLE_RATE, Utterance, read_manifest
 from crossling.progress import Track, no_progress
@@ -321,7 +321,10 @@ def _remove_tree(path: Path) -> None:
 
 def resolve_recipe(config: str | dict[str, Any], steps: int | None, overrides: dict[str, Any] | None
                    ) -> tuple[str | dict[str, Any], PretrainConfig]:
-    """(architecture, recipe) from a config name or a dict {"architecture": ..., recipe keys...}."""
+    """(architecture, recipe) from a config name ('micro', 'tiny'), a TOML file of the same shape, or a
+    dict {"architecture": name-or-Wav2Vec2Config-values, recipe keys...}."""
+    if isinstance(config, str | Path) and str(config).endswith(".toml"):
+        config = read_toml(Path(config))
     values = dict(overrides or {})
     architecture: str | dict[str, Any] = config
     if isinstance(config, dict):
