@@ -73,7 +73,7 @@ def measure(size: str, work: Path, quick: bool, seed: int, peak: float) -> dict:
     for system in ("crossling", "hf"):
         result = common.run_child("bench_train", [
             "--child", system, "--prepared", str(prepared), "--checkpoint", str(checkpoint),
-            "--steps", str(s["steps"]), "--batch-seconds", str(batch_seconds), "--seed", str(seed),
+            "--steps", str(s["steps"]), "--batch-seconds", str(batch_seconds), "--seed", str(seed), "--lr", str(s["lr"]),
             "--out", str(work / f"mfu-{size}-{system}")])
         out[system] = _utilisation(result["audio_seconds"] / result["train_seconds"], per_second, peak)
     return out

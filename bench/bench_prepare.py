@@ -44,6 +44,13 @@ def crossling_sequential(clips: list[Path], target: Path) -> int:
     return sum(decode_to_wav(str(c), str(target / f"{c.stem}.wav"))[0] for c in clips)
 
 
+def crossling_decode_only(clips: list[Path]) -> int:
+    """`crossling.audio.decode_file` per clip: the same work as `librosa.load` (decode + resample, no write)."""
+    from crossling.audio import decode_file
+
+    return sum(len(decode_file(c)) for c in clips)
+
+
 def crossling_parallel(clips: list[Path], root: Path, workers: int) -> int:
     """The path `crossling prepare` takes: `decode_stream` over an empty cache with `workers` processes."""
     from crossling.audio import ClipCache, ClipJob, decode_stream
@@ -97,6 +104,7 @@ def main(argv=None) -> int:
     systems = {
         "crossling_1core": lambda rep: timed(lambda: crossling_sequential(clips, target)),
         "librosa_1core": lambda rep: timed(lambda: librosa_sequential(clips)),
+        "crossling_decode": lambda rep: timed(lambda: crossling_decode_only(clips)),
         "crossling_all": lambda rep: timed(lambda: crossling_parallel(clips, work / "bench-prepare-cache", cores)),
         "librosa_all": lambda rep: timed(lambda: librosa_parallel(clips, cores)),
     }
@@ -106,15 +114,20 @@ def main(argv=None) -> int:
         print(f"  {name:16s} " + "  ".join(f"{r:6.0f}x real time" for r in rates), flush=True)
     seconds = {name: [r["seconds"] for r in runs] for name, runs in results.items()}
     per_core = common.median_ratio(seconds["librosa_1core"], seconds["crossling_1core"])
+    decode_only = common.median_ratio(seconds["librosa_1core"], seconds["crossling_decode"])
     all_cores = common.median_ratio(seconds["librosa_all"], seconds["crossling_all"])
     vs_sequential = common.median_ratio(seconds["librosa_1core"], seconds["crossling_all"])
     rtf = {name: sorted(values)[len(values) // 2] / audio_seconds for name, values in seconds.items()}
     summary = {"clips": count, "audio_seconds": audio_seconds, "cores": cores, "per_core_ratio": per_core,
+               "decode_only_ratio": decode_only,
                "all_cores_ratio": all_cores, "all_cores_vs_librosa_loop": vs_sequential, "rtf": rtf,
                "max_abs_difference": check_same_audio(clips, target)}
     print(common.line("prepare 1 core (crossling / librosa.load)", per_core, target=3.0,
                       note=f"RTF crossling {rtf['crossling_1core']:.5f}, librosa {rtf['librosa_1core']:.5f} "
                            "(crossling also writes the WAV cache)"))
+    print(common.line("decode + resample only, 1 core (crossling.audio.decode_file / librosa.load)", decode_only,
+                      target=3.0, note=f"RTF crossling {rtf['crossling_decode']:.5f} (same libsndfile/mpg123 "
+                                       "decoder and soxr HQ resampler as librosa)"))
     print(common.line(f"prepare {cores} cores (crossling / librosa.load in a {cores}-process pool)", all_cores,
                       target=3.0, note=f"RTF crossling {rtf['crossling_all']:.5f}, librosa {rtf['librosa_all']:.5f}"))
     print(common.line(f"prepare {cores} cores crossling / librosa.load loop", vs_sequential))

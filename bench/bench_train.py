@@ -21,11 +21,10 @@ from pathlib import Path
 from bench import common
 
 SETTINGS = {  # per size: utterance lengths (s), train/dev counts, steps; "quick" shrinks them
-    "tiny": dict(low=1.5, high=4.0, train=32, dev=12, steps=40, repeats=3),
-    "base": dict(low=1.0, high=2.5, train=16, dev=4, steps=3, repeats=1),
+    "tiny": dict(low=1.5, high=4.0, train=32, dev=12, steps=40, repeats=3, lr=2e-3),
+    "base": dict(low=1.0, high=2.5, train=16, dev=4, steps=6, repeats=1, lr=3e-4),
 }
 QUICK = {"tiny": dict(train=24, steps=24, repeats=2), "base": dict(train=8, steps=2, repeats=1, dev=2)}
-LEARNING_RATE = 2e-3
 BATCH_UTTERANCES = 8
 
 
@@ -83,7 +82,7 @@ def child_crossling(args) -> dict:
     clock = {"cpu": 0.0, "wall": 0.0}
     timed(module, "train", clock, +1)  # the training loop as a whole…
     timed(module, "save_checkpoint", clock, -1)  # …less checkpoint writing (the baseline writes none)
-    config = TrainConfig(learning_rate=LEARNING_RATE, max_steps=args.steps, batch_seconds=args.batch_seconds,
+    config = TrainConfig(learning_rate=args.lr, max_steps=args.steps, batch_seconds=args.batch_seconds,
                          checkpoint_every=args.steps, eval_batch_seconds=args.batch_seconds,
                          collapse_patience=10**6)
     record = finetune(Path(args.prepared), common.LANGUAGE, args.checkpoint, args.seed, out, config, device="auto")
@@ -112,6 +111,8 @@ def child_hf(args) -> dict:
     )
 
     from crossling.batching import open_prepared
+    from crossling.config import TrainConfig
+    from crossling.schedule import stages as schedule_stages
 
     set_seed(args.seed)
     prepared = Path(args.prepared)
@@ -157,10 +158,16 @@ def child_hf(args) -> dict:
             marks["end"], marks["cpu_end"] = time.perf_counter(), time.process_time()
 
     on_gpu = torch.cuda.is_available()
+    # the same tri-stage schedule as crossling's recipe (warm-up, hold, linear decay to 0), so that the
+    # losses compare the systems, not two schedules
+    stages = schedule_stages(TrainConfig(learning_rate=args.lr, max_steps=args.steps))
     training_args = TrainingArguments(
         output_dir=args.out, train_sampling_strategy="group_by_length", length_column_name="input_length",
-        per_device_train_batch_size=BATCH_UTTERANCES, max_steps=args.steps, learning_rate=LEARNING_RATE,
-        warmup_steps=0.1, adam_beta1=0.9, adam_beta2=0.98, adam_epsilon=1e-8, weight_decay=0.0,
+        per_device_train_batch_size=BATCH_UTTERANCES, max_steps=args.steps, learning_rate=args.lr,
+        lr_scheduler_type="warmup_stable_decay", warmup_steps=stages.warmup,
+        lr_scheduler_kwargs={"num_stable_steps": stages.hold, "num_decay_steps": stages.decay,
+                             "decay_type": "linear", "min_lr_ratio": 0.0},
+        adam_beta1=0.9, adam_beta2=0.98, adam_epsilon=1e-8, weight_decay=0.0,
         max_grad_norm=1.0, bf16=on_gpu, save_strategy="no", eval_strategy="no", logging_strategy="no",
         report_to="none", disable_tqdm=True, seed=args.seed, dataloader_num_workers=0, use_cpu=not on_gpu)
     trainer = Trainer(model=model, args=training_args, train_dataset=train, data_collator=collate,
@@ -211,7 +218,7 @@ def bench_size(size: str, work: Path, quick: bool, seed: int, baseline_passive: 
         def run(rep: int) -> dict:
             args = ["--child", system, "--prepared", str(prepared), "--checkpoint", str(checkpoint),
                     "--steps", str(s["steps"]), "--batch-seconds", str(batch_seconds), "--seed", str(seed),
-                    "--out", str(work / f"run-{size}-{system}-{rep}")]
+                    "--lr", str(s["lr"]), "--out", str(work / f"run-{size}-{system}-{rep}")]
             # the baseline runs as users run the example: OpenMP's default waits unless asked otherwise
             env = {"OMP_WAIT_POLICY": "PASSIVE" if baseline_passive else None} if system == "hf" else {}
             result = common.run_child("bench_train", args, env=env)
@@ -226,7 +233,7 @@ def bench_size(size: str, work: Path, quick: bool, seed: int, baseline_passive: 
     results = common.interleaved({"crossling": runner("crossling"), "hf": runner("hf")}, s["repeats"])
     ours, theirs = results["crossling"], results["hf"]
     return {
-        "size": size, "prepared": str(prepared), "steps": s["steps"], "repeats": s["repeats"], "train_utterances": s["train"],
+        "size": size, "prepared": str(prepared), "steps": s["steps"], "lr": s["lr"], "repeats": s["repeats"], "train_utterances": s["train"],
         "batch_seconds": batch_seconds,
         "throughput_ratio": common.median_ratio([r["throughput"] for r in ours], [r["throughput"] for r in theirs]),
         "cpu_time_ratio": common.median_ratio([r["cpu_throughput"] for r in ours],
@@ -244,14 +251,16 @@ def bench_size(size: str, work: Path, quick: bool, seed: int, baseline_passive: 
 
 def report(summary: dict) -> list[str]:
     size = summary["size"]
-    loss_ok = summary["crossling_dev_loss"] <= summary["hf_dev_loss"] * 1.02
+    ours, theirs = summary["crossling_dev_loss"], summary["hf_dev_loss"]
+    verdict = ("better" if ours < theirs * 0.99 else "equal within 1%" if ours <= theirs * 1.01
+               else f"WORSE by {ours / theirs - 1:.1%}")
     return [
         common.line(f"train throughput {size} (crossling / HF Trainer)", summary["throughput_ratio"], target=2.0,
                     note=f"{summary['crossling_throughput']:.2f} vs {summary['hf_throughput']:.2f} audio s per s"),
         common.line(f"train audio seconds per CPU second {size} (crossling / HF Trainer)", summary["cpu_time_ratio"],
                     note="less sensitive to other processes on a shared machine"),
         f"LOSS {size} dev CTC loss after {summary['steps']} steps: crossling {summary['crossling_dev_loss']:.4f}, "
-        f"HF {summary['hf_dev_loss']:.4f} ({'equal or better' if loss_ok else 'WORSE'})",
+        f"HF {summary['hf_dev_loss']:.4f} ({verdict}; same tri-stage schedule, lr {summary['lr']:g})",
         common.line(f"train peak memory {size} (crossling / HF Trainer)", summary["memory_ratio"],
                     note=f"{summary['crossling_peak_mb']:.0f} vs {summary['hf_peak_mb']:.0f} MB; lower is better"),
     ]
@@ -271,6 +280,7 @@ def main(argv=None) -> int:
         parser.add_argument(name, help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--batch-seconds", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--lr", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         common.emit((child_crossling if args.child == "crossling" else child_hf)(args))
