@@ -214,8 +214,11 @@ def bench_size(size: str, work: Path, quick: bool, seed: int, baseline_passive: 
     checkpoint = common.make_checkpoint(work / f"checkpoint-{size}", size, seed)
     batch_seconds = batch_seconds_for(prepared, s)
 
+    peaks: list[float] = []  # the machine's matmul peak, measured next to every run (load varies)
+
     def runner(system: str):
         def run(rep: int) -> dict:
+            peaks.append(common.matmul_peak_flops(2048))
             args = ["--child", system, "--prepared", str(prepared), "--checkpoint", str(checkpoint),
                     "--steps", str(s["steps"]), "--batch-seconds", str(batch_seconds), "--seed", str(seed),
                     "--lr", str(s["lr"]), "--out", str(work / f"run-{size}-{system}-{rep}")]
@@ -245,7 +248,7 @@ def bench_size(size: str, work: Path, quick: bool, seed: int, baseline_passive: 
         "memory_ratio": common.median_ratio([r["peak_mb"] for r in ours], [r["peak_mb"] for r in theirs]),
         "crossling_peak_mb": statistics.median(r["peak_mb"] for r in ours),
         "hf_peak_mb": statistics.median(r["peak_mb"] for r in theirs),
-        "device": ours[0]["device"],
+        "device": ours[0]["device"], "peak_flops": max(peaks),
     }
 
 
