@@ -36,6 +36,11 @@ def _add_models(sub) -> None:
     parser.set_defaults(handler=_cmd_models)
 
 
+def _pretrain_hours(hours: float) -> str:
+    """Whole hours for the reference models, two decimals for the mini-zoo's fractions of an hour."""
+    return f"{hours:,.0f}" if hours >= 10 else f"{hours:.2f}"
+
+
 def _cmd_models(args) -> int:
     from dataclasses import asdict
 
@@ -50,7 +55,7 @@ def _cmd_models(args) -> int:
         languages = ",".join(c.pretrain_languages) or "-"
         if c.pretrain_language_count > len(c.pretrain_languages):
             languages = f"{c.pretrain_language_count} languages"
-        print(f"{c.alias:<20} {c.model_type:<14} {c.pretrain_hours:>9,.0f}  {languages:<22} {c.source}")
+        print(f"{c.alias:<20} {c.model_type:<14} {_pretrain_hours(c.pretrain_hours):>9}  {languages:<22} {c.source}")
     return 0
 
 
@@ -276,7 +281,7 @@ def _cmd_study_run(args) -> int:
         display.close()
         for handler, level in handlers.items():
             handler.setLevel(level)
-    print(f"{summary.executed} run(s) executed in {_hours(summary.wall_seconds)}: {summary.done} done, "
+    print(f"{summary.executed} run(s) executed in {_duration(summary.wall_seconds)}: {summary.done} done, "
           f"{summary.failed} failed; {summary.already_done} already done, {summary.elsewhere} running elsewhere, "
           f"{summary.skipped_failed} failed before (--retry-failed runs them again)")
     return 1 if summary.failed else 0
@@ -294,7 +299,7 @@ class _GridDisplay:
         if self.bar is None:
             self.bar = tqdm(total=event.total, desc="runs", unit="run", dynamic_ncols=True)
         self.bar.n = event.done + event.failed
-        eta = "?" if event.eta_seconds is None else _hours(event.eta_seconds)
+        eta = "?" if event.eta_seconds is None else _duration(event.eta_seconds)
         self.bar.set_postfix_str(f"done {event.done} running {event.running} failed {event.failed} "
                                  f"pending {event.pending} ETA {eta}")
 
@@ -303,7 +308,7 @@ class _GridDisplay:
             self.bar.close()
 
 
-def _hours(seconds: float) -> str:
+def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
@@ -320,10 +325,10 @@ def _cmd_study_status(args) -> int:
     c = status.counts
     print(f"{c.total} runs: {c.done} done, {c.failed} failed, {c.running} running, {c.pending} pending")
     if c.done:
-        print(f"cost of done runs: {_hours(status.wall_seconds)} wall, {status.device_hours:.2f} device hours, "
+        print(f"cost of done runs: {_duration(status.wall_seconds)} wall, {status.device_hours:.2f} device hours, "
               f"{status.audio_seconds_per_second:.1f} audio s trained per s, peak memory {status.peak_memory_mb:.0f} MB")
-        print(f"mean run {_hours(status.mean_run_seconds)}; projected remaining "
-              f"{_hours(status.remaining_seconds)} for one worker (divide by the number of workers)")
+        print(f"mean run {_duration(status.mean_run_seconds)}; projected remaining "
+              f"{_duration(status.remaining_seconds)} for one worker (divide by the number of workers)")
     for run in status.runs:
         if args.runs or run.state in ("failed", "running"):
             cost = "" if run.wall_seconds is None else (
