@@ -1,0 +1,59 @@
+"""The benchmark helpers that turn measurements into reported figures: FLOP counts, interleaving, ratios."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench import common  # noqa: E402
+from crossling.models import frames_for_samples  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def base():
+    return common.model_config("base")
+
+
+@pytest.mark.parametrize("samples", [400, 16_000, 16_000 * 5 + 123])
+def test_conv_frames_agree_with_the_models_frame_count(base, samples):
+    assert common.conv_frames(base, samples)[-1] == frames_for_samples(base, samples)
+
+
+def test_cnn_flops_of_the_first_layer_by_hand(base):
+    frames = common.conv_frames(base, 16_000)
+    first_layer = 2.0 * frames[0] * 10 * 1 * 512
+    second_layer = 2.0 * frames[1] * 3 * 512 * 512
+    assert common.cnn_flops(base, 16_000) > first_layer + second_layer
+    # wav2vec2-base's CNN costs about 4-5 GFLOP per second of audio
+    assert 3e9 < common.cnn_flops(base, 16_000) < 6e9
+
+
+def test_encoder_flops_grow_with_layers_and_frames(base):
+    one = common.encoder_flops(base, 50, 32)
+    assert common.encoder_flops(base, 100, 32) > 2 * one  # attention is quadratic in frames
+    # 12 layers of 4h^2 + 2h*ffn multiply-adds per frame dominate: ~85M parameters x 2 FLOPs x frames
+    assert 0.8 * 2 * 85e6 * 50 < one < 1.3 * 2 * 85e6 * 50
+
+
+def test_train_step_counts_frozen_cnn_forward_once_and_encoder_three_times(base):
+    lengths = [16_000, 32_000]
+    frames = common.conv_frames(base, 32_000)[-1]
+    expected = 2 * common.cnn_flops(base, 32_000) + 3 * 2 * common.encoder_flops(base, frames, 32)
+    assert common.train_step_flops(base, lengths, 32) == pytest.approx(expected)
+    unfrozen = common.train_step_flops(base, lengths, 32, frozen_cnn=False)
+    assert unfrozen == pytest.approx(expected + 4 * common.cnn_flops(base, 32_000))
+    assert common.useful_train_flops(base, lengths, 32) < common.train_step_flops(base, lengths, 32)
+
+
+def test_interleaved_alternates_the_order_and_keeps_results_per_system():
+    calls = []
+    results = common.interleaved({"a": lambda rep: calls.append(("a", rep)) or {"rep": rep},
+                                  "b": lambda rep: calls.append(("b", rep)) or {"rep": rep}}, 3)
+    assert calls == [("a", 0), ("b", 0), ("b", 1), ("a", 1), ("a", 2), ("b", 2)]
+    assert [r["rep"] for r in results["b"]] == [0, 1, 2]
+
+
+def test_median_ratio_pairs_repetitions():
+    assert common.median_ratio([2.0, 9.0, 3.0], [1.0, 3.0, 1.0]) == 3.0
+    assert "MISSED" in common.line("x", 1.5, target=2.0) and "met" in common.line("x", 2.5, target=2.0)
