@@ -1,8 +1,10 @@
 """Strict reading of recipes: unknown keys and wrong types are errors naming the key."""
 
+from dataclasses import dataclass
+
 import pytest
 
-from crossling.config import TrainConfig, load_train_config
+from crossling.config import TrainConfig, from_mapping, load_train_config
 from crossling.errors import ConfigError
 
 
@@ -37,3 +39,28 @@ def test_recipe_table_and_overrides(tmp_path):
 def test_bad_schedule_lists_choices():
     with pytest.raises(ConfigError, match="tri_stage_exponential"):
         TrainConfig(schedule="cosine")
+
+
+def test_recipe_that_is_not_a_table_is_a_config_error(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text("recipe = 5\n")
+    with pytest.raises(ConfigError, match=r"\[recipe\] must be a table, got int"):
+        load_train_config(path)
+
+
+@dataclass(frozen=True)
+class _Shape:
+    name: str
+    sizes: tuple[int, int, int] = (1, 2, 3)
+    pair: tuple[str, float] = ("a", 1.0)
+
+
+def test_from_mapping_checks_required_keys_and_fixed_length_tuples():
+    with pytest.raises(ConfigError, match=r"here: missing required key\(s\) name"):
+        from_mapping(_Shape, {}, "here")
+    with pytest.raises(ConfigError, match=r"here: sizes must be a list of 3 values, got 4"):
+        from_mapping(_Shape, {"name": "x", "sizes": [1, 2, 3, 4]}, "here")
+    with pytest.raises(ConfigError, match=r"here: pair\[1\] must be float, got str"):
+        from_mapping(_Shape, {"name": "x", "pair": ["a", "b"]}, "here")
+    shape = from_mapping(_Shape, {"name": "x", "sizes": [4, 5, 6], "pair": ["b", 2]}, "here")
+    assert shape == _Shape("x", (4, 5, 6), ("b", 2.0))

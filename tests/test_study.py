@@ -120,6 +120,8 @@ STRICT_CASES = [
     ("languages = ['aa']\nseeds = [0]\ncheckpoints = ['xlsr53']\n[data]\nsource = 'prepared'\npath = 'p'\n"
      "[store]\nfolder = 'x'\n", r"\[store\]: unknown key\(s\) folder; valid keys: dir"),
     ("languages = ['aa'\n", r"invalid TOML"),
+    ("languages = ['aa']\nseeds = [0]\ncheckpoints = ['xlsr53']\n[data]\nsource = 'synthetic'\nspeakers = [4, 2]\n",
+     r"\[data\] \(source = 'synthetic'\): speakers must be a list of 3 values, got 2"),
 ]
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from crossling import paths
+from crossling.errors import ConfigError
 from crossling.registry import find_checkpoint, get_checkpoint, zoo_checkpoints
 from crossling.zoo import MODEL_FILES, read_recipe, zoo_dir
 
@@ -147,3 +148,14 @@ def test_build_zoo_from_a_recipe(tmp_path):
     b = load_file(tmp_path / "zoo2" / "t-es" / "model.safetensors")
     assert all((a[k] == b[k]).all() for k in a)
     assert find_checkpoint("t-es") is None  # a zoo built elsewhere does not touch the registry
+
+
+def test_recipe_model_errors_name_the_entry(tmp_path):
+    text = (zoo_dir() / "recipe.toml").read_text(encoding="utf-8")
+    broken = tmp_path / "recipe.toml"
+    broken.write_text(text + '\n[[model]]\nlanguages = ["es"]\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"\[\[model\]\] #\d+: missing required key\(s\) alias"):
+        read_recipe(broken)
+    broken.write_text(text + '\n[[model]]\nalias = "x"\nhours_per_language = "half"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"hours_per_language must be a list"):
+        read_recipe(broken)

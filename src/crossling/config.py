@@ -75,16 +75,26 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 T = TypeVar("T")
 
 
-def from_mapping(cls: type[T], values: dict[str, Any], where: str) -> T:
-    """Build dataclass `cls` from `values`, strictly: unknown keys and wrong types are errors that name
-    the key, `where` it was found (e.g. 'study.toml [recipe]'), and the valid keys."""
-    valid = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
+def check_keys(values: Any, valid: tuple[str, ...], where: str, required: tuple[str, ...] = ()) -> None:
+    """A TOML table must be a table with only `valid` keys and every `required` one; errors say `where`."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where} must be a table, got {type(values).__name__} {values!r}")
     unknown = sorted(set(values) - set(valid))
     if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(valid))}"
-        )
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}")
+    missing = [key for key in required if key not in values]
+    if missing:
+        raise ConfigError(f"{where}: missing required key(s) {', '.join(missing)}")
+
+
+def from_mapping(cls: type[T], values: dict[str, Any], where: str) -> T:
+    """Build dataclass `cls` from `values`, strictly: unknown keys, missing required keys and wrong types
+    are errors that name the key, `where` it was found (e.g. 'study.toml [recipe]'), and the valid keys."""
+    fields = dataclasses.fields(cls)
+    required = tuple(f.name for f in fields if f.default is dataclasses.MISSING
+                     and f.default_factory is dataclasses.MISSING)
+    check_keys(values, tuple(sorted(f.name for f in fields)), where, required)
+    hints = typing.get_type_hints(cls)
     checked = {key: _coerce(hints[key], value, f"{where}: {key}") for key, value in values.items()}
     return cls(**checked)
 
@@ -100,8 +110,11 @@ def _coerce(expected: Any, value: Any, where: str) -> Any:
     if origin in (list, tuple):
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{where} must be a list, got {type(value).__name__} {value!r}")
-        (item_type, *_) = typing.get_args(expected) or (Any,)
-        items = [_coerce(item_type, item, f"{where}[{i}]") for i, item in enumerate(value)]
+        args = typing.get_args(expected) or (Any,)
+        fixed = origin is tuple and Ellipsis not in args  # tuple[int, int, int]: exactly three values
+        if fixed and len(value) != len(args):
+            raise ConfigError(f"{where} must be a list of {len(args)} values, got {len(value)}: {value!r}")
+        items = [_coerce(args[i] if fixed else args[0], item, f"{where}[{i}]") for i, item in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -134,5 +147,7 @@ def load_train_config(path: Path | None, overrides: dict[str, Any] | None = None
             values, where = data.pop("recipe"), f"{path} [recipe]"
             if data:
                 raise ConfigError(f"{path}: unknown top-level key(s) {', '.join(sorted(data))}; valid: recipe")
+            if not isinstance(values, dict):
+                raise ConfigError(f"{where} must be a table, got {type(values).__name__} {values!r}")
     values = {**values, **{k: v for k, v in (overrides or {}).items() if v is not None}}
     return from_mapping(TrainConfig, values, where)

@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from crossling.config import TrainConfig, _coerce, from_mapping, read_toml
+from crossling.config import TrainConfig, _coerce, check_keys, from_mapping, read_toml
 from crossling.errors import ConfigError
 from crossling.registry import find_checkpoint
 
@@ -156,14 +156,14 @@ def example_study_path(name: str) -> Path:
 
 def parse_study(data: dict[str, Any], where: str, base: Path, path: Path | None = None) -> Study:
     """Build a `Study` from parsed TOML; `where` names the file in errors, `base` resolves paths."""
-    _check_keys(data, TOP_LEVEL_KEYS, where, required=("checkpoints", "languages", "seeds", "data"))
+    check_keys(data, TOP_LEVEL_KEYS, where, required=("checkpoints", "languages", "seeds", "data"))
     recipe_values = _table(data, "recipe", where)
     recipe = from_mapping(TrainConfig, recipe_values, f"{where} [recipe]")
     sweep = _parse_sweep(_table(data, "sweep", where), recipe_values, where)
     for settings in _settings_grid(sweep):
         _config_with(recipe, settings, where)  # every swept recipe must be valid before anything runs
     store = _table(data, "store", where)
-    _check_keys(store, ("dir",), f"{where} [store]")
+    check_keys(store, ("dir",), f"{where} [store]")
     return Study(
         name=_typed(data.get("name", path.stem if path else "study"), str, f"{where}: name"),
         description=_typed(data.get("description", ""), str, f"{where}: description"),
@@ -177,15 +177,6 @@ def parse_study(data: dict[str, Any], where: str, base: Path, path: Path | None 
         store_dir=_store_dir(store, where, base),
         path=path,
     )
-
-
-def _check_keys(values: dict, valid: tuple[str, ...], where: str, required: tuple[str, ...] = ()) -> None:
-    unknown = sorted(set(values) - set(valid))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}")
-    missing = [key for key in required if key not in values]
-    if missing:
-        raise ConfigError(f"{where}: missing required key(s) {', '.join(missing)}")
 
 
 def _table(data: dict, name: str, where: str) -> dict[str, Any]:
@@ -244,21 +235,13 @@ def _parse_data(values: dict[str, Any], where: str, base: Path) -> DataSource:
     kind = values.pop("source", None)
     if kind not in DATA_SOURCES:
         raise ConfigError(f"{where}: source must be one of {', '.join(DATA_SOURCES)}, got {kind!r}")
-    cls, where = _DATA_CLASSES[kind], f"{where} (source = {kind!r})"
-    required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
-    missing = [name for name in required if name not in values]
-    if missing:
-        raise ConfigError(f"{where}: missing required key(s) {', '.join(missing)}")
-    options = from_mapping(cls, values, where)
+    options = from_mapping(_DATA_CLASSES[kind], values, f"{where} (source = {kind!r})")
     return DataSource(kind=kind, options=options, base=base)
 
 
 def _parse_sweep(values: dict[str, Any], recipe_values: dict, where: str) -> tuple:
     where = f"{where} [sweep]"
-    valid = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(values) - set(valid))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(valid))}")
+    check_keys(values, tuple(sorted(f.name for f in dataclasses.fields(TrainConfig))), where)
     both = sorted(set(values) & set(recipe_values))
     if both:
         raise ConfigError(f"{where}: {', '.join(both)} set in both [recipe] and [sweep]; keep one")

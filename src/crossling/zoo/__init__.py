@@ -16,7 +16,7 @@ from typing import Any
 
 from crossling import paths
 from crossling.atomic import write_text_atomic
-from crossling.config import read_toml
+from crossling.config import check_keys, from_mapping, read_toml
 from crossling.errors import ConfigError
 from crossling.progress import Track, no_progress
 
@@ -24,7 +24,6 @@ log = logging.getLogger(__name__)
 
 #: Files copied from a pre-training run into the zoo (the checkpoint.pt of training is not shipped).
 MODEL_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
-_MODEL_KEYS = ("alias", "languages", "hours_per_language", "families", "notes", "random")
 _SECTIONS = {"corpus": ("languages", "hours", "seed", "dev_fraction", "test_fraction"),
              "prepare": ("train_hours", "seed"), "pretrain": None, "model": None}
 
@@ -62,20 +61,10 @@ def read_recipe(path: Path | None = None) -> ZooRecipe:
         if section not in data:
             raise ConfigError(f"{path}: missing [{section}] table")
         if valid is not None:
-            _check_keys(data[section], valid, f"{path} [{section}]")
-    _check_keys(data, tuple(_SECTIONS), str(path))
-    models = []
-    for i, entry in enumerate(data["model"]):
-        _check_keys(entry, _MODEL_KEYS, f"{path} [[model]] #{i + 1}")
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in entry.items()}
-        models.append(ZooModel(**values))
-    return ZooRecipe(data["corpus"], data["prepare"], data["pretrain"], tuple(models))
-
-
-def _check_keys(values: dict, valid: tuple[str, ...], where: str) -> None:
-    unknown = sorted(set(values) - set(valid))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}")
+            check_keys(data[section], valid, f"{path} [{section}]")
+    check_keys(data, tuple(_SECTIONS), str(path))
+    models = tuple(from_mapping(ZooModel, entry, f"{path} [[model]] #{i + 1}") for i, entry in enumerate(data["model"]))
+    return ZooRecipe(data["corpus"], data["prepare"], data["pretrain"], models)
 
 
 # --- building --------------------------------------------------------------------------------------
