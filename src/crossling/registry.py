@@ -11,6 +11,7 @@ from functools import cache
 from importlib import resources
 
 from crossling.errors import ModelError
+from crossling.languages import STUDY_LANGUAGES
 
 RANDOM_INIT = "random-init"
 
@@ -62,8 +63,6 @@ _VOXPOPULI_23 = (
     "bg cs da de el en es et fi fr hr hu it lt lv mt nl pl pt ro sk sl sv".split()
 )
 
-#: The reference study's 18 Common Voice target languages.
-_STUDY_LANGUAGES = tuple("ar de en es et fa fr id it ja nl pl pt ru sv-SE th uk zh-CN".split())
 #: Study targets present in XLSR-53's Common Voice / MLS / BABEL pre-training data.
 _XLSR53_KNOWN = tuple("ar de en es et fa fr id it ja nl pl pt ru sv-SE zh-CN".split())
 
@@ -98,7 +97,7 @@ REFERENCE_CHECKPOINTS: tuple[Checkpoint, ...] = (
         "53 languages; only those among the study's targets are listed (partial list)", 53,
     ),
     _hub(
-        "xlsr300m", "facebook/wav2vec2-xls-r-300m", "wav2vec2", 436_000, _STUDY_LANGUAGES,
+        "xlsr300m", "facebook/wav2vec2-xls-r-300m", "wav2vec2", 436_000, STUDY_LANGUAGES,
         "mixed (VoxPopuli, MLS, Common Voice, BABEL, VoxLingua107)",
         "128 languages, covering all 18 study targets; only those are listed (partial list)", 128,
     ),

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from crossling import paths
-from crossling.atomic import read_json, write_json_atomic
+from crossling.atomic import read_json, read_jsonl, write_json_atomic
 from crossling.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -272,7 +272,7 @@ class Store:
         path = paths.store_attempts_path(self.root, run_id)
         if not path.is_file():
             return []
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return read_jsonl(path)
 
     def write_error(self, run_id: str, error: BaseException | str, traceback_text: str) -> None:
         """Record a failed attempt (error.json: the error, its type and the traceback)."""
