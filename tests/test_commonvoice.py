@@ -57,6 +57,16 @@ def test_row_with_missing_columns_names_file_and_line(tmp_path):
         read_tsv(path)
 
 
+def test_undecodable_or_oversized_tsv_is_a_data_error(tmp_path):
+    path = tmp_path / "train.tsv"
+    path.write_bytes(b"path\tsentence\na.mp3\tcaf\xe9\n")  # Latin-1, not UTF-8
+    with pytest.raises(DataError, match=r"train\.tsv: not UTF-8 text"):
+        read_tsv(path)
+    path.write_text("path\tsentence\na.mp3\t" + "x" * 200_000 + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"train\.tsv:\d+: unreadable TSV row"):
+        read_tsv(path)
+
+
 def test_header_without_sentence_column(tmp_path):
     path = _tsv(tmp_path / "dev.tsv", ["client_id", "path"], [["x", "a.mp3"]])
     with pytest.raises(DataError, match=r"dev\.tsv:1: header lacks column\(s\) sentence"):

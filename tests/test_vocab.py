@@ -71,6 +71,12 @@ def test_json_round_trip_and_check(tmp_path):
     path.write_text(json.dumps({"a": 0, "<unk>": 1, "|": 2}))
     with pytest.raises(DataError, match="'<pad>' to have id 0"):
         read_vocab_json(path)
+    path.write_text(json.dumps(["<pad>", "<unk>", "|"]))
+    with pytest.raises(DataError, match=r"vocab\.json: expected a JSON object"):
+        read_vocab_json(path)
+    path.write_text("{not json")
+    with pytest.raises(DataError, match=r"vocab\.json: cannot read vocabulary"):
+        read_vocab_json(path)
 
 
 def test_transformers_tokenizer_loads_and_round_trips(tmp_path):

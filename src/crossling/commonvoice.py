@@ -94,9 +94,15 @@ def read_tsv(path: Path, display: str | None = None) -> list[ClipRow]:
         raise DataError(f"{display}: TSV file not found")
     with open(path, encoding="utf-8-sig", newline="") as handle:
         reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(reader, None)
-        columns = _columns(display, header)
-        return [_row(display, reader.line_num, fields, header, columns) for fields in reader if fields]
+        try:
+            header = next(reader, None)
+            columns = _columns(display, header)
+            return [_row(display, reader.line_num, fields, header, columns) for fields in reader if fields]
+        except UnicodeDecodeError as error:
+            raise DataError(f"{display}: not UTF-8 text ({error.reason}: "
+                            f"{error.object[error.start:error.end]!r}); Common Voice TSVs are UTF-8") from None
+        except csv.Error as error:
+            raise DataError(f"{display}:{reader.line_num}: unreadable TSV row ({error})") from None
 
 
 def _columns(display: str, header: list[str] | None) -> dict[str, int]:

@@ -63,6 +63,8 @@ def _parse_line(path: Path, line_number: int, line: str) -> Utterance:
         row = json.loads(line)
     except json.JSONDecodeError as error:
         raise DataError(f"{path}:{line_number}: not valid JSON ({error.msg})") from None
+    if not isinstance(row, dict):
+        raise DataError(f"{path}:{line_number}: expected a JSON object (one utterance), found {type(row).__name__}")
     unknown = set(row) - _FIELD_NAMES
     if unknown:
         raise DataError(f"{path}:{line_number}: unknown fields {sorted(unknown)}; valid: {sorted(_FIELD_NAMES)}")

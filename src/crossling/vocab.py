@@ -4,13 +4,12 @@ Token ids: `<pad>` = 0 (CTC blank), `<unk>` = 1, `|` = 2 (word delimiter), then 
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from crossling.atomic import write_json_atomic
+from crossling.atomic import read_json, write_json_atomic
 from crossling.errors import DataError
 
 PAD, UNK, WORD_DELIMITER = "<pad>", "<unk>", "|"
@@ -84,9 +83,11 @@ def read_vocab_json(path: Path) -> dict[str, int]:
     """Read and check a vocab.json written by `write_vocab_json`."""
     path = Path(path)
     try:
-        tokens = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
+        tokens = read_json(path)
+    except (OSError, ValueError) as error:
         raise DataError(f"{path}: cannot read vocabulary ({error})") from None
+    if not isinstance(tokens, dict):
+        raise DataError(f"{path}: expected a JSON object {{token: id}}, found {type(tokens).__name__}")
     for i, token in enumerate(SPECIAL_TOKENS):
         if tokens.get(token) != i:
             raise DataError(f"{path}: expected {token!r} to have id {i}, found {tokens.get(token)!r}")
