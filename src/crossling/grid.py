@@ -4,8 +4,6 @@ finished runs and resuming interrupted ones) and status (states, cost, projected
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import statistics
 import time
@@ -28,7 +26,7 @@ from crossling.executors import (
 )
 from crossling.progress import Track, no_progress
 from crossling.store import DONE, FAILED, PENDING, RUNNING, Store
-from crossling.study import Run, Study, default_store, expand_runs
+from crossling.study import Run, Study, default_store, expand_runs, identity_hash
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +95,11 @@ def plan_study(study: Study, store: Store | Path | str | None = None) -> PlanCou
 
 
 def count_states(store: Store, runs: list[Run]) -> PlanCounts:
-    states = [store.state(run.run_id) for run in runs]
-    return PlanCounts(len(runs), states.count(DONE), states.count(FAILED), states.count(RUNNING), states.count(PENDING))
+    return _counts([store.state(run.run_id) for run in runs])
+
+
+def _counts(states: list[str]) -> PlanCounts:
+    return PlanCounts(len(states), states.count(DONE), states.count(FAILED), states.count(RUNNING), states.count(PENDING))
 
 
 def plan_record(study: Study, runs: list[Run]) -> dict[str, Any]:
@@ -149,8 +150,7 @@ def _prepared_root(study: Study, store: Store) -> Path:
     data = study.data
     if data.options.out:
         return data.resolve(data.options.out)
-    digest = hashlib.sha256(json.dumps(data.identity(), sort_keys=True).encode()).hexdigest()[:10]
-    return store.root / "data" / f"{data.kind}-{digest}"
+    return store.root / "data" / f"{data.kind}-{identity_hash(data.identity())}"
 
 
 def _prepare_under_claim(study: Study, store: Store, root: Path, missing: list[str], track: Track) -> None:
@@ -400,7 +400,7 @@ def study_status(study: Study, store: Store | Path | str | None = None) -> Study
     runs = expand_runs(study)
     statuses = tuple(run_status(store, run.run_id) for run in runs)
     done = [s for s in statuses if s.state == DONE and s.wall_seconds is not None]
-    counts = PlanCounts(len(statuses), *(sum(s.state == k for s in statuses) for k in (DONE, FAILED, RUNNING, PENDING)))
+    counts = _counts([s.state for s in statuses])
     mean = statistics.fmean(s.wall_seconds for s in done) if done else None
     return StudyStatus(
         counts=counts,

@@ -323,9 +323,14 @@ def run_id(
         "recipe": dataclasses.asdict(config),
         "data": data.identity(),
     }
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
+    digest = identity_hash(identity)
     parts = [_slug(label or checkpoint), _slug(language), f"s{seed}", *(_setting_slug(k, v) for k, v in settings)]
     return "-".join([*parts, digest])
+
+
+def identity_hash(identity: Any) -> str:
+    """10 hex digits of SHA-256 over `identity` as canonical JSON: equal values, equal hashes."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def _slug(text: str) -> str:
