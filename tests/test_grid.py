@@ -151,6 +151,9 @@ def test_missing_prepared_language_is_an_error_naming_it(tmp_path):
         run_study(study, run_function=TOY)
     with pytest.raises(ConfigError, match="local executor runs one run at a time"):
         run_study(study, run_function=TOY, workers=2)
+    # Ray with no workers would submit nothing and report an empty, successful grid.
+    with pytest.raises(ConfigError, match="workers must be >= 1, got 0"):
+        run_study(study, executor="ray", run_function=TOY, workers=0)
 
 
 def test_results_of_the_store_read_back(toy_study, tmp_path):

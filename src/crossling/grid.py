@@ -334,6 +334,8 @@ def run_study(
     run execute once; a killed grid resumes its interrupted runs from their checkpoints."""
     if executor not in EXECUTORS:
         raise ConfigError(f"executor {executor!r} is not valid; choose one of {', '.join(EXECUTORS)}")
+    if workers < 1:
+        raise ConfigError(f"workers must be >= 1, got {workers}")
     if executor == "local" and workers != 1:
         raise ConfigError("the local executor runs one run at a time; use --executor ray for --workers N, "
                           "or start N `crossling study run` processes on the same store")
