@@ -447,6 +447,9 @@ def _validate(languages: list[str], settings: SynthSettings) -> list[SynthLangua
     if not settings.hours > 0 or not 0 < settings.dev_fraction <= 1 or not 0 < settings.test_fraction <= 1:
         raise ConfigError(f"hours must be > 0 and dev/test fractions in (0, 1]; got hours={settings.hours}, "
                           f"dev_fraction={settings.dev_fraction}, test_fraction={settings.test_fraction}")
+    if len(settings.speakers) != len(_SPLITS) or len(settings.word_range) != 2:
+        raise ConfigError(f"need one speaker count per split ({', '.join(_SPLITS)}) and (min, max) words per "
+                          f"sentence; got speakers={settings.speakers}, word_range={settings.word_range}")
     if min(settings.speakers) < 1 or not 1 <= settings.word_range[0] <= settings.word_range[1]:
         raise ConfigError(f"need >= 1 speaker per split and 1 <= min words <= max words; got "
                           f"speakers={settings.speakers}, word_range={settings.word_range}")
