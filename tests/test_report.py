@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from analysis_factory import synthetic_table
 
-from crossling.errors import DataError
+from crossling.errors import ConfigError, DataError
 from crossling.report import findings, latex_escape, markdown_escape, write_report
 
 EVIL = '<script>alert("x")</script> & 100%_$x$ #{1}~^\\'
@@ -171,6 +171,13 @@ def test_no_usable_run_is_a_data_error(tmp_path):
     table = _small().assign(status="failed")
     with pytest.raises(DataError, match="no usable run"):
         write_report(table, tmp_path)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0, 5.0, -0.05])
+def test_significance_level_outside_0_1_is_a_config_error(tmp_path, alpha):
+    with pytest.raises(ConfigError, match="alpha"):
+        write_report(_small(), tmp_path / "r", alpha=alpha)
+    assert not (tmp_path / "r").exists()
 
 
 def test_findings_are_plain_sentences():

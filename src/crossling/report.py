@@ -16,7 +16,7 @@ import pandas as pd
 
 from crossling import stats
 from crossling.atomic import atomic_path, write_text_atomic
-from crossling.errors import CrosslingError, DataError
+from crossling.errors import ConfigError, CrosslingError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +153,8 @@ class Analysis:
 
 def analyse(table: pd.DataFrame, alpha: float = 0.05, p_adjust: str = "holm", seed: int = 0) -> Analysis:
     """Run every analysis on the usable runs (missing ones listed, not propagated)."""
+    if not 0 < alpha < 1:
+        raise ConfigError(f"alpha (the significance level) must be between 0 and 1, e.g. 0.05; got {alpha}")
     usable, missing = stats.split_missing(table)
     if usable.empty:
         raise DataError(f"no usable run in the results table ({len(table)} rows, none with status 'done' and a CER)")
