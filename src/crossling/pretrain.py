@@ -11,6 +11,7 @@ import logging
 import math
 import platform
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -266,7 +267,7 @@ def _save_checkpoint(out: Path, model, optimizer, step: int, history: list[dict]
         "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
         "wall_seconds": wall_seconds,
         "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
-        "data_position": step, "history": history, **state,
+        "history": history, **state,
     }
     with atomic_path(paths.pretrain_checkpoint_path(out)) as tmp:
         torch.save(checkpoint, tmp)
@@ -301,19 +302,13 @@ def save_model(model, out_dir: Path) -> None:
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
     if tmp.exists():
-        _remove_tree(tmp)
+        shutil.rmtree(tmp)
     model.save_pretrained(tmp, safe_serialization=True)
     Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0, do_normalize=True,
                              return_attention_mask=True).save_pretrained(tmp)
     if out_dir.exists():
-        _remove_tree(out_dir)
+        shutil.rmtree(out_dir)
     tmp.rename(out_dir)
-
-
-def _remove_tree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path)
 
 
 # --- the whole run -------------------------------------------------------------------------------------
