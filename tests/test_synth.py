@@ -14,19 +14,8 @@ from crossling.cli import main
 from crossling.errors import ConfigError
 from crossling.espeak import Voice
 from crossling.manifest import read_manifest, total_hours
-from crossling.synth import (
-    LANGUAGES,
-    TSV_COLUMNS,
-    ClipJob,
-    Room,
-    _capitalize,
-    build_lexicon,
-    make_speakers,
-    render_clip,
-    sentences,
-    synth_language,
-    synthesize_corpus,
-)
+from crossling.sentences import LANGUAGES, _capitalize, build_lexicon, sentences, synth_language
+from crossling.synth import TSV_COLUMNS, ClipJob, Room, make_speakers, render_clip, synthesize_corpus
 
 HOURS = 0.004  # 14.4 s of train audio per language
 SMALL = dict(hours=HOURS, seed=3, dev_fraction=0.5, test_fraction=0.5, speakers=(4, 2, 2))
