@@ -13,7 +13,8 @@ import pytest
 from analysis_factory import synthetic_table
 
 from crossling.errors import ConfigError, DataError
-from crossling.report import findings, latex_escape, markdown_escape, write_report
+from crossling.markup import latex_escape, markdown_escape
+from crossling.report import findings, write_report
 
 EVIL = '<script>alert("x")</script> & 100%_$x$ #{1}~^\\'
 
