@@ -64,3 +64,13 @@ def test_from_mapping_checks_required_keys_and_fixed_length_tuples():
         from_mapping(_Shape, {"name": "x", "pair": ["a", "b"]}, "here")
     shape = from_mapping(_Shape, {"name": "x", "sizes": [4, 5, 6], "pair": ["b", 2]}, "here")
     assert shape == _Shape("x", (4, 5, 6), ("b", 2.0))
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"learning_rate": float("nan")}, "learning_rate must be > 0, got nan"),
+    ({"warmup_fraction": float("nan")}, "must sum to 1, got nan"),
+])
+def test_nan_recipe_values_are_refused(values, message):
+    # TOML can spell nan; a NaN learning rate or schedule fraction compared false with every bound.
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**values)

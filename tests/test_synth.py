@@ -235,7 +235,7 @@ def test_wordfreq_without_the_list_is_refused(monkeypatch, tmp_path):
         synthesize_corpus(tmp_path / "c", ["es"], hours=0.01)
 
 
-@pytest.mark.parametrize("bad", [dict(hours=0), dict(hours=0.01, dev_fraction=0),
+@pytest.mark.parametrize("bad", [dict(hours=0), dict(hours=float("inf")), dict(hours=0.01, dev_fraction=0),
                                  dict(hours=0.01, speakers=(3, 0, 1)), dict(hours=0.01, word_range=(4, 2)),
                                  dict(hours=0.01, speakers=(4, 2)), dict(hours=0.01, word_range=(3,))])
 def test_bad_sizes_are_config_errors(tmp_path, bad):

@@ -57,13 +57,13 @@ class TrainConfig:
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("precision", self.precision, PRECISIONS)
         fractions = self.warmup_fraction + self.hold_fraction + self.decay_fraction
-        if abs(fractions - 1.0) > 1e-6:
+        if not abs(fractions - 1.0) <= 1e-6:  # written so that NaN fails too
             raise ConfigError(
                 f"warmup_fraction + hold_fraction + decay_fraction must sum to 1, got {fractions:g}"
             )
         if self.max_steps < 1:
             raise ConfigError(f"max_steps must be >= 1, got {self.max_steps}")
-        if self.learning_rate <= 0:
+        if not self.learning_rate > 0:
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
 
 

@@ -261,8 +261,8 @@ def _validate(languages: list[str], settings: SynthSettings) -> list[SynthLangua
         raise ConfigError("no languages given; supported: " + ", ".join(sorted(LANGUAGES)))
     if len(set(languages)) != len(languages):
         raise ConfigError(f"languages repeated in {languages}")
-    if not settings.hours > 0 or not 0 < settings.dev_fraction <= 1 or not 0 < settings.test_fraction <= 1:
-        raise ConfigError(f"hours must be > 0 and dev/test fractions in (0, 1]; got hours={settings.hours}, "
+    if not 0 < settings.hours < math.inf or not 0 < settings.dev_fraction <= 1 or not 0 < settings.test_fraction <= 1:
+        raise ConfigError(f"hours must be finite and > 0, dev/test fractions in (0, 1]; got hours={settings.hours}, "
                           f"dev_fraction={settings.dev_fraction}, test_fraction={settings.test_fraction}")
     if len(settings.speakers) != len(_SPLITS) or len(settings.word_range) != 2:
         raise ConfigError(f"need one speaker count per split ({', '.join(_SPLITS)}) and (min, max) words per "
