@@ -132,3 +132,12 @@ def test_config_from_a_toml_file(tmp_path):
     architecture, recipe = resolve_recipe(str(path), steps=7, overrides=None)
     assert architecture == {"hidden_size": 32, "num_hidden_layers": 1}
     assert recipe == PretrainConfig(learning_rate=1e-3, batch_size=4, steps=7)
+
+
+@pytest.mark.parametrize("values", [{"learning_rate": float("nan")}, {"crop_seconds": float("nan")},
+                                    {"learning_rate": 0.0}])
+def test_recipe_bounds_refuse_nan(values):
+    from crossling.pretrain import PretrainConfig
+
+    with pytest.raises(ConfigError, match="learning_rate and crop_seconds must be > 0"):
+        PretrainConfig(**values)

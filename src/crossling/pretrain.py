@@ -82,7 +82,7 @@ class PretrainConfig:
                 raise ConfigError(f"pretrain {name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 < self.mask_prob < 1.0:
             raise ConfigError(f"pretrain mask_prob must be in (0, 1), got {self.mask_prob}")
-        if self.learning_rate <= 0 or self.crop_seconds <= 0:
+        if not (self.learning_rate > 0 and self.crop_seconds > 0):  # NaN fails too
             raise ConfigError("pretrain learning_rate and crop_seconds must be > 0")
 
 
