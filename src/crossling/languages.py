@@ -210,14 +210,3 @@ def get_language(code: str) -> Language:
         valid = " ".join(lang.code for lang in all_languages())
         raise ConfigError(f"unknown language code {code!r}; known Common Voice codes: {valid}")
     return lang
-
-
-def family_of(code: str) -> str:
-    """The family of `code`, or 'unknown' for a code not in the table."""
-    lang = find_language(code)
-    return lang.family if lang else "unknown"
-
-
-def subgroup_of(code: str) -> str:
-    lang = find_language(code)
-    return lang.lineage if lang else "unknown"
