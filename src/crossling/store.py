@@ -21,7 +21,6 @@ from crossling.errors import ConfigError
 log = logging.getLogger(__name__)
 
 DONE, FAILED, RUNNING, PENDING = "done", "failed", "running", "pending"
-STATES = (DONE, FAILED, RUNNING, PENDING)
 
 
 @dataclass(frozen=True)
