@@ -14,6 +14,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from crossling import paths
 from crossling.atomic import write_json_atomic
 from crossling.errors import DataError
 from crossling.progress import Track, no_progress
@@ -39,15 +40,15 @@ def run_demo(out: Path = Path("crossling-demo"), quick: bool = False, workers: i
     started = time.monotonic()
     out = Path(out)
     study = demo_study(quick)
-    store_dir = out / "store"
+    store_dir = paths.demo_store_dir(out)
     prepared = prepare_data(study, open_store(study, store_dir), track)
     data_seconds = time.monotonic() - started
     log.info("demo data prepared in %s (%.0f s)", prepared, data_seconds)
     _run_grid(study, store_dir, workers)
-    table, report = _analyse(study, store_dir, out / "report")
+    table, report = _analyse(study, store_dir, paths.demo_report_dir(out))
     summary = summarize(table, study, report, time.monotonic() - started, workers)
     summary["data_seconds"] = round(data_seconds, 1)
-    write_json_atomic(out / "demo.json", summary)
+    write_json_atomic(paths.demo_summary_path(out), summary)
     return summary
 
 
@@ -79,8 +80,8 @@ def _analyse(study: Study, store_dir: Path, report_dir: Path):
     table = load_results_table(study, store_dir)
     if not (table["status"] == "done").any():
         raise DataError(f"no demo run finished; see the error.json files under {store_dir / 'runs'}")
-    written = write_report(table, report_dir, title=f"crossling {study.name}: mini-zoo x synthetic languages")
-    return table, written.get("report.html", report_dir / "report.html")
+    write_report(table, report_dir, title=f"crossling {study.name}: mini-zoo x synthetic languages")
+    return table, paths.report_page_path(report_dir, "html")
 
 
 # --- the summary ---------------------------------------------------------------------------------

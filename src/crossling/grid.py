@@ -150,7 +150,7 @@ def _prepared_root(study: Study, store: Store) -> Path:
     data = study.data
     if data.options.out:
         return data.resolve(data.options.out)
-    return store.root / "data" / f"{data.kind}-{identity_hash(data.identity())}"
+    return paths.store_prepared_dir(store.root, data.kind, identity_hash(data.identity()))
 
 
 def _prepare_under_claim(study: Study, store: Store, root: Path, missing: list[str], track: Track) -> None:
@@ -177,7 +177,7 @@ def _prepare(study: Study, root: Path, languages: list[str], track: Track) -> No
     else:
         from crossling.synth import synthesize_corpus
 
-        source = root.parent / f"{root.name}-corpus"
+        source = paths.store_corpus_dir(root)
         synthesize_corpus(source, languages, options.hours, seed=options.seed, dev_fraction=options.dev_fraction,
                           test_fraction=options.test_fraction, speakers=options.speakers, noise=options.noise,
                           track=track)

@@ -139,3 +139,67 @@ def synthetic_tsv_path(corpus_root: Path, language: str, name: str) -> Path:
 def synthetic_summary_path(corpus_root: Path, language: str) -> Path:
     """A synthesized language's settings and sizes; written last, so its presence marks completion."""
     return Path(corpus_root) / language / "synth.json"
+
+
+# --- a study's store: data and default location ----------------------------------------------------
+
+
+def default_store_dir(study_file: Path) -> Path:
+    """Where a study file's runs go unless it names a store: `<stem>.runs/` beside it."""
+    study_file = Path(study_file)
+    return study_file.parent / f"{study_file.stem}.runs"
+
+
+def store_prepared_dir(store_root: Path, data_kind: str, data_hash: str) -> Path:
+    """Prepared data of a study, named after the data identity (changed options never reuse old data)."""
+    return Path(store_root) / "data" / f"{data_kind}-{data_hash}"
+
+
+def store_corpus_dir(prepared_dir: Path) -> Path:
+    """The synthetic corpus a store's prepared data was made from, beside it."""
+    prepared_dir = Path(prepared_dir)
+    return prepared_dir.parent / f"{prepared_dir.name}-corpus"
+
+
+# --- report ------------------------------------------------------------------------------------------
+
+
+def report_page_path(report_dir: Path, extension: str) -> Path:
+    """report.html (written last) or report.md."""
+    return Path(report_dir) / f"report.{extension}"
+
+
+def report_figure_path(report_dir: Path, name: str) -> Path:
+    return Path(report_dir) / "figures" / f"{name}.png"
+
+
+def report_table_path(report_dir: Path, name: str, extension: str) -> Path:
+    return Path(report_dir) / "tables" / f"{name}.{extension}"
+
+
+# --- demo and mini-zoo build --------------------------------------------------------------------------
+
+
+def demo_store_dir(demo_dir: Path) -> Path:
+    return Path(demo_dir) / "store"
+
+
+def demo_report_dir(demo_dir: Path) -> Path:
+    return Path(demo_dir) / "report"
+
+
+def demo_summary_path(demo_dir: Path) -> Path:
+    """demo.json: the demo's CER table and checks; written last."""
+    return Path(demo_dir) / "demo.json"
+
+
+def zoo_corpus_dir(work_dir: Path) -> Path:
+    return Path(work_dir) / "corpus"
+
+
+def zoo_prepared_dir(work_dir: Path) -> Path:
+    return Path(work_dir) / "prepared"
+
+
+def zoo_pretrain_dir(work_dir: Path, alias: str) -> Path:
+    return Path(work_dir) / "pretrain" / alias

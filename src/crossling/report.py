@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from crossling import stats
+from crossling import paths, stats
 from crossling.atomic import atomic_path, write_text_atomic
 from crossling.errors import ConfigError, CrosslingError, DataError
 from crossling.markup import Cell, Table, fmt, fmt_p, html_escape, markdown_escape
@@ -389,15 +389,19 @@ def write_report(table: pd.DataFrame, out_dir: Path, title: str = "crossling stu
     rendered = tables(a)
     figs = make_figures(a)
     written: dict[str, Path] = {}
+
+    def record(path: Path) -> None:
+        written[path.relative_to(out_dir).as_posix()] = path
+
     for name, (_, png) in figs.items():
-        written[f"figures/{name}.png"] = _write_bytes(out_dir / "figures" / f"{name}.png", png)
+        record(_write_bytes(paths.report_figure_path(out_dir, name), png))
     for name, (rendered_table, frame) in rendered.items():
-        written[f"tables/{name}.csv"] = _write_text(out_dir / "tables" / f"{name}.csv", _csv(frame))
-        written[f"tables/{name}.tex"] = _write_text(out_dir / "tables" / f"{name}.tex", rendered_table.latex())
+        record(_write_text(paths.report_table_path(out_dir, name, "csv"), _csv(frame)))
+        record(_write_text(paths.report_table_path(out_dir, name, "tex"), rendered_table.latex()))
     for name, frame in csv_only(a).items():
-        written[f"tables/{name}.csv"] = _write_text(out_dir / "tables" / f"{name}.csv", _csv(frame))
-    written["report.md"] = _write_text(out_dir / "report.md", render_markdown(title, a, rendered, figs))
-    written["report.html"] = _write_text(out_dir / "report.html", render_html(title, a, rendered, figs))
+        record(_write_text(paths.report_table_path(out_dir, name, "csv"), _csv(frame)))
+    record(_write_text(paths.report_page_path(out_dir, "md"), render_markdown(title, a, rendered, figs)))
+    record(_write_text(paths.report_page_path(out_dir, "html"), render_html(title, a, rendered, figs)))
     log.info("report written to %s (%d files)", out_dir, len(written))
     return written
 

@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from crossling import paths
 from crossling.config import TrainConfig, _coerce, check_keys, from_mapping, read_toml
 from crossling.errors import ConfigError
 from crossling.registry import find_checkpoint
@@ -262,7 +263,7 @@ def default_store(study: Study) -> Path:
         return study.store_dir
     if study.path is None:
         raise ConfigError("a study built in code has no default store; pass one")
-    return study.path.parent / f"{study.path.stem}.runs"
+    return paths.default_store_dir(study.path)
 
 
 # --- expanding into runs -------------------------------------------------------------------------
@@ -351,5 +352,5 @@ def find_study(text: str | Path) -> Study:
         return load_study(path)
     study = load_study(example_study_path(str(text)))
     if study.store_dir is None:
-        study = dataclasses.replace(study, store_dir=Path.cwd() / f"{path.name}.runs")
+        study = dataclasses.replace(study, store_dir=paths.default_store_dir(Path.cwd() / f"{path.name}.toml"))
     return study

@@ -78,9 +78,9 @@ def build_zoo(work: Path, out: Path | None = None, recipe_path: Path | None = No
     recipe = read_recipe(recipe_path)
     out = Path(out) if out else zoo_dir()
     prepared = _prepare_corpus(recipe, Path(work), workers, track)
-    records = _pretrain_all(recipe, prepared, Path(work) / "pretrain", workers)
+    records = _pretrain_all(recipe, prepared, Path(work), workers)
     for model, record in zip(recipe.models, records, strict=True):
-        _export(model, record, Path(work) / "pretrain" / model.alias, out / model.alias, recipe)
+        _export(model, record, paths.zoo_pretrain_dir(work, model.alias), out / model.alias, recipe)
     write_text_atomic(out / "zoo.toml", zoo_toml(recipe, records))
     if recipe_path is not None or out != zoo_dir():
         shutil.copyfile(recipe_path or zoo_dir() / "recipe.toml", out / "recipe.toml")
@@ -92,13 +92,13 @@ def _prepare_corpus(recipe: ZooRecipe, work: Path, workers: int, track: Track) -
     from crossling.synth import synthesize_corpus
 
     corpus = recipe.corpus
-    synthesize_corpus(work / "corpus", list(corpus["languages"]), corpus["hours"], seed=corpus["seed"],
+    synthesize_corpus(paths.zoo_corpus_dir(work), list(corpus["languages"]), corpus["hours"], seed=corpus["seed"],
                       workers=workers, dev_fraction=corpus["dev_fraction"], test_fraction=corpus["test_fraction"],
                       track=track)
-    prepare_release(work / "corpus", list(corpus["languages"]), work / "prepared",
+    prepare_release(paths.zoo_corpus_dir(work), list(corpus["languages"]), paths.zoo_prepared_dir(work),
                     train_hours=recipe.prepare["train_hours"], seed=recipe.prepare["seed"], workers=workers,
                     track=track)
-    return work / "prepared"
+    return paths.zoo_prepared_dir(work)
 
 
 def pretrain_job(prepared: Path, model: ZooModel, pretrain: dict[str, Any], out: Path) -> dict:
@@ -129,8 +129,8 @@ def random_job(model: ZooModel, pretrain: dict[str, Any], out: Path) -> dict:
 def _pretrain_all(recipe: ZooRecipe, prepared: Path, work: Path, workers: int) -> list[dict]:
     """Every model of the recipe, `workers` at a time, each process with the recipe's thread count."""
     with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(random_job, m, recipe.pretrain, work / m.alias) if m.random
-                   else pool.submit(pretrain_job, prepared, m, recipe.pretrain, work / m.alias)
+        futures = [pool.submit(random_job, m, recipe.pretrain, paths.zoo_pretrain_dir(work, m.alias)) if m.random
+                   else pool.submit(pretrain_job, prepared, m, recipe.pretrain, paths.zoo_pretrain_dir(work, m.alias))
                    for m in recipe.models]
         return [future.result() for future in futures]
 
