@@ -27,3 +27,21 @@ def test_failure_inside_block_keeps_old_content(tmp_path):
         raise RuntimeError("crash")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_corrupt_json_names_the_file_and_line(tmp_path):
+    from crossling.errors import DataError
+
+    broken = tmp_path / "result.json"
+    broken.write_text('{\n  "cer": 0.5,\n  oops\n}\n')
+    with pytest.raises(DataError, match=r"result.json:3: not valid JSON"):
+        read_json(broken)
+
+
+def test_corrupt_jsonl_line_is_named_and_still_a_value_error(tmp_path):
+    from crossling.atomic import read_jsonl
+
+    broken = tmp_path / "index.jsonl"
+    broken.write_text('{"a": 1}\n\n{"a": \n')
+    with pytest.raises(ValueError, match=r"index.jsonl:3: not valid JSON"):
+        read_jsonl(broken)

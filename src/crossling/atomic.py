@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from crossling.errors import CorruptArtifactError
+
 
 def _current_umask() -> int:
     mask = os.umask(0)
@@ -53,10 +55,26 @@ def write_jsonl_atomic(target: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def read_json(path: Path) -> Any:
+    """Parse a JSON file; a corrupt one raises CorruptArtifactError naming the file, line and column."""
     with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+        try:
+            return json.load(handle)
+        except json.JSONDecodeError as error:
+            raise _corrupt(path, error.lineno, error) from None
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Parse a JSON-lines file (blank lines skipped); a corrupt line raises CorruptArtifactError naming it."""
+    rows = []
     with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+        for line_number, line in enumerate(handle, start=1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as error:
+                    raise _corrupt(path, line_number, error) from None
+    return rows
+
+
+def _corrupt(path: Path, line_number: int, error: json.JSONDecodeError) -> CorruptArtifactError:
+    return CorruptArtifactError(f"{path}:{line_number}: not valid JSON ({error.msg}, column {error.colno})")

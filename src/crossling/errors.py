@@ -9,6 +9,10 @@ class DataError(CrosslingError):
     """A corpus, manifest or prepared language is missing or malformed."""
 
 
+class CorruptArtifactError(DataError, ValueError):
+    """A JSON artifact on disk cannot be parsed (e.g. edited by hand); also a ValueError, as json's is."""
+
+
 class ConfigError(CrosslingError):
     """A study file, run config or command-line value is invalid."""
 
