@@ -142,3 +142,18 @@ def tar_release(folder: Path, tar_path: Path) -> Path:
 def with_kind(clips: list[FakeClip], index: int, **changes) -> list[FakeClip]:
     """A copy of `clips` with clip `index` changed (e.g. kind="corrupt" or sentence="")."""
     return [replace(c, **changes) if i == index else c for i, c in enumerate(clips)]
+
+
+def count_decodes(monkeypatch) -> list:
+    """Record every clip that crossling.audio actually decodes (the list fills as decoding happens)."""
+    import crossling.audio as audio
+
+    calls = []
+    real = audio.decode_to_wav
+
+    def counted(source, target):
+        calls.append(source)
+        return real(source, target)
+
+    monkeypatch.setattr(audio, "decode_to_wav", counted)
+    return calls

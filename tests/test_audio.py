@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-import crossling.audio as audio
 from crossling.audio import CORRUPT, EMPTY, ClipCache, ClipJob, decode_file, decode_stream
 from crossling.paths import audio_cache_index_path
 
@@ -70,23 +69,11 @@ def test_corrupt_and_empty_clips_are_reported_not_raised(tmp_path):
     assert outcomes[1].detail  # says what libsndfile complained about
 
 
-def _counting_decoder(monkeypatch):
-    calls = []
-    real = audio.decode_to_wav
-
-    def counted(source, target):
-        calls.append(source)
-        return real(source, target)
-
-    monkeypatch.setattr(audio, "decode_to_wav", counted)
-    return calls
-
-
 def test_rerun_reuses_cache_without_decoding(tmp_path, monkeypatch):
     paths = _clips(tmp_path / "src")
     (tmp_path / "src" / "junk.mp3").write_bytes(b"junk" * 50)
     paths.append(tmp_path / "src" / "junk.mp3")
-    calls = _counting_decoder(monkeypatch)
+    calls = cvfactory.count_decodes(monkeypatch)
     out = tmp_path / "out"
     cache = ClipCache(out, "pt")
     first = list(decode_stream(_jobs(paths), cache, workers=1))
@@ -111,7 +98,7 @@ def test_changed_source_is_decoded_again(tmp_path, monkeypatch):
     cache.save()
     cvfactory.write_clip(paths[0], cvfactory.FakeClip(paths[0].name, 1.5, "x"))  # new content, new size
     os.utime(paths[0], ns=(1, 1))
-    calls = _counting_decoder(monkeypatch)
+    calls = cvfactory.count_decodes(monkeypatch)
     cache = ClipCache(out, "pt")
     outcomes = list(decode_stream(_jobs(paths), cache, workers=1))
     assert calls == [str(paths[0])]

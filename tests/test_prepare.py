@@ -7,7 +7,6 @@ import cvfactory
 import pytest
 import soundfile as sf
 
-import crossling.audio as audio
 import crossling.prepare as prepare_module
 from crossling import paths
 from crossling.atomic import read_json
@@ -88,7 +87,7 @@ def test_tar_release_gives_the_same_result_as_the_folder(release, tmp_path):
 def test_tar_rerun_reuses_cache(release, tmp_path, monkeypatch):
     tar = cvfactory.tar_release(release, tmp_path / "cv.tar.gz")
     _prepare(tar, tmp_path / "out")
-    calls = _count_decodes(monkeypatch)
+    calls = cvfactory.count_decodes(monkeypatch)
     (summary,) = _prepare(tar, tmp_path / "out")
     assert calls == [] and summary["cache"]["decoded"] == 0 and summary["cache"]["reused"] > 0
 
@@ -138,22 +137,10 @@ def test_dev_and_test_caps(release, tmp_path):
     assert len(seeded) == 2 and [u.id for u in seeded] != [u.id for u in dev]
 
 
-def _count_decodes(monkeypatch):
-    calls = []
-    real = audio.decode_to_wav
-
-    def counted(source, target):
-        calls.append(source)
-        return real(source, target)
-
-    monkeypatch.setattr(audio, "decode_to_wav", counted)
-    return calls
-
-
 def test_rerun_reuses_the_decode_cache(release, tmp_path, monkeypatch):
     _prepare(release, tmp_path, languages=["pt", "de"])
     wavs = {p: p.stat().st_mtime_ns for p in (tmp_path / "_audio").rglob("*.wav")}
-    calls = _count_decodes(monkeypatch)
+    calls = cvfactory.count_decodes(monkeypatch)
     summaries = _prepare(release, tmp_path, languages=["pt", "de"])
     assert calls == []
     assert all(s["cache"]["decoded"] == 0 and s["cache"]["reused"] > 0 for s in summaries)

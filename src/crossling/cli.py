@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+from crossling import paths
 from crossling.errors import CrosslingError
 
 
@@ -444,7 +445,7 @@ def _cmd_pretrain(args) -> int:
           f"({', '.join(f'{k} {v:.3f} h' for k, v in record['hours'].items())}) in {record['wall_seconds']:.0f} s: "
           f"contrastive loss {record['initial']['contrastive_loss']:.3f} -> {final['contrastive_loss']:.3f}, "
           f"accuracy {record['initial']['accuracy']:.3f} -> {final['accuracy']:.3f}")
-    print(f"model: {args.out / 'model'}")
+    print(f"model: {paths.pretrain_model_dir(args.out)}")
     return 0
 
 
