@@ -258,19 +258,12 @@ def _try_job(store: Store, run: Run, retry: _Retry, tracker: _Tracker) -> Job | 
             state = RUNNING
         else:
             # Re-check under the claim: another worker may have finished or failed it meanwhile.
-            state = _state_under_claim(store, run.run_id)
+            state = store.recorded_state(run.run_id)
             if state == PENDING or (state == FAILED and retry(run.run_id)):
                 return Job(run, claim)
             store.release(claim)
     _count_skip(tracker, run.run_id, state)
     return None
-
-
-def _state_under_claim(store: Store, run_id: str) -> str:
-    run_dir = store.run_dir(run_id)
-    if paths.run_result_path(run_dir).is_file():
-        return DONE
-    return FAILED if paths.run_error_path(run_dir).is_file() else PENDING
 
 
 _Retry = Callable[[str], bool]

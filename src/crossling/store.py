@@ -121,14 +121,17 @@ class Store:
 
     def state(self, run_id: str) -> str:
         """'done' (result.json), 'running' (live claim), 'failed' (error.json) or 'pending'."""
+        recorded = self.recorded_state(run_id)
+        if recorded != DONE and self.claim_is_live(run_id):
+            return RUNNING
+        return recorded
+
+    def recorded_state(self, run_id: str) -> str:
+        """What the run directory says, claims aside: 'done', 'failed' or 'pending'."""
         run_dir = self.run_dir(run_id)
         if paths.run_result_path(run_dir).is_file():
             return DONE
-        if self.claim_is_live(run_id):
-            return RUNNING
-        if paths.run_error_path(run_dir).is_file():
-            return FAILED
-        return PENDING
+        return FAILED if paths.run_error_path(run_dir).is_file() else PENDING
 
     def result(self, run_id: str) -> dict[str, Any] | None:
         path = paths.run_result_path(self.run_dir(run_id))
