@@ -4,10 +4,10 @@ greedy transcripts of dev/test, per-utterance hypotheses, corpus-level CER/WER s
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import crossling
 from crossling import paths
 from crossling.atomic import read_json, write_json_atomic, write_jsonl_atomic
 from crossling.batching import PreparedLanguage, SplitAudio, open_prepared
@@ -19,9 +19,8 @@ from crossling.scoring import for_scoring, score_pair, scores_record
 
 log = logging.getLogger(__name__)
 
-# Sleeping (not spinning) OpenMP waits: on a shared CPU spinning threads starve their busy siblings (see
-# finetune.py). Effective when torch is first imported after this module, as in `crossling evaluate`.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Effective when torch is first imported after this module, as in `crossling evaluate`.
+crossling.prefer_sleeping_openmp_waits()
 
 
 def evaluate(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import random
 import resource
 import shutil
@@ -15,14 +14,6 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-
-# Idle OpenMP threads spin by default; when other processes share the CPU (a study grid, a shared machine)
-# the spinning threads take the cores their busy sibling needs, and training steps ran 3-8x slower
-# (BENCHMARKS.md). Sleeping waits change no computed value. libgomp reads this once, when torch loads it.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import numpy as np  # noqa: E402 - after the OpenMP setting above
-import torch  # noqa: E402
 
 import crossling
 from crossling import paths
@@ -48,6 +39,12 @@ from crossling.models import (
 from crossling.progress import Track, no_progress
 from crossling.registry import find_checkpoint
 from crossling.schedule import describe, learning_rate
+
+# Before torch loads OpenMP (none of the crossling modules above imports torch at module level).
+crossling.prefer_sleeping_openmp_waits()
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 log = logging.getLogger(__name__)
 
