@@ -76,6 +76,24 @@ def pipeline_decode(model_dir: Path, waveforms: list, device: str):
     return run
 
 
+def inference_flops(model_dir: Path, waveforms: list) -> float:
+    """Model FLOPs of one forward pass over every waveform, unpadded (CNN + encoder + CTC head)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_dir)
+    return sum(common.cnn_flops(config, len(w))
+               + common.encoder_flops(config, common.conv_frames(config, len(w))[-1], config.vocab_size)
+               for w in waveforms)
+
+
+def ceiling_line(s: dict) -> str:
+    """How much faster than the pipeline any decoder of the same model FLOPs could be on this machine."""
+    utilisation = s["pipeline_flops_per_second"] / s["peak_flops"]
+    return (f"CEILING eval {s['size']}: the pipeline runs the model at {s['pipeline_flops_per_second'] / 1e9:.1f} "
+            f"GFLOP/s, {utilisation:.0%} of the measured matmul peak ({s['peak_flops'] / 1e9:.0f} GFLOP/s); the same "
+            f"FLOPs at the peak would be at most {1 / utilisation:.2f}x faster")
+
+
 def bench_size(size: str, work: Path, quick: bool, device: str) -> dict:
     s = dict(SETTINGS[size], **(QUICK[size] if quick else {}))
     prepared = common.make_prepared(work / f"prepared-eval-{size}-{s['clips']}",
@@ -99,7 +117,11 @@ def bench_size(size: str, work: Path, quick: bool, device: str) -> dict:
     results = common.interleaved({"crossling": timer("crossling", ours), "pipeline": timer("pipeline", theirs)},
                                  s["repeats"])
     same = sum(a == b for a, b in zip(outputs["crossling"], outputs["pipeline"], strict=True))
-    return {"size": size, "clips": s["clips"], "audio_seconds": audio_seconds, "device": device,
+    flops = inference_flops(model_dir, waveforms)
+    pipeline_seconds = min(r["seconds"] for r in results["pipeline"])
+    return {"flops": flops, "pipeline_flops_per_second": flops / pipeline_seconds,
+            "peak_flops": common.matmul_peak_flops(2048),
+"size": size, "clips": s["clips"], "audio_seconds": audio_seconds, "device": device,
             "ratio": common.median_ratio([r["seconds"] for r in results["pipeline"]],
                                          [r["seconds"] for r in results["crossling"]]),
             "crossling_x_realtime": audio_seconds / min(r["seconds"] for r in results["crossling"]),
@@ -128,6 +150,7 @@ def main(argv=None) -> int:
         print(common.line(f"eval throughput {size} (crossling / pipeline one at a time)", s["ratio"], target=3.0,
                           note=f"{s['crossling_x_realtime']:.0f}x vs {s['pipeline_x_realtime']:.0f}x real time, "
                                f"{s['clips']} clips"), flush=True)
+        print(ceiling_line(s), flush=True)
         print(f"TRANSCRIPTS {size}: {s['identical_transcripts']}/{s['clips']} identical "
               f"({s['nonempty']} non-empty)", flush=True)
     if args.json:

@@ -51,6 +51,41 @@ def crossling_decode_only(clips: list[Path]) -> int:
     return sum(len(decode_file(c)) for c in clips)
 
 
+def decoder_only(clips: list[Path]) -> int:
+    """libsndfile's MP3 decoding alone (48 kHz float, no resampling, no writing): the floor under both
+    `librosa.load` and crossling, which decode with it."""
+    return sum(len(soundfile.read(str(c), dtype="float32")[0]) for c in clips)
+
+
+def other_decoders() -> dict:
+    """Other MP3 decoders from PyPI, if installed (`pip install av miniaudio pedalboard`): name -> a
+    function decoding one clip to 48 kHz float samples."""
+    import importlib.util
+
+    import numpy as np
+
+    def with_av(path: Path):
+        import av
+
+        with av.open(str(path)) as container:
+            return np.concatenate([frame.to_ndarray()[0] for frame in container.decode(audio=0)])
+
+    def with_miniaudio(path: Path):
+        import miniaudio
+
+        return miniaudio.mp3_read_file_f32(str(path)).samples
+
+    def with_pedalboard(path: Path):
+        from pedalboard.io import AudioFile
+
+        with AudioFile(str(path)) as audio:
+            return audio.read(audio.frames)[0]
+
+    candidates = {"av (FFmpeg)": ("av", with_av), "miniaudio (dr_mp3)": ("miniaudio", with_miniaudio),
+                  "pedalboard (JUCE)": ("pedalboard", with_pedalboard)}
+    return {name: fn for name, (module, fn) in candidates.items() if importlib.util.find_spec(module)}
+
+
 def crossling_parallel(clips: list[Path], root: Path, workers: int) -> int:
     """The path `crossling prepare` takes: `decode_stream` over an empty cache with `workers` processes."""
     from crossling.audio import ClipCache, ClipJob, decode_stream
@@ -86,12 +121,12 @@ def check_same_audio(clips: list[Path], target: Path) -> float:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--clips", type=int, help="number of clips (default 160, quick 40)")
+    parser.add_argument("--clips", type=int, help="number of clips (default 600, quick 200; fewer let process start-up dominate the all-cores figures)")
     parser.add_argument("--repeats", type=int, help="interleaved repetitions (default 3, quick 2)")
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "crossling-bench"))
     parser.add_argument("--json")
     args = parser.parse_args(argv)
-    count = args.clips or (40 if args.quick else 160)
+    count = args.clips or (200 if args.quick else 600)
     repeats = args.repeats or (2 if args.quick else 3)
     cores = os.cpu_count() or 1
     work = Path(args.work)
@@ -107,7 +142,10 @@ def main(argv=None) -> int:
         "crossling_decode": lambda rep: timed(lambda: crossling_decode_only(clips)),
         "crossling_all": lambda rep: timed(lambda: crossling_parallel(clips, work / "bench-prepare-cache", cores)),
         "librosa_all": lambda rep: timed(lambda: librosa_parallel(clips, cores)),
+        "decoder_only": lambda rep: timed(lambda: decoder_only(clips)),
     }
+    for name, decode in other_decoders().items():
+        systems[name] = lambda rep, decode=decode: timed(lambda: sum(len(decode(c)) for c in clips))
     results = common.interleaved(systems, repeats)
     for name, runs in results.items():
         rates = [audio_seconds / r["seconds"] for r in runs]
@@ -131,6 +169,13 @@ def main(argv=None) -> int:
     print(common.line(f"prepare {cores} cores (crossling / librosa.load in a {cores}-process pool)", all_cores,
                       target=3.0, note=f"RTF crossling {rtf['crossling_all']:.5f}, librosa {rtf['librosa_all']:.5f}"))
     print(common.line(f"prepare {cores} cores crossling / librosa.load loop", vs_sequential))
+    floor = common.median_ratio(seconds["librosa_1core"], seconds["decoder_only"])
+    print(f"CEILING prepare 1 core: libsndfile's MP3 decoding alone (no resampling, no writing) is "
+          f"{floor:.2f}x faster than librosa.load, so no path through this decoder can be faster than that")
+    for name in other_decoders():
+        print(common.line(f"other decoder {name} / libsndfile, decoding only",
+                          common.median_ratio(seconds["decoder_only"], seconds[name])))
+    summary["decoder_floor_ratio"] = floor
     print(f"SAME AUDIO: same lengths, max |difference| {summary['max_abs_difference']:.2e} (PCM-16 rounding)")
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
