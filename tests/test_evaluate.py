@@ -91,20 +91,29 @@ def test_missing_language_and_model_errors(prepared, tmp_path):
         evaluate(tmp_path, prepared, "xx")
 
 
-def test_transcripts_do_not_depend_on_batching(prepared, tmp_path):
-    """Length-sorted batched inference returns the same text as one utterance at a time."""
-    from crossling.decoding import transcribe
+@pytest.mark.parametrize(("model_type", "norm"), [("wav2vec2", "layer"), ("wav2vec2", "group"), ("hubert", "group")])
+def test_transcripts_do_not_depend_on_batching(prepared, tmp_path, model_type, norm):
+    """Length-sorted batched inference returns the same paths as one utterance at a time, for group-norm
+    CNNs too (their features are computed per utterance, the transformer runs batched under a mask)."""
+    from crossling.decoding import best_paths, path_to_text
     from crossling.models import load_finetuned
 
-    checkpoint = make_tiny_checkpoint(tmp_path / "ckpt", "wav2vec2")
+    checkpoint = make_tiny_checkpoint(tmp_path / "ckpt", model_type, feat_extract_norm=norm)
     finetune(prepared, "xx", str(checkpoint), 0, tmp_path / "run", FEW_STEPS, device="cpu")
     model, _, spec = load_finetuned(paths.run_model_dir(tmp_path / "run"))
+    assert spec.use_attention_mask is (norm == "layer")
     data = open_prepared(prepared, "xx")
     waveforms = [load_audio(prepared, u) for u in data.split("test")]
-    id_to_token = {i: t for t, i in data.vocab.items()}
-    batched = transcribe(model, waveforms, spec, id_to_token, batch_seconds=100.0)
-    alone = transcribe(model, waveforms, spec, id_to_token, batch_seconds=0.0)
+    calls = []
+    model.register_forward_hook(lambda module, args, output: calls.append(output.logits.shape[0]))
+    batched = best_paths(model, waveforms, spec, batch_seconds=100.0)
+    assert max(calls) >= 5  # utterances really shared a forward pass
+    calls.clear()
+    alone = best_paths(model, waveforms, spec, batch_seconds=0.0)
+    assert calls == [1] * len(waveforms)
     assert batched == alone
+    id_to_token = {i: t for t, i in data.vocab.items()}
+    assert sum(bool(path_to_text(p, id_to_token)) for p in alone) >= 5  # not a blank-only model
     assert len({len(w) for w in waveforms}) > 1 and np.isfinite(waveforms[0]).all()
 
 

@@ -307,7 +307,7 @@ def test_report_cli_errors_are_for_people(tmp_path, capsys):
 
 def test_analysis_modules_never_import_torch(tmp_path):
     _small().to_csv(tmp_path / "ok.csv", index=False)
-    code = ("import sys; from crossling import languages, typology, stats, recommend, report, figures; "
+    code = ("import sys; from crossling import languages, typology, stats, factors, recommend, report, figures; "
             "report.report_from(sys.argv[1], sys.argv[2]); recommend.recommend_from('pt', sys.argv[1]); "
             "sys.exit(1 if 'torch' in sys.modules or 'transformers' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code, str(tmp_path / "ok.csv"), str(tmp_path / "o")]).returncode == 0

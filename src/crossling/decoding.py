@@ -12,7 +12,7 @@ import numpy as np
 
 from crossling.batching import length_sorted_batches, pad_batch, prepare_input
 from crossling.manifest import SAMPLE_RATE
-from crossling.models import InputSpec, frames_for_samples
+from crossling.models import InputSpec, feature_encoder, frames_for_samples, replaying
 from crossling.progress import Track, no_progress
 
 BLANK_ID = 0
@@ -35,30 +35,50 @@ def best_paths(model, waveforms: Sequence[np.ndarray], spec: InputSpec, device: 
     """Frame-wise argmax ids of each waveform (cut to its own frame count), in input order.
 
     `waveforms` may read from disk when indexed (e.g. `batching.SplitAudio`); `lengths` (samples) then
-    orders them without reading. Batches are length-sorted to limit padding. Without an attention mask
-    (group-norm encoders) padding would change the output, so each utterance then runs alone."""
+    orders them without reading. Batches are length-sorted to limit padding, and padding never changes
+    an utterance's output (see `batch_logits`)."""
     import torch
 
     lengths = lengths if lengths is not None else [len(w) for w in waveforms]
     durations = [n / SAMPLE_RATE for n in lengths]
     if not device.startswith("cuda"):
         batch_seconds = min(batch_seconds, CPU_BATCH_SECONDS)
-    batches = length_sorted_batches(durations, batch_seconds if spec.use_attention_mask else 0.0)
+    batches = length_sorted_batches(durations, batch_seconds)
     paths: list[list[int]] = [[] for _ in durations]
     model.eval()
     with torch.inference_mode():
         for batch in track(batches, len(batches), "decoding"):
-            inputs_np = [prepare_input(waveforms[i], spec) for i in batch]
-            values, mask = pad_batch(inputs_np)
-            inputs = {"input_values": values.to(device)}
-            if spec.use_attention_mask:
-                inputs["attention_mask"] = mask.to(device)
+            inputs = [prepare_input(waveforms[i], spec) for i in batch]
             with torch.autocast(device_type=device.split(":")[0], dtype=autocast_dtype,
                                 enabled=autocast_dtype is not None):
-                ids = model(**inputs).logits.argmax(dim=-1).cpu()
-            for row, (index, waveform) in enumerate(zip(batch, inputs_np, strict=True)):
+                ids = batch_logits(model, inputs, spec, device).argmax(dim=-1).cpu()
+            for row, (index, waveform) in enumerate(zip(batch, inputs, strict=True)):
                 paths[index] = ids[row, : frames_for_samples(model.config, len(waveform))].tolist()
     return paths
+
+
+def batch_logits(model, inputs: Sequence[np.ndarray], spec: InputSpec, device: str):
+    """CTC logits (batch, frames, vocab) of model-ready waveforms, right-padded; each utterance's frames
+    are what it would get alone.
+
+    A layer-norm CNN sees each frame's own samples only, so the padded batch runs as is under an attention
+    mask. A group-norm CNN normalises over the whole input, padding included, so its features are computed
+    one utterance at a time and only the transformer runs batched (under the mask, which also keeps the
+    zero-padded frames out of the positional convolution)."""
+    import torch
+
+    values, mask = pad_batch(inputs)
+    values, mask = values.to(device), mask.to(device)
+    if spec.use_attention_mask:
+        return model(input_values=values, attention_mask=mask).logits
+    if len(inputs) == 1:  # exactly as the checkpoint is used alone: no mask
+        return model(input_values=values).logits
+    encoder = feature_encoder(model)
+    features = [encoder(values[row: row + 1, : len(waveform)])[0] for row, waveform in enumerate(inputs)]
+    longest = max(feature.shape[1] for feature in features)
+    padded = torch.stack([torch.nn.functional.pad(feature, (0, longest - feature.shape[1])) for feature in features])
+    with replaying(encoder, padded):
+        return model(input_values=values, attention_mask=mask).logits
 
 
 def transcribe(model, waveforms: Sequence[np.ndarray], spec: InputSpec, id_to_token: dict[int, str],

@@ -292,7 +292,7 @@ class FrozenFeatureCache:
     padded frames are masked out downstream. Group-norm encoders normalise over time, padding included."""
 
     def __init__(self, model) -> None:
-        self.encoder = getattr(model, model.base_model_prefix).feature_extractor
+        self.encoder = feature_encoder(model)
         self.store: dict = {}
 
     @staticmethod
@@ -312,12 +312,22 @@ class FrozenFeatureCache:
     def _device(self):
         return next(self.encoder.parameters()).device
 
-    @contextmanager
     def replay(self, padded_features):
-        """Within the block the encoder returns `padded_features` (batch, channels, frames) instead of
-        running; the model's own forward does everything else, so its RNG use is unchanged."""
-        self.encoder.forward = lambda input_values: padded_features
-        try:
-            yield
-        finally:
-            del self.encoder.forward
+        """`replaying(self.encoder, padded_features)`: a block in which the model uses these features."""
+        return replaying(self.encoder, padded_features)
+
+
+def feature_encoder(model):
+    """The CNN feature encoder (waveform -> (batch, channels, frames)) of any of the five CTC types."""
+    return getattr(model, model.base_model_prefix).feature_extractor
+
+
+@contextmanager
+def replaying(encoder, padded_features):
+    """Within the block `encoder` returns `padded_features` (batch, channels, frames) instead of running;
+    the model's own forward does everything else, so its RNG use is unchanged."""
+    encoder.forward = lambda input_values: padded_features
+    try:
+        yield
+    finally:
+        del encoder.forward

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from crossling import paths, stats
+from crossling import factors, paths, stats
 from crossling.atomic import atomic_path, write_text_atomic
 from crossling.errors import ConfigError, CrosslingError, DataError
 from crossling.markup import Cell, Table, fmt, fmt_p, html_escape, markdown_escape
@@ -65,18 +65,18 @@ def analyse(table: pd.DataFrame, alpha: float = 0.05, p_adjust: str = "holm", se
     friedman, note = _friedman(runs, alpha, p_adjust)
     posthoc = stats.conover_by_language(runs, p_adjust=p_adjust)
     groups = stats.language_groups(runs, alpha=alpha, p_adjust=p_adjust, posthoc=posthoc)
-    subgroup_cells, subgroup_test = stats.subgroup_transfer(runs)
+    subgroup_cells, subgroup_test = factors.subgroup_transfer(runs)
     distances = _distances(runs)
     known = not distances.empty and distances[list(_KINDS)].notna().any().any()
-    typology = (stats.typology_correlation(runs, distances[["checkpoint", "language", *_KINDS]], seed=seed,
+    typology = (factors.typology_correlation(runs, distances[["checkpoint", "language", *_KINDS]], seed=seed,
                                            relative=True).dropna(subset=["rho"]) if known else pd.DataFrame())
-    gender_runs, gender_test = stats.gender_gap(runs)
+    gender_runs, gender_test = factors.gender_gap(runs)
     return Analysis(runs, missing, _empty_cells(table, runs), swept, stats.cell_summary(runs),
                     stats.kruskal_by_language(runs), stats.posthoc_long(posthoc), groups, stats.wins(groups),
                     friedman, note,
-                    stats.group_comparison(runs), stats.transfer_matrix(runs), subgroup_cells, subgroup_test,
-                    distances, typology, gender_runs, gender_test, stats.setting_sensitivity(usable),
-                    stats.variance_decomposition(runs), _cost(runs), alpha, p_adjust)
+                    factors.group_comparison(runs), factors.transfer_matrix(runs), subgroup_cells, subgroup_test,
+                    distances, typology, gender_runs, gender_test, factors.setting_sensitivity(usable),
+                    factors.variance_decomposition(runs), _cost(runs), alpha, p_adjust)
 
 
 _KINDS = ("genetic", "geographic", "syntactic", "phonological", "inventory")
@@ -251,7 +251,7 @@ def make_figures(a: Analysis) -> dict[str, tuple[str, bytes]]:
                            "pre-training languages (below 1: transfers better than usual)",
                            figures.heatmap(relative, "Pre-training language → target (relative CER)",
                                            "CER / target median", "{:.2f}", "RdYlGn_r"))
-    labels = pd.Series({lang: stats.indo_european(lang) for lang in matrix.columns})
+    labels = pd.Series({lang: factors.indo_european(lang) for lang in matrix.columns})
     out["families"] = ("Seed-mean CER of Indo-European and other targets per checkpoint",
                        figures.group_boxes(matrix.T[order], labels, "Target language family"))
     if not a.typology.empty:
