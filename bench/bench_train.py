@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from bench import common
+from crossling import OPENMP_SPIN_COUNT
 
 SETTINGS = {  # per size: utterance lengths (s), train/dev counts, steps; "quick" shrinks them
     "tiny": dict(low=1.5, high=4.0, train=32, dev=12, steps=40, repeats=3, lr=2e-3),
@@ -53,6 +54,16 @@ def dev_loss(model, prepared: Path, use_mask: bool) -> float:
             mask = torch.ones_like(values, dtype=torch.long) if use_mask else None
             losses.append(float(model(values.float(), attention_mask=mask, labels=labels).loss))
     return statistics.fmean(losses)
+
+
+def openmp_waits() -> str:
+    """The OpenMP wait setting this process ran with."""
+    import os
+
+    for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+        if name in os.environ:
+            return f"{name}={os.environ[name]}"
+    return "OpenMP default"
 
 
 def timed(module, name: str, clock: dict, sign: int) -> None:
@@ -92,7 +103,7 @@ def child_crossling(args) -> dict:
     return {"audio_seconds": cost["audio_seconds_trained"], "train_seconds": clock["wall"], "cpu_seconds": clock["cpu"],
             "steps": record["steps"], "dev_loss": dev_loss(model.to(cost["device"]), Path(args.prepared),
                                                            spec.use_attention_mask),
-            "peak_mb": peak, "device": cost["device"], "threads": cost["threads"]}
+            "peak_mb": peak, "device": cost["device"], "threads": cost["threads"], "openmp_waits": openmp_waits()}
 
 
 def child_hf(args) -> dict:
@@ -178,7 +189,7 @@ def child_hf(args) -> dict:
     return {"audio_seconds": sum(seconds_per_batch[: args.steps]), "train_seconds": marks["end"] - marks["begin"],
             "cpu_seconds": marks["cpu_end"] - marks["cpu_begin"],
             "steps": args.steps, "dev_loss": dev_loss(trainer.model, prepared, use_mask), "peak_mb": peak,
-            "device": device, "threads": torch.get_num_threads()}
+            "device": device, "threads": torch.get_num_threads(), "openmp_waits": openmp_waits()}
 
 
 # --- the parent --------------------------------------------------------------------------------------
@@ -206,7 +217,7 @@ def batch_seconds_for(prepared: Path, s: dict) -> float:
         budget *= 1.02
 
 
-def bench_size(size: str, work: Path, quick: bool, seed: int, baseline_passive: bool = False) -> dict:
+def bench_size(size: str, work: Path, quick: bool, seed: int, baseline_same_threads: bool = False) -> dict:
     """Both systems on one architecture, interleaved; -> summary with the ratios."""
     s = settings(size, quick)
     prepared = common.make_prepared(work / f"prepared-{size}-{s['train']}",
@@ -222,14 +233,17 @@ def bench_size(size: str, work: Path, quick: bool, seed: int, baseline_passive: 
             args = ["--child", system, "--prepared", str(prepared), "--checkpoint", str(checkpoint),
                     "--steps", str(s["steps"]), "--batch-seconds", str(batch_seconds), "--seed", str(seed),
                     "--lr", str(s["lr"]), "--out", str(work / f"run-{size}-{system}-{rep}")]
-            # the baseline runs as users run the example: OpenMP's default waits unless asked otherwise
-            env = {"OMP_WAIT_POLICY": "PASSIVE" if baseline_passive else None} if system == "hf" else {}
+            # the baseline runs as users run the example: OpenMP's default waits unless asked otherwise;
+            # crossling sets its own (`crossling.short_openmp_spin`) unless the user chose a policy
+            env = {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": None}
+            if system == "hf" and baseline_same_threads:
+                env["GOMP_SPINCOUNT"] = OPENMP_SPIN_COUNT
             result = common.run_child("bench_train", args, env=env)
             result["throughput"] = result["audio_seconds"] / result["train_seconds"]
             result["cpu_throughput"] = result["audio_seconds"] / result["cpu_seconds"]
             print(f"  {size} rep {rep} {system:9s}: {result['throughput']:7.2f} audio s/s, "
                   f"{result['cpu_throughput']:7.2f} audio s/CPU s, {result['audio_seconds'] / result['steps']:5.1f} audio s/step, dev loss {result['dev_loss']:.4f}, "
-                  f"peak {result['peak_mb']:.0f} MB", flush=True)
+                  f"peak {result['peak_mb']:.0f} MB, {result['openmp_waits']}", flush=True)
             return result
         return run
 
@@ -276,8 +290,8 @@ def main(argv=None) -> int:
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "crossling-bench"), help="scratch folder for data, checkpoints and runs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the summaries here")
-    parser.add_argument("--baseline-passive", action="store_true",
-                        help="give the HF baseline crossling's OpenMP setting too (OMP_WAIT_POLICY=PASSIVE)")
+    parser.add_argument("--baseline-same-threads", action="store_true",
+                        help="give the HF baseline crossling's OpenMP setting too (GOMP_SPINCOUNT)")
     parser.add_argument("--child", choices=("crossling", "hf"), help=argparse.SUPPRESS)
     for name in ("--prepared", "--checkpoint", "--out"):
         parser.add_argument(name, help=argparse.SUPPRESS)
@@ -291,7 +305,7 @@ def main(argv=None) -> int:
     print("machine:", json.dumps(common.machine()), flush=True)
     summaries = []
     for size in args.sizes.split(","):
-        summary = bench_size(size, Path(args.work), args.quick, args.seed, args.baseline_passive)
+        summary = bench_size(size, Path(args.work), args.quick, args.seed, args.baseline_same_threads)
         summaries.append(summary)
         print("\n".join(report(summary)), flush=True)
     if args.json:

@@ -19,6 +19,7 @@ log="${TMPDIR:-/tmp}/crossling-bench/run_all-$(date -u +%Y-%m-%dT%H%MZ).txt"
     run bench_train --json "$train_json" "$@"
     if [ -f "$train_json" ]; then run bench_mfu --train-json "$train_json" "$@"; else run bench_mfu "$@"; fi
     run bench_threads "$@"
+    run bench_threads --busy 2 "$@"
     run bench_eval "$@"
     run bench_analysis "$@"
 } 2>&1 | grep --line-buffered -v -i -E "warn|^\s*$" | tee "$log"

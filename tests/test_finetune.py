@@ -270,3 +270,25 @@ def test_collapse_watchdog_warns_once_after_the_patience(caplog):
     assert warned_at == [False, False, False, False, False, True, True, True]  # the streak restarted at step 2
     assert state.blank_streak == 5 and state.audio_seconds == pytest.approx(8.0)
     assert sum("blank-only for 3 steps" in r.getMessage() for r in caplog.records) == 1
+
+
+@pytest.mark.parametrize("module", ["crossling.finetune", "crossling.evaluate"])
+@pytest.mark.parametrize(("given", "expected"), [
+    ({}, {"GOMP_SPINCOUNT": "3000", "OMP_WAIT_POLICY": None}),
+    ({"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": None, "OMP_WAIT_POLICY": "ACTIVE"}),
+    ({"GOMP_SPINCOUNT": "10"}, {"GOMP_SPINCOUNT": "10", "OMP_WAIT_POLICY": None}),
+])
+def test_openmp_spin_is_set_before_torch_loads_unless_the_user_chose(module, given, expected):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")} | given
+    code = ("import sys, os, crossling; setting = crossling.short_openmp_spin; "
+            "crossling.short_openmp_spin = lambda: (print('torch' in sys.modules), setting()); "
+            f"import {module}; import torch; "
+            "print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    *torch_loaded_at_each_call, final = out.strip().splitlines()
+    assert torch_loaded_at_each_call and set(torch_loaded_at_each_call) == {"False"}
+    assert final.split() == [str(expected["GOMP_SPINCOUNT"]), str(expected["OMP_WAIT_POLICY"])]

@@ -20,7 +20,7 @@ from crossling.scoring import for_scoring, score_pair, scores_record
 log = logging.getLogger(__name__)
 
 # Effective when torch is first imported after this module, as in `crossling evaluate`.
-crossling.prefer_sleeping_openmp_waits()
+crossling.short_openmp_spin()
 
 
 def evaluate(

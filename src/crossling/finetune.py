@@ -41,7 +41,7 @@ from crossling.registry import find_checkpoint
 from crossling.schedule import describe, learning_rate
 
 # Before torch loads OpenMP (none of the crossling modules above imports torch at module level).
-crossling.prefer_sleeping_openmp_waits()
+crossling.short_openmp_spin()
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
