@@ -57,3 +57,23 @@ def test_interleaved_alternates_the_order_and_keeps_results_per_system():
 def test_median_ratio_pairs_repetitions():
     assert common.median_ratio([2.0, 9.0, 3.0], [1.0, 3.0, 1.0]) == 3.0
     assert "MISSED" in common.line("x", 1.5, target=2.0) and "met" in common.line("x", 2.5, target=2.0)
+
+
+def test_ceilings_are_the_inverse_of_the_baselines_utilisation():
+    from bench import bench_eval, bench_mfu
+
+    line = bench_mfu.ceiling_line("base", {"mfu": 0.5, "mfu_without_cnn": 0.4})
+    assert "at most 2.00x" in line and "2.50x" in line and "50% MFU" in line
+    line = bench_eval.ceiling_line({"size": "base", "pipeline_flops_per_second": 150e9, "peak_flops": 200e9})
+    assert "75% of the measured matmul peak" in line and "at most 1.33x faster" in line
+
+
+def test_busy_processes_run_only_inside_the_block():
+    from bench.bench_threads import busy_processes
+
+    with busy_processes(2):
+        import multiprocessing
+
+        alive = [p for p in multiprocessing.active_children() if p.is_alive()]
+        assert len(alive) >= 2
+    assert not [p for p in multiprocessing.active_children() if p.is_alive()]
