@@ -315,3 +315,18 @@ def test_prepared_text_round_trips_through_the_hf_tokenizer(tmp_path):
         ids = tokenizer(utt.text).input_ids
         assert tokenizer.unk_token_id not in ids
         assert tokenizer.decode(ids, group_tokens=False) == utt.text
+
+
+def test_a_second_prepare_of_the_same_language_fails_at_once_and_changes_nothing(release, tmp_path):
+    out = tmp_path / "out"
+    _prepare(release, out, languages=["pt"])
+    before = {k: v for k, v in _files(out).items() if not k.startswith(".locks/")}
+    with prepare_module._preparing(out, "pt"):  # as if another process were preparing pt right now
+        with pytest.raises(DataError, match=r"another `crossling prepare` is preparing 'pt' there right now "
+                                            r"\(it holds .*\.locks/pt\.prepare\)"):
+            _prepare(release, out, languages=["de", "pt"], train_hours=1.5 * HOURS)
+        unlocked = {k: v for k, v in _files(out).items() if not k.startswith(".locks/")}
+        assert unlocked == before  # neither de (asked first) nor pt was touched
+        _prepare(release, out, languages=["de"])  # another language of the same root is fine meanwhile
+    _prepare(release, out, languages=["pt"], train_hours=1.5 * HOURS)  # released: works again
+    assert read_json(paths.prepared_summary_path(out, "pt"))["train_hours"] > HOURS

@@ -203,3 +203,8 @@ def zoo_prepared_dir(work_dir: Path) -> Path:
 
 def zoo_pretrain_dir(work_dir: Path, alias: str) -> Path:
     return Path(work_dir) / "pretrain" / alias
+
+
+def prepare_lock_path(prepared_root: Path, language: str) -> Path:
+    """Empty file a running `crossling prepare` holds an advisory lock on, per language."""
+    return Path(prepared_root) / ".locks" / f"{language}.prepare"

@@ -3,11 +3,12 @@ vocab.json and prepared.json (written last) under the prepared root (see `crossl
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -65,15 +66,34 @@ def prepare_release(source: Path, languages: list[str], out: Path, train_hours: 
     languages = _check_request(languages, options)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    caches = {lang: ClipCache(out, lang) for lang in languages}
+    with ExitStack() as locks:
+        for lang in languages:
+            locks.enter_context(_preparing(out, lang))
+        caches = {lang: ClipCache(out, lang) for lang in languages}
 
-    def keep_clip(lang: str, clip: str, size: int, mtime_ns: int) -> bool:
-        return caches[lang].lookup(clip, size, mtime_ns) is None
+        def keep_clip(lang: str, clip: str, size: int, mtime_ns: int) -> bool:
+            return caches[lang].lookup(clip, size, mtime_ns) is None
 
-    staging = out / f".staging-{os.getpid()}"
-    with open_release(Path(source), languages, staging, keep_clip) as release:
-        return [prepare_language(release[lang], caches[lang], out, options, str(source), track)
-                for lang in languages]
+        staging = out / f".staging-{os.getpid()}"
+        with open_release(Path(source), languages, staging, keep_clip) as release:
+            return [prepare_language(release[lang], caches[lang], out, options, str(source), track)
+                    for lang in languages]
+
+
+@contextmanager
+def _preparing(out: Path, language: str) -> Iterator[None]:
+    """Hold the advisory lock of `language` under `out` for the block, or fail at once: two `prepare`
+    runs writing one language's cache and manifests would corrupt each other. The OS releases the lock
+    when its process ends, however it ends."""
+    lock_path = paths.prepare_lock_path(out, language)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DataError(f"{out}: another `crossling prepare` is preparing {language!r} there right now "
+                            f"(it holds {lock_path}); wait for it to finish or choose another --out") from None
+        yield
 
 
 def _check_request(languages: list[str], options: PrepareOptions) -> list[str]:
