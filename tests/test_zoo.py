@@ -23,8 +23,10 @@ def test_registry_holds_the_zoo_with_its_facts():
     zoo = zoo_checkpoints()
     recipe = read_recipe()
     assert [c.alias for c in zoo] == [m.alias for m in recipe.models]
+    random = {m.alias for m in recipe.models if m.random}
     for checkpoint in zoo:
-        assert checkpoint.source == f"zoo:{checkpoint.alias}"
+        assert checkpoint.source == ("random:" if checkpoint.alias in random else "") + f"zoo:{checkpoint.alias}"
+        assert checkpoint.is_random_init is (checkpoint.alias in random)
         assert get_checkpoint(checkpoint.alias) == checkpoint
         assert checkpoint.model_type == "wav2vec2" and checkpoint.size == "micro"
         assert "pretrain_families" in checkpoint.extra
@@ -66,11 +68,34 @@ def test_each_zoo_model_loads_for_ctc_fine_tuning():
 
     for checkpoint in zoo_checkpoints():
         source = resolve(checkpoint.alias)
-        assert source.kind == "zoo" and {p.name for p in Path(source.location).iterdir()} >= set(MODEL_FILES)
+        if checkpoint.is_random_init:  # drawn per run from the architecture in its folder
+            assert source.kind == "random" and source.location == str(zoo_dir() / checkpoint.alias / "config.json")
+        else:
+            assert source.kind == "zoo" and {p.name for p in Path(source.location).iterdir()} >= set(MODEL_FILES)
         model, spec = load_for_finetuning(source, vocab_size=9, config=TrainConfig(), seed=0)
         assert spec.use_attention_mask and spec.do_normalize
         logits = model(torch.randn(1, 16000), attention_mask=torch.ones(1, 16000, dtype=torch.long)).logits
         assert logits.shape[-1] == 9 and torch.isfinite(logits).all()
+
+
+def test_the_random_baseline_is_drawn_per_seed_with_the_zoo_architecture():
+    torch = pytest.importorskip("torch")
+    from crossling.config import TrainConfig
+    from crossling.models import load_for_finetuning, resolve
+
+    random_alias = next(c.alias for c in zoo_checkpoints() if c.is_random_init)
+    pretrained_alias = next(c.alias for c in pretrained())
+
+    def weights(alias, seed):
+        model, spec = load_for_finetuning(resolve(alias), vocab_size=9, config=TrainConfig(), seed=seed)
+        return model.state_dict(), spec
+
+    (seed0, spec), (again, _), (seed1, _) = weights(random_alias, 0), weights(random_alias, 0), weights(random_alias, 1)
+    key = "wav2vec2.encoder.layers.0.attention.q_proj.weight"
+    assert torch.equal(seed0[key], again[key]) and not torch.equal(seed0[key], seed1[key])
+    shapes = {name: tensor.shape for name, tensor in weights(pretrained_alias, 0)[0].items()}
+    assert {name: tensor.shape for name, tensor in seed0.items()} == shapes
+    assert spec.use_attention_mask and spec.do_normalize
 
 
 def test_pretrained_models_differ_from_their_random_start():
@@ -139,6 +164,7 @@ def test_build_zoo_from_a_recipe(tmp_path):
     entries = tomllib.loads((tmp_path / "zoo" / "zoo.toml").read_text())["checkpoint"]
     assert [e["alias"] for e in entries] == ["t-es", "t-mix", "t-random"]
     assert entries[1]["pretrain_languages"] == ["es", "fi"] and entries[2]["pretrain_hours"] == 0
+    assert [e["source"] for e in entries] == ["zoo:t-es", "zoo:t-mix", "random:zoo:t-random"]
     for entry in entries:
         assert {p.name for p in (tmp_path / "zoo" / entry["alias"]).iterdir()} >= set(MODEL_FILES)
     # Rebuilding (pre-training again from scratch) gives identical weights.

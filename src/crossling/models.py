@@ -50,7 +50,7 @@ def resolve(model: str) -> ModelSource:
     checkpoint = find_checkpoint(model)
     if model == RANDOM_INIT or (checkpoint is not None and checkpoint.is_random_init):
         checkpoint = checkpoint or find_checkpoint(RANDOM_INIT)
-        return ModelSource(model, "random", checkpoint.config_name, checkpoint.alias)
+        return ModelSource(model, "random", str(_architecture_file(checkpoint)), checkpoint.alias)
     alias = checkpoint.alias if checkpoint else ""
     location = checkpoint.source if checkpoint else model
     if location.startswith("zoo:"):
@@ -73,11 +73,20 @@ def _zoo_dir(name: str) -> Path:
     return directory
 
 
-def random_init_config(config_name: str):
-    """The packaged architecture config (e.g. XLS-R 300M's LARGE values) as a transformers config."""
+def _architecture_file(checkpoint) -> Path:
+    """The config file a random-init checkpoint draws its weights for: 'random:zoo:<dir>' -> that mini-zoo
+    model's config.json, else the packaged config named by `config_name` (XLS-R 300M's LARGE values)."""
+    architecture = checkpoint.source.removeprefix("random:")
+    if architecture.startswith("zoo:"):
+        return _zoo_dir(architecture.removeprefix("zoo:")) / "config.json"
+    return Path(str(resources.files("crossling").joinpath("data", checkpoint.config_name)))
+
+
+def random_init_config(config_file: str):
+    """An architecture config file (a random-init source's location) as a transformers config."""
     from transformers import AutoConfig
 
-    text = resources.files("crossling").joinpath("data", config_name).read_text(encoding="utf-8")
+    text = Path(config_file).read_text(encoding="utf-8")
     values = {k: v for k, v in json.loads(text).items() if not k.startswith("_")}
     for key in ("architectures", "transformers_version", "torch_dtype"):
         values.pop(key, None)
@@ -183,9 +192,7 @@ def _mask_rule(model_config) -> tuple[bool, str]:
 
 def _checkpoint_do_normalize(source: ModelSource) -> bool:
     """`do_normalize` from the checkpoint's preprocessor config; True when it has none (as the
-    wav2vec2-family LARGE checkpoints expect)."""
-    if source.kind == "random":
-        return True
+    wav2vec2-family LARGE checkpoints expect, and random init)."""
     values = _read_preprocessor_config(source)
     return bool(values.get("do_normalize", True))
 
@@ -199,8 +206,9 @@ def _read_preprocessor_config(source: ModelSource) -> dict:
                                _raise_exceptions_for_missing_entries=False)
         except OSError:
             path = None
-    else:
-        path = Path(source.location) / "preprocessor_config.json"
+    else:  # a directory, or (random init) the config file whose folder may hold one
+        folder = Path(source.location).parent if source.kind == "random" else Path(source.location)
+        path = folder / "preprocessor_config.json"
     if path is None or not Path(path).is_file():
         return {}
     values = json.loads(Path(path).read_text(encoding="utf-8"))

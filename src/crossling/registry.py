@@ -20,8 +20,8 @@ RANDOM_INIT = "random-init"
 class Checkpoint:
     """A registered checkpoint.
 
-    `source` is a hub id, or 'zoo:<dir>' for a bundled mini-zoo model, or 'random:<config alias>'
-    for random initialisation of that architecture. `pretrain_languages` are ISO 639-1 codes
+    `source` is a hub id, or 'zoo:<dir>' for a bundled mini-zoo model, or 'random:<config alias>' /
+    'random:zoo:<dir>' for random initialisation of that architecture (drawn per run from its seed). `pretrain_languages` are ISO 639-1 codes
     (Common Voice style), empty for random init."""
 
     alias: str

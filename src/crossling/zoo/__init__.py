@@ -164,7 +164,10 @@ def zoo_toml(recipe: ZooRecipe, records: list[dict]) -> str:
 def _checkpoint_block(model: ZooModel, record: dict, pretrain: dict[str, Any]) -> str:
     final = record.get("final", {})
     values: dict[str, Any] = {
-        "alias": model.alias, "source": f"zoo:{model.alias}", "model_type": "wav2vec2",
+        # a random model's weights in the zoo are the seed-0 start of pre-training; fine-tuning draws its
+        # own per run seed from the architecture, as `random-init` does for the reference study
+        "alias": model.alias, "source": f"random:zoo:{model.alias}" if model.random else f"zoo:{model.alias}",
+        "model_type": "wav2vec2",
         "pretrain_hours": round(float(record.get("total_hours", 0.0)), 3),
         "pretrain_languages": list(model.languages),
         "domain": "none (random init)" if model.random else "synthetic read speech (eSpeak NG)",
