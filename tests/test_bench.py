@@ -69,11 +69,12 @@ def test_ceilings_are_the_inverse_of_the_baselines_utilisation():
 
 
 def test_busy_processes_run_only_inside_the_block():
+    import multiprocessing
+
     from bench.bench_threads import busy_processes
 
+    before = set(multiprocessing.active_children())
     with busy_processes(2):
-        import multiprocessing
-
-        alive = [p for p in multiprocessing.active_children() if p.is_alive()]
-        assert len(alive) >= 2
-    assert not [p for p in multiprocessing.active_children() if p.is_alive()]
+        started = set(multiprocessing.active_children()) - before
+        assert len(started) == 2 and all(p.is_alive() for p in started)
+    assert not any(p.is_alive() for p in started)
