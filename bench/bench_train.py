@@ -94,6 +94,7 @@ def child_crossling(args) -> dict:
     timed(module, "train", clock, +1)  # the training loop as a whole…
     timed(module, "save_checkpoint", clock, -1)  # …less checkpoint writing (the baseline writes none)
     config = TrainConfig(learning_rate=args.lr, max_steps=args.steps, batch_seconds=args.batch_seconds,
+                         precision=args.precision,
                          checkpoint_every=args.steps, eval_batch_seconds=args.batch_seconds,
                          collapse_patience=10**6)
     record = finetune(Path(args.prepared), common.LANGUAGE, args.checkpoint, args.seed, out, config, device="auto")
@@ -179,7 +180,7 @@ def child_hf(args) -> dict:
         lr_scheduler_kwargs={"num_stable_steps": stages.hold, "num_decay_steps": stages.decay,
                              "decay_type": "linear", "min_lr_ratio": 0.0},
         adam_beta1=0.9, adam_beta2=0.98, adam_epsilon=1e-8, weight_decay=0.0,
-        max_grad_norm=1.0, bf16=on_gpu, save_strategy="no", eval_strategy="no", logging_strategy="no",
+        max_grad_norm=1.0, bf16=args.precision == "bf16" or (on_gpu and args.precision == "auto"), save_strategy="no", eval_strategy="no", logging_strategy="no",
         report_to="none", disable_tqdm=True, seed=args.seed, dataloader_num_workers=0, use_cpu=not on_gpu)
     trainer = Trainer(model=model, args=training_args, train_dataset=train, data_collator=collate,
                       processing_class=extractor, callbacks=[Clock()])
@@ -217,7 +218,8 @@ def batch_seconds_for(prepared: Path, s: dict) -> float:
         budget *= 1.02
 
 
-def bench_size(size: str, work: Path, quick: bool, seed: int, baseline_same_threads: bool = False) -> dict:
+def bench_size(size: str, work: Path, quick: bool, seed: int, baseline_same_threads: bool = False,
+               precision: str = "auto") -> dict:
     """Both systems on one architecture, interleaved; -> summary with the ratios."""
     s = settings(size, quick)
     prepared = common.make_prepared(work / f"prepared-{size}-{s['train']}",
@@ -232,7 +234,7 @@ def bench_size(size: str, work: Path, quick: bool, seed: int, baseline_same_thre
             peaks.append(common.matmul_peak_flops(2048))
             args = ["--child", system, "--prepared", str(prepared), "--checkpoint", str(checkpoint),
                     "--steps", str(s["steps"]), "--batch-seconds", str(batch_seconds), "--seed", str(seed),
-                    "--lr", str(s["lr"]), "--out", str(work / f"run-{size}-{system}-{rep}")]
+                    "--lr", str(s["lr"]), "--precision", precision, "--out", str(work / f"run-{size}-{system}-{rep}")]
             # the baseline runs as users run the example: OpenMP's default waits unless asked otherwise;
             # crossling sets its own (`crossling.short_openmp_spin`) unless the user chose a policy
             env = {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": None}
@@ -250,7 +252,7 @@ def bench_size(size: str, work: Path, quick: bool, seed: int, baseline_same_thre
     results = common.interleaved({"crossling": runner("crossling"), "hf": runner("hf")}, s["repeats"])
     ours, theirs = results["crossling"], results["hf"]
     return {
-        "size": size, "prepared": str(prepared), "steps": s["steps"], "lr": s["lr"], "repeats": s["repeats"], "train_utterances": s["train"],
+        "size": size, "precision": precision, "prepared": str(prepared), "steps": s["steps"], "lr": s["lr"], "repeats": s["repeats"], "train_utterances": s["train"],
         "batch_seconds": batch_seconds,
         "throughput_ratio": common.median_ratio([r["throughput"] for r in ours], [r["throughput"] for r in theirs]),
         "cpu_time_ratio": common.median_ratio([r["cpu_throughput"] for r in ours],
@@ -267,7 +269,7 @@ def bench_size(size: str, work: Path, quick: bool, seed: int, baseline_same_thre
 
 
 def report(summary: dict) -> list[str]:
-    size = summary["size"]
+    size = summary["size"] if summary["precision"] == "auto" else f"{summary['size']} {summary['precision']}"
     ours, theirs = summary["crossling_dev_loss"], summary["hf_dev_loss"]
     verdict = ("better" if ours < theirs * 0.99 else "equal within 1%" if ours <= theirs * 1.01
                else f"WORSE by {ours / theirs - 1:.1%}")
@@ -292,6 +294,9 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="also write the summaries here")
     parser.add_argument("--baseline-same-threads", action="store_true",
                         help="give the HF baseline crossling's OpenMP setting too (GOMP_SPINCOUNT)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="both systems: auto = bf16 autocast on a GPU, fp32 on CPU; bf16 also on CPU "
+                             "(fast where the CPU has native bf16, e.g. AVX512-BF16 or AMX)")
     parser.add_argument("--child", choices=("crossling", "hf"), help=argparse.SUPPRESS)
     for name in ("--prepared", "--checkpoint", "--out"):
         parser.add_argument(name, help=argparse.SUPPRESS)
@@ -305,7 +310,7 @@ def main(argv=None) -> int:
     print("machine:", json.dumps(common.machine()), flush=True)
     summaries = []
     for size in args.sizes.split(","):
-        summary = bench_size(size, Path(args.work), args.quick, args.seed, args.baseline_same_threads)
+        summary = bench_size(size, Path(args.work), args.quick, args.seed, args.baseline_same_threads, args.precision)
         summaries.append(summary)
         print("\n".join(report(summary)), flush=True)
     if args.json:
