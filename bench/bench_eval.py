@@ -1,6 +1,7 @@
 """Benchmark 4: evaluation throughput of crossling's batched, length-sorted greedy CTC decoding
 (`crossling.decoding.transcribe`) vs `transformers.pipeline("automatic-speech-recognition")` called one
-utterance at a time, same model directory and clips; checks that the transcripts are identical.
+utterance at a time, same model directory and clips; checks that the transcripts are identical. Also
+times crossling one utterance at a time, to show what batching itself brings on this device.
 
     .venv/bin/python -m bench.bench_eval [--quick] [--sizes tiny,base]
 """
@@ -50,7 +51,7 @@ def waveforms_of(prepared: Path) -> list:
     return [load_audio(prepared, u) for u in data.split("test")]
 
 
-def crossling_decode(model_dir: Path, waveforms: list, device: str):
+def crossling_decode(model_dir: Path, waveforms: list, device: str, batch_seconds: float = 400.0):
     from crossling.batching import open_prepared  # noqa: F401 - same import cost for both sides
     from crossling.decoding import transcribe
     from crossling.models import load_finetuned
@@ -60,7 +61,7 @@ def crossling_decode(model_dir: Path, waveforms: list, device: str):
     id_to_token = {i: t for t, i in processor.tokenizer.get_vocab().items()}
 
     def run() -> list[str]:
-        return transcribe(model, waveforms, spec, id_to_token, device=device, batch_seconds=400.0)
+        return transcribe(model, waveforms, spec, id_to_token, device=device, batch_seconds=batch_seconds)
 
     return run
 
@@ -102,6 +103,7 @@ def bench_size(size: str, work: Path, quick: bool, device: str) -> dict:
     waveforms = waveforms_of(prepared)
     audio_seconds = sum(len(w) for w in waveforms) / common.RATE
     ours, theirs = crossling_decode(model_dir, waveforms, device), pipeline_decode(model_dir, waveforms, device)
+    alone = crossling_decode(model_dir, waveforms, device, batch_seconds=0.0)  # what batching itself brings
     ours(), theirs()  # warm-up (first-call allocations, oneDNN kernels)
     outputs: dict[str, list[str]] = {}
 
@@ -114,16 +116,19 @@ def bench_size(size: str, work: Path, quick: bool, device: str) -> dict:
             return {"seconds": seconds}
         return run
 
-    results = common.interleaved({"crossling": timer("crossling", ours), "pipeline": timer("pipeline", theirs)},
-                                 s["repeats"])
+    results = common.interleaved({"crossling": timer("crossling", ours), "pipeline": timer("pipeline", theirs),
+                                  "one-by-one": timer("one-by-one", alone)}, s["repeats"])
     same = sum(a == b for a, b in zip(outputs["crossling"], outputs["pipeline"], strict=True))
     flops = inference_flops(model_dir, waveforms)
     pipeline_seconds = min(r["seconds"] for r in results["pipeline"])
-    return {"flops": flops, "pipeline_flops_per_second": flops / pipeline_seconds,
+    return {"size": size, "clips": s["clips"], "audio_seconds": audio_seconds, "device": device,
+            "flops": flops, "pipeline_flops_per_second": flops / pipeline_seconds,
             "peak_flops": common.matmul_peak_flops(2048),
-"size": size, "clips": s["clips"], "audio_seconds": audio_seconds, "device": device,
             "ratio": common.median_ratio([r["seconds"] for r in results["pipeline"]],
                                          [r["seconds"] for r in results["crossling"]]),
+            "batching_ratio": common.median_ratio([r["seconds"] for r in results["one-by-one"]],
+                                                  [r["seconds"] for r in results["crossling"]]),
+            "batching_identical": outputs["one-by-one"] == outputs["crossling"],
             "crossling_x_realtime": audio_seconds / min(r["seconds"] for r in results["crossling"]),
             "pipeline_x_realtime": audio_seconds / min(r["seconds"] for r in results["pipeline"]),
             "identical_transcripts": same, "nonempty": sum(bool(t) for t in outputs["crossling"])}
@@ -151,6 +156,8 @@ def main(argv=None) -> int:
                           note=f"{s['crossling_x_realtime']:.0f}x vs {s['pipeline_x_realtime']:.0f}x real time, "
                                f"{s['clips']} clips"), flush=True)
         print(ceiling_line(s), flush=True)
+        print(common.line(f"eval batching {size} (crossling batched / crossling one utterance at a time)",
+                          s["batching_ratio"], note=f"identical transcripts: {s['batching_identical']}"), flush=True)
         print(f"TRANSCRIPTS {size}: {s['identical_transcripts']}/{s['clips']} identical "
               f"({s['nonempty']} non-empty)", flush=True)
     if args.json:

@@ -54,6 +54,25 @@ def test_changed_values_give_new_run_ids_and_only_for_affected_runs(tmp_path):
     assert {k: more_seeds[k] for k in base} == base
 
 
+def test_where_the_weights_come_from_is_part_of_the_run_id(tmp_path, monkeypatch):
+    """Re-pointing an alias (zoo-random once loaded fixed weights) must not reuse the old results."""
+    import crossling.finetune
+    import crossling.study
+    from crossling.config import TrainConfig
+    from crossling.registry import weights_source
+
+    assert weights_source("zoo-random") == "random:zoo:zoo-random"
+    assert weights_source("xlsr53") == "facebook/wav2vec2-large-xlsr-53"
+    assert weights_source("/some/dir") == "/some/dir"
+    path = write_study(tmp_path / "a.toml", ["xlsr53"], seeds=(0,))
+    before = ids(path)
+    run_before = crossling.finetune.run_identity(tmp_path, "aa", "xlsr53", 0, TrainConfig())
+    monkeypatch.setattr(crossling.study, "weights_source", lambda model: "zoo:elsewhere")
+    monkeypatch.setattr(crossling.finetune, "weights_source", lambda model: "zoo:elsewhere")
+    assert not set(ids(path).values()) & set(before.values())
+    assert crossling.finetune.run_identity(tmp_path, "aa", "xlsr53", 0, TrainConfig()) != run_before
+
+
 def test_data_identity_is_part_of_the_run_id(tmp_path):
     def study(options: str) -> set[str]:
         path = tmp_path / "cv.toml"

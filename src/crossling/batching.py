@@ -256,9 +256,7 @@ def _cached_batch(training: TrainingData, indices: list[int], spec: InputSpec, d
     features = [cache.features(i, lambda u=u: prepare_input(load_audio(training.data.root, u), spec))
                 for i, u in zip(indices, utterances, strict=True)]
     lengths = [u.num_samples for u in utterances]
-    padded = torch.zeros(len(indices), features[0].shape[0], frames_for_samples(training.model_config, max(lengths)))
-    for row, feature in enumerate(features):
-        padded[row, :, : feature.shape[1]] = feature
+    padded = pad_features(features, frames_for_samples(training.model_config, max(lengths)))
     mask = torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]
     return {
         "input_values": torch.zeros(mask.shape, device=device),  # not read: the encoder replays `features`
@@ -267,6 +265,17 @@ def _cached_batch(training: TrainingData, indices: list[int], spec: InputSpec, d
         "features": padded.to(device),
         "frames": [f.shape[1] for f in features],
     }
+
+
+def pad_features(features: Sequence, frames: int):
+    """Right-pad CNN outputs (channels, n) with zeros -> (batch, channels, frames), on their device."""
+    import torch
+
+    first = features[0]
+    padded = torch.zeros(len(features), first.shape[0], frames, dtype=first.dtype, device=first.device)
+    for row, feature in enumerate(features):
+        padded[row, :, : feature.shape[1]] = feature
+    return padded
 
 
 def pad_batch(waveforms: Sequence[np.ndarray]):

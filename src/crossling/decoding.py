@@ -10,7 +10,7 @@ from itertools import groupby
 
 import numpy as np
 
-from crossling.batching import length_sorted_batches, pad_batch, prepare_input
+from crossling.batching import length_sorted_batches, pad_batch, pad_features, prepare_input
 from crossling.manifest import SAMPLE_RATE
 from crossling.models import InputSpec, feature_encoder, frames_for_samples, replaying
 from crossling.progress import Track, no_progress
@@ -65,8 +65,6 @@ def batch_logits(model, inputs: Sequence[np.ndarray], spec: InputSpec, device: s
     mask. A group-norm CNN normalises over the whole input, padding included, so its features are computed
     one utterance at a time and only the transformer runs batched (under the mask, which also keeps the
     zero-padded frames out of the positional convolution)."""
-    import torch
-
     values, mask = pad_batch(inputs)
     values, mask = values.to(device), mask.to(device)
     if spec.use_attention_mask:
@@ -75,9 +73,7 @@ def batch_logits(model, inputs: Sequence[np.ndarray], spec: InputSpec, device: s
         return model(input_values=values).logits
     encoder = feature_encoder(model)
     features = [encoder(values[row: row + 1, : len(waveform)])[0] for row, waveform in enumerate(inputs)]
-    longest = max(feature.shape[1] for feature in features)
-    padded = torch.stack([torch.nn.functional.pad(feature, (0, longest - feature.shape[1])) for feature in features])
-    with replaying(encoder, padded):
+    with replaying(encoder, pad_features(features, max(feature.shape[1] for feature in features))):
         return model(input_values=values, attention_mask=mask).logits
 
 

@@ -14,6 +14,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+import crossling
 from crossling import paths
 from crossling.atomic import write_json_atomic
 from crossling.errors import DataError
@@ -64,6 +65,7 @@ def _run_grid(study: Study, store_dir: Path, workers: int) -> None:
 
 
 def _grid_worker(study_path: Path, store_dir: Path) -> dict:
+    crossling.short_openmp_spin()  # before torch loads, as `crossling.finetune` does
     import torch
 
     from crossling.grid import run_study

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as st
 
-from crossling.stats import KEYS, TestResult, cell_means, kruskal, split_missing, swept_settings
+from crossling.stats import KEYS, TestResult, cell_means, kruskal, swept_settings, usable_runs
 
 # --- families and transfer -------------------------------------------------------------------------
 
@@ -181,7 +181,7 @@ def gender_gap(table: pd.DataFrame) -> tuple[pd.DataFrame, TestResult]:
 
     Effect: matched-pairs rank-biserial (> 0: women have the higher CER). Runs missing either gender
     are left out of the test (their gap is NaN in the returned frame)."""
-    usable = split_missing(table, "cer")[0]
+    usable = usable_runs(table, "cer")
     for column in ("cer_female", "cer_male"):
         if column not in usable:
             usable[column] = np.nan
@@ -200,7 +200,7 @@ def gender_gap(table: pd.DataFrame) -> tuple[pd.DataFrame, TestResult]:
 def setting_sensitivity(table: pd.DataFrame, metric: str = "cer") -> pd.DataFrame:
     """For each swept `setting.*` column: Kendall's τ between the checkpoint rankings (by average rank
     over languages of seed-mean cells) obtained under each pair of its values."""
-    usable = split_missing(table, metric)[0]
+    usable = usable_runs(table, metric)
     rows = []
     for column in swept_settings(usable):
         rankings = {value: _checkpoint_ranking(part, metric) for value, part in usable.groupby(usable[column].astype(str))}
@@ -225,7 +225,7 @@ def variance_decomposition(table: pd.DataFrame, metric: str = "cer",
 
     In a balanced grid these are the classical ANOVA sums of squares (order-free); in an unbalanced
     one each term gets what it explains beyond the terms before it."""
-    usable = split_missing(table, metric)[0]
+    usable = usable_runs(table, metric)
     y = usable[metric].to_numpy(float)
     total = float(((y - y.mean()) ** 2).sum())
     design = np.ones((len(y), 1))

@@ -37,7 +37,7 @@ from crossling.models import (
     resolve,
 )
 from crossling.progress import Track, no_progress
-from crossling.registry import find_checkpoint
+from crossling.registry import find_checkpoint, weights_source
 from crossling.schedule import describe, learning_rate
 
 # Before torch loads OpenMP (none of the crossling modules above imports torch at module level).
@@ -98,6 +98,7 @@ def run_identity(prepared: Path, language: str, model: str, seed: int, config: T
     return {
         "model": model,
         "checkpoint": checkpoint.alias if checkpoint else model,
+        "weights": weights_source(model),
         "language": language,
         "seed": seed,
         "prepared": str(Path(prepared).resolve()),  # the same data named from another directory is the same run

@@ -27,7 +27,8 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 @dataclass(frozen=True)
 class ModelSource:
     """Where a model comes from. `kind`: 'hub' (hub id), 'local' (HF directory), 'zoo' (bundled
-    mini-zoo directory), 'random' (`location` names a packaged config JSON); `alias` if registered."""
+    mini-zoo directory), 'random' (`location` is the architecture's config file, weights drawn from the
+    run's seed); `alias` if registered."""
 
     given: str
     kind: str
@@ -38,7 +39,8 @@ class ModelSource:
 @dataclass(frozen=True)
 class InputSpec:
     """How a checkpoint expects its waveform: normalized or not, attention mask or not (the latter only
-    for layer-norm feature encoders; group-norm ones were trained on zero-padded input without a mask)."""
+    for layer-norm feature encoders; group-norm ones were trained on zero-padded input without a mask, so
+    training gives them none and decoding batches them by computing their CNN features per utterance)."""
 
     do_normalize: bool
     use_attention_mask: bool

@@ -93,6 +93,9 @@ def _preparing(out: Path, language: str) -> Iterator[None]:
         except BlockingIOError:
             raise DataError(f"{out}: another `crossling prepare` is preparing {language!r} there right now "
                             f"(it holds {lock_path}); wait for it to finish or choose another --out") from None
+        except OSError as error:  # a filesystem without flock (some network mounts): go on, unguarded
+            log.warning("%s: cannot lock (%s); a concurrent prepare of %r would not be noticed",
+                        lock_path, error, language)
         yield
 
 

@@ -20,9 +20,9 @@ RANDOM_INIT = "random-init"
 class Checkpoint:
     """A registered checkpoint.
 
-    `source` is a hub id, or 'zoo:<dir>' for a bundled mini-zoo model, or 'random:<config alias>' /
-    'random:zoo:<dir>' for random initialisation of that architecture (drawn per run from its seed). `pretrain_languages` are ISO 639-1 codes
-    (Common Voice style), empty for random init."""
+    `source` is a hub id, or 'zoo:<dir>' for a bundled mini-zoo model, or 'random:<config alias>' or
+    'random:zoo:<dir>' for random initialisation of that architecture (drawn per run from its seed).
+    `pretrain_languages` are ISO 639-1 codes (Common Voice style), empty for random init."""
 
     alias: str
     source: str
@@ -166,6 +166,14 @@ def get_checkpoint(alias: str) -> Checkpoint:
             return checkpoint
     valid = ", ".join(c.alias for c in all_checkpoints())
     raise ModelError(f"unknown checkpoint alias {alias!r}; registered aliases: {valid}")
+
+
+def weights_source(model: str) -> str:
+    """Where `model`'s starting weights come from: a registered alias's source ('zoo:…', 'random:…', a hub
+    id), else `model` itself. Part of every run identity, so that re-pointing an alias (as when zoo-random
+    became a per-seed random init) gives new runs instead of reusing old results."""
+    checkpoint = find_checkpoint(model)
+    return checkpoint.source if checkpoint else model
 
 
 def find_checkpoint(alias_or_source: str) -> Checkpoint | None:

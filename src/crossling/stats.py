@@ -60,7 +60,8 @@ def _require(table: pd.DataFrame, columns: Sequence[str]) -> None:
         raise DataError(f"results table lacks column(s) {', '.join(absent)}; it has: {', '.join(table.columns)}")
 
 
-def _usable(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+def usable_runs(table: pd.DataFrame, metric: str = "cer") -> pd.DataFrame:
+    """The usable runs only (see `split_missing`)."""
     return split_missing(table, metric)[0]
 
 
@@ -85,7 +86,7 @@ def swept_settings(table: pd.DataFrame) -> list[str]:
 
 def cell_summary(table: pd.DataFrame, metric: str = "cer") -> pd.DataFrame:
     """Per checkpoint × language: mean, sd (ddof=1; NaN with one seed), n seeds, min, max."""
-    usable = _usable(table, metric)
+    usable = usable_runs(table, metric)
     grouped = usable.groupby(["checkpoint", "language"])[metric]
     out = grouped.agg(mean="mean", sd="std", n="count", min="min", max="max").reset_index()
     return out.sort_values(["language", "mean", "checkpoint"]).reset_index(drop=True)
@@ -93,7 +94,7 @@ def cell_summary(table: pd.DataFrame, metric: str = "cer") -> pd.DataFrame:
 
 def cell_means(table: pd.DataFrame, metric: str = "cer") -> pd.DataFrame:
     """Language × checkpoint matrix of seed-mean metric (NaN where a cell has no usable run)."""
-    usable = _usable(table, metric)
+    usable = usable_runs(table, metric)
     return usable.pivot_table(index="language", columns="checkpoint", values=metric, aggfunc="mean")
 
 
@@ -120,7 +121,7 @@ def kruskal(values: pd.Series, groups: pd.Series) -> TestResult:
 def kruskal_by_language(table: pd.DataFrame, metric: str = "cer") -> pd.DataFrame:
     """Per language: Kruskal-Wallis across checkpoints with seeds as samples, ε², n runs, k checkpoints."""
     rows = []
-    for language, part in _usable(table, metric).groupby("language"):
+    for language, part in usable_runs(table, metric).groupby("language"):
         result = kruskal(part[metric], part["checkpoint"])
         rows.append({"language": language, "H": result.statistic, "p": result.p,
                      "epsilon2": result.effect, "n": result.n, "k": part["checkpoint"].nunique()})
@@ -183,7 +184,7 @@ def _letter(k: int) -> str:
 
 def conover_by_language(table: pd.DataFrame, metric: str = "cer", p_adjust: str = "holm") -> dict[str, pd.DataFrame]:
     """language → its Conover-Iman p-value matrix (see `conover`)."""
-    return {language: conover(part, metric, p_adjust) for language, part in _usable(table, metric).groupby("language")}
+    return {language: conover(part, metric, p_adjust) for language, part in usable_runs(table, metric).groupby("language")}
 
 
 def posthoc_long(pvalues: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
@@ -200,7 +201,7 @@ def language_groups(table: pd.DataFrame, metric: str = "cer", alpha: float = 0.0
     Best = lowest mean; tied best = not significantly different from it by Conover-Iman (`posthoc`:
     precomputed `conover_by_language` matrices). When the Kruskal-Wallis test is not significant no
     pair is declared different (all share one letter)."""
-    usable = _usable(table, metric)
+    usable = usable_runs(table, metric)
     omnibus = kruskal_by_language(usable, metric).set_index("language")
     rows = []
     for language, part in usable.groupby("language"):

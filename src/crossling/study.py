@@ -19,7 +19,7 @@ from typing import Any
 from crossling import paths
 from crossling.config import TrainConfig, _coerce, check_keys, from_mapping, read_toml
 from crossling.errors import ConfigError
-from crossling.registry import find_checkpoint
+from crossling.registry import find_checkpoint, weights_source
 
 TOP_LEVEL_KEYS = ("name", "description", "checkpoints", "languages", "seeds", "data", "recipe", "sweep", "store")
 DATA_SOURCES = ("prepared", "common-voice", "synthetic")
@@ -315,10 +315,12 @@ def run_id(
     checkpoint: str, language: str, seed: int, settings: tuple, config: TrainConfig, data: DataSource,
     label: str | None = None,
 ) -> str:
-    """`<checkpoint>-<language>-s<seed>[-<settings>]-<hash>`; the hash covers model, language, seed,
-    the full resolved recipe and the data identity, so any changed value gives a new run id."""
+    """`<checkpoint>-<language>-s<seed>[-<settings>]-<hash>`; the hash covers model (and where its weights
+    come from), language, seed, the full resolved recipe and the data identity, so any changed value gives
+    a new run id."""
     identity = {
         "model": checkpoint,
+        "weights": weights_source(checkpoint),
         "language": language,
         "seed": seed,
         "recipe": dataclasses.asdict(config),
