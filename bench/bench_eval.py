@@ -104,7 +104,7 @@ def bench_size(size: str, work: Path, quick: bool, device: str) -> dict:
     audio_seconds = sum(len(w) for w in waveforms) / common.RATE
     ours, theirs = crossling_decode(model_dir, waveforms, device), pipeline_decode(model_dir, waveforms, device)
     alone = crossling_decode(model_dir, waveforms, device, batch_seconds=0.0)  # what batching itself brings
-    ours(), theirs()  # warm-up (first-call allocations, oneDNN kernels)
+    ours(), theirs(), alone()  # warm-up (first-call allocations, oneDNN kernels)
     outputs: dict[str, list[str]] = {}
 
     def timer(name, fn):
