@@ -121,7 +121,8 @@ def check_same_audio(clips: list[Path], target: Path) -> float:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--clips", type=int, help="number of clips (default 600, quick 200; fewer let process start-up dominate the all-cores figures)")
+    parser.add_argument("--clips", type=int, help="number of clips (default 600, quick 200; with fewer, process "
+                                                  "start-up dominates the all-cores figures)")
     parser.add_argument("--repeats", type=int, help="interleaved repetitions (default 3, quick 2)")
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "crossling-bench"))
     parser.add_argument("--json")
@@ -144,7 +145,8 @@ def main(argv=None) -> int:
         "librosa_all": lambda rep: timed(lambda: librosa_parallel(clips, cores)),
         "decoder_only": lambda rep: timed(lambda: decoder_only(clips)),
     }
-    for name, decode in other_decoders().items():
+    decoders = other_decoders()
+    for name, decode in decoders.items():
         systems[name] = lambda rep, decode=decode: timed(lambda: sum(len(decode(c)) for c in clips))
     results = common.interleaved(systems, repeats)
     for name, runs in results.items():
@@ -172,7 +174,7 @@ def main(argv=None) -> int:
     floor = common.median_ratio(seconds["librosa_1core"], seconds["decoder_only"])
     print(f"CEILING prepare 1 core: libsndfile's MP3 decoding alone (no resampling, no writing) is "
           f"{floor:.2f}x faster than librosa.load, so no path through this decoder can be faster than that")
-    for name in other_decoders():
+    for name in decoders:
         print(common.line(f"other decoder {name} / libsndfile, decoding only",
                           common.median_ratio(seconds["decoder_only"], seconds[name])))
     summary["decoder_floor_ratio"] = floor

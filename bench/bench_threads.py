@@ -22,7 +22,7 @@ from crossling import OPENMP_SPIN_COUNT
 
 DEFAULT, PASSIVE, CROSSLING = ("OpenMP default (long spin)", "sleeping (OMP_WAIT_POLICY=PASSIVE)",
                                f"crossling (GOMP_SPINCOUNT={OPENMP_SPIN_COUNT})")
-UNSET = {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": None}
+UNSET = common.OPENMP_DEFAULT_WAITS
 VARIANTS = {DEFAULT: (UNSET, 0),
             PASSIVE: ({**UNSET, "OMP_WAIT_POLICY": "PASSIVE"}, 0),
             CROSSLING: ({**UNSET, "GOMP_SPINCOUNT": OPENMP_SPIN_COUNT}, 0),

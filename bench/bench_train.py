@@ -180,7 +180,8 @@ def child_hf(args) -> dict:
         lr_scheduler_kwargs={"num_stable_steps": stages.hold, "num_decay_steps": stages.decay,
                              "decay_type": "linear", "min_lr_ratio": 0.0},
         adam_beta1=0.9, adam_beta2=0.98, adam_epsilon=1e-8, weight_decay=0.0,
-        max_grad_norm=1.0, bf16=args.precision == "bf16" or (on_gpu and args.precision == "auto"), save_strategy="no", eval_strategy="no", logging_strategy="no",
+        max_grad_norm=1.0, bf16=args.precision == "bf16" or (on_gpu and args.precision == "auto"),
+        save_strategy="no", eval_strategy="no", logging_strategy="no",
         report_to="none", disable_tqdm=True, seed=args.seed, dataloader_num_workers=0, use_cpu=not on_gpu)
     trainer = Trainer(model=model, args=training_args, train_dataset=train, data_collator=collate,
                       processing_class=extractor, callbacks=[Clock()])
@@ -237,7 +238,7 @@ def bench_size(size: str, work: Path, quick: bool, seed: int, baseline_same_thre
                     "--lr", str(s["lr"]), "--precision", precision, "--out", str(work / f"run-{size}-{system}-{rep}")]
             # the baseline runs as users run the example: OpenMP's default waits unless asked otherwise;
             # crossling sets its own (`crossling.short_openmp_spin`) unless the user chose a policy
-            env = {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": None}
+            env = dict(common.OPENMP_DEFAULT_WAITS)
             if system == "hf" and baseline_same_threads:
                 env["GOMP_SPINCOUNT"] = OPENMP_SPIN_COUNT
             result = common.run_child("bench_train", args, env=env)

@@ -95,6 +95,11 @@ def median_ratio(ours: Sequence[float], theirs: Sequence[float]) -> float:
     return statistics.median(a / b for a, b in zip(ours, theirs, strict=True))
 
 
+# OpenMP's wait settings removed from a child's environment (`run_child` env): it then waits as OpenMP
+# does by default, unless it sets its own, as crossling does before torch loads.
+OPENMP_DEFAULT_WAITS = {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": None}
+
+
 def run_child(module: str, args: Sequence[str], env: dict | None = None, timeout: float = 3600) -> dict:
     """Run `python -m bench.<module> <args>` in a fresh process (fair peak memory, no shared caches);
     it prints one JSON object on its last stdout line. `env` adds variables (None removes one)."""
