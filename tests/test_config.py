@@ -41,6 +41,16 @@ def test_bad_schedule_lists_choices():
         TrainConfig(schedule="cosine")
 
 
+def test_eval_every_is_a_nonnegative_int(tmp_path):
+    assert TrainConfig().eval_every == 500 and TrainConfig(eval_every=0).eval_every == 0
+    with pytest.raises(ConfigError, match="eval_every must be >= 0"):
+        TrainConfig(eval_every=-1)
+    path = tmp_path / "run.toml"
+    path.write_text("[recipe]\neval_every = 2.5\n")
+    with pytest.raises(ConfigError, match="eval_every must be int"):
+        load_train_config(path)
+
+
 def test_recipe_that_is_not_a_table_is_a_config_error(tmp_path):
     path = tmp_path / "run.toml"
     path.write_text("recipe = 5\n")

@@ -49,6 +49,7 @@ class TrainConfig:
     final_dropout: float = 0.0
     freeze_feature_encoder: bool = True
     checkpoint_every: int = 250
+    eval_every: int = 500  # dev CER into metrics.jsonl every this many steps (0: never); 8 points over 4k steps
     eval_batch_seconds: float = 400.0
     precision: str = "auto"
     collapse_patience: int = 1000
@@ -65,6 +66,8 @@ class TrainConfig:
             raise ConfigError(f"max_steps must be >= 1, got {self.max_steps}")
         if not self.learning_rate > 0:
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.eval_every < 0:
+            raise ConfigError(f"eval_every must be >= 0 (0: no dev evaluation during training), got {self.eval_every}")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
