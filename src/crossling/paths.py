@@ -2,8 +2,9 @@
 
 Prepared data:  <prepared>/<lang>/{train,dev,test}.jsonl, vocab.json, prepared.json
 Decode cache:   <prepared>/_audio/<lang>/<clip stem>.wav  (+ index.jsonl of decoded lengths)
-Run directory:  <run>/config.json, checkpoint.pt, model/, scores.json, hypotheses-<split>.jsonl,
-                train.log, result.json (written last), error.json (failed runs)
+Run directory:  <run>/config.json, checkpoint.pt, model/ (+ README.md model card), scores.json,
+                hypotheses-<split>.jsonl, train.log, metrics.jsonl, tensorboard/, result.json (written
+                last), error.json (failed runs)
 Study store:    <store>/runs/<run id>/ (a run directory), <store>/claims/<run id>.claim
 """
 
@@ -74,6 +75,21 @@ def run_hypotheses_path(run_dir: Path, split: str) -> Path:
 
 def run_log_path(run_dir: Path) -> Path:
     return Path(run_dir) / "train.log"
+
+
+def run_metrics_path(run_dir: Path) -> Path:
+    """One JSON line per training step (loss, learning rate, gradient norm) and per dev evaluation."""
+    return Path(run_dir) / "metrics.jsonl"
+
+
+def run_tensorboard_dir(run_dir: Path) -> Path:
+    """TensorBoard event files of the same metrics (written when tensorboard is installed)."""
+    return Path(run_dir) / "tensorboard"
+
+
+def run_model_card_path(run_dir: Path) -> Path:
+    """The model card (Hugging Face README.md with model-index metadata) of the run's model."""
+    return run_model_dir(run_dir) / "README.md"
 
 
 def run_result_path(run_dir: Path) -> Path:

@@ -1,0 +1,142 @@
+"""Training metrics: one JSON line per step and dev evaluation, every step once across a kill and a resume,
+TensorBoard events alongside, evaluation that leaves training untouched, curves over seeds."""
+
+import json
+import math
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from crossling import paths
+from crossling.metrics import (
+    DEV,
+    TRAIN,
+    MetricsLog,
+    curve_summary,
+    evaluation_due,
+    read_metrics,
+    study_metrics,
+    training_untouched,
+)
+
+
+def _train_steps(log: MetricsLog, steps) -> None:
+    for step in steps:
+        log.train(step, loss=10.0 / step, learning_rate=1e-3, grad_norm=0.5)
+        if step % 10 == 0:
+            log.dev(step, cer=1.0 / step, wer=2.0 / step, seconds=0.25)
+
+
+def test_records_are_appended_one_line_each(tmp_path):
+    with MetricsLog(tmp_path, 0, tensorboard=False) as log:
+        _train_steps(log, range(1, 21))
+        log.train(21, loss=math.nan, learning_rate=1e-3, grad_norm=math.inf)  # a skipped step
+    lines = paths.run_metrics_path(tmp_path).read_text().splitlines()
+    assert len(lines) == 21 + 2 and json.loads(lines[-1])["loss"] is None
+    frame = read_metrics(tmp_path)
+    assert (frame["kind"] == TRAIN).sum() == 21 and frame.loc[frame["kind"] == DEV, "step"].tolist() == [10, 20]
+    assert frame["loss"].isna().sum() == 3 and frame.loc[0, "loss"] == 10.0  # dev rows have no loss
+
+
+def test_a_resume_after_kill_9_keeps_every_step_once(tmp_path):
+    """A killed process wrote steps past its last checkpoint (20) and half a line; the resumed run
+    writes steps 21.. again: the file ends with each step once, in order."""
+    log = MetricsLog(tmp_path, 0, tensorboard=False)
+    _train_steps(log, range(1, 28))
+    log._file.write('{"kind": "train", "step": 28, "lo')  # torn by the kill
+    log._file.flush()  # (no close: the process died)
+    with MetricsLog(tmp_path, 20, tensorboard=False) as resumed:
+        _train_steps(resumed, range(21, 41))
+    frame = read_metrics(tmp_path)
+    train = frame[frame["kind"] == TRAIN]
+    assert train["step"].tolist() == list(range(1, 41))
+    assert frame.loc[frame["kind"] == DEV, "step"].tolist() == [10, 20, 30, 40]
+    assert all(json.loads(line) for line in paths.run_metrics_path(tmp_path).read_text().splitlines())
+
+
+def test_a_fresh_start_drops_what_a_run_without_a_checkpoint_left(tmp_path):
+    with MetricsLog(tmp_path, 0, tensorboard=False) as log:
+        _train_steps(log, range(1, 6))
+    with MetricsLog(tmp_path, 0, tensorboard=False) as log:
+        _train_steps(log, range(1, 3))
+    assert read_metrics(tmp_path)["step"].tolist() == [1, 2]
+
+
+def test_tensorboard_events_mirror_the_metrics_across_a_resume(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    with MetricsLog(tmp_path, 0) as log:
+        _train_steps(log, range(1, 31))
+    with MetricsLog(tmp_path, 20) as resumed:  # steps 21-30 are written again, e.g. after a kill
+        _train_steps(resumed, range(21, 41))
+    events = EventAccumulator(str(paths.run_tensorboard_dir(tmp_path)), purge_orphaned_data=True).Reload()
+    assert {"train/loss", "train/learning_rate", "train/grad_norm", "dev/cer", "dev/wer"} <= set(
+        events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("train/loss")] == list(range(1, 41))
+    assert [e.step for e in events.Scalars("dev/cer")] == [10, 20, 30, 40]
+    assert events.Scalars("dev/cer")[-1].value == pytest.approx(1 / 40)
+
+
+def test_evaluation_is_due_every_n_steps_but_not_at_the_end():
+    assert [s for s in range(1, 101) if evaluation_due(s, 25, 100)] == [25, 50, 75]
+    assert not any(evaluation_due(s, 0, 100) for s in range(1, 101))
+
+
+def test_evaluating_inside_training_untouched_restores_rngs_and_modes():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.5), torch.nn.Linear(4, 2))
+    model.train()
+    model[2].eval()  # a module deliberately kept in eval mode stays so
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    with training_untouched(model):
+        model.eval()
+        with torch.no_grad():
+            model(torch.randn(3, 4))
+        random.random(), np.random.rand(), torch.rand(5)
+    python, numpy_value, torch_values = random.random(), np.random.rand(), torch.rand(5)
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    assert python == random.random() and numpy_value == np.random.rand() and torch.equal(torch_values, torch.rand(5))
+    assert [m.training for m in model.modules()] == [True, True, True, False]
+
+
+def _study(tmp_path) -> pd.DataFrame:
+    rows = []
+    for checkpoint, scale in (("a", 1.0), ("b", 2.0)):
+        for seed in (0, 1, 2):
+            run_id = f"{checkpoint}-de-s{seed}"
+            with MetricsLog(paths.store_run_dir(tmp_path, run_id), 0, tensorboard=False) as log:
+                for step in range(1, 201):
+                    log.train(step, loss=scale * (1 + seed) / step, learning_rate=1e-3, grad_norm=1.0)
+                    if step % 100 == 0:
+                        log.dev(step, cer=scale * (0.1 + 0.1 * seed), wer=math.nan, seconds=1.0)
+            rows.append({"run_id": run_id, "checkpoint": checkpoint, "language": "de", "seed": seed,
+                         "status": "done"})
+    rows.append({"run_id": "a-de-s9", "checkpoint": "a", "language": "de", "seed": 9, "status": "failed"})
+    return pd.DataFrame(rows)
+
+
+def test_curves_are_the_median_and_range_over_seeds(tmp_path):
+    metrics = study_metrics(_study(tmp_path), tmp_path)
+    assert set(metrics["seed"]) == {0, 1, 2} and len(metrics) == 2 * 3 * (200 + 2)
+    dev = curve_summary(metrics, DEV, "cer")
+    row = dev[(dev["checkpoint"] == "b") & (dev["step"] == 200)].iloc[0]
+    assert (row["median"], row["low"], row["high"], row["runs"]) == (pytest.approx(0.4), pytest.approx(0.2),
+                                                                     pytest.approx(0.6), 3)
+    loss = curve_summary(metrics, TRAIN, "loss", points=20)
+    a = loss[loss["checkpoint"] == "a"]
+    assert len(a) == 20 and a["step"].tolist() == list(range(10, 201, 10))  # windows of 10 steps
+    first = np.mean([1 / s for s in range(1, 11)])  # seed 0's mean loss over steps 1-10
+    assert a.iloc[0]["low"] == pytest.approx(first) and a.iloc[0]["median"] == pytest.approx(2 * first)
+    assert curve_summary(metrics, DEV, "wer").empty  # NaN WER (an unsegmented script) draws nothing
+
+
+def test_curves_draw_from_the_summary(tmp_path):
+    from crossling import figures
+
+    metrics = study_metrics(_study(tmp_path), tmp_path)
+    png = figures.curves(curve_summary(metrics, TRAIN, "loss"), "CTC loss", "Training loss", log_y=True)
+    assert png.startswith(b"\x89PNG")
+    assert study_metrics(_study(tmp_path).assign(status="failed"), tmp_path).empty
