@@ -78,7 +78,7 @@ import sys, torch
 torch.set_num_threads(1)
 from crossling.config import TrainConfig
 from crossling.finetune import finetune
-config = TrainConfig(learning_rate=2e-3, max_steps=60, batch_seconds=6.0, checkpoint_every=10,
+config = TrainConfig(learning_rate=2e-3, max_steps=60, batch_seconds=6.0, checkpoint_every=10, eval_every=25,
                      mask_time_prob=0.2, mask_time_length=3, hidden_dropout=0.1, layerdrop=0.2)
 finetune(sys.argv[1], "xx", sys.argv[2], 7, sys.argv[3], config, device="cpu")
 """
@@ -125,6 +125,10 @@ def test_kill_9_and_resume_reaches_the_same_result(prepared, tmp_path):
     assert weights_a.keys() == weights_b.keys()
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
     assert "resumed from" in paths.run_log_path(killed).read_text()
+    from crossling.metrics import read_metrics  # every step once, as the uninterrupted run wrote them
+
+    metrics_a, metrics_b = (read_metrics(d).drop(columns="seconds") for d in (killed, straight))
+    assert metrics_a["step"].tolist().count(interrupted_at) == 1 and metrics_a.equals(metrics_b)
     assert not list(killed.glob(".*")), "stale temporaries were left behind"
 
 

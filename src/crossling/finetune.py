@@ -29,6 +29,8 @@ from crossling.batching import (
 from crossling.config import TrainConfig
 from crossling.errors import ConfigError
 from crossling.evaluate import evaluate_model, pick_device
+from crossling.metrics import TrainingRecorder
+from crossling.modelcard import write_model_card
 from crossling.models import (
     InputSpec,
     build_processor,
@@ -124,16 +126,20 @@ def _run(prepared, language, model_name, seed, out, config, device, identity, tr
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     state = restore(paths.run_checkpoint_path(out), identity, model, optimizer, scaler) or TrainState()
     previous_wall = state.wall_seconds
+    recorder = TrainingRecorder(out, state.step, config.eval_every, config.max_steps, lambda: evaluate_model(
+        model, spec, data, ("dev",), None, device, config.eval_batch_seconds, amp_dtype)[0]["dev"])
 
     def wall() -> float:
         return previous_wall + time.monotonic() - started
 
     state = train(model, optimizer, scaler, training, cache, spec, config, state, out, identity, device,
-                  amp_dtype, wall, track)
+                  amp_dtype, wall, track, recorder)
     scores, hypotheses = evaluate_model(model, spec, data, ("dev", "test"), out, device,
                                         config.eval_batch_seconds, amp_dtype, track)
+    recorder.final(state.step, scores["dev"])
     save_hf(model, build_processor(tokenizer, spec), paths.run_model_dir(out))
     record = result_record(identity, state, training.skipped, scores, hypotheses, device, wall())
+    write_model_card(out, record)
     write_json_atomic(paths.run_result_path(out), record)
     # the record now marks the run finished; the checkpoint (weights + Adam state) would only take space
     paths.run_checkpoint_path(out).unlink(missing_ok=True)
@@ -149,7 +155,8 @@ def seed_everything(seed: int) -> None:
 
 
 def train(model, optimizer, scaler, training: TrainingData, cache, spec: InputSpec, config: TrainConfig,
-          state: TrainState, out: Path, identity: dict, device: str, amp_dtype, wall, track: Track) -> TrainState:
+          state: TrainState, out: Path, identity: dict, device: str, amp_dtype, wall, track: Track,
+          recorder: TrainingRecorder) -> TrainState:
     """The loop: batch -> lr(step) -> forward/backward -> clip -> Adam step; checkpoint periodically."""
     model.train()
     steps = range(state.step, config.max_steps)
@@ -157,9 +164,10 @@ def train(model, optimizer, scaler, training: TrainingData, cache, spec: InputSp
         tick = time.monotonic()
         indices, position = training.plan.take(state.position)
         batch = make_batch(training, indices, spec, device, cache)
-        loss, blank_only = train_step(model, optimizer, scaler, batch, learning_rate(step, config), config,
-                                      amp_dtype, cache)
+        lr = learning_rate(step, config)
+        loss, blank_only, grad_norm = train_step(model, optimizer, scaler, batch, lr, config, amp_dtype, cache)
         state = _advance(state, step, position, loss, blank_only, training, indices, tick, config)
+        recorder.update(model, state.step, loss, lr, grad_norm)  # before the checkpoint: a resume keeps it
         if state.step % config.checkpoint_every == 0 or state.step == config.max_steps:
             state = replace(state, wall_seconds=wall())
             save_checkpoint(paths.run_checkpoint_path(out), identity, model, optimizer, scaler, state)
@@ -167,8 +175,8 @@ def train(model, optimizer, scaler, training: TrainingData, cache, spec: InputSp
 
 
 def train_step(model, optimizer, scaler, batch: dict, lr: float, config: TrainConfig, amp_dtype, cache=None):
-    """One update -> (loss, whether the batch's greedy output was blank-only); a non-finite loss or
-    gradient leaves the weights untouched and returns loss = nan."""
+    """One update -> (loss, whether the batch's greedy output was blank-only, gradient norm before
+    clipping); a non-finite loss or gradient leaves the weights untouched and returns loss = nan."""
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.zero_grad(set_to_none=True)
@@ -179,17 +187,17 @@ def train_step(model, optimizer, scaler, batch: dict, lr: float, config: TrainCo
         output = model(**batch)
     blank_only = all(not row[:n].any() for row, n in zip(output.logits.argmax(-1), frames, strict=True))
     if not torch.isfinite(output.loss):
-        return math.nan, blank_only
+        return math.nan, blank_only, math.nan
     scaler.scale(output.loss).backward()
     scaler.unscale_(optimizer)
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
     if not torch.isfinite(norm):
         optimizer.zero_grad(set_to_none=True)
         scaler.update()
-        return math.nan, blank_only
+        return math.nan, blank_only, float(norm)
     scaler.step(optimizer)
     scaler.update()
-    return float(output.loss.detach()), blank_only
+    return float(output.loss.detach()), blank_only, float(norm)
 
 
 def _advance(state: TrainState, step: int, position: DataPosition, loss: float, blank_only: bool,
@@ -302,7 +310,10 @@ def save_hf(model, processor, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     model.save_pretrained(staging)
-    processor.save_pretrained(staging)
+    # preprocessor_config.json + tokenizer files, the layout every transformers version reads (transformers
+    # 5's processor_config.json makes Wav2Vec2Processor.from_pretrained fail on 4.x)
+    processor.feature_extractor.save_pretrained(staging)
+    processor.tokenizer.save_pretrained(staging)
     if target.exists():
         shutil.rmtree(target)
     staging.rename(target)

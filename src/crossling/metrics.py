@@ -9,7 +9,8 @@ import json
 import logging
 import math
 import random
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -98,7 +99,7 @@ def _tensorboard_writer(run_dir: Path, resume_step: int):
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         return None
-    return SummaryWriter(log_dir=str(paths.run_tensorboard_dir(run_dir)),
+    return SummaryWriter(log_dir=str(paths.run_tensorboard_dir(run_dir)), flush_secs=10,
                          purge_step=resume_step + 1 if resume_step else None)
 
 
@@ -130,6 +131,36 @@ def evaluation_due(step: int, eval_every: int, max_steps: int) -> bool:
     """Dev evaluation after `step` updates: every `eval_every` steps, not at the last step (the run's own
     final evaluation scores dev there, and is recorded as that step's point)."""
     return eval_every > 0 and step % eval_every == 0 and step < max_steps
+
+
+class TrainingRecorder:
+    """What the fine-tuning loop calls: `update` after every optimizer step (its record, and dev CER/WER
+    from `score_dev` when `evaluation_due`, inside `training_untouched`), `final` with the run's own dev
+    scores after training (the curve's last point; closes the log)."""
+
+    def __init__(self, run_dir: Path, resume_step: int, eval_every: int, max_steps: int,
+                 score_dev: Callable[[], dict]) -> None:
+        self.log = MetricsLog(run_dir, resume_step)
+        self.eval_every, self.max_steps, self.score_dev = eval_every, max_steps, score_dev
+
+    def update(self, model, step: int, loss: float, learning_rate: float, grad_norm: float) -> None:
+        self.log.train(step, loss, learning_rate, grad_norm)
+        if evaluation_due(step, self.eval_every, self.max_steps):
+            started = time.monotonic()
+            with training_untouched(model):
+                scores = self.score_dev()
+            self.log.dev(step, _rate(scores, "cer"), _rate(scores, "wer"), time.monotonic() - started)
+            log.info("step %d: dev CER %.4f", step, _rate(scores, "cer"))
+
+    def final(self, step: int, dev_scores: dict) -> None:
+        if self.eval_every:
+            self.log.dev(step, _rate(dev_scores, "cer"), _rate(dev_scores, "wer"), 0.0)
+        self.log.close()
+
+
+def _rate(scores: dict, name: str) -> float:
+    value = scores.get(name)
+    return math.nan if value is None else float(value)  # None: no reference text to score
 
 
 # --- reading back --------------------------------------------------------------------------------------
