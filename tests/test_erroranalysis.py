@@ -60,6 +60,7 @@ def test_worst_utterances_come_first(tmp_path):
     worst = worst_utterances(read_hypotheses(tmp_path), n=3)
     assert worst["id"].tolist() == ["u3", "u0", "u2"]  # 1/2, then 2/9 twice: file order breaks that tie
     assert worst.loc[0, "cer"] == pytest.approx(0.5) and list(worst.columns)[:3] == ["id", "reference", "hypothesis"]
+    assert "u1" not in worst_utterances(read_hypotheses(tmp_path), n=10)["id"].tolist()  # no error, not listed
 
 
 def test_cer_by_length_bins_cover_every_utterance_once(tmp_path):

@@ -95,7 +95,7 @@ def test_column_and_page_widths_are_ordered():
     assert 30 < LATEX_COLUMN_CHARS < LATEX_PAGE_CHARS
 
 
-@pytest.mark.parametrize(("seconds", "text"), [(42.2, "42.2 s"), (0.4, "0.40 s"), (150, "2.5 min"),
+@pytest.mark.parametrize(("seconds", "text"), [(42.2, "42 s"), (4.25, "4.2 s"), (0.4, "0.40 s"), (150, "2.5 min"),
                                                (3 * 3600 + 360, "3.1 h"), (500 * 3600, "500 h")])
 def test_durations_read_in_their_unit(seconds, text):
     assert fmt_duration(seconds) == text
@@ -104,13 +104,14 @@ def test_durations_read_in_their_unit(seconds, text):
 def test_one_unit_per_column_and_missing_values():
     unit = duration_unit([30.0, 54.0, 200.0, math.nan])
     assert unit == ("s", 1.0) and fmt_duration(200.0, unit) == "200 s"
-    assert duration_unit([54.0, 3600.0, 7200.0]) == ("h", 3600.0)
+    assert duration_unit([54.0, 3600.0, 7200.0]) == ("min", 60.0) and duration_unit([7200.0]) == ("h", 3600.0)
+    assert fmt_duration(90.0) == "90 s" and fmt_duration(80 * 60) == "80 min"
     assert fmt_duration(math.nan) == "–" and fmt_size(math.nan) == "–"
 
 
 def test_memory_in_megabytes_and_gigabytes():
     assert fmt_size(734.895) == "771 MB"  # MiB in, decimal MB out
-    assert fmt_size(12000.0) == "12.6 GB"
+    assert fmt_size(12000.0) == "13 GB" and fmt_size(2000.0) == "2.1 GB"
     assert size_unit([100.0, 12000.0, 13000.0])[0] == "GB"
 
 

@@ -54,7 +54,7 @@ def test_card_metadata_is_a_model_index_huggingface_hub_reads(tmp_path):
     assert results["cer"].dataset_name == "Common Voice (cv-corpus-7.0-2021-07-21)"
     text = card.text
     for expected in ("Portuguese (pt)", "5.0 h, 3512 utterances, 120 speakers", "4000 steps", "tri_stage_linear",
-                     "| CER (%) | 10.12 | 12.34 |", "frozen", "precision bf16", "1.5 h", 'pipeline("automatic-speech'):
+                     "| CER (%) | 10.12 | 12.34 |", "frozen", "precision bf16", "in 90 min", 'pipeline("automatic-speech'):
         assert expected in text, expected
 
 

@@ -31,8 +31,10 @@ def read_hypotheses(run_dir: Path, split: str = "test") -> pd.DataFrame:
 
 
 def worst_utterances(hypotheses: pd.DataFrame, n: int = 5) -> pd.DataFrame:
-    """The `n` utterances with the highest CER (more edits first among equal CERs, then file order)."""
+    """The `n` utterances with the highest CER (more edits first among equal CERs, then file order); only
+    utterances with an error."""
     ranked = hypotheses.assign(order=range(len(hypotheses)))
+    ranked = ranked[ranked["char_edits"] > 0]
     ranked = ranked.sort_values(["cer", "char_edits", "order"], ascending=[False, False, True], kind="stable")
     return ranked.head(n)[["id", "reference", "hypothesis", "char_edits", "chars", "cer"]].reset_index(drop=True)
 

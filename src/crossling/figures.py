@@ -420,26 +420,26 @@ def _curve_panel(ax, part: pd.DataFrame, checkpoints: list[str], log_y: bool) ->
     ax.grid(color="#eee", linewidth=0.6)
 
 
-def length_curves(frame: pd.DataFrame, title: str, columns: int = 3) -> bytes:
-    """CER by utterance length: one panel per language, one line per checkpoint over length bins.
-    `frame`: language, checkpoint, length_bin (ordered labels), cer."""
+def length_curves(frame: pd.DataFrame, title: str, line: str = "checkpoint", columns: int = 3) -> bytes:
+    """CER by utterance length: one panel per language, one line per value of the `line` column over the
+    length bins. `frame`: language, `line`, length_bin (labels in order), cer."""
     languages = sorted(frame["language"].unique())
-    checkpoints = sorted(frame["checkpoint"].unique())
-    fig = _figure(MAX_WIDTH_IN, _grid_height(len(languages), columns, 2.4) + 0.4 + _legend_height(checkpoints))
+    names = sorted(frame[line].unique())
+    fig = _figure(MAX_WIDTH_IN, _grid_height(len(languages), columns, 2.4) + 0.4 + _legend_height(names))
     panels, _, firsts = _panels(fig, len(languages), columns, sharey=True)
     for ax, language in zip(panels, languages, strict=True):
         part = frame[frame["language"] == language]
         bins = list(dict.fromkeys(part["length_bin"]))
-        for i, checkpoint in enumerate(checkpoints):
-            line = part[part["checkpoint"] == checkpoint].set_index("length_bin").reindex(bins)
-            ax.plot(range(len(bins)), line["cer"], marker="o", markersize=3, color=_COLOURS[i % len(_COLOURS)])
+        for i, name in enumerate(names):
+            points = part[part[line] == name].set_index("length_bin").reindex(bins)
+            ax.plot(range(len(bins)), points["cer"], marker="o", markersize=3, color=_COLOURS[i % len(_COLOURS)])
         ax.set_xticks(range(len(bins)), [label(b) for b in bins])
         ax.set_title(label(language))
         ax.set_xlabel("reference characters")
     for ax in firsts:
         ax.set_ylabel("CER")
-    handles = [plt.Line2D([], [], color=_COLOURS[i % len(_COLOURS)], marker="o", label=label(c))
-               for i, c in enumerate(checkpoints)]
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(3, len(checkpoints)), frameon=False)
+    handles = [plt.Line2D([], [], color=_COLOURS[i % len(_COLOURS)], marker="o", label=label(n))
+               for i, n in enumerate(names)]
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(2, len(names)), frameon=False)
     fig.suptitle(label(title))
     return to_png(fig)

@@ -59,8 +59,9 @@ _MIB = 2**20  # peak memory is recorded in MiB (ru_maxrss / 1024, torch's bytes 
 
 def duration_unit(seconds: Iterable[float]) -> tuple[str, float]:
     """One unit for a column of durations (so rows compare at a glance): the largest of s, min, h in which
-    the median finite value is at least 1 -> (unit name, seconds per unit)."""
-    return _unit(seconds, _DURATION_UNITS)
+    the median finite value is at least 2 ('90 s', not '1.5 min'; '80 min', not '1.3 h') -> (unit name,
+    seconds per unit)."""
+    return _unit(seconds, _DURATION_UNITS, least=2.0)
 
 
 def size_unit(megabytes: Iterable[float]) -> tuple[str, float]:
@@ -69,10 +70,10 @@ def size_unit(megabytes: Iterable[float]) -> tuple[str, float]:
     return name, scale / _MIB
 
 
-def _unit(values: Iterable[float], units: tuple[tuple[str, float], ...]) -> tuple[str, float]:
+def _unit(values: Iterable[float], units: tuple[tuple[str, float], ...], least: float = 1.0) -> tuple[str, float]:
     finite = [v for v in values if v is not None and math.isfinite(v)]
     median = float(np.median(finite)) if finite else 0.0
-    return next(((n, s) for n, s in reversed(units) if median >= s), units[0])
+    return next(((n, s) for n, s in reversed(units) if median >= least * s), units[0])
 
 
 def fmt_duration(seconds: float, unit: tuple[str, float] | None = None) -> str:
@@ -91,7 +92,7 @@ def _in_unit(value: float, name: str, scale: float) -> str:
     if value is None or not math.isfinite(value):
         return "–"
     scaled = value / scale
-    digits = 0 if abs(scaled) >= 100 else 1 if abs(scaled) >= 1 or scaled == 0 else 2
+    digits = 0 if abs(scaled) >= 10 else 1 if abs(scaled) >= 1 or scaled == 0 else 2
     return f"{scaled:.{digits}f} {name}"
 
 
