@@ -59,8 +59,8 @@ def test_saved_model_transcribes_the_same_with_plain_transformers(prepared, tmp_
     # the run's own evaluation (in-memory model) agrees with the reloaded one
     run_rows = [json.loads(line) for line in paths.run_hypotheses_path(run, "test").read_text().splitlines()]
     assert [row["hypothesis"] for row in run_rows] == ours
-    feature_extractor = json.loads((paths.run_model_dir(run) / "processor_config.json").read_text())
-    assert feature_extractor["feature_extractor"]["return_attention_mask"] is (norm == "layer")
+    feature_extractor = json.loads((paths.run_model_dir(run) / "preprocessor_config.json").read_text())
+    assert feature_extractor["return_attention_mask"] is (norm == "layer")
 
 
 def test_scores_are_recomputable_from_the_hypotheses(prepared, tmp_path):
