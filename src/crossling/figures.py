@@ -124,7 +124,7 @@ def _heatmap(matrix: pd.DataFrame, title: str, value_label: str, text: Callable[
     per_block = max(1, int((MAX_WIDTH_IN - row_labels) / cell))
     blocks = [list(range(i, min(i + per_block, matrix.shape[1]))) for i in range(0, matrix.shape[1], per_block)]
     height = len(blocks) * (0.3 * matrix.shape[0] + 2 * _LINE_IN) + 1.0
-    fig = _figure(row_labels + cell * min(per_block, matrix.shape[1]), height)
+    fig = _figure(max(3.5, row_labels + cell * min(per_block, matrix.shape[1])), height)  # room for the colour bar
     axes = fig.subplots(len(blocks), 1, squeeze=False)[:, 0]
     for ax, columns in zip(axes, blocks, strict=True):
         part = matrix.iloc[:, columns]
