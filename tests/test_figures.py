@@ -44,6 +44,7 @@ def drawn():
         "variance": lambda: figures.variance_bars(a.variance, "variance"),
         "cost": lambda: figures.cost_bars(a.cost.reindex(order), "wall_hours", "cost", "hours"),
         "curves": lambda: figures.curves(curve, "dev CER", "Dev CER during training"),
+        "log_curves": lambda: figures.curves(curve, "CTC loss", "Training loss", log_y=True),
         "length": lambda: figures.length_curves(_length_frame(order[:2]), "CER by length"),
     }
     out = {}

@@ -22,7 +22,7 @@ import matplotlib.colors as mcolors  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import LogFormatter, MaxNLocator  # noqa: E402
 
 DPI = 100
 FONT_PT = 9.5
@@ -416,6 +416,8 @@ def _curve_panel(ax, part: pd.DataFrame, checkpoints: list[str], log_y: bool) ->
                 markersize=3)
     if log_y:
         ax.set_yscale("log")
+        for axis_formatter in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+            axis_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))  # '3', not 3×10⁰
     ax.xaxis.set_major_locator(MaxNLocator(4))
     ax.grid(color="#eee", linewidth=0.6)
 
