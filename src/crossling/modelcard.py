@@ -85,7 +85,7 @@ def _title(name: str, identity: dict, resolved: dict, base: str | None) -> str:
               "zoo": f"crossling's mini-zoo model `{identity['checkpoint']}`"}.get(
                   source.get("kind"), f"`{identity['checkpoint']}`")
     return (f"# {name}\n\n{origin} fine-tuned with a CTC head on {language} by "
-            f"[crossling](https://pypi.org/project/crossling/) {__version__} (seed {identity['seed']}).")
+            f"crossling {__version__} (seed {identity['seed']}).")
 
 
 def _results(record: dict) -> str:
