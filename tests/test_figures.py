@@ -36,6 +36,9 @@ def drawn():
         "boxplots": lambda: figures.language_boxplots(a.runs, order),
         "transfer": lambda: figures.relative_heatmap(a.transfer.div(a.transfer.median(axis=0), axis=1), "transfer"),
         "families": lambda: figures.group_boxes(matrix.T[order], families, "families"),
+        "families_one_language_each": lambda: figures.group_boxes(  # every box is one value wide
+            pd.DataFrame({"zoo-es": [0.73, 0.76], "zoo-random": [1.0, 1.0]}, index=["pt", "tr"]),
+            pd.Series({"pt": "Indo-European", "tr": "other"}), "families"),
         "typology": lambda: figures.correlation_panels(typology, list(a.typology["distance"]), "relative CER",
                                                        rho=list(a.typology["rho"]),
                                                        p_values=[0.0123, 0.2, 1.0, 0.0004, 0.05],
@@ -177,3 +180,17 @@ def test_cd_bars_are_the_maximal_cliques_scikit_posthocs_finds(seed):
     expected = {frozenset(c) for c in _find_maximal_cliques(together) if len(c) > 1}
     spans = figures._cliques(ranks, cd)
     assert {frozenset(ranks.index[i:j + 1]) for i, j in spans} == expected
+
+
+def test_no_marker_sits_on_the_edge_of_its_panel(drawn):
+    """Dots are drawn inside their axes, not cut in half by a limit (a bar's sticky edge once did that)."""
+    for name, (fig, _) in drawn.items():
+        for ax in fig.axes:
+            (x0, x1), (y0, y1) = sorted(ax.get_xlim()), sorted(ax.get_ylim())
+            for line in ax.get_lines():
+                if line.get_marker() in ("None", None, "") or not len(line.get_xdata()):
+                    continue
+                xs, ys = np.asarray(line.get_xdata(), float), np.asarray(line.get_ydata(), float)
+                keep = np.isfinite(xs) & np.isfinite(ys)
+                assert (xs[keep] > x0).all() and (xs[keep] < x1).all(), f"{name}: a marker on the x limit"
+                assert (ys[keep] > y0).all() and (ys[keep] < y1).all(), f"{name}: a marker on the y limit"

@@ -202,6 +202,8 @@ def group_boxes(cells: pd.DataFrame, groups: pd.Series, title: str, metric: str 
     ax.set_yticks(range(len(checkpoints)), [label(c) for c in checkpoints])
     ax.set_ylim(len(checkpoints) - 0.5, -0.5)
     ax.tick_params(axis="y", length=0)
+    ax.use_sticky_edges = False  # a bar's edge would otherwise pin the axis to the lowest box, cutting its dots
+    ax.autoscale_view()
     ax.set_xlabel(metric)
     fig.legend(loc="outside lower center", ncols=max(1, len(names)), frameon=False)
     ax.set_title(label(title))
