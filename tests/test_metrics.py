@@ -174,3 +174,20 @@ def test_dev_evaluation_during_training_leaves_the_weights_bit_identical(tmp_pat
     assert train_busy["step"].tolist() == list(range(1, 13))
     assert train_quiet.equals(train_busy)  # the same losses, learning rates and gradient norms, bit for bit
     assert (train_busy["grad_norm"] > 0).all() and train_busy["learning_rate"].iloc[1] > 0
+
+
+def test_a_log_nobody_closes_is_closed_when_collected(tmp_path):
+    """A run that fails mid-training never reaches close(): its TensorBoard writer's thread must not live on."""
+    import gc
+    import threading
+
+    pytest.importorskip("tensorboard")
+    before = threading.active_count()
+    log = MetricsLog(tmp_path, 0)
+    log.train(1, loss=1.0, learning_rate=1e-3, grad_norm=1.0)
+    assert threading.active_count() > before
+    handle = log._file
+    del log
+    gc.collect()
+    assert handle.closed and threading.active_count() == before
+    assert read_metrics(tmp_path)["step"].tolist() == [1]

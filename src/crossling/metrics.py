@@ -10,6 +10,7 @@ import logging
 import math
 import random
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -38,6 +39,9 @@ class MetricsLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
         self._board = _tensorboard_writer(run_dir, resume_step) if tensorboard else None
+        # a run that fails mid-training never calls close(): its file and TensorBoard thread are released
+        # when the log is collected, not kept for the rest of a grid worker's life
+        self._closer = weakref.finalize(self, _close, self._file, self._board)
 
     def train(self, step: int, loss: float, learning_rate: float, grad_norm: float) -> None:
         self._write({"kind": TRAIN, "step": step, "loss": loss, "learning_rate": learning_rate,
@@ -47,9 +51,7 @@ class MetricsLog:
         self._write({"kind": DEV, "step": step, "cer": cer, "wer": wer, "seconds": round(seconds, 3)})
 
     def close(self) -> None:
-        self._file.close()
-        if self._board is not None:
-            self._board.close()
+        self._closer()
 
     def __enter__(self) -> MetricsLog:
         return self
@@ -65,6 +67,12 @@ class MetricsLog:
             for name in (TRAIN_FIELDS if record["kind"] == TRAIN else DEV_FIELDS):
                 if clean[name] is not None:
                     self._board.add_scalar(f"{record['kind']}/{name}", clean[name], record["step"])
+
+
+def _close(file, board) -> None:
+    file.close()
+    if board is not None:
+        board.close()
 
 
 def _json_number(value):
