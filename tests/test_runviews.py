@@ -61,6 +61,7 @@ def test_error_analysis_from_a_store(tmp_path):
     assert len(worst.rows) == 2 * 2 * 1  # 2 languages × best and worst × 1 utterance
     assert {row[2].text for row in worst.rows} == {"xlsr53", "random-init"}
     assert len(frame) > len(worst.rows)  # the CSV keeps more
+    assert "(blank output)" in {row[5].text for row in worst.rows} and "" in set(frame["hypothesis"])
     edits, _ = tables["character_edits"]
     assert any("→ ∅" in row[4].text for row in edits.rows)
 

@@ -79,7 +79,8 @@ def _length_figure(analysis: ErrorAnalysis) -> Figures:
 
 def _error_tables(analysis: ErrorAnalysis, worst: int) -> Tables:
     shown = analysis.worst.groupby(["language", "role", "checkpoint"], sort=False).head(worst)
-    utterances = shown.assign(cer=shown["cer"].map(lambda v: fmt(100 * v, 1)))[
+    utterances = shown.assign(cer=shown["cer"].map(lambda v: fmt(100 * v, 1)),
+                              hypothesis=shown["hypothesis"].where(shown["hypothesis"] != "", "(blank output)"))[
         ["language", "role", "checkpoint", "seed", "reference", "hypothesis", "cer"]].rename(columns={"cer": "CER %"})
     edits = analysis.edits.groupby(["language", "role", "checkpoint", "operation"], sort=False).head(2)
     edits = edits.assign(edit=_edit_text(edits), share=edits["share"].map(lambda v: f"{100 * v:.1f}%"))[
