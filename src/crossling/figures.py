@@ -24,6 +24,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import LogFormatter, MaxNLocator  # noqa: E402
 
+from crossling.markup import fmt_p  # noqa: E402
+
 DPI = 100
 FONT_PT = 9.5
 MAX_WIDTH_IN = 7.2
@@ -298,15 +300,9 @@ def correlation_panels(frame: pd.DataFrame, x_columns: Sequence[str], y: str, *,
                        p_values: Sequence[float], p_label: str, y_label: str) -> bytes:
     """`scatter_panels` titled with one correlation and one p-value per panel; pass p-values already
     corrected for the number of panels and say how in `p_label` (e.g. 'Holm-adjusted p')."""
-    titles = [f"{column}: rho = {r:.2f}, {p_label} = {_p(p)}"
+    titles = [f"{column}: rho = {r:.2f}, {p_label} = {fmt_p(p)}"
               for column, r, p in zip(x_columns, rho, p_values, strict=True)]
     return scatter_panels(frame, list(x_columns), y, titles, y_label)
-
-
-def _p(p: float) -> str:
-    if p is None or not math.isfinite(p):
-        return "n/a"
-    return f"{p:.1e}" if p < 0.001 else f"{p:.3f}"
 
 
 def scatter_panels(frame: pd.DataFrame, x_columns: list[str], y: str, titles: list[str], y_label: str,
