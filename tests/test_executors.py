@@ -69,7 +69,7 @@ def ray_instance():
 def kill_worker_mid_run(store_root, run_id, grid: threading.Thread) -> int:
     """Wait until `run_id` has written a checkpoint, then SIGKILL the Ray worker executing it."""
     run_dir = Store(store_root).run_dir(run_id)
-    assert wait_for(lambda: paths.run_checkpoint_path(run_dir).exists() or not grid.is_alive(), timeout=180)
+    assert wait_for(lambda: paths.run_resume_path(run_dir).exists() or not grid.is_alive(), timeout=180)
     assert not paths.run_result_path(run_dir).exists(), "the run finished before it could be killed"
     pid = starts(store_root, run_id)[0]["pid"]
     assert pid != os.getpid()
@@ -109,10 +109,10 @@ def test_ray_reschedules_a_killed_worker_and_the_run_resumes(ray_instance, tmp_p
     attempts = starts(tmp_path / "toy.runs", victim)
     assert [a["pid"] == killed for a in attempts] == [True, False] and attempts[1]["resumed"]
     result = Store(tmp_path / "toy.runs").result(victim)
-    assert result["resumed_from"] and result["steps"] == 40
+    assert result.resumed_from and result.steps == 40
     reference = run_study(study, tmp_path / "reference", run_function=TOY)  # in-process, uninterrupted
     assert reference.done == 4
-    assert result["scores"] == Store(tmp_path / "reference").result(victim)["scores"]
+    assert result.scores == Store(tmp_path / "reference").result(victim).scores
 
 
 @pytest.mark.slow
@@ -136,7 +136,7 @@ def test_ray_real_grid_with_a_killed_worker_matches_the_uninterrupted_grid(ray_i
     assert plan_study(study, tmp_path / "local").done == 4
     for run in expand_runs(study):
         ray_run, local_run = (Store(tmp_path / s).run_dir(run.run_id) for s in ("ray", "local"))
-        assert Store(tmp_path / "ray").result(run.run_id)["scores"] == Store(tmp_path / "local").result(run.run_id)["scores"]
+        assert Store(tmp_path / "ray").result(run.run_id).scores == Store(tmp_path / "local").result(run.run_id).scores
         assert model_digest(ray_run) == model_digest(local_run)
 
 

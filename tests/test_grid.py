@@ -28,7 +28,7 @@ from crossling.cli import main
 from crossling.errors import ConfigError, DataError
 from crossling.grid import PlanCounts, plan_study, run_study, study_status
 from crossling.store import Store
-from crossling.study import expand_runs, load_study
+from crossling.study import expand_runs, load_study, study_plan
 
 TOY_MODELS = ["toy/alpha", "toy/beta"]
 
@@ -41,7 +41,7 @@ def toy_study(tmp_path):
 
 def cers(store_root, study) -> dict[str, float]:
     store = Store(store_root)
-    return {run.run_id: store.result(run.run_id)["scores"]["test"]["cer"] for run in expand_runs(study)}
+    return {run.run_id: store.result(run.run_id).test_cer() for run in expand_runs(study)}
 
 
 def test_plan_run_status(toy_study, tmp_path):
@@ -49,6 +49,7 @@ def test_plan_run_status(toy_study, tmp_path):
     assert plan_study(toy_study) == (counts := plan_study(toy_study, store))
     assert (counts.total, counts.pending, counts.done) == (4, 4, 0)
     assert json.loads(paths.store_plan_path(store).read_text())["runs"][0]["checkpoint"] == "toy/alpha"
+    assert Store(store).read_plan() == study_plan(toy_study)  # the typed plan round-trips
     events = []
     summary = run_study(toy_study, run_function=TOY, progress=events.append)
     assert (summary.total, summary.executed, summary.done, summary.failed) == (4, 4, 4, 0)
@@ -111,7 +112,7 @@ def test_kill_9_mid_run_then_resume_gives_the_same_results(toy_study, tmp_path):
     store = tmp_path / "toy.runs"
     grid = start_driver(toy_study.path, store, GRID_TOY_STEP_SECONDS="0.1")
     second = expand_runs(toy_study)[1].run_id
-    assert wait_for(lambda: paths.run_checkpoint_path(Store(store).run_dir(second)).exists(), timeout=60)
+    assert wait_for(lambda: paths.run_resume_path(Store(store).run_dir(second)).exists(), timeout=60)
     os.kill(grid.pid, signal.SIGKILL)
     grid.wait()
     assert plan_study(toy_study, store).done == 1  # one finished, one interrupted mid-run
@@ -120,7 +121,7 @@ def test_kill_9_mid_run_then_resume_gives_the_same_results(toy_study, tmp_path):
     assert resumed.stdout.read().split() == ["3", "3", "0"]
     assert cers(store, toy_study) == cers(reference, toy_study)
     result = Store(store).result(second)
-    assert result["resumed_from"] and result["resumed_from"][0] >= 2  # continued from its checkpoint
+    assert result.resumed_from and result.resumed_from[0] >= 2  # continued from its resume file
     assert [s["resumed"] for s in starts(store, second)] == [False, True]
 
 
@@ -161,6 +162,7 @@ def test_results_of_the_store_read_back(toy_study, tmp_path):
     run = expand_runs(toy_study)[0]
     result = read_json(paths.run_result_path(Store(tmp_path / "toy.runs").run_dir(run.run_id)))
     assert result["run"]["model"] == "toy/alpha" and result["run"]["language"] == "aa"
+    assert Store(tmp_path / "toy.runs").result(run.run_id).identity == run.identity
 
 
 # --- the real path: crossling.finetune on tiny random checkpoints, through the CLI ---------------
@@ -184,7 +186,7 @@ def real(tmp_path_factory):
 
 def real_results(store: Path, study) -> dict[str, tuple]:
     results = Store(store)
-    return {run.run_id: (results.result(run.run_id)["scores"], model_digest(results.run_dir(run.run_id)))
+    return {run.run_id: (results.result(run.run_id).scores, model_digest(results.run_dir(run.run_id)))
             for run in expand_runs(load_study(study))}
 
 
@@ -204,7 +206,7 @@ def test_real_grid_plan_run_status_and_results(real, capsys):
     assert set(table["checkpoint"]) == {"ckpt-a", "ckpt-b"} and (table["steps"] == 40).all()
     assert (table["chars"] > 0).all() and (table["peak_memory_mb"] > 0).all()
     result = Store(store).result(table["run_id"][0])
-    assert result["run"]["config"]["max_steps"] == 40 and result["cost"]["threads"] == 1
+    assert result.identity.recipe.max_steps == 40 and result.cost.threads == 1
 
 
 @pytest.mark.slow
@@ -214,7 +216,7 @@ def test_real_grid_killed_with_sigkill_resumes_to_the_same_results(real):
     runs = expand_runs(load_study(study))
     grid = cli("study", "run", str(study), "--store", str(store))
     second = Store(store).run_dir(runs[1].run_id)
-    assert wait_for(lambda: paths.run_checkpoint_path(second).exists() or grid.poll() is not None, timeout=120)
+    assert wait_for(lambda: paths.run_resume_path(second).exists() or grid.poll() is not None, timeout=120)
     os.kill(grid.pid, signal.SIGKILL)
     grid.wait()
     assert not paths.run_result_path(second).exists(), "the run finished before it could be killed"
@@ -306,3 +308,84 @@ def test_a_synthetic_source_is_synthesised_and_prepared(tmp_path):
     (prepared,) = [p for p in (tmp_path / "data.runs" / "data").glob("synthetic-*") if not p.name.endswith("-corpus")]
     for language in ("pt", "de"):
         assert read_json(paths.prepared_summary_path(prepared, language))["train_hours"] == pytest.approx(0.008, abs=0.002)
+
+
+# --- a moved project resumes (its run identities hold no absolute paths) ---------------------------
+
+CRASH_RECIPE = {"learning_rate": 2e-3, "max_steps": 2, "batch_seconds": 8.0, "checkpoint_every": 100}
+
+
+def _interrupted_project(root: Path, monkeypatch) -> tuple[Path, str]:
+    """A study (relative prepared path, a local checkpoint beside it) whose only run crashed during
+    evaluation, after its resume file was written; returns the study file and the run id."""
+    from tinydata_factory import make_prepared as make_tiny_language
+    from tinydata_factory import make_tiny_checkpoint
+
+    import crossling.finetune
+
+    make_tiny_language(root / "prepared", "xx", n_train=6, n_dev=2, n_test=2)
+    make_tiny_checkpoint(root / "ckpt-a", "wav2vec2")
+    study = write_study(root / "moved.toml", ["ckpt-a"], languages=("xx",), recipe=CRASH_RECIPE)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("simulated crash during evaluation")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(crossling.finetune, "evaluate_model", crash)
+        assert run_study(load_study(study)).failed == 1
+    (run,) = expand_runs(load_study(study))
+    assert paths.run_resume_path(Store(root / "moved.runs").run_dir(run.run_id)).is_file()
+    return study, run.run_id
+
+
+def _resume_after_move(old_root: Path, new_root: Path, run_id: str) -> Path:
+    new_root.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(old_root, new_root)
+    study = load_study(new_root / "moved.toml")
+    assert [run.run_id for run in expand_runs(study)] == [run_id]  # the run id does not depend on the place
+    summary = run_study(study, retry_failed=True)
+    assert (summary.done, summary.failed) == (1, 0), summary.outcomes
+    run_dir = Store(new_root / "moved.runs").run_dir(run_id)
+    assert "resumed from" in paths.run_log_path(run_dir).read_text()
+    assert not paths.run_resume_path(run_dir).exists() and not paths.run_legacy_resume_path(run_dir).exists()
+    return run_dir
+
+
+def test_an_interrupted_run_resumes_after_the_project_is_moved(tmp_path, monkeypatch):
+    _, run_id = _interrupted_project(tmp_path / "project", monkeypatch)
+    run_dir = _resume_after_move(tmp_path / "project", tmp_path / "moved" / "project", run_id)
+    assert Store(run_dir.parent.parent).result(run_id).resumed_from == (2,)
+
+
+def test_a_run_interrupted_by_an_earlier_version_resumes_after_a_move(tmp_path, monkeypatch):
+    """A resume file the earlier code wrote (named checkpoint.pt, format 1, absolute paths in its identity)."""
+    import torch
+
+    from crossling.records import legacy_identity
+
+    root = tmp_path / "project"
+    study_path, run_id = _interrupted_project(root, monkeypatch)
+    (run,) = expand_runs(load_study(study_path))
+    run_dir = Store(root / "moved.runs").run_dir(run_id)
+    checkpoint = torch.load(paths.run_resume_path(run_dir), weights_only=True)
+    checkpoint["state"].pop("resumed_from")
+    old = legacy_identity(prepared=root / "prepared", language="xx", model=run.model, seed=0, recipe=run.config)
+    torch.save({**checkpoint, "format": 1, "identity": old}, paths.run_legacy_resume_path(run_dir))
+    paths.run_resume_path(run_dir).unlink()
+    moved = _resume_after_move(root, tmp_path / "elsewhere", run_id)
+    assert "checkpoint.pt" in paths.run_log_path(moved).read_text()
+
+
+def test_a_finished_run_of_an_earlier_version_stays_done(toy_study, tmp_path):
+    """result.json files written before the records had a schema (tests/data/legacy-result.json)."""
+    store = Store(tmp_path / "toy.runs")
+    first = expand_runs(toy_study)[0].run_id
+    legacy = (Path(__file__).parent / "data" / "legacy-result.json").read_text()
+    paths.run_result_path(store.run_dir(first)).parent.mkdir(parents=True)
+    paths.run_result_path(store.run_dir(first)).write_text(legacy)
+    assert plan_study(toy_study).done == 1
+    summary = run_study(toy_study, run_function=TOY)
+    assert (summary.already_done, summary.executed) == (1, 3)
+    assert paths.run_result_path(store.run_dir(first)).read_text() == legacy  # untouched
+    status = study_status(toy_study, store.root)
+    assert status.counts.done == 4 and status.runs[0].cer == store.result(first).test_cer()

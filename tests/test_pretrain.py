@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -50,7 +51,7 @@ def test_loss_decreases_and_model_loads_for_ctc(prepared, tmp_path):
     model = AutoModelForCTC.from_pretrained(model_dir, vocab_size=7, pad_token_id=0)
     logits = model(torch.zeros(1, 16000)).logits
     assert logits.shape[-1] == 7 and torch.isfinite(logits).all()
-    assert not paths.pretrain_checkpoint_path(tmp_path / "pt").exists()
+    assert not paths.pretrain_resume_path(tmp_path / "pt").exists()
 
 
 _CHILD = """
@@ -68,19 +69,24 @@ def test_resume_after_kill_equals_uninterrupted(prepared, tmp_path):
     code = _CHILD.format(tests=str(Path(__file__).parent), prepared=str(prepared), out=str(killed), steps=steps)
     child = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "OMP_NUM_THREADS": "1"})
     deadline = time.time() + 120
-    while not paths.pretrain_checkpoint_path(killed).exists() and child.poll() is None and time.time() < deadline:
+    while not paths.pretrain_resume_path(killed).exists() and child.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     child.send_signal(signal.SIGKILL)
     assert child.wait() == -signal.SIGKILL, "the child finished before it could be killed"
     assert not paths.pretrain_record_path(killed).exists()
-    interrupted_at = torch.load(paths.pretrain_checkpoint_path(killed), weights_only=False)["step"]
+    interrupted_at = torch.load(paths.pretrain_resume_path(killed), weights_only=False)["step"]
     assert 0 < interrupted_at < steps
+    legacy = tmp_path / "legacy"  # the same interruption, under the name earlier versions gave the file
+    legacy.mkdir()
+    shutil.copyfile(paths.pretrain_resume_path(killed), paths.pretrain_legacy_resume_path(legacy))
     resumed = run_pretrain(prepared, killed, steps=steps)
     straight = run_pretrain(prepared, tmp_path / "straight", steps=steps)
-    assert resumed["final"] == straight["final"]
-    a = load_file(paths.pretrain_model_dir(killed) / "model.safetensors")
+    assert resumed["final"] == straight["final"] == run_pretrain(prepared, legacy, steps=steps)["final"]
     b = load_file(paths.pretrain_model_dir(tmp_path / "straight") / "model.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    for run in (killed, legacy):
+        a = load_file(paths.pretrain_model_dir(run) / "model.safetensors")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        assert not paths.pretrain_resume_path(run).exists() and not paths.pretrain_legacy_resume_path(run).exists()
 
 
 def test_mix_selects_seeded_hours_per_language(prepared):

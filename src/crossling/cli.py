@@ -130,21 +130,26 @@ def _cmd_finetune(args) -> int:
     from crossling.finetune import finetune
 
     config = load_train_config(args.config, {"max_steps": args.steps, "learning_rate": args.lr})
-    record = finetune(args.data, args.language, args.model, args.seed, args.out, config,
+    record = finetune(args.data, args.language, args.model, seed=args.seed, out=args.out, config=config,
                       device=args.device, track=tqdm_track)
-    test = record["scores"]["test"]
+    test, dev = record.scores["test"], record.scores["dev"]
     if args.json:
-        print(json.dumps({"cer": test["cer"], "wer": test["wer"], **record}, ensure_ascii=False))
+        print(json.dumps({"cer": test.cer, "wer": test.wer, **record.to_json()}, ensure_ascii=False))
         return 0
-    skipped = ", ".join(f"{k} {v}" for k, v in record["skipped"].items() if v) or "none"
-    print(f"{args.model} on {args.language} (seed {args.seed}): test CER {test['cer']:.4f} WER {test['wer']:.4f}, "
-          f"dev CER {record['scores']['dev']['cer']:.4f}; {record['steps']} steps, skipped: {skipped}; "
-          f"{record['cost']['wall_seconds']:.0f} s on {record['cost']['device']}")
-    if record["collapse"]["warned"]:
+    skipped = ", ".join(f"{k} {v}" for k, v in record.skipped.items() if v) or "none"
+    print(f"{args.model} on {args.language} (seed {args.seed}): test CER {_rate(test.cer)} WER {_rate(test.wer)}, "
+          f"dev CER {_rate(dev.cer)}; {record.steps} steps, skipped: {skipped}; "
+          f"{record.cost.wall_seconds:.0f} s on {record.cost.device}")
+    if record.collapse.warned:
         print(f"warning: output was blank-only for long stretches "
-              f"(blank-only test fraction {record['collapse']['blank_only_fraction']:.2f})")
-    print(f"model + processor: {args.out / 'model'}")
+              f"(blank-only test fraction {record.collapse.blank_only_fraction:.2f})")
+    print(f"model + processor: {paths.run_model_dir(args.out)}")
     return 0
+
+
+def _rate(value: float | None) -> str:
+    """An error rate as printed; '-' where there was no reference text to score."""
+    return "-" if value is None else f"{value:.4f}"
 
 
 def _add_evaluate(sub) -> None:
@@ -165,11 +170,11 @@ def _cmd_evaluate(args) -> int:
     result = evaluate(args.model, args.data, args.language, splits=tuple(args.splits), out=args.out,
                       device=args.device, track=tqdm_track)
     if args.json:
-        print(json.dumps(result, ensure_ascii=False))
+        print(json.dumps(result.to_json(), ensure_ascii=False))
         return 0
-    for split, s in result["scores"].items():
-        genders = "; ".join(f"{g} {v['cer']:.4f}" for g, v in s["by_gender"].items())
-        print(f"{args.language} {split}: CER {s['cer']:.4f} WER {s['wer']:.4f} ({s['utterances']} utterances"
+    for split, s in result.scores.items():
+        genders = "; ".join(f"{g} {_rate(v.cer)}" for g, v in s.by_gender.items())
+        print(f"{args.language} {split}: CER {_rate(s.cer)} WER {_rate(s.wer)} ({s.utterances} utterances"
               + (f"; by gender: {genders})" if genders else ")"))
     return 0
 

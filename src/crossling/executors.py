@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 EXECUTORS = ("local", "ray")
 #: The function one run calls, as 'module:attribute' so a Ray worker can import it by name.
-DEFAULT_RUN_FUNCTION = "crossling.finetune:finetune"
+DEFAULT_RUN_FUNCTION = "crossling.finetune:run_finetune"
 
 
 @dataclass(frozen=True)
@@ -70,13 +70,13 @@ def execute_run(run: Run, token: str, options: ExecOptions) -> Outcome:
     store = Store(options.store_root)
     run_dir = store.run_dir(run.run_id)
     attempt = sum(a["event"] == "start" for a in store.attempts(run.run_id)) + 1
-    store.log_attempt(run.run_id, "start", token=token, attempt=attempt,
-                      resumed=paths.run_checkpoint_path(run_dir).is_file())
+    resumable = (paths.run_resume_path(run_dir), paths.run_legacy_resume_path(run_dir))
+    store.log_attempt(run.run_id, "start", token=token, attempt=attempt, resumed=any(p.is_file() for p in resumable))
     started = time.monotonic()
     try:
         function = resolve_function(options.run_function)
-        function(prepared=Path(options.prepared), language=run.language, model=run.model, seed=run.seed,
-                 out=run_dir, config=run.config, device=options.device, track=no_progress)
+        function(identity=run.identity, model=run.model, prepared=Path(options.prepared), out=run_dir,
+                 device=options.device, track=no_progress)
         if not paths.run_result_path(run_dir).is_file():
             raise RuntimeError(f"{options.run_function} returned without writing {paths.run_result_path(run_dir)}")
     except Exception as error:  # a failing run is recorded and the grid carries on

@@ -3,7 +3,6 @@ finished runs and resuming interrupted ones) and status (states, cost, projected
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import statistics
 import time
@@ -25,8 +24,9 @@ from crossling.executors import (
     run_ray,
 )
 from crossling.progress import Track, no_progress
+from crossling.records import identity_hash
 from crossling.store import DONE, FAILED, PENDING, RUNNING, Store
-from crossling.study import Run, Study, default_store, expand_runs, identity_hash
+from crossling.study import Run, Study, default_store, expand_runs, study_plan
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def plan_study(study: Study, store: Store | Path | str | None = None) -> PlanCou
     """Expand the study, record its plan in the store, and count its runs by state."""
     store = open_store(study, store)
     runs = expand_runs(study)
-    store.write_plan(plan_record(study, runs))
+    store.write_plan(study_plan(study, runs))
     return count_states(store, runs)
 
 
@@ -100,21 +100,6 @@ def count_states(store: Store, runs: list[Run]) -> PlanCounts:
 
 def _counts(states: list[str]) -> PlanCounts:
     return PlanCounts(len(states), states.count(DONE), states.count(FAILED), states.count(RUNNING), states.count(PENDING))
-
-
-def plan_record(study: Study, runs: list[Run]) -> dict[str, Any]:
-    """The plan as JSON: enough to list every planned run from the store alone."""
-    return {
-        "study": study.name,
-        "study_file": str(study.path) if study.path else "",
-        "data": study.data.identity(),
-        "sweep": [name for name, _ in study.sweep],
-        "runs": [
-            {"run_id": r.run_id, "checkpoint": r.checkpoint, "model": r.model, "language": r.language,
-             "seed": r.seed, "settings": r.settings_dict, "config": dataclasses.asdict(r.config)}
-            for r in runs
-        ],
-    }
 
 
 def select_shard(runs: list[Run], shard: tuple[int, int]) -> list[Run]:
@@ -230,8 +215,8 @@ def _mean_cost(store: Store, runs: list[Run]) -> list[float]:
     seconds = []
     for run in runs:
         result = store.result(run.run_id)
-        if result is not None and "cost" in result:
-            seconds.append(float(result["cost"].get("wall_seconds", 0.0)))
+        if result is not None:
+            seconds.append(result.cost.wall_seconds)
     return seconds
 
 
@@ -334,7 +319,7 @@ def run_study(
                           "or start N `crossling study run` processes on the same store")
     store = open_store(study, store)
     runs = expand_runs(study)
-    store.write_plan(plan_record(study, runs))
+    store.write_plan(study_plan(study, runs))
     selected = select_shard(runs, shard)
     started, since = time.monotonic(), time.time()
     options = ExecOptions(store.root.resolve(), prepare_data(study, store, track).resolve(), run_function, device)
@@ -417,15 +402,16 @@ def _mean_or_none(values: list[float | None]) -> float | None:
 def run_status(store: Store, run_id: str) -> RunStatus:
     state = store.state(run_id)
     if state == DONE:
-        result = store.result(run_id) or {}
-        cost = result.get("cost", {})
+        result = store.result(run_id)
+        cost = result.cost
         return RunStatus(
-            run_id, state, cost.get("wall_seconds"), cost.get("device_hours"), cost.get("audio_seconds_per_second"),
-            cost.get("peak_memory_mb"), result.get("scores", {}).get("test", {}).get("cer"),
+            run_id=run_id, state=state, wall_seconds=cost.wall_seconds, device_hours=cost.device_hours,
+            audio_seconds_per_second=cost.audio_seconds_per_second, peak_memory_mb=cost.peak_memory_mb,
+            cer=result.test_cer(),
         )
     if state == FAILED:
-        return RunStatus(run_id, state, error=(store.error(run_id) or {}).get("error", ""))
+        return RunStatus(run_id=run_id, state=state, error=(store.error(run_id) or {}).get("error", ""))
     if state == RUNNING:
         owner = store.claim_owner(run_id) or {}
-        return RunStatus(run_id, state, owner=f"{owner.get('host', '?')}:{owner.get('pid', '?')}")
-    return RunStatus(run_id, state)
+        return RunStatus(run_id=run_id, state=state, owner=f"{owner.get('host', '?')}:{owner.get('pid', '?')}")
+    return RunStatus(run_id=run_id, state=state)
