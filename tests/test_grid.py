@@ -287,15 +287,18 @@ def test_a_common_voice_release_is_prepared_once_under_the_store(tmp_path):
     from cvfactory import standard_splits, write_release
 
     write_release(tmp_path / "cv", {lang: standard_splits(lang, train=8, dev=2, test=2) for lang in ("pt", "de")})
-    study = _study_with_data(tmp_path, 'source = "common-voice"\nrelease = "cv"\ntrain_hours = 0.002\n')
+    study = _study_with_data(tmp_path, 'source = "common-voice"\nrelease = "cv"\ntrain_hours = 0.002\n'
+                                       'dev_max = 1\neval_seed = 3\n')
     assert run_study(study, run_function=TOY).done == 2
     prepared = list((tmp_path / "data.runs" / "data").glob("common-voice-*"))
     assert len(prepared) == 1
     summary = paths.prepared_summary_path(prepared[0], "pt")
     assert read_json(summary)["train_hours"] == pytest.approx(0.002, abs=0.0006)
+    assert (read_json(summary)["dev_utterances"], read_json(summary)["eval_seed"]) == (1, 3)  # passed through
     stamp = summary.stat().st_mtime_ns
     assert run_study(study, run_function=TOY).already_done == 2 and summary.stat().st_mtime_ns == stamp
-    other = _study_with_data(tmp_path, 'source = "common-voice"\nrelease = "cv"\ntrain_hours = 0.001\n')
+    other = _study_with_data(tmp_path, 'source = "common-voice"\nrelease = "cv"\ntrain_hours = 0.001\n'
+                                       'dev_max = 1\neval_seed = 3\n')
     assert run_study(other, run_function=TOY).executed == 2  # other data: other runs, other prepared dir
     assert len(list((tmp_path / "data.runs" / "data").glob("common-voice-*"))) == 2
 

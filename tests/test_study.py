@@ -21,7 +21,7 @@ def test_reference_study_is_the_864_run_grid():
     recipe = study.recipe
     assert (recipe.learning_rate, recipe.max_steps) == (6e-5, 4000)
     assert (recipe.warmup_fraction, recipe.hold_fraction, recipe.decay_fraction) == (0.1, 0.4, 0.5)
-    assert study.data.kind == "common-voice" and study.data.options.train_hours == 5.0
+    assert study.data.kind == "common-voice" and study.data.options.prepare.train_hours == 5.0
     assert len({run.run_id for run in runs}) == 864
     assert runs[0].run_id.startswith("lv60-ar-s0-")
 

@@ -69,41 +69,48 @@ def _add_prepare(sub) -> None:
                         help="cv-corpus-<ver>-<date>/ folder, a folder of <lang>/ folders, or a .tar.gz")
     parser.add_argument("--languages", nargs="+", required=True, metavar="LANG", help="e.g. pt de sv-SE")
     parser.add_argument("--out", type=path_arg, required=True, help="prepared root (also holds the decode cache)")
-    parser.add_argument("--train-hours", type=float, default=5.0, help="exact train budget (default 5)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the train subset (default 0)")
+    parser.add_argument("--train-hours", type=float, help="exact train budget (default 5)")
+    parser.add_argument("--seed", type=int, help="seed of the train subset (default 0)")
     parser.add_argument("--workers", type=int, default=None, help="decoding processes (default: CPU count)")
-    parser.add_argument("--dev-max", type=int, default=None, metavar="K", help="keep the first K dev utterances")
-    parser.add_argument("--test-max", type=int, default=None, metavar="K", help="keep the first K test utterances")
-    parser.add_argument("--eval-seed", type=int, default=None,
+    parser.add_argument("--dev-max", type=int, metavar="K", help="keep the first K dev utterances")
+    parser.add_argument("--test-max", type=int, metavar="K", help="keep the first K test utterances")
+    parser.add_argument("--eval-seed", type=int,
                         help="with --dev-max/--test-max: pick K utterances with this seed instead of the first K")
-    parser.add_argument("--max-hours-per-speaker", type=float, default=None, metavar="H",
+    parser.add_argument("--max-hours-per-speaker", type=float, metavar="H",
                         help="cap each speaker's share of the train subset")
-    parser.add_argument("--vocab-threshold", type=float, default=1e-5,
+    parser.add_argument("--vocab-threshold", type=float,
                         help="minimum relative character frequency in train text (default 1e-5 = 0.001 %%)")
     parser.add_argument("--json", action="store_true", help="one JSON object per language")
     parser.set_defaults(handler=_cmd_prepare)
 
 
 def _cmd_prepare(args) -> int:
-    from crossling.prepare import prepare_release
+    from crossling.prepare import PrepareOptions, prepare_release
 
-    summaries = prepare_release(
-        args.source, args.languages, args.out, train_hours=args.train_hours, seed=args.seed,
-        workers=args.workers, dev_max=args.dev_max, test_max=args.test_max,
-        max_hours_per_speaker=args.max_hours_per_speaker, vocab_threshold=args.vocab_threshold,
-        eval_seed=args.eval_seed, track=tqdm_track,
-    )
+    options = _options_from_flags(PrepareOptions, args)
+    prepared = prepare_release(args.source, args.languages, args.out, options, workers=args.workers,
+                               track=tqdm_track)
     if args.json:
-        print_json_lines(summaries)
+        print_json_lines(p.to_json() for p in prepared)
         return 0
-    for s in summaries:
-        skipped = ", ".join(f"{k} {v}" for k, v in s["skipped"].items() if v) or "none"
-        print(f"{s['language']}: {s['train_hours']:.3f} h train ({s['train_utterances']} utts, "
-              f"{s['train_speakers']} speakers), {s['dev_utterances']} dev, {s['test_utterances']} test; "
-              f"{len(s['vocab'])} chars, OOV dev {s['oov_rate']['dev']:.2%} test {s['oov_rate']['test']:.2%}; "
+    for s in (p.summary for p in prepared):
+        skipped = ", ".join(f"{k} {v}" for k, v in s.skipped.items() if v) or "none"
+        print(f"{s.language}: {s.train_hours:.3f} h train ({s.train_utterances} utts, "
+              f"{s.train_speakers} speakers), {s.dev_utterances} dev, {s.test_utterances} test; "
+              f"{len(s.vocab)} chars, OOV dev {s.oov_rate['dev']:.2%} test {s.oov_rate['test']:.2%}; "
               f"skipped: {skipped}")
-    print(f"prepared {len(summaries)} language(s) in {args.out}")
+    print(f"prepared {len(prepared)} language(s) in {args.out}")
     return 0
+
+
+def _options_from_flags(options_class: type, args) -> object:
+    """A stage's options dataclass from the flags of the same names that were given; the others keep the
+    dataclass's defaults (declared there only)."""
+    import dataclasses
+
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(options_class)
+             if getattr(args, f.name, None) is not None}
+    return options_class(**{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()})
 
 
 # --- finetune / evaluate -------------------------------------------------------------------------
@@ -187,27 +194,27 @@ def _add_synth(sub) -> None:
     parser.add_argument("--languages", nargs="+", required=True, metavar="LANG", help="e.g. es it pt nl de fi tr")
     parser.add_argument("--hours", type=float, required=True, help="train hours per language (dev/test: 10 %% each)")
     parser.add_argument("--out", type=path_arg, required=True, help="corpus root: <out>/<lang>/clips, *.tsv")
-    parser.add_argument("--seed", type=int, default=0, help="seed of sentences, speakers and audio (default 0)")
+    parser.add_argument("--seed", type=int, help="seed of sentences, speakers and audio (default 0)")
     parser.add_argument("--workers", type=int, default=None, help="synthesis processes (default: CPU count)")
-    parser.add_argument("--dev-fraction", type=float, default=0.1, help="dev hours as a fraction of --hours")
-    parser.add_argument("--test-fraction", type=float, default=0.1, help="test hours as a fraction of --hours")
-    parser.add_argument("--speakers", type=int, nargs=3, default=(24, 6, 6), metavar=("TRAIN", "DEV", "TEST"),
+    parser.add_argument("--dev-fraction", type=float, help="dev hours as a fraction of --hours (default 0.1)")
+    parser.add_argument("--test-fraction", type=float, help="test hours as a fraction of --hours (default 0.1)")
+    parser.add_argument("--speakers", type=int, nargs=3, metavar=("TRAIN", "DEV", "TEST"),
                         help="disjoint speakers per split (default 24 6 6)")
-    parser.add_argument("--words", type=int, nargs=2, default=(3, 6), metavar=("MIN", "MAX"),
+    parser.add_argument("--words", type=int, nargs=2, metavar=("MIN", "MAX"), dest="word_range",
                         help="words per sentence (default 3 6, about 2 s per clip)")
-    parser.add_argument("--noise", action="store_true", help="give each speaker a light room (reverb + noise)")
+    parser.add_argument("--vocabulary", type=int, metavar="N",
+                        help="draw the words from the N most frequent of the language (default 5000)")
+    parser.add_argument("--noise", action="store_true", default=None,
+                        help="give each speaker a light room (reverb + noise)")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     parser.set_defaults(handler=_cmd_synth)
 
 
 def _cmd_synth(args) -> int:
-    from crossling.synth import synthesize_corpus
+    from crossling.synth import SynthOptions, synthesize_corpus
 
-    summary = synthesize_corpus(
-        args.out, args.languages, args.hours, seed=args.seed, workers=args.workers,
-        dev_fraction=args.dev_fraction, test_fraction=args.test_fraction, speakers=tuple(args.speakers),
-        word_range=tuple(args.words), noise=args.noise, track=tqdm_track,
-    )
+    options = _options_from_flags(SynthOptions, args)
+    summary = synthesize_corpus(args.out, args.languages, options, workers=args.workers, track=tqdm_track)
     if args.json:
         print(json.dumps(summary, ensure_ascii=False))
         return 0

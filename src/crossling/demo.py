@@ -36,13 +36,14 @@ def run_demo(out: Path = Path("crossling-demo"), quick: bool = False, workers: i
              track: Track = no_progress) -> dict:
     """Run the demo study end to end under `out` (store/, report/, demo.json); returns the summary
     written to demo.json. Re-running resumes: finished runs are kept, interrupted ones resume."""
-    from crossling.grid import open_store, prepare_data
+    from crossling.grid import open_store
+    from crossling.sources import prepare_source
 
     started = time.monotonic()
     out = Path(out)
     study = demo_study(quick)
     store_dir = paths.demo_store_dir(out)
-    prepared = prepare_data(study, open_store(study, store_dir), track)
+    prepared = prepare_source(study.data, study.languages, open_store(study, store_dir), track)
     data_seconds = time.monotonic() - started
     log.info("demo data prepared in %s (%.0f s)", prepared, data_seconds)
     _run_grid(study, store_dir, workers)

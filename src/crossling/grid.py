@@ -9,10 +9,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from crossling import paths
-from crossling.errors import ConfigError, DataError
+from crossling.errors import ConfigError
 from crossling.executors import (
     DEFAULT_RUN_FUNCTION,
     EXECUTORS,
@@ -24,7 +22,7 @@ from crossling.executors import (
     run_ray,
 )
 from crossling.progress import Track, no_progress
-from crossling.records import identity_hash
+from crossling.sources import prepare_source
 from crossling.store import DONE, FAILED, PENDING, RUNNING, Store
 from crossling.study import Run, Study, default_store, expand_runs, study_plan
 
@@ -108,76 +106,6 @@ def select_shard(runs: list[Run], shard: tuple[int, int]) -> list[Run]:
     if count < 1 or not 0 <= index < count:
         raise ConfigError(f"shard {index}/{count} is invalid: need 0 <= i < n (e.g. --shard 0/4 ... 3/4)")
     return runs[index::count]
-
-
-# --- data ------------------------------------------------------------------------------------------
-
-
-def prepare_data(study: Study, store: Store, track: Track = no_progress) -> Path:
-    """The prepared root holding every study language, preparing what is missing (once, under a
-    store claim, when several grid processes start together)."""
-    data = study.data
-    if data.kind == "prepared":
-        root = data.resolve(data.options.path)
-        _require_prepared(root, study.languages, f"[data] path = {data.options.path!r}")
-        return root
-    root = _prepared_root(study, store)
-    missing = [lang for lang in study.languages if not paths.prepared_summary_path(root, lang).is_file()]
-    if missing:
-        _prepare_under_claim(study, store, root, missing, track)
-    _require_prepared(root, study.languages, str(root))
-    return root
-
-
-def _prepared_root(study: Study, store: Store) -> Path:
-    """[data] out, or a folder of the store named after the data identity (a changed option never
-    reuses data prepared with the old one)."""
-    data = study.data
-    if data.options.out:
-        return data.resolve(data.options.out)
-    return paths.store_prepared_dir(store.root, data.kind, identity_hash(data.identity()))
-
-
-def _prepare_under_claim(study: Study, store: Store, root: Path, missing: list[str], track: Track) -> None:
-    claim_name = f"_prepare-{root.name}"
-    while (claim := store.try_claim(claim_name, owner="prepare")) is None:
-        log.info("another process is preparing %s; waiting", root)
-        time.sleep(min(5.0, store.heartbeat_seconds))
-    try:
-        missing = [lang for lang in missing if not paths.prepared_summary_path(root, lang).is_file()]
-        if missing:
-            _prepare(study, root, missing, track)
-    finally:
-        store.release(claim)
-
-
-def _prepare(study: Study, root: Path, languages: list[str], track: Track) -> None:
-    from crossling.prepare import prepare_release
-
-    options = study.data.options
-    extra: dict[str, Any] = {}
-    if study.data.kind == "common-voice":
-        source = study.data.resolve(options.release)
-        extra = {"eval_seed": options.eval_seed, "max_hours_per_speaker": options.max_hours_per_speaker}
-    else:
-        from crossling.synth import synthesize_corpus
-
-        source = paths.store_corpus_dir(root)
-        synthesize_corpus(source, languages, options.hours, seed=options.seed, dev_fraction=options.dev_fraction,
-                          test_fraction=options.test_fraction, speakers=options.speakers, noise=options.noise,
-                          track=track)
-    prepare_release(source, languages, root, train_hours=options.train_hours, seed=options.seed,
-                    dev_max=options.dev_max, test_max=options.test_max, vocab_threshold=options.vocab_threshold,
-                    track=track, **extra)
-
-
-def _require_prepared(root: Path, languages: tuple[str, ...], where: str) -> None:
-    missing = [lang for lang in languages if not paths.prepared_summary_path(root, lang).is_file()]
-    if missing:
-        raise DataError(
-            f"{where}: language(s) {', '.join(missing)} not prepared in {root} (no prepared.json); "
-            f"run `crossling prepare ... --languages {' '.join(missing)} --out {root}`"
-        )
 
 
 # --- run -------------------------------------------------------------------------------------------
@@ -322,7 +250,7 @@ def run_study(
     store.write_plan(study_plan(study, runs))
     selected = select_shard(runs, shard)
     started, since = time.monotonic(), time.time()
-    options = ExecOptions(store.root.resolve(), prepare_data(study, store, track).resolve(), run_function, device)
+    options = ExecOptions(store.root.resolve(), prepare_source(study.data, study.languages, store, track).resolve(), run_function, device)
     tracker = _Tracker(store, selected, workers, progress)
     next_job = _next_job_factory(store, selected, _retry_policy(store, retry_failed, since), tracker)
     finish = _finish_factory(store, tracker)

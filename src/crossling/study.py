@@ -19,79 +19,9 @@ from crossling.config import TrainConfig, _coerce, check_keys, from_mapping, rea
 from crossling.errors import ConfigError
 from crossling.records import PlannedRun, RunIdentity, StudyPlan, run_identity
 from crossling.registry import find_checkpoint
+from crossling.sources import DataSource, parse_data
 
 TOP_LEVEL_KEYS = ("name", "description", "checkpoints", "languages", "seeds", "data", "recipe", "sweep", "store")
-DATA_SOURCES = ("prepared", "common-voice", "synthetic")
-
-
-@dataclass(frozen=True)
-class CommonVoiceData:
-    """A local Common Voice release (directory or .tar.gz), prepared by the grid before the runs
-    (the options of `crossling.prepare.prepare_release`)."""
-
-    release: str
-    train_hours: float = 5.0
-    seed: int = 0
-    dev_max: int | None = None  # None: the full split
-    test_max: int | None = None
-    eval_seed: int | None = None
-    max_hours_per_speaker: float | None = None
-    vocab_threshold: float = 1e-5
-    out: str = ""  # the prepared dir; '' = <store>/prepared
-
-
-@dataclass(frozen=True)
-class SyntheticData:
-    """A synthetic Common Voice-shaped corpus (`crossling.synth.synthesize_corpus`: eSpeak NG), then
-    prepared like a real release with `train_hours` of it."""
-
-    hours: float = 0.1  # synthesised train hours per language (dev/test: that x the fractions)
-    train_hours: float = 0.08  # the exact prepared train budget (<= hours)
-    seed: int = 0
-    dev_fraction: float = 0.1
-    test_fraction: float = 0.1
-    speakers: tuple[int, int, int] = (24, 6, 6)
-    noise: bool = False
-    dev_max: int | None = None
-    test_max: int | None = None
-    vocab_threshold: float = 1e-5
-    out: str = ""  # the prepared dir (the corpus goes beside it); '' = under <store>/data
-
-
-@dataclass(frozen=True)
-class PreparedData:
-    """Languages already prepared by `crossling prepare` into `path`."""
-
-    path: str
-
-
-_DATA_CLASSES: dict[str, type] = {
-    "prepared": PreparedData,
-    "common-voice": CommonVoiceData,
-    "synthetic": SyntheticData,
-}
-
-
-@dataclass(frozen=True)
-class DataSource:
-    """Where the study's prepared languages come from; `base` is the study file's folder, against
-    which relative paths are resolved."""
-
-    kind: str
-    options: PreparedData | CommonVoiceData | SyntheticData
-    base: Path
-
-    def identity(self) -> dict[str, Any]:
-        """What identifies the data in run ids: the source and its options as written (not where
-        the prepared files are kept, and not machine-specific absolute paths)."""
-        values = dataclasses.asdict(self.options)
-        values.pop("out", None)
-        return {"source": self.kind, **values}
-
-    def resolve(self, value: str) -> Path:
-        path = Path(value).expanduser()
-        return path if path.is_absolute() else self.base / path
-
 
 @dataclass(frozen=True)
 class Run:
@@ -181,7 +111,7 @@ def parse_study(data: dict[str, Any], where: str, base: Path, path: Path | None 
         checkpoints=_parse_checkpoints(data["checkpoints"], where, base),
         languages=_unique_list(data["languages"], str, f"{where}: languages"),
         seeds=_unique_list(data["seeds"], int, f"{where}: seeds"),
-        data=_parse_data(_table(data, "data", where), where, base),
+        data=parse_data(_table(data, "data", where), where, base),
         recipe=recipe,
         sweep=sweep,
         recipe_values=tuple(recipe_values.items()),
@@ -239,15 +169,6 @@ def resolve_model(checkpoint: str, base: Path, where: str = "study") -> str:
         f"{where}: checkpoints: {checkpoint!r} is neither a registered alias, a hub id (owner/name) "
         f"nor an existing local directory; registered aliases: {aliases}"
     )
-
-
-def _parse_data(values: dict[str, Any], where: str, base: Path) -> DataSource:
-    where = f"{where} [data]"
-    kind = values.pop("source", None)
-    if kind not in DATA_SOURCES:
-        raise ConfigError(f"{where}: source must be one of {', '.join(DATA_SOURCES)}, got {kind!r}")
-    options = from_mapping(_DATA_CLASSES[kind], values, f"{where} (source = {kind!r})")
-    return DataSource(kind=kind, options=options, base=base)
 
 
 def _parse_sweep(values: dict[str, Any], recipe_values: dict, where: str) -> tuple:
