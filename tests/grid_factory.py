@@ -157,7 +157,7 @@ if go:  # a start line: several drivers reach their first claim at the same mome
     while not Path(go).exists():
         time.sleep(0.005)
 summary = run_study(study, store, run_function=sys.argv[3])
-print(summary.executed, summary.done, summary.failed, flush=True)
+print(summary.executed, summary.done_now, summary.failed, flush=True)
 """
 
 
@@ -229,6 +229,15 @@ def cli(*args: str, **env: str) -> subprocess.Popen:
     """`python -m crossling ARGS` as a separate process (one thread, like a grid worker)."""
     return subprocess.Popen([sys.executable, "-m", "crossling", *args], env=environment(**env),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def threads_finetune(**run) -> RunRecord:
+    """`toy_finetune`, also writing the torch thread count of the process into `<out>/threads.txt`."""
+    import torch
+
+    (Path(run["out"]) / "threads.txt").parent.mkdir(parents=True, exist_ok=True)
+    (Path(run["out"]) / "threads.txt").write_text(str(torch.get_num_threads()))
+    return toy_finetune(**run)
 
 
 def forgetful_finetune(**run) -> None:

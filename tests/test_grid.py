@@ -26,6 +26,7 @@ from crossling import paths
 from crossling.atomic import read_json
 from crossling.cli import main
 from crossling.errors import ConfigError, DataError
+from crossling.executors import ProcessExecutor, RayExecutor
 from crossling.grid import PlanCounts, plan_study, run_study, study_status
 from crossling.store import Store
 from crossling.study import expand_runs, load_study, study_plan
@@ -102,7 +103,7 @@ def test_a_failing_run_is_recorded_the_grid_carries_on_and_retry_reruns_it(toy_s
     assert run_study(toy_study, run_function=TOY).skipped_failed == 2  # not retried unless asked
     marker.unlink()
     retried = run_study(toy_study, run_function=TOY, retry_failed=True)
-    assert (retried.executed, retried.done, retried.already_done) == (2, 2, 2)
+    assert (retried.executed, retried.done_now, retried.already_done, retried.done) == (2, 2, 2, 4)
     assert plan_study(toy_study, store).done == 4 and Store(store).error(failed[0].run_id) is None
 
 
@@ -150,11 +151,10 @@ def test_missing_prepared_language_is_an_error_naming_it(tmp_path):
     study = load_study(write_study(tmp_path / "toy.toml", TOY_MODELS, languages=("aa", "zz")))
     with pytest.raises(DataError, match=r"zz not prepared.*crossling prepare"):
         run_study(study, run_function=TOY)
-    with pytest.raises(ConfigError, match="local executor runs one run at a time"):
-        run_study(study, run_function=TOY, workers=2)
-    # Ray with no workers would submit nothing and report an empty, successful grid.
-    with pytest.raises(ConfigError, match="workers must be >= 1, got 0"):
-        run_study(study, executor="ray", run_function=TOY, workers=0)
+    # No workers would submit nothing and report an empty, successful grid.
+    for executor in (ProcessExecutor, RayExecutor):
+        with pytest.raises(ConfigError, match="workers must be >= 1, got 0"):
+            executor(workers=0)
 
 
 def test_results_of_the_store_read_back(toy_study, tmp_path):
@@ -240,6 +240,20 @@ def test_real_concurrent_grid_processes_never_duplicate_a_run(real):
     for run in expand_runs(load_study(study)):
         assert len(starts(store, run.run_id)) == 1, run.run_id  # each run executed exactly once
     assert real_results(store, study) == real_results(root / "reference", study)
+
+
+@pytest.mark.slow
+def test_real_grid_in_worker_processes_matches_the_one_thread_reference(real, capsys):
+    """`study run --workers 2`: two grid processes of one thread each, bit-identical to one thread."""
+    root, study = real
+    store = root / "workers"
+    capsys.readouterr()
+    assert main(["study", "run", str(study), "--store", str(store), "--workers", "2", "--threads", "1"]) == 0
+    assert "4 run(s) executed" in capsys.readouterr().out
+    assert real_results(store, study) == real_results(root / "reference", study)
+    runs = expand_runs(load_study(study))
+    assert len({starts(store, run.run_id)[0]["pid"] for run in runs}) == 2
+    assert all(Store(store).result(run.run_id).cost.threads == 1 for run in runs)
 
 
 def test_real_failing_run_is_recorded_and_retried(real, capsys):
@@ -392,3 +406,14 @@ def test_a_finished_run_of_an_earlier_version_stays_done(toy_study, tmp_path):
     assert paths.run_result_path(store.run_dir(first)).read_text() == legacy  # untouched
     status = study_status(toy_study, store.root)
     assert status.counts.done == 4 and status.runs[0].cer == store.result(first).test_cer()
+
+
+def test_executor_flags_of_another_executor_are_errors(toy_study, capsys):
+    path = str(toy_study.path)
+    assert main(["study", "run", path, "--address", "auto"]) == 2
+    assert "--address apply to --executor ray only" in capsys.readouterr().err
+    assert main(["study", "run", path, "--executor", "ray", "--threads", "2"]) == 2
+    assert "--threads applies to the local executor" in capsys.readouterr().err
+    assert main(["study", "run", path, "--workers", "0"]) == 2
+    assert "workers must be >= 1, got 0" in capsys.readouterr().err
+    assert plan_study(toy_study).pending == 4  # nothing ran

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from crossling import paths
-from crossling.errors import CrosslingError
+from crossling.errors import ConfigError, CrosslingError
 
 
 def tqdm_track(items: Iterable, total: int, description: str) -> Iterable:
@@ -242,14 +242,20 @@ def _add_study(sub) -> None:
         command.add_argument("study", metavar="STUDY", help="study file (.toml) or a shipped example: reference, mini")
         command.add_argument("--store", type=path_arg, default=None,
                              help="results store (default: [store] dir of the study, else <study>.runs/ beside it)")
-    run.add_argument("--executor", choices=["local", "ray"], default="local", help="local (default) or ray")
-    run.add_argument("--workers", type=int, default=1, help="runs at once (ray executor; default 1)")
+    run.add_argument("--executor", choices=["local", "ray"], default="local",
+                     help="local (default): in this process, or N grid processes with --workers N; ray: Ray tasks")
+    run.add_argument("--workers", type=int, default=1,
+                     help="runs at once (default 1); local: N grid processes sharing the store, each with "
+                          "--threads torch threads")
+    run.add_argument("--threads", type=int, default=None,
+                     help="local --workers N > 1: torch threads per grid process (default: usable cores / N, "
+                          "at least 1)")
     run.add_argument("--shard", type=_shard_arg, default=(0, 1), metavar="i/n",
                      help="run only shard i of n (0-based: 0/4 ... 3/4), e.g. one per machine")
     run.add_argument("--retry-failed", action="store_true", help="run failed runs again")
-    run.add_argument("--address", default=None, help="join this Ray cluster (e.g. auto or HEAD:6379)")
-    run.add_argument("--cpus-per-run", type=float, default=1.0, help="Ray CPUs per run (default 1)")
-    run.add_argument("--gpus-per-run", type=float, default=0.0, help="Ray GPUs per run (default 0; 1 on GPU nodes)")
+    run.add_argument("--address", default=None, help="ray: join this Ray cluster (e.g. auto or HEAD:6379)")
+    run.add_argument("--cpus-per-run", type=float, default=None, help="ray: CPUs per run (default 1)")
+    run.add_argument("--gpus-per-run", type=float, default=None, help="ray: GPUs per run (default 0; 1 on GPU nodes)")
     run.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     status.add_argument("--runs", action="store_true", help="also list every run with its state and cost")
     status.add_argument("--json", action="store_true", help="print the status as one JSON object")
@@ -279,25 +285,43 @@ def _cmd_study_run(args) -> int:
     from crossling.grid import run_study
     from crossling.study import find_study
 
+    executor = _executor(args)
     display = _GridDisplay()
     # Each run's log goes to its train.log; the console shows the live display (and warnings).
     handlers = {handler: handler.level for handler in logging.getLogger().handlers}
     for handler in handlers if not args.verbose else ():
         handler.setLevel(max(handler.level, logging.WARNING))
     try:
-        summary = run_study(
-            find_study(args.study), args.store, executor=args.executor, workers=args.workers, shard=args.shard,
-            retry_failed=args.retry_failed, address=args.address, progress=display, device=args.device,
-            cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run, track=tqdm_track,
-        )
+        summary = run_study(find_study(args.study), args.store, executor=executor, shard=args.shard,
+                            retry_failed=args.retry_failed, progress=display, device=args.device, track=tqdm_track)
     finally:
         display.close()
         for handler, level in handlers.items():
             handler.setLevel(level)
-    print(f"{summary.executed} run(s) executed in {_duration(summary.wall_seconds)}: {summary.done} done, "
+    print(f"{summary.executed} run(s) executed in {_duration(summary.wall_seconds)}: {summary.done_now} done, "
           f"{summary.failed} failed; {summary.already_done} already done, {summary.elsewhere} running elsewhere, "
           f"{summary.skipped_failed} failed before (--retry-failed runs them again)")
     return 1 if summary.failed else 0
+
+
+_RAY_FLAGS = {"address": "--address", "cpus_per_run": "--cpus-per-run", "gpus_per_run": "--gpus-per-run"}
+
+
+def _executor(args):
+    """The executor the flags ask for; a flag of another executor is an error, not silently ignored."""
+    from crossling.executors import LocalExecutor, ProcessExecutor, RayExecutor
+
+    if args.executor == "ray":
+        if args.threads is not None:
+            raise ConfigError("--threads applies to the local executor (Ray gives each run --cpus-per-run CPUs)")
+        given = {name: getattr(args, name) for name in _RAY_FLAGS if getattr(args, name) is not None}
+        return RayExecutor(workers=args.workers, **given)
+    stray = [flag for name, flag in _RAY_FLAGS.items() if getattr(args, name) is not None]
+    if stray:
+        raise ConfigError(f"{', '.join(stray)} apply to --executor ray only")
+    if args.workers == 1 and args.threads is None:
+        return LocalExecutor()
+    return ProcessExecutor(workers=args.workers, threads=args.threads)
 
 
 class _GridDisplay:
