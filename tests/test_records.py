@@ -65,7 +65,7 @@ def test_a_record_of_another_schema_version_is_an_error_naming_the_file(tmp_path
     (lambda r: r["cost"].pop("threads"), r"cost: missing required key\(s\) threads"),
     (lambda r: r["scores"]["test"].update(chars="many"), r"scores test: chars must be int, got str"),
     (lambda r: r.update(extra=1), r"unknown key\(s\) extra"),
-    (lambda r: r["run"]["recipe"].update(max_steps=0), r"max_steps must be >= 1"),
+    (lambda r: r["run"]["recipe"].update(max_steps=0), r"run recipe: max_steps must be a finite number >= 1"),
     (lambda r: r.update(run=[1]), r"run must be a JSON object"),
 ])
 def test_a_malformed_record_is_an_error_naming_the_file_and_key(tmp_path, edit, message):
