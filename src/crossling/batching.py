@@ -144,7 +144,8 @@ def training_data(data: PreparedLanguage, tokenizer, model_config, config: Train
     utterances = [utterances[i] for i in kept]
     labels = [labels[i] for i in kept]
     plan = BatchPlan([u.duration for u in utterances], config.batch_seconds, seed)
-    return TrainingData(data, utterances, labels, skipped, plan, model_config)
+    return TrainingData(data=data, utterances=utterances, labels=labels, skipped=skipped, plan=plan,
+                        model_config=model_config)
 
 
 def feature_cache(model, spec: InputSpec, config: TrainConfig, training: TrainingData) -> FrozenFeatureCache | None:

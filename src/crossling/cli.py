@@ -420,7 +420,8 @@ def _add_report(sub) -> None:
 def _cmd_report(args) -> int:
     from crossling.report import report_from
 
-    paths = report_from(args.source, args.out, args.store, args.title, args.alpha, args.p_adjust)
+    paths = report_from(args.source, args.out, store=args.store, title=args.title, alpha=args.alpha,
+                        p_adjust=args.p_adjust)
     print(f"{len(paths)} files written; open {paths['report.html']}")
     return 0
 

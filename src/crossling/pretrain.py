@@ -33,6 +33,7 @@ crossling.short_openmp_spin()
 import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +245,8 @@ def _contrastive_accuracy(outputs, mask: torch.Tensor, negatives: torch.Tensor) 
         return float(correct[mask].float().mean())
 
 
-def train_step(model, optimizer, batch, recipe: PretrainConfig, seed: int, step: int) -> dict[str, float]:
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: torch.Tensor, recipe: PretrainConfig, *,
+               seed: int, step: int) -> dict[str, float]:
     """One optimisation step; losses are per masked frame (transformers returns sums)."""
     for group in optimizer.param_groups:
         group["lr"] = learning_rate(step, recipe)
@@ -267,8 +269,8 @@ def train_step(model, optimizer, batch, recipe: PretrainConfig, seed: int, step:
 # --- the resume file -----------------------------------------------------------------------------------
 
 
-def _save_resume(out: Path, model, optimizer, step: int, history: list[dict], state: dict,
-                     wall_seconds: float) -> None:
+def _save_resume(out: Path, model: nn.Module, optimizer: torch.optim.Optimizer, *, step: int,
+                 history: list[dict], state: dict, wall_seconds: float) -> None:
     checkpoint = {
         "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
         "wall_seconds": wall_seconds,
@@ -418,7 +420,7 @@ def _train(out: Path, clips: list[Clip], recipe: PretrainConfig, state: dict, tr
     started = time.time() - wall_before
     for step in track(range(start, recipe.steps), recipe.steps - start, "pre-training"):
         metrics = train_step(model, optimizer, make_batch(clips, recipe, state["seed"], step), recipe,
-                             state["seed"], step)
+                             seed=state["seed"], step=step)
         if not math.isfinite(metrics["loss"]):
             raise DataError(f"pre-training loss became {metrics['loss']} at step {step}; lower the learning rate")
         history.append({"step": step, **{k: round(v, 6) for k, v in metrics.items()}})
@@ -426,15 +428,16 @@ def _train(out: Path, clips: list[Clip], recipe: PretrainConfig, state: dict, tr
             log.info("step %d loss %.4f acc %.3f ppl %.1f", step, metrics["loss"], metrics["accuracy"],
                      metrics["perplexity"])
         if (step + 1) % recipe.checkpoint_every == 0 and step + 1 < recipe.steps:
-            _save_resume(out, model, optimizer, step + 1, history, state, time.time() - started)
+            _save_resume(out, model, optimizer, step=step + 1, history=history, state=state,
+                         wall_seconds=time.time() - started)
     save_model(model, paths.pretrain_model_dir(out))
-    record = _record(model, clips, recipe, state, history, time.time() - started)
+    record = _record(model, clips, recipe, state=state, history=history, wall_seconds=time.time() - started)
     write_json_atomic(paths.pretrain_record_path(out), record)
     paths.pretrain_resume_path(out).unlink(missing_ok=True)
     return record
 
 
-def _record(model, clips: list[Clip], recipe: PretrainConfig, state: dict, history: list[dict],
+def _record(model: nn.Module, clips: list[Clip], recipe: PretrainConfig, *, state: dict, history: list[dict],
             wall_seconds: float) -> dict:
     import transformers
 
