@@ -42,6 +42,7 @@ def plain_transformers_transcripts(model_dir, waveforms):
     return by_pipeline, by_model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("model_type", "norm"), [(t, "layer") for t in MODEL_TYPES] + [("wav2vec2", "group")])
 def test_saved_model_transcribes_the_same_with_plain_transformers(prepared, tmp_path, model_type, norm):
     checkpoint = make_tiny_checkpoint(tmp_path / "ckpt", model_type, feat_extract_norm=norm)
@@ -63,6 +64,7 @@ def test_saved_model_transcribes_the_same_with_plain_transformers(prepared, tmp_
     assert feature_extractor["feature_extractor"]["return_attention_mask"] is (norm == "layer")
 
 
+@pytest.mark.slow
 def test_scores_are_recomputable_from_the_hypotheses(prepared, tmp_path):
     from crossling.scoring import for_scoring, score
 
@@ -78,6 +80,7 @@ def test_scores_are_recomputable_from_the_hypotheses(prepared, tmp_path):
     assert result.run is None and result.to_json()["steps"] is None  # a bare model directory has no run record
 
 
+@pytest.mark.slow
 def test_vocabulary_mismatch_is_refused(prepared, tmp_path):
     checkpoint = make_tiny_checkpoint(tmp_path / "ckpt", "wav2vec2")
     finetune(prepared, "xx", str(checkpoint), out=tmp_path / "run", config=FEW_STEPS, device="cpu")
@@ -92,6 +95,7 @@ def test_missing_language_and_model_errors(prepared, tmp_path):
         evaluate(tmp_path, prepared, "xx")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("model_type", "norm"), [("wav2vec2", "layer"), ("wav2vec2", "group"), ("hubert", "group")])
 def test_transcripts_do_not_depend_on_batching(prepared, tmp_path, model_type, norm):
     """Length-sorted batched inference returns the same paths as one utterance at a time, for group-norm
@@ -118,6 +122,7 @@ def test_transcripts_do_not_depend_on_batching(prepared, tmp_path, model_type, n
     assert len({len(w) for w in waveforms}) > 1 and np.isfinite(waveforms[0]).all()
 
 
+@pytest.mark.slow
 def test_cli_evaluate(prepared, tmp_path, capsys):
     from crossling.cli import main
 

@@ -146,6 +146,7 @@ def in_thread(function, **kwargs) -> tuple[threading.Thread, dict]:
     return thread, box
 
 
+@pytest.mark.slow
 def test_ray_executor_runs_the_grid_in_ray_workers(ray_instance, tmp_path):
     make_prepared(tmp_path / "prepared", counts=(1, 1, 1))
     study = load_study(write_study(tmp_path / "toy.toml", ["toy/a", "toy/b", "toy/broken"], languages=("aa", "bb")))
@@ -159,6 +160,7 @@ def test_ray_executor_runs_the_grid_in_ray_workers(ray_instance, tmp_path):
     assert not list((store.root / "claims").glob("*.claim"))
 
 
+@pytest.mark.slow
 def test_ray_reschedules_a_killed_worker_and_the_run_resumes(ray_instance, tmp_path):
     make_prepared(tmp_path / "prepared", counts=(1, 1, 1))
     study = load_study(write_study(tmp_path / "toy.toml", ["toy/a", "toy/b"], recipe={"max_steps": 40,
@@ -202,6 +204,7 @@ def test_ray_real_grid_with_a_killed_worker_matches_the_uninterrupted_grid(ray_i
         assert model_digest(ray_run) == model_digest(local_run)
 
 
+@pytest.mark.slow
 def test_ray_refuses_a_request_no_node_can_satisfy(ray_instance, tmp_path):
     make_prepared(tmp_path / "prepared", counts=(1, 1, 1))
     study = load_study(write_study(tmp_path / "toy.toml", ["toy/a"], languages=("aa",)))

@@ -35,6 +35,7 @@ def corpus_loss(model, data, config):
         return float(model(**batch).loss)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model_type", MODEL_TYPES)
 def test_training_lowers_the_loss_for_each_model_type(prepared, tmp_path, model_type):
     checkpoint = make_tiny_checkpoint(tmp_path / "ckpt", model_type)
@@ -47,6 +48,7 @@ def test_training_lowers_the_loss_for_each_model_type(prepared, tmp_path, model_
     assert record.steps == TINY.max_steps and record.status == "done"
 
 
+@pytest.mark.slow
 def test_result_record_contract(prepared, tmp_path):
     checkpoint = make_tiny_checkpoint(tmp_path / "ckpt", "wav2vec2")
     out = tmp_path / "run"
@@ -96,6 +98,7 @@ def _start(prepared, checkpoint, out):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
+@pytest.mark.slow
 def test_kill_9_and_resume_reaches_the_same_result(prepared, tmp_path):
     """SpecAugment, dropout and layerdrop are on, so every RNG stream matters for equality."""
     import os
@@ -133,6 +136,7 @@ def test_kill_9_and_resume_reaches_the_same_result(prepared, tmp_path):
     assert not list(killed.glob(".*")), "stale temporaries were left behind"
 
 
+@pytest.mark.slow
 def test_crash_after_training_resumes_without_retraining_and_foreign_runs_are_refused(
         prepared, tmp_path, monkeypatch):
     import crossling.finetune as module
@@ -175,6 +179,7 @@ def test_large_random_init_architecture_trains_one_step_and_evaluates(tmp_path):
     assert 1.15e9 < size < 1.35e9  # ~315 M fp32 parameters, as the hub checkpoint
 
 
+@pytest.mark.slow
 def test_cli_finetune_json_and_errors(prepared, tmp_path, capsys):
     from crossling.cli import main
 
@@ -236,6 +241,7 @@ def test_cached_cnn_features_give_the_same_loss_and_gradients(prepared, tmp_path
     assert "forward" not in vars(cache.encoder)
 
 
+@pytest.mark.slow
 def test_non_finite_losses_skip_the_step_and_are_counted(prepared, tmp_path, monkeypatch):
     """Let the two impossible utterances (20 labels in 0.15 s) through the filter: their batches give an
     infinite CTC loss, which must leave the weights untouched and be counted."""
@@ -295,6 +301,7 @@ def test_openmp_spin_is_set_before_torch_loads_unless_the_user_chose(module, giv
     assert final.split() == [str(expected["GOMP_SPINCOUNT"]), str(expected["OMP_WAIT_POLICY"])]
 
 
+@pytest.mark.slow
 def test_a_run_started_by_hand_resumes_after_its_folders_are_moved(tmp_path, monkeypatch):
     """`crossling finetune` names its data and a local checkpoint by their content, not their place."""
     import os

@@ -190,6 +190,7 @@ def real_results(store: Path, study) -> dict[str, tuple]:
             for run in expand_runs(load_study(study))}
 
 
+@pytest.mark.slow
 def test_real_grid_plan_run_status_and_results(real, capsys):
     root, study = real
     store = str(root / "reference")
@@ -256,6 +257,7 @@ def test_real_grid_in_worker_processes_matches_the_one_thread_reference(real, ca
     assert all(Store(store).result(run.run_id).cost.threads == 1 for run in runs)
 
 
+@pytest.mark.slow
 def test_real_failing_run_is_recorded_and_retried(real, capsys):
     import torch
     from tinydata_factory import make_tiny_checkpoint
@@ -368,12 +370,14 @@ def _resume_after_move(old_root: Path, new_root: Path, run_id: str) -> Path:
     return run_dir
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_resumes_after_the_project_is_moved(tmp_path, monkeypatch):
     _, run_id = _interrupted_project(tmp_path / "project", monkeypatch)
     run_dir = _resume_after_move(tmp_path / "project", tmp_path / "moved" / "project", run_id)
     assert Store(run_dir.parent.parent).result(run_id).resumed_from == (2,)
 
 
+@pytest.mark.slow
 def test_a_run_interrupted_by_an_earlier_version_resumes_after_a_move(tmp_path, monkeypatch):
     """A resume file the earlier code wrote (named checkpoint.pt, format 1, absolute paths in its identity)."""
     import torch

@@ -38,6 +38,7 @@ def run_pretrain(prepared: Path, out: Path, steps: int) -> dict:
     return pretrain(prepared, ["aa", "bb"], [0.003], config=CONFIG, out=out, steps=steps, seed=3)
 
 
+@pytest.mark.slow
 def test_loss_decreases_and_model_loads_for_ctc(prepared, tmp_path):
     from transformers import AutoModelForCTC
 
@@ -62,6 +63,7 @@ test_pretrain.run_pretrain(Path({prepared!r}), Path({out!r}), steps={steps})
 """
 
 
+@pytest.mark.slow
 def test_resume_after_kill_equals_uninterrupted(prepared, tmp_path):
     from safetensors.torch import load_file
 
@@ -116,6 +118,7 @@ def test_bad_mixes_and_configs_are_errors_for_people(prepared, tmp_path):
         pretrain(prepared, ["zz"], None, config="micro", out=tmp_path / "z")
 
 
+@pytest.mark.slow
 def test_cli_pretrain_prints_the_record(prepared, tmp_path, capsys):
     from crossling.cli import main
 
