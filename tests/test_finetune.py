@@ -279,7 +279,7 @@ def test_collapse_watchdog_warns_once_after_the_patience(caplog):
     assert sum("blank-only for 3 steps" in r.getMessage() for r in caplog.records) == 1
 
 
-@pytest.mark.parametrize("module", ["crossling.finetune", "crossling.evaluate"])
+@pytest.mark.parametrize("module", ["crossling.finetune", "crossling.evaluate", "crossling.pretrain"])
 @pytest.mark.parametrize(("given", "expected"), [
     ({}, {"GOMP_SPINCOUNT": "3000", "OMP_WAIT_POLICY": None}),
     ({"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": None, "OMP_WAIT_POLICY": "ACTIVE"}),

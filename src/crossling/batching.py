@@ -8,6 +8,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,6 +17,10 @@ from crossling.errors import DataError
 from crossling.manifest import Utterance
 from crossling.models import FrozenFeatureCache, InputSpec, frames_for_samples
 from crossling.prepared import PreparedLanguage, load_audio
+
+if TYPE_CHECKING:  # torch and transformers load only where batches are made
+    from torch import nn
+    from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -126,14 +131,15 @@ class TrainingData:
     """The filtered training set: waveforms are read on demand, labels are token ids."""
 
     data: PreparedLanguage
-    utterances: list
-    labels: list
-    skipped: dict
+    utterances: list[Utterance]
+    labels: list[list[int]]
+    skipped: dict[str, int]
     plan: BatchPlan
-    model_config: object
+    model_config: PretrainedConfig
 
 
-def training_data(data: PreparedLanguage, tokenizer, model_config, config: TrainConfig, seed: int) -> TrainingData:
+def training_data(data: PreparedLanguage, tokenizer: PreTrainedTokenizerBase, model_config: PretrainedConfig,
+                  config: TrainConfig, seed: int) -> TrainingData:
     """The train split encoded and filtered (counts of what was left out), with its batch plan."""
     utterances = data.split("train")
     labels = [tokenizer(u.text).input_ids for u in utterances]
@@ -148,7 +154,8 @@ def training_data(data: PreparedLanguage, tokenizer, model_config, config: Train
                         model_config=model_config)
 
 
-def feature_cache(model, spec: InputSpec, config: TrainConfig, training: TrainingData) -> FrozenFeatureCache | None:
+def feature_cache(model: nn.Module, spec: InputSpec, config: TrainConfig,
+                  training: TrainingData) -> FrozenFeatureCache | None:
     """A cache of the frozen CNN's outputs when that is exact and the train set's features fit in memory."""
     if not FrozenFeatureCache.applies(model, spec, config):
         return None
@@ -161,7 +168,8 @@ def feature_cache(model, spec: InputSpec, config: TrainConfig, training: Trainin
     return FrozenFeatureCache(model)
 
 
-def make_batch(training: TrainingData, indices: list[int], spec: InputSpec, device: str, cache=None) -> dict:
+def make_batch(training: TrainingData, indices: list[int], spec: InputSpec, device: str,
+               cache: FrozenFeatureCache | None = None) -> dict:
     """Model inputs of one batch: padded waveforms (or cached CNN features), labels, the mask (if the
     checkpoint takes one) and each utterance's frame count (for the blank-only check)."""
     if cache is not None:
@@ -178,7 +186,8 @@ def make_batch(training: TrainingData, indices: list[int], spec: InputSpec, devi
     return batch
 
 
-def _cached_batch(training: TrainingData, indices: list[int], spec: InputSpec, device: str, cache) -> dict:
+def _cached_batch(training: TrainingData, indices: list[int], spec: InputSpec, device: str,
+                  cache: FrozenFeatureCache) -> dict:
     """As `make_batch`, with the CNN's outputs from the cache padded to the frame count of the batch."""
     import torch
 

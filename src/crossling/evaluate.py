@@ -7,18 +7,23 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import crossling
 from crossling import paths
 from crossling.atomic import write_json_atomic, write_jsonl_atomic
 from crossling.decoding import transcribe
 from crossling.errors import ConfigError, ModelError
+from crossling.manifest import Utterance
 from crossling.models import InputSpec, check_vocabulary, load_finetuned
 from crossling.prepared import PreparedLanguage, SplitAudio, open_prepared
 from crossling.progress import Track, no_progress
 from crossling.records import RunRecord, SplitScores
 from crossling.scoring import for_scoring, score_pair, scores_record
+
+if TYPE_CHECKING:  # torch loads when a model does, after the OpenMP setting below
+    import torch
+    from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +108,7 @@ def pick_device(device: str) -> str:
 
 
 def evaluate_model(
-    model,
+    model: nn.Module,
     spec: InputSpec,
     data: PreparedLanguage,
     *,
@@ -111,7 +116,7 @@ def evaluate_model(
     out: Path | None,
     device: str,
     batch_seconds: float,
-    autocast_dtype=None,
+    autocast_dtype: torch.dtype | None = None,
     track: Track = no_progress,
 ) -> tuple[dict[str, SplitScores], dict[str, list[str]]]:
     """Transcribe and score each split -> ({split: scores}, {split: hypotheses}); with `out`, also write
@@ -137,7 +142,7 @@ def evaluate_model(
     return scores, hypotheses
 
 
-def _hypothesis_rows(utterances, hypotheses: list[str]) -> list[dict]:
+def _hypothesis_rows(utterances: list[Utterance], hypotheses: list[str]) -> list[dict]:
     rows = []
     for utterance, hypothesis in zip(utterances, hypotheses, strict=True):
         counts = score_pair(utterance.text, for_scoring(hypothesis))
