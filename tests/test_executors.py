@@ -156,7 +156,7 @@ def test_ray_executor_runs_the_grid_in_ray_workers(ray_instance, tmp_path):
     store = Store(tmp_path / "toy.runs")
     pids = {starts(store.root, run.run_id)[0]["pid"] for run in expand_runs(study)}
     assert os.getpid() not in pids  # executed in Ray worker processes
-    assert "deliberate failure" in store.error(expand_runs(study)[-1].run_id)["traceback"]
+    assert "deliberate failure" in store.error(expand_runs(study)[-1].run_id).traceback
     assert not list((store.root / "claims").glob("*.claim"))
 
 

@@ -99,7 +99,7 @@ def test_a_failing_run_is_recorded_the_grid_carries_on_and_retry_reruns_it(toy_s
     failed = [r for r in status.runs if r.state == "failed"]
     assert all("RuntimeError: deliberate failure of toy/alpha" in r.error for r in failed)
     error = Store(store).error(failed[0].run_id)
-    assert "Traceback" in error["traceback"] and "toy_finetune" in error["traceback"]
+    assert "Traceback" in error.traceback and "toy_finetune" in error.traceback
     assert run_study(toy_study, run_function=TOY).skipped_failed == 2  # not retried unless asked
     marker.unlink()
     retried = run_study(toy_study, run_function=TOY, retry_failed=True)
@@ -277,7 +277,7 @@ def test_real_failing_run_is_recorded_and_retried(real, capsys):
         out = capsys.readouterr().out
         assert "2 runs: 1 done, 1 failed" in out and "ModelError" in out and "ckpt-broken" in out
         error = Store(store).error(expand_runs(load_study(study))[0].run_id)
-        assert "Traceback" in error["traceback"] and error["error"].startswith("ModelError: ")
+        assert "Traceback" in error.traceback and error.error.startswith("ModelError: ")
         make_tiny_checkpoint(broken, "wav2vec2")  # fix the checkpoint (same path: same run id)
         (broken / "config.json").write_text((root / "ckpt-a" / "config.json").read_text())
         assert main(["study", "run", str(study), "--store", store]) == 0

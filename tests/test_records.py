@@ -15,6 +15,7 @@ from crossling.records import (
     LegacyIdentity,
     PlannedRun,
     PreparedSummary,
+    RunFailure,
     RunIdentity,
     RunRecord,
     StudyPlan,
@@ -98,6 +99,19 @@ def test_a_legacy_identity_matches_a_study_run_by_language_seed_and_recipe_alone
     assert same_run(old, by_hand, prepared=Path("/tmp/legacy/work/prepared"), model="zoo-es")
     assert legacy_identity(prepared=Path("/tmp/legacy/work/prepared"), language="xx", model="zoo-es", seed=0,
                            recipe=RECIPE) == old.values
+
+
+def test_a_run_failure_round_trips_and_an_old_one_is_read(tmp_path):
+    from crossling.store import Store
+
+    store = Store(tmp_path)
+    store.write_error("r1", ValueError("bad"), "Traceback ...")
+    failure = store.error("r1")
+    assert isinstance(failure, RunFailure) and failure.error == "ValueError: bad" and failure.time > 0
+    path = tmp_path / "runs" / "r1" / "error.json"
+    old = {key: value for key, value in json.loads(path.read_text()).items() if key != "schema"}
+    path.write_text(json.dumps(old))  # as written before schema versions
+    assert store.error("r1") == failure
 
 
 def test_prepared_summary_round_trips_and_old_summaries_are_read(tmp_path):

@@ -27,7 +27,7 @@ def test_states_follow_the_files(tmp_path):
     store.release(claim)
     assert store.state("r1") == "failed"
     error = store.error("r1")
-    assert error["error"] == "ValueError: bad value" and "Traceback" in error["traceback"]
+    assert error.error == "ValueError: bad value" and "Traceback" in error.traceback and error.pid == os.getpid()
     write_json_atomic(paths.run_result_path(store.run_dir("r1")), {"status": "done"})
     assert store.state("r1") == "done"
     store.close()

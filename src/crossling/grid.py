@@ -323,7 +323,7 @@ class _Grid:
         if state != FAILED or not self.spec.retry_failed:
             return False
         error = self.store.error(run_id)
-        return error is not None and float(error.get("time", 0.0)) < self.spec.since
+        return error is not None and error.time < self.spec.since
 
 
 # --- status ----------------------------------------------------------------------------------------
@@ -395,7 +395,8 @@ def run_status(store: Store, run_id: str) -> RunStatus:
             cer=result.test_cer(),
         )
     if state == FAILED:
-        return RunStatus(run_id=run_id, state=state, error=(store.error(run_id) or {}).get("error", ""))
+        failure = store.error(run_id)
+        return RunStatus(run_id=run_id, state=state, error=failure.error if failure else "")
     if state == RUNNING:
         owner = store.claim_owner(run_id) or {}
         return RunStatus(run_id=run_id, state=state, owner=f"{owner.get('host', '?')}:{owner.get('pid', '?')}")

@@ -233,6 +233,29 @@ def _identity(value: Any, where: str) -> RunIdentity | LegacyIdentity:
     return RunIdentity.from_json(value, where)
 
 
+@dataclass(frozen=True, kw_only=True)
+class RunFailure:
+    """A failed attempt at a run (error.json): the error, its type and traceback, when and where."""
+
+    run_id: str
+    error: str  # "<type>: <message>"
+    type: str
+    traceback: str
+    time: float
+    host: str = ""
+    boot_id: str = ""
+    pid: int = 0
+    pid_start: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return _versioned(asdict(self))
+
+    @classmethod
+    def from_json(cls, value: Any, where: str) -> RunFailure:
+        schema_of(value, where, "run failure")  # schema 0 has the same keys
+        return _build(cls, _payload(value), where)
+
+
 # --- the prepared-language summary (prepared.json) ---------------------------------------------------
 
 
