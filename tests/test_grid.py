@@ -232,20 +232,9 @@ def test_real_grid_killed_with_sigkill_resumes_to_the_same_results(real):
 
 
 @pytest.mark.slow
-def test_real_concurrent_grid_processes_never_duplicate_a_run(real):
-    root, study = real
-    store = root / "concurrent"
-    grids = [cli("study", "run", str(study), "--store", str(store)) for _ in range(2)]
-    outputs = [grid.communicate(timeout=300) for grid in grids]
-    assert [grid.returncode for grid in grids] == [0, 0], [err[-2000:] for _, err in outputs]
-    for run in expand_runs(load_study(study)):
-        assert len(starts(store, run.run_id)) == 1, run.run_id  # each run executed exactly once
-    assert real_results(store, study) == real_results(root / "reference", study)
-
-
-@pytest.mark.slow
 def test_real_grid_in_worker_processes_matches_the_one_thread_reference(real, capsys):
-    """`study run --workers 2`: two grid processes of one thread each, bit-identical to one thread."""
+    """`study run --workers 2`: two grid processes on one store, each claiming runs itself, one thread
+    each: every run executed exactly once, bit-identical to one thread in one process."""
     root, study = real
     store = root / "workers"
     capsys.readouterr()
@@ -253,6 +242,7 @@ def test_real_grid_in_worker_processes_matches_the_one_thread_reference(real, ca
     assert "4 run(s) executed" in capsys.readouterr().out
     assert real_results(store, study) == real_results(root / "reference", study)
     runs = expand_runs(load_study(study))
+    assert all(len(starts(store, run.run_id)) == 1 for run in runs)  # each run executed exactly once
     assert len({starts(store, run.run_id)[0]["pid"] for run in runs}) == 2
     assert all(Store(store).result(run.run_id).cost.threads == 1 for run in runs)
 

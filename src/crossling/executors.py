@@ -240,17 +240,14 @@ class ProcessExecutor:
 
 
 def grid_process(spec: GridSpec, threads: int, events, index: int) -> None:
-    """One grid process of a `ProcessExecutor`: torch gets `threads` threads (and the OpenMP setting)
-    before it loads; every run event and a grid error go to `events`."""
+    """One grid process of a `ProcessExecutor`: torch will start with `threads` threads (OMP_NUM_THREADS,
+    read when torch loads, with the OpenMP setting); every run event and a grid error go to `events`."""
     import crossling
 
-    crossling.short_openmp_spin()
     os.environ["OMP_NUM_THREADS"] = str(threads)
+    crossling.short_openmp_spin()
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        import torch
-
-        torch.set_num_threads(threads)
         from crossling.grid import run_grid
 
         run_grid(spec, LocalExecutor(), events=lambda event: events.put(_as_worker(event, index)))
