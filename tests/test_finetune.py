@@ -279,11 +279,16 @@ def test_collapse_watchdog_warns_once_after_the_patience(caplog):
     assert sum("blank-only for 3 steps" in r.getMessage() for r in caplog.records) == 1
 
 
-@pytest.mark.parametrize("module", ["crossling.finetune", "crossling.evaluate", "crossling.pretrain"])
-@pytest.mark.parametrize(("given", "expected"), [
-    ({}, {"GOMP_SPINCOUNT": "3000", "OMP_WAIT_POLICY": None}),
-    ({"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": None, "OMP_WAIT_POLICY": "ACTIVE"}),
-    ({"GOMP_SPINCOUNT": "10"}, {"GOMP_SPINCOUNT": "10", "OMP_WAIT_POLICY": None}),
+_DEFAULT_SPIN = ({}, {"GOMP_SPINCOUNT": "3000", "OMP_WAIT_POLICY": None})
+
+
+@pytest.mark.parametrize(("module", "given", "expected"), [
+    *((module, *case) for module in ("crossling.finetune", "crossling.evaluate") for case in (
+        _DEFAULT_SPIN,
+        ({"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": None, "OMP_WAIT_POLICY": "ACTIVE"}),
+        ({"GOMP_SPINCOUNT": "10"}, {"GOMP_SPINCOUNT": "10", "OMP_WAIT_POLICY": None}),
+    )),
+    ("crossling.pretrain", *_DEFAULT_SPIN),
 ])
 def test_openmp_spin_is_set_before_torch_loads_unless_the_user_chose(module, given, expected):
     import os
