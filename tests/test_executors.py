@@ -65,13 +65,14 @@ def test_worker_processes_share_the_store_and_their_events_reach_this_process(tm
     make_prepared(tmp_path / "prepared", counts=(1, 1, 1))
     study = load_study(write_study(tmp_path / "toy.toml", ["toy/a", "toy/b", "toy/c"], seeds=(0, 1)))
     events = []
-    summary = run_study(study, executor=ProcessExecutor(workers=2, threads=1), run_function=TOY,
-                        progress=events.append)
+    summary = run_study(study, executor=ProcessExecutor(workers=2, threads=2), progress=events.append,
+                        run_function="grid_factory:threads_finetune")
     assert (summary.total, summary.executed, summary.done, summary.failed) == (12, 12, 12, 0)
     store = Store(tmp_path / "toy.runs")
     pids = {starts(store.root, run.run_id)[0]["pid"] for run in expand_runs(study)}
     assert len(pids) == 2 and os.getpid() not in pids  # two grid processes did the work
     assert all(len(starts(store.root, run.run_id)) == 1 for run in expand_runs(study))  # each run once
+    assert {(store.run_dir(run.run_id) / "threads.txt").read_text() for run in expand_runs(study)} == {"2"}
     ended = [e for e in events if e.event == "done"]
     assert sorted(e.run_id for e in ended) == sorted(run.run_id for run in expand_runs(study))
     assert {e.worker for e in ended} == {0, 1} and all(e.seconds > 0 for e in ended)
@@ -82,13 +83,9 @@ def test_worker_processes_share_the_store_and_their_events_reach_this_process(tm
     assert not list((store.root / "claims").glob("*.claim"))
 
 
-def test_worker_processes_get_their_torch_threads(tmp_path):
-    make_prepared(tmp_path / "prepared", counts=(1, 1, 1))
-    study = load_study(write_study(tmp_path / "toy.toml", ["toy/a"], languages=("aa",)))
-    run_study(study, executor=ProcessExecutor(workers=1, threads=2), run_function="grid_factory:threads_finetune")
-    (run,) = expand_runs(study)
-    assert (Store(tmp_path / "toy.runs").run_dir(run.run_id) / "threads.txt").read_text() == "2"
+def test_worker_processes_get_usable_cores_over_workers_threads_by_default():
     assert ProcessExecutor(workers=3).threads == max(1, usable_cores() // 3)
+    assert ProcessExecutor(workers=10 * usable_cores()).threads == 1
     with pytest.raises(ConfigError, match="threads per worker must be >= 1"):
         ProcessExecutor(workers=1, threads=0)
 

@@ -361,30 +361,30 @@ def _resume_after_move(old_root: Path, new_root: Path, run_id: str) -> Path:
 
 
 @pytest.mark.slow
-def test_an_interrupted_run_resumes_after_the_project_is_moved(tmp_path, monkeypatch):
-    _, run_id = _interrupted_project(tmp_path / "project", monkeypatch)
-    run_dir = _resume_after_move(tmp_path / "project", tmp_path / "moved" / "project", run_id)
-    assert Store(run_dir.parent.parent).result(run_id).resumed_from == (2,)
+def test_an_interrupted_run_resumes_after_the_project_is_moved_also_from_an_earlier_version(tmp_path, monkeypatch):
+    """The same interruption twice: as this version leaves it, and as the earlier code did (a resume file
+    named checkpoint.pt, format 1, absolute paths in its identity); each project is then moved."""
+    import shutil
 
-
-@pytest.mark.slow
-def test_a_run_interrupted_by_an_earlier_version_resumes_after_a_move(tmp_path, monkeypatch):
-    """A resume file the earlier code wrote (named checkpoint.pt, format 1, absolute paths in its identity)."""
     import torch
 
     from crossling.records import legacy_identity
 
-    root = tmp_path / "project"
-    study_path, run_id = _interrupted_project(root, monkeypatch)
-    (run,) = expand_runs(load_study(study_path))
-    run_dir = Store(root / "moved.runs").run_dir(run_id)
+    _, run_id = _interrupted_project(tmp_path / "project", monkeypatch)
+    old = tmp_path / "old-project"
+    shutil.copytree(tmp_path / "project", old)
+    (run,) = expand_runs(load_study(old / "moved.toml"))
+    run_dir = Store(old / "moved.runs").run_dir(run_id)
     checkpoint = torch.load(paths.run_resume_path(run_dir), weights_only=True)
     checkpoint["state"].pop("resumed_from")
-    old = legacy_identity(prepared=root / "prepared", language="xx", model=run.model, seed=0, recipe=run.config)
-    torch.save({**checkpoint, "format": 1, "identity": old}, paths.run_legacy_resume_path(run_dir))
+    identity = legacy_identity(prepared=old / "prepared", language="xx", model=run.model, seed=0, recipe=run.config)
+    torch.save({**checkpoint, "format": 1, "identity": identity}, paths.run_legacy_resume_path(run_dir))
     paths.run_resume_path(run_dir).unlink()
-    moved = _resume_after_move(root, tmp_path / "elsewhere", run_id)
-    assert "checkpoint.pt" in paths.run_log_path(moved).read_text()
+    moved = _resume_after_move(tmp_path / "project", tmp_path / "moved" / "project", run_id)
+    assert Store(moved.parent.parent).result(run_id).resumed_from == (2,)
+    moved_old = _resume_after_move(old, tmp_path / "elsewhere", run_id)
+    assert "checkpoint.pt" in paths.run_log_path(moved_old).read_text()
+    assert Store(moved_old.parent.parent).result(run_id).scores == Store(moved.parent.parent).result(run_id).scores
 
 
 def test_a_finished_run_of_an_earlier_version_stays_done(toy_study, tmp_path):
