@@ -14,7 +14,7 @@ from analysis_factory import synthetic_table
 
 from crossling.errors import ConfigError, DataError
 from crossling.markup import latex_escape, markdown_escape
-from crossling.report import findings, write_report
+from crossling.report import analyse, summary_sentences, write_report
 
 EVIL = '<script>alert("x")</script> & 100%_$x$ #{1}~^\\'
 
@@ -89,8 +89,8 @@ def test_summary_states_findings_with_p_values(study):
     _, out, _, _ = study
     html = (out / "report.html").read_text(encoding="utf-8")
     summary = html.split('<section id="summary">')[1].split("</section>")[0]
-    assert "Friedman chi2" in summary and "xlsr300m" in summary
-    assert re.search(r"best or tied best on \d+ of 18 languages", summary)
+    assert "Friedman (languages as blocks), chi2 = " in summary and "xlsr300m" in summary
+    assert re.search(r"best or tied best on the most languages, \d+ of 18 each", summary)
     assert "Indo-European targets" in summary and "Wilcoxon" in summary and "Spearman" in summary
     assert "1 runs missing" in summary
     missing = pd.read_csv(out / "tables" / "missing.csv")
@@ -182,9 +182,7 @@ def test_significance_level_outside_0_1_is_a_config_error(tmp_path, alpha):
 
 
 def test_findings_are_plain_sentences():
-    from crossling.report import analyse
-
-    sentences = findings(analyse(_small()))
+    sentences = summary_sentences(analyse(_small()))
     assert all(isinstance(s, str) and s.endswith(".") for s in sentences)
 
 
@@ -276,7 +274,8 @@ def test_report_cli_on_a_study_file_and_its_store(toy_study, tmp_path, capsys):
     assert set(cer["checkpoint"]) == {"toy/a", "toy/bb"} and (cer["n"] == 3).all()
     html = _visible_text((tmp_path / "a" / "report.html").read_text(encoding="utf-8"))
     assert "bonferroni" in html and not re.search(r"\bnan\b", html, re.IGNORECASE)
-    assert "No Friedman test" in html  # two checkpoints: the report says why, instead of failing
+    # two checkpoints: the report says why the across-language question cannot be tested, instead of failing
+    assert "Cannot be tested here whether checkpoints differ in CER across languages: Friedman test needs" in html
     assert main(["report", str(toy_study.parent / "toy.runs"), "--out", str(tmp_path / "b"), "--title", "t"]) == 0
     assert (tmp_path / "b" / "tables" / "cer_table.csv").read_bytes() == (tmp_path / "a" / "tables" / "cer_table.csv").read_bytes()
 
