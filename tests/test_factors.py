@@ -172,3 +172,14 @@ def test_gender_effect_size_by_hand():
     assert list(runs["gap"]) == pytest.approx([0.01, 0.02, -0.03, -0.03])
     assert result.n == 3  # the two runs of cell c share its test set: one observation
     assert result.effect == pytest.approx(0.0) and result.statistic == pytest.approx(3.0)
+
+
+def test_typology_ignores_a_missing_cell_instead_of_returning_nan():
+    """pandas 3's stack() keeps NaN cells: one missing cell used to make scipy's p NaN for every distance."""
+    table = synthetic_table(checkpoints=("vp-es", "vp-nl", "vp-fr"), languages=("pt", "nl", "ja", "de"))
+    table.loc[(table["checkpoint"] == "vp-fr") & (table["language"] == "ja"), "status"] = "failed"
+    distances = pd.DataFrame([{"checkpoint": c, "language": lang, "genetic": 0.1 * i + 0.03 * j}
+                              for i, c in enumerate(("vp-es", "vp-nl", "vp-fr")) for j, lang in
+                              enumerate(("pt", "nl", "ja", "de"))])
+    result = factors.typology_correlation(table, distances, n_permutations=199).iloc[0]
+    assert result["n"] == 11 and math.isfinite(result["p_scipy"]) and math.isfinite(result["p_holm"])

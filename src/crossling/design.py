@@ -151,7 +151,8 @@ def seed_noise(size: str, override: float | None = None) -> SeedNoise | None:
 @dataclass(frozen=True)
 class QuestionCheck:
     """One question the study asks: its test, the unit of analysis and how many, the smallest p the design
-    allows (after the Holm family where one applies) and whether that can reach alpha."""
+    allows (times the Holm family where one applies) and whether that can reach alpha; `reason` says why
+    not when it is not a matter of p (e.g. one seed), `note` adds what the figure assumes."""
 
     key: str
     question: str
@@ -161,6 +162,7 @@ class QuestionCheck:
     min_p: float
     family: int
     testable: bool
+    reason: str = ""
     note: str = ""
 
 
@@ -168,10 +170,7 @@ def _check(key: str, question: str, test: str, unit: str, n: str, min_p: float, 
            family: int = 1, note: str = "", reason: str = "") -> QuestionCheck:
     adjusted = min(1.0, min_p * family) if math.isfinite(min_p) else math.nan
     testable = not reason and math.isfinite(adjusted) and adjusted < alpha
-    if not reason and not testable:
-        reason = (f"the smallest possible p is {_fmt(adjusted)}" + (f" (x{family} for Holm)" if family > 1 else "")
-                  + f", not below alpha {alpha}")
-    return QuestionCheck(key, question, test, unit, n, adjusted, family, testable, "; ".join(x for x in (reason, note) if x))
+    return QuestionCheck(key, question, test, unit, n, adjusted, family, testable, reason, note)
 
 
 def _fmt(p: float) -> str:
@@ -209,12 +208,19 @@ def _across_language_checks(study: Study, alpha: float) -> list[QuestionCheck]:
                       "languages (seed-mean cells)", f"{n} languages x {k} checkpoints", min_p_friedman(n, k), alpha,
                       reason="needs >= 2 languages and >= 3 checkpoints" if n < 2 or k < 3 else "")
     cd = _critical_difference(k, n, alpha)
-    separable = math.isfinite(cd) and cd < k - 1
-    note = (f"Nemenyi CD {cd:.2f} vs the largest possible rank difference {k - 1}" if math.isfinite(cd) else "")
     nemenyi = _check("nemenyi", "which checkpoints rank apart across languages", "Nemenyi (critical difference)",
-                     "languages", f"{n} languages", 0.0 if separable else math.nan, alpha, note=note,
-                     reason="" if separable else "no two checkpoints can differ by the critical difference")
+                     "languages", f"{n} languages", min_p_nemenyi(n, k), alpha,
+                     note=f"critical difference {cd:.2f} vs the largest possible rank difference {k - 1}"
+                     if math.isfinite(cd) else "")
     return [friedman, nemenyi]
+
+
+def min_p_nemenyi(blocks: int, treatments: int) -> float:
+    """Nemenyi p (as scikit-posthocs computes it) of two treatments ranked first and last in every block."""
+    if blocks < 1 or treatments < 2:
+        return math.nan
+    q = (treatments - 1) / math.sqrt(treatments * (treatments + 1) / (6 * blocks))
+    return float(st.studentized_range.sf(q * math.sqrt(2), treatments, np.inf))
 
 
 def _critical_difference(k: int, n: int, alpha: float) -> float:
@@ -226,8 +232,10 @@ def _critical_difference(k: int, n: int, alpha: float) -> float:
 def _family_checks(study: Study, alpha: float) -> list[QuestionCheck]:
     ie = sum(1 for lang in study.languages if _indo_european(lang))
     other = len(study.languages) - ie
+    one_group = f"all {len(study.languages)} targets are {'Indo-European' if ie else 'outside Indo-European'}"
     families = _check("families", "Indo-European and other targets differ", "Mann-Whitney U", "languages",
-                      f"{ie} vs {other} languages", min_p_mann_whitney(ie, other), alpha)
+                      f"{ie} vs {other} languages", min_p_mann_whitney(ie, other), alpha,
+                      reason=one_group if not (ie and other) else "")
     blocks = subgroup_blocks(study.checkpoints, study.languages)
     subgroup = _check("subgroup", "monolingual checkpoints transfer differently within their own subgroup",
                       "Wilcoxon signed-rank (same- minus other-subgroup relative CER per target)",
@@ -477,7 +485,16 @@ class DesignCheck:
     cost: Cost
 
     def to_json(self) -> dict:
-        return asdict(self)
+        """A JSON-ready dict (NaN and infinities as None)."""
+        return _finite(asdict(self))
+
+
+def _finite(value):
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def design_check(study: Study, alpha: float = 0.05, seed_sd: float | None = None) -> DesignCheck:

@@ -41,7 +41,9 @@ class Finding:
     """One answered question. `question` is neutral ("A and B differ in CER on pt"); `claim` says which
     way, and only a supported finding has one, so no sentence can state a direction its test rejects.
     `p_adjusted` is set when the test belongs to a family (`adjustment` names it); `reason` says why a
-    question cannot be tested here, or adds context to a verdict."""
+    question cannot be tested here, or adds context to a verdict. `subject` names what the question is
+    about, e.g. (language,) or (language, checkpoint a, checkpoint b); `sign` the supported direction where
+    one applies (−1: the first named has the lower value, +1 the higher; 0 otherwise)."""
 
     key: str
     question: str
@@ -58,10 +60,14 @@ class Finding:
     effect: Effect | None = None
     claim: str = ""
     reason: str = ""
+    subject: tuple[str, ...] = ()
+    sign: int = 0
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
             raise ValueError(f"verdict {self.verdict!r} is not one of {VERDICTS}")
+        if self.sign and self.verdict != SUPPORTED:
+            raise ValueError(f"{self.key}: only a supported finding has a direction")
         if bool(self.claim) != (self.verdict == SUPPORTED):
             raise ValueError(f"{self.key}: a claim belongs to supported findings only (verdict {self.verdict!r})")
         if self.verdict == UNTESTABLE and not self.reason:
@@ -183,7 +189,8 @@ def kruskal_findings(runs: pd.DataFrame, alpha: float, seed: int = 0) -> list[Fi
         samples = [g["cer"].to_numpy() for _, g in part.groupby("checkpoint")]
         result = stats.kruskal(part["cer"], part["checkpoint"])
         key, question = f"kruskal/{language}", f"checkpoints differ in CER on {language}"
-        common = dict(key=key, question=question, test="Kruskal-Wallis", unit=RUNS_UNIT, n=result.n, alpha=alpha)
+        common = dict(key=key, question=question, test="Kruskal-Wallis", unit=RUNS_UNIT, n=result.n, alpha=alpha,
+                      subject=(str(language),))
         smallest = design.min_p_kruskal([len(s) for s in samples])
         if not smallest < alpha:
             shape = "x".join(str(len(s)) for s in samples)
@@ -206,7 +213,7 @@ def pair_finding(part: pd.DataFrame, a: str, b: str, pvalue: float, omnibus_p: f
     y = part.loc[part["checkpoint"] == b, "cer"].to_numpy()
     pairs = math.comb(part["checkpoint"].nunique(), 2)
     common = dict(key=f"pair/{language}/{a}/{b}", question=f"{a} and {b} differ in CER on {language}",
-                  test="Conover-Iman", unit=RUNS_UNIT, n=len(x) + len(y), alpha=alpha)
+                  test="Conover-Iman", unit=RUNS_UNIT, n=len(x) + len(y), alpha=alpha, subject=(language, a, b))
     reason = stats.conover_untestable(part)
     if reason or not math.isfinite(pvalue):
         return Finding(**common, verdict=UNTESTABLE, reason=reason or "the post-hoc test is undefined here")
@@ -216,8 +223,10 @@ def pair_finding(part: pd.DataFrame, a: str, b: str, pvalue: float, omnibus_p: f
         if p_adjust != "none" else {}
     gated = not omnibus_p < alpha
     decided = NOT_SUPPORTED if gated else verdict(pvalue, alpha)
-    claim = f"{a} has a {'lower' if x.mean() < y.mean() else 'higher'} CER than {b} on {language}"
-    return Finding(**common, **adjusted, verdict=decided, statistic_name="", claim=claim if decided == SUPPORTED else "",
+    sign = -1 if x.mean() < y.mean() else 1
+    claim = f"{a} has a {'lower' if sign < 0 else 'higher'} CER than {b} on {language}"
+    supported = decided == SUPPORTED
+    return Finding(**common, **adjusted, verdict=decided, claim=claim if supported else "", sign=sign if supported else 0,
                    p=pvalue if p_adjust == "none" else math.nan, effect=effect,
                    reason=f"Kruskal-Wallis on {language} not significant (p = {fmt_p(omnibus_p)}): no pair is "
                           f"declared different" if gated else "")
@@ -241,7 +250,7 @@ def baseline_findings(runs: pd.DataFrame, posthoc: Mapping[str, pd.DataFrame], o
 def joint_baseline_finding(pairs: Sequence[Finding], baseline: str, alpha: float) -> Finding:
     """Intersection-union: every pre-trained checkpoint beats the baseline on every language iff each pair
     is significant with a lower CER (no further correction: all must hold, none is picked)."""
-    beats = [f for f in pairs if f.verdict == SUPPORTED and " lower " in f.claim]
+    beats = [f for f in pairs if f.sign < 0]
     untestable = [f for f in pairs if f.verdict == UNTESTABLE]
     weakest = max(pairs, key=lambda f: _decisive(f) if math.isfinite(_decisive(f)) else 2.0)
     question = f"every pre-trained checkpoint has a lower CER than {baseline} on every language"
@@ -278,7 +287,7 @@ def _shortfall(pairs: Sequence[Finding], beats: Sequence[Finding]) -> str:
 
 
 def _pair_label(f: Finding) -> str:
-    _, language, a, b = f.key.split("/", 3)
+    language, a, b = f.subject
     return f"{a} vs {b} on {language}"
 
 
@@ -292,7 +301,7 @@ def best_findings(groups: pd.DataFrame, omnibus: pd.DataFrame, alpha: float) -> 
         worse = list(part.loc[~part["best"], "checkpoint"])
         common = dict(key=f"best/{language}", question=f"some checkpoints have a lower CER than others on {language}",
                       test="Kruskal-Wallis, then Conover-Iman", unit=RUNS_UNIT, n=int(part.shape[0]), alpha=alpha,
-                      p=float(omnibus_p[language]))
+                      p=float(omnibus_p[language]), subject=(str(language),))
         untestable = str(part["untestable"].iloc[0])
         if untestable:
             out.append(Finding(**common, verdict=UNTESTABLE, reason=untestable))
@@ -386,7 +395,7 @@ def kruskal_sentence(findings: Sequence[Finding]) -> str:
     tests = [f for f in findings if f.key.startswith("kruskal/")]
     if not tests:
         return ""
-    by = {v: [f.key.split("/", 1)[1] for f in tests if f.verdict == v] for v in VERDICTS}
+    by = {v: [f.subject[0] for f in tests if f.verdict == v] for v in VERDICTS}
     parts = [f"Checkpoints differ in CER on {len(by[SUPPORTED])} of {len(tests)} languages "
              f"(Kruskal-Wallis per language over runs, alpha {tests[0].alpha})"]
     if by[SUPPORTED]:
@@ -420,7 +429,7 @@ def family_finding(families: pd.DataFrame, matrix: pd.DataFrame, alpha: float, s
     labels = pd.Series({lang: factors.indo_european(lang) for lang in matrix.index})
     values = matrix.mean(axis=1)
     a, b = (values[labels == g].to_numpy() for g in groups)
-    effect = Effect(f"rank-biserial ({groups[0]} higher > 0)", row["effect"], *bootstrap_ci([a, b], _rank_biserial, seed))
+    effect = Effect(f"rank-biserial ({groups[0]} − {groups[1]})", row["effect"], *bootstrap_ci([a, b], _rank_biserial, seed))
     lower = groups[0] if row["effect"] < 0 else groups[1]
     return Finding(**common, verdict=verdict(row["p"], alpha), statistic_name="U", statistic=row["statistic"],
                    p=row["p"], effect=effect,
@@ -439,7 +448,7 @@ def subgroup_finding(blocks: pd.DataFrame, test: stats.TestResult, alpha: float,
                f"{n} target languages with both: the smallest possible p is {fmt_p(smallest)}")
         return Finding(**common, verdict=UNTESTABLE, reason=why)
     differences = blocks["difference"].to_numpy()
-    effect = Effect("matched rank-biserial (own subgroup higher > 0)", test.effect,
+    effect = Effect("matched rank-biserial (same − other subgroup)", test.effect,
                     *bootstrap_ci([differences], factors.matched_rank_biserial, seed))
     side = "better (lower relative CER)" if test.effect < 0 else "worse (higher relative CER)"
     return Finding(**common, verdict=verdict(test.p, alpha), statistic_name="W", statistic=test.statistic, p=test.p,
@@ -454,13 +463,20 @@ def typology_findings(typology: pd.DataFrame, cells: pd.DataFrame, alpha: float,
     for row in typology.itertuples():
         part = cells.dropna(subset=[row.distance, "value"])
         blocks = [g[[row.distance, "value"]].to_numpy() for _, g in part.groupby("language")]
-        low, high = cluster_ci(blocks, _spearman, seed)
+        family = len(typology)
         common = dict(key=f"typology/{row.distance}", question=f"relative CER changes with the {row.distance} distance "
                                                                f"of the pre-training languages",
                       test="Spearman, permutation within languages", unit="checkpoint x language cells",
-                      n=int(row.n), alpha=alpha, statistic_name="rho", statistic=row.rho, p=row.p_permutation,
-                      p_adjusted=row.p_holm, adjustment=f"Holm over {len(typology)} distances",
-                      effect=Effect("Spearman rho", row.rho, low, high))
+                      n=int(row.n), alpha=alpha, subject=(row.distance,))
+        smallest = min(1.0, family * design.min_p_permutation([len(b) for b in blocks]))
+        if not smallest < alpha:
+            out.append(Finding(**common, verdict=UNTESTABLE, reason=f"{len(blocks)} languages of {row.n} cells allow "
+                                                                     f"few arrangements: the smallest possible p after "
+                                                                     f"Holm over {family} distances is {fmt_p(smallest)}"))
+            continue
+        common.update(statistic_name="rho", statistic=row.rho, p=row.p_permutation, p_adjusted=row.p_holm,
+                      adjustment=f"Holm over {family} distances",
+                      effect=Effect("Spearman rho", row.rho, *cluster_ci(blocks, _spearman, seed)))
         side = "rises" if row.rho > 0 else "falls"
         decided = verdict(row.p_holm, alpha)
         out.append(Finding(**common, verdict=decided, claim=f"relative CER {side} with the {row.distance} distance of "
@@ -489,7 +505,7 @@ def gender_finding(cells: pd.DataFrame, test: stats.TestResult, alpha: float, se
     if not math.isfinite(test.p):
         return Finding(**common, verdict=NOT_SUPPORTED, reason="every cell has a gap of exactly 0")
     gaps = cells["gap"].to_numpy()
-    effect = Effect("matched rank-biserial (women higher > 0)", test.effect,
+    effect = Effect("matched rank-biserial (female − male)", test.effect,
                     *bootstrap_ci([gaps], factors.matched_rank_biserial, seed))
     side = "women" if test.effect > 0 else "men"
     return Finding(**common, verdict=verdict(test.p, alpha), statistic_name="W", statistic=test.statistic, p=test.p,
