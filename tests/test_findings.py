@@ -181,7 +181,7 @@ def test_ties_share_the_top_and_are_named_together():
     wins = stats.wins(groups).set_index("checkpoint")
     assert wins.loc["zoo-es", "rank"] == wins.loc["zoo-de", "rank"] == 1 and wins.loc["zoo-random", "rank"] == 3
     sentence = findings.wins_sentence(stats.wins(groups), 0.05, "holm")
-    assert "3 of 3 each: zoo-de and zoo-es" in sentence
+    assert "(3 of 3 each): zoo-de and zoo-es" in sentence
 
 
 def test_nemenyi_with_few_languages_says_why_it_separates_nothing():

@@ -298,8 +298,9 @@ def _print_design(check) -> None:
     print(f"cost: {cost.runs} runs x {cost.steps} steps of {cost.batch_seconds:g} s of audio ({per}, "
           f"{cost.checkpoints[0].step_flops:.3g} FLOP per step, {cost.total_flops:.3g} FLOP in all)")
     for device in cost.devices:
-        print(f"  {device.device}: {device.hours_per_run:.3g} h per run, {device.device_hours:.3g} device-hours "
-              f"({device.source})")
+        machine = f"; {_duration(device.wall_hours * 3600)} wall with {device.at_once} at once" if device.at_once > 1 else ""
+        print(f"  {device.device}: {device.hours_per_run:.3g} h per run, {device.device_hours:.3g} device-hours"
+              f"{machine} ({device.source})")
 
 
 def _p(value: float) -> str:

@@ -130,8 +130,13 @@ class SeedNoise:
     source: str
 
 
-#: Seed-noise priors by model size (filled from measured demo runs; see README's demo section).
-SEED_NOISE: dict[str, SeedNoise] = {}
+#: Measured, not assumed: the pooled within-cell sd of test CER over 4 seeds of the 12 pre-trained cells of
+#: `crossling demo` (zoo-es, zoo-de x pt ca nl sv-SE da is, demo.toml's recipe; one of the 48 runs stayed at
+#: blank output, which is seed noise too), 2026-12-01, 2-core AMD EPYC. No figure for LARGE models is bundled.
+SEED_NOISE: dict[str, SeedNoise] = {
+    "micro": SeedNoise(sd=0.067, source="measured: pooled sd over 4 seeds of the 12 pre-trained cells of "
+                                        "`crossling demo` (demo.toml recipe)"),
+}
 NO_PRIOR = ("no seed-noise figure for this model size is bundled (none measured here, no published value "
             "found offline): the detectable difference is given in seed sds; pass --seed-sd")
 
@@ -356,7 +361,12 @@ LARGE_CONFIG = "facebook__wav2vec2-xls-r-300m.json"
 
 
 def architecture_of(checkpoint: str) -> Architecture:
-    """The architecture of a registered checkpoint from its config values: a mini-zoo model's
+    """The architecture of a registered checkpoint from its config values (see `config_values`)."""
+    return Architecture.from_config(*config_values(checkpoint))
+
+
+def config_values(checkpoint: str) -> tuple[dict, str]:
+    """(config.json values, where they come from) of a registered checkpoint: a mini-zoo model's own
     config.json, else the bundled config of a reference checkpoint, else the bundled LARGE config."""
     facts = find_checkpoint(checkpoint)
     if facts is None:
@@ -365,9 +375,9 @@ def architecture_of(checkpoint: str) -> Architecture:
     folder = _zoo_folder(facts)
     if folder is not None:
         path = Path(str(resources.files("crossling").joinpath("zoo", folder, "config.json")))
-        return Architecture.from_config(json.loads(path.read_text(encoding="utf-8")), str(path))
+        return json.loads(path.read_text(encoding="utf-8")), str(path)
     name = facts.config_name if resources.files("crossling").joinpath("data", facts.config_name).is_file() else LARGE_CONFIG
-    return Architecture.from_config(_bundled_config(name), f"crossling/data/{name}")
+    return _bundled_config(name), f"crossling/data/{name}"
 
 
 def _zoo_folder(facts: Checkpoint) -> str | None:
@@ -377,20 +387,31 @@ def _zoo_folder(facts: Checkpoint) -> str | None:
 
 @dataclass(frozen=True)
 class Throughput:
-    """Model FLOP/s a device sustains in training, plus a fixed cost per run (start-up, evaluation)."""
+    """Model FLOP/s a device sustains in training, plus a fixed cost per run (start-up, evaluation), and how
+    many runs share a machine at once (two one-thread runs on 2 cores)."""
 
     name: str
     flops_per_second: float
     seconds_per_run: float
     source: str
+    at_once: int = 1
 
 
 #: Documented: NVIDIA's dense bf16 peaks (A100 312 TFLOP/s, H100 SXM 989 TFLOP/s) at an assumed 45 % model
 #: FLOPs utilisation (the middle of the 40-50 % that well-tuned transformer training reaches; not measured
-#: here, no GPU). Measured: the 2-core CPU figure is `crossling demo`'s own runs (see SEED_NOISE's note).
+#: here, no GPU). Measured on CPU: the previous demo (45 runs x 400 steps of 16 s batches = 1.38e13 model
+#: FLOPs by `Architecture.train_step_flops`) took 4 min 42 s on an idle 2-core AMD EPYC with AVX-512 and
+#: 15 min 57 s on one without, with two one-thread runs at a time: model FLOPs per thread-second with data
+#: preparation, start-up and the report included. An A/B of one run of each recipe on one machine (0.53x the
+#: time) agrees with scaling by FLOPs (0.56x).
+OLD_DEMO_FLOPS = 1.38e13
 THROUGHPUTS = {
     "large": (Throughput("A100 bf16", 0.45 * 312e12, 0.0, "NVIDIA peak 312 TFLOP/s x assumed 45 % MFU"),
               Throughput("H100 SXM bf16", 0.45 * 989e12, 0.0, "NVIDIA peak 989 TFLOP/s x assumed 45 % MFU")),
+    "micro": (Throughput("CPU thread, 2-core EPYC with AVX-512", OLD_DEMO_FLOPS / (282 * 2), 0.0,
+                         "measured: the previous demo's wall time, idle", at_once=2),
+              Throughput("CPU thread, 2-core EPYC without AVX-512", OLD_DEMO_FLOPS / (957 * 2), 0.0,
+                         "measured: the previous demo's wall time, idle", at_once=2)),
 }
 #: Typical clip lengths: Common Voice clips average about 5 s; `crossling synth` sentences of 3-6 words ~2 s.
 CLIP_SECONDS = {"synthetic": 2.0, "common-voice": 5.0, "prepared": 5.0}
@@ -408,9 +429,13 @@ class CheckpointCost:
 
 @dataclass(frozen=True)
 class DeviceCost:
+    """Hours on one device type: per run, in all, and the wall time of one machine running `at_once` runs."""
+
     device: str
     hours_per_run: float
     device_hours: float
+    wall_hours: float
+    at_once: int
     source: str
 
 
@@ -451,7 +476,8 @@ def _size(study: Study) -> str:
 
 def _device_cost(throughput: Throughput, total_flops: float, runs: int) -> DeviceCost:
     hours = (total_flops / throughput.flops_per_second + runs * throughput.seconds_per_run) / 3600
-    return DeviceCost(throughput.name, hours / runs, hours, throughput.source)
+    return DeviceCost(throughput.name, hours / runs, hours, hours / throughput.at_once, throughput.at_once,
+                      throughput.source)
 
 
 # --- the whole check -----------------------------------------------------------------------------------

@@ -116,6 +116,11 @@ def verdict(p: float, alpha: float) -> str:
     return SUPPORTED if p < alpha else NOT_SUPPORTED
 
 
+def method_name(p_adjust: str) -> str:
+    """How a correction is written in a sentence: 'holm' -> 'Holm'; 'fdr_bh' stays as scipy names it."""
+    return p_adjust.capitalize() if p_adjust in ("holm", "bonferroni", "sidak", "hommel") else p_adjust
+
+
 def names(items: Sequence[str]) -> str:
     """'a', 'a and b', 'a, b and c'."""
     items = list(items)
@@ -219,7 +224,7 @@ def pair_finding(part: pd.DataFrame, a: str, b: str, pvalue: float, omnibus_p: f
         return Finding(**common, verdict=UNTESTABLE, reason=reason or "the post-hoc test is undefined here")
     effect = Effect(f"mean CER difference ({a} − {b})", float(x.mean() - y.mean()),
                     *bootstrap_ci([x, y], _mean_difference, seed))
-    adjusted = dict(p_adjusted=pvalue, adjustment=f"{p_adjust.capitalize()} over {pairs} pairs") \
+    adjusted = dict(p_adjusted=pvalue, adjustment=f"{method_name(p_adjust)} over {pairs} pairs") \
         if p_adjust != "none" else {}
     gated = not omnibus_p < alpha
     decided = NOT_SUPPORTED if gated else verdict(pvalue, alpha)
@@ -254,14 +259,14 @@ def joint_baseline_finding(pairs: Sequence[Finding], baseline: str, alpha: float
     untestable = [f for f in pairs if f.verdict == UNTESTABLE]
     weakest = max(pairs, key=lambda f: _decisive(f) if math.isfinite(_decisive(f)) else 2.0)
     question = f"every pre-trained checkpoint has a lower CER than {baseline} on every language"
-    common = dict(key=f"baseline/{baseline}", question=question, test="Conover-Iman per language (intersection-union)",
+    common = dict(key=f"baseline/{baseline}", question=question, test="intersection-union of per-language Conover-Iman tests",
                   unit="checkpoint pairs", n=len(pairs), alpha=alpha, p=_decisive(weakest), effect=weakest.effect)
     if untestable:
         return Finding(**{**common, "p": math.nan}, verdict=UNTESTABLE,
                        reason=f"{len(untestable)} of {len(pairs)} pairs cannot be tested ({untestable[0].reason})")
     if len(beats) == len(pairs):
         return Finding(**common, verdict=SUPPORTED, claim=f"every pre-trained checkpoint has a lower CER than "
-                                                          f"{baseline} on every language ({len(pairs)} of {len(pairs)} pairs)")
+                                                          f"{baseline} on every language")
     return Finding(**common, verdict=NOT_SUPPORTED, reason=_shortfall(pairs, beats))
 
 
@@ -279,7 +284,8 @@ def _shortfall(pairs: Sequence[Finding], beats: Sequence[Finding]) -> str:
     reverse = [f for f in pairs if f.verdict == SUPPORTED and f not in beats]
     parts = [f"{len(beats)} of {len(pairs)} pairs significant"]
     if missing:
-        listed = ", ".join(f"{_pair_label(f)} (p = {fmt_p(_decisive(f))})" for f in missing[:LISTED])
+        listed = ", ".join(f"{_pair_label(f)} ({f.reason.split(':')[0] if f.reason else f'p = {fmt_p(_decisive(f))}'})"
+                           for f in missing[:LISTED])
         more = f" and {len(missing) - LISTED} more pairs (findings.csv)" if len(missing) > LISTED else ""
         parts.append(f"no evidence of a difference for {listed}{more}")
     parts.extend(f.claim for f in reverse)
@@ -293,11 +299,12 @@ def _pair_label(f: Finding) -> str:
 
 def best_findings(groups: pd.DataFrame, omnibus: pd.DataFrame, alpha: float) -> list[Finding]:
     """Per language: which checkpoints have the lowest CER — the lowest mean and every checkpoint not
-    significantly above it (tied, named together) — and which are significantly above."""
+    significantly above it (tied, named together) — and which are significantly above it."""
     omnibus_p = omnibus.set_index("language")["p"]
     out = []
     for language, part in groups.groupby("language"):
-        best = list(part.loc[part["best"], "checkpoint"])
+        lowest = part.loc[part["mean"] == part["mean"].min(), "checkpoint"].tolist()
+        tied = [c for c in part.loc[part["best"], "checkpoint"] if c not in lowest]
         worse = list(part.loc[~part["best"], "checkpoint"])
         common = dict(key=f"best/{language}", question=f"some checkpoints have a lower CER than others on {language}",
                       test="Kruskal-Wallis, then Conover-Iman", unit=RUNS_UNIT, n=int(part.shape[0]), alpha=alpha,
@@ -306,9 +313,9 @@ def best_findings(groups: pd.DataFrame, omnibus: pd.DataFrame, alpha: float) -> 
         if untestable:
             out.append(Finding(**common, verdict=UNTESTABLE, reason=untestable))
         elif worse:
-            label = "lowest CER" if len(best) == 1 else "lowest CER, tied"
-            out.append(Finding(**common, verdict=SUPPORTED, claim=f"on {language}, {label}: {names(best)}; "
-                                                                  f"significantly higher: {names(worse)}"))
+            ties = f"; not significantly different from it: {names(tied)}" if tied else ""
+            out.append(Finding(**common, verdict=SUPPORTED, claim=f"on {language}, lowest mean CER: {names(lowest)}"
+                                                                  f"{ties}; significantly higher than it: {names(worse)}"))
         else:
             out.append(Finding(**common, verdict=NOT_SUPPORTED))
     return out
@@ -558,6 +565,6 @@ def wins_sentence(wins: pd.DataFrame, alpha: float, p_adjust: str) -> str:
     sole_text = ("; sole best (significantly below every other checkpoint): " +
                  ", ".join(f"{r.checkpoint} on {r.sole_wins}" for r in sole.itertuples())) if len(sole) else \
         "; no checkpoint is the sole best on any language"
-    return (f"Per language (Conover-Iman, {p_adjust}, alpha {alpha}; tied best = not significantly above the lowest "
-            f"mean): best or tied best on the most languages, {int(top['wins'].iloc[0])} of {total} each: "
-            f"{names(list(top['checkpoint']))}{sole_text}.")
+    return (f"Per language (Conover-Iman, {method_name(p_adjust)}, alpha {alpha}; tied best = not significantly "
+            f"above the lowest mean): best or tied best on the most languages ({int(top['wins'].iloc[0])} of {total}"
+            f"{' each' if len(top) > 1 else ''}): {names(list(top['checkpoint']))}{sole_text}.")

@@ -185,11 +185,11 @@ def findings_frame(a: Analysis) -> pd.DataFrame:
     rows = []
     for f in a.findings:
         effect = f.effect or findings_.Effect("", math.nan)
-        rows.append({"question": f.key, "verdict": f.verdict, "test": f.test, "unit": f.unit, "n": f.n,
+        rows.append({"key": f.key, "question": f.question, "verdict": f.verdict, "test": f.test, "unit": f.unit, "n": f.n,
                      "statistic": f.statistic, "p": f.p, "p_adjusted": f.p_adjusted, "adjustment": f.adjustment,
                      "effect": effect.name, "effect_value": effect.value, "ci_low": effect.low, "ci_high": effect.high,
                      "sentence": f.sentence()})
-    return pd.DataFrame(rows, columns=["question", "verdict", "test", "unit", "n", "statistic", "p", "p_adjusted",
+    return pd.DataFrame(rows, columns=["key", "question", "verdict", "test", "unit", "n", "statistic", "p", "p_adjusted",
                                        "adjustment", "effect", "effect_value", "ci_low", "ci_high", "sentence"])
 
 
@@ -292,8 +292,8 @@ def _gender_table(a: Analysis) -> Table:
 
 
 def _findings_table(a: Analysis) -> Table:
-    frame = findings_frame(a)[["question", "verdict", "test", "unit", "n", "p", "p_adjusted", "effect_value",
-                               "ci_low", "ci_high"]]
+    frame = findings_frame(a)[["key", "verdict", "test", "unit", "n", "p", "p_adjusted", "effect_value", "ci_low",
+                               "ci_high"]]
     frame = frame.assign(p=frame["p"].map(fmt_p), p_adjusted=frame["p_adjusted"].map(fmt_p))
     return Table.from_frame("findings", f"Every finding: its test at its unit of analysis, p (and the adjusted p of "
                             f"a family), the effect size with a 95 % bootstrap CI over that unit, and the verdict at "
