@@ -1,5 +1,5 @@
-"""The offline demo study: synthetic corpus -> prepare -> fine-tune every mini-zoo checkpoint (and its
-random-init twin) on target languages of several families x seeds -> statistics -> report.
+"""The offline demo study: synthetic corpus -> prepare -> fine-tune mini-zoo checkpoints and their random-init
+twin on synthetic target languages x seeds -> statistics, findings -> report and demo.json.
 
 Study files: crossling/studies/demo.toml (full) and demo-quick.toml (tests, CI). Outputs under `out`."""
 
@@ -46,7 +46,7 @@ def run_demo(out: Path = Path("crossling-demo"), quick: bool = False, workers: i
     log.info("demo data prepared in %s (%.0f s)", prepared, data_seconds)
     _run_grid(study, store_dir, workers)
     table, analysis, report = _analyse(study, store_dir, paths.demo_report_dir(out))
-    summary = summarize(table, study, analysis, report, time.monotonic() - started, workers)
+    summary = summarize(table, study, analysis, report=report, wall_seconds=time.monotonic() - started, workers=workers)
     summary["data_seconds"] = round(data_seconds, 1)
     write_json_atomic(paths.demo_summary_path(out), summary)
     return summary
@@ -93,7 +93,7 @@ def _analyse(study: Study, store_dir: Path, report_dir: Path):
 BEATS, NO_EVIDENCE, WORSE, UNTESTED = "lower CER", "no evidence of a difference", "higher CER", "cannot be tested"
 
 
-def summarize(table, study: Study, analysis, report: Path, wall_seconds: float, workers: int) -> dict[str, Any]:
+def summarize(table, study: Study, analysis, *, report: Path, wall_seconds: float, workers: int) -> dict[str, Any]:
     """demo.json: mean test CER and significance letters per checkpoint and language (descriptive), the
     headline sentences and every finding of the report's analysis (the claims), and each pre-trained
     checkpoint's verdict against the random-init baseline per language."""

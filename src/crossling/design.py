@@ -121,7 +121,7 @@ def detectable_difference(seeds: int, checkpoints: int, alpha: float, pairs: int
     return float(optimize.brentq(shortfall, 1e-6, high))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SeedNoise:
     """A prior for the sd of test CER over seeds within one checkpoint × language cell, and where it
     comes from."""
@@ -146,14 +146,14 @@ def seed_noise(size: str, override: float | None = None) -> SeedNoise | None:
     if override is not None:
         if not override > 0:
             raise ConfigError(f"the seed sd must be a positive CER (e.g. 0.01), got {override}")
-        return SeedNoise(override, "given on the command line")
+        return SeedNoise(sd=override, source="given on the command line")
     return SEED_NOISE.get(size)
 
 
 # --- questions ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class QuestionCheck:
     """One question the study asks: its test, the unit of analysis and how many, the smallest p the design
     allows (times the Holm family where one applies) and whether that can reach alpha; `reason` says why
@@ -171,15 +171,12 @@ class QuestionCheck:
     note: str = ""
 
 
-def _check(key: str, question: str, test: str, unit: str, n: str, min_p: float, alpha: float,
+def _check(key: str, *, question: str, test: str, unit: str, n: str, min_p: float, alpha: float,
            family: int = 1, note: str = "", reason: str = "") -> QuestionCheck:
     adjusted = min(1.0, min_p * family) if math.isfinite(min_p) else math.nan
     testable = not reason and math.isfinite(adjusted) and adjusted < alpha
-    return QuestionCheck(key, question, test, unit, n, adjusted, family, testable, reason, note)
-
-
-def _fmt(p: float) -> str:
-    return "n/a" if not math.isfinite(p) else f"{p:.2g}" if p < 0.001 else f"{p:.3f}"
+    return QuestionCheck(key=key, question=question, test=test, unit=unit, n=n, min_p=adjusted, family=family,
+                         testable=testable, reason=reason, note=note)
 
 
 def baseline_alias(checkpoints: Sequence[str]) -> str | None:
@@ -191,17 +188,20 @@ def baseline_alias(checkpoints: Sequence[str]) -> str | None:
     return None
 
 
+RUNS = "runs (seeds) of one test set"
+
+
 def _per_language_checks(study: Study, alpha: float) -> list[QuestionCheck]:
     k, seeds = len(study.checkpoints), len(study.seeds)
     pairs = k * (k - 1) // 2
-    out = [_check("kruskal", "checkpoints differ on a language", "Kruskal-Wallis per language", "runs (seeds) of one "
-                  "test set", f"{k} checkpoints x {seeds} seeds", min_p_kruskal([seeds] * k), alpha)]
+    out = [_check("kruskal", question="checkpoints differ on a language", test="Kruskal-Wallis per language",
+                  unit=RUNS, n=f"{k} checkpoints x {seeds} seeds", min_p=min_p_kruskal([seeds] * k), alpha=alpha)]
     baseline = baseline_alias(study.checkpoints)
     if baseline is not None and k >= 2:
         reason = "one seed per cell: Conover-Iman needs variation within checkpoints" if seeds < 2 else ""
-        out.append(_check("baseline", f"every pre-trained checkpoint beats {baseline} on every language",
-                          f"Conover-Iman, Holm over {pairs} pairs per language", "runs (seeds) of one test set",
-                          f"{seeds} seeds per cell", baseline_separation_p(k, seeds), alpha,
+        out.append(_check("baseline", question=f"every pre-trained checkpoint beats {baseline} on every language",
+                          test=f"Conover-Iman, Holm over {pairs} pairs per language", unit=RUNS,
+                          n=f"{seeds} seeds per cell", min_p=baseline_separation_p(k, seeds), alpha=alpha,
                           note="min p: the worst pre-trained checkpoint when every baseline run is last",
                           reason=reason))
     return out
@@ -209,12 +209,14 @@ def _per_language_checks(study: Study, alpha: float) -> list[QuestionCheck]:
 
 def _across_language_checks(study: Study, alpha: float) -> list[QuestionCheck]:
     n, k = len(study.languages), len(study.checkpoints)
-    friedman = _check("friedman", "checkpoints differ across languages", "Friedman (languages as blocks)",
-                      "languages (seed-mean cells)", f"{n} languages x {k} checkpoints", min_p_friedman(n, k), alpha,
+    friedman = _check("friedman", question="checkpoints differ across languages", test="Friedman (languages as blocks)",
+                      unit="languages (seed-mean cells)", n=f"{n} languages x {k} checkpoints",
+                      min_p=min_p_friedman(n, k), alpha=alpha,
                       reason="needs >= 2 languages and >= 3 checkpoints" if n < 2 or k < 3 else "")
     cd = _critical_difference(k, n, alpha)
-    nemenyi = _check("nemenyi", "which checkpoints rank apart across languages", "Nemenyi (critical difference)",
-                     "languages", f"{n} languages", min_p_nemenyi(n, k), alpha,
+    nemenyi = _check("nemenyi", question="which checkpoints rank apart across languages",
+                     test="Nemenyi (critical difference)", unit="languages", n=f"{n} languages",
+                     min_p=min_p_nemenyi(n, k), alpha=alpha,
                      note=f"critical difference {cd:.2f} vs the largest possible rank difference {k - 1}"
                      if math.isfinite(cd) else "")
     return [friedman, nemenyi]
@@ -238,13 +240,14 @@ def _family_checks(study: Study, alpha: float) -> list[QuestionCheck]:
     ie = sum(1 for lang in study.languages if _indo_european(lang))
     other = len(study.languages) - ie
     one_group = f"all {len(study.languages)} targets are {'Indo-European' if ie else 'outside Indo-European'}"
-    families = _check("families", "Indo-European and other targets differ", "Mann-Whitney U", "languages",
-                      f"{ie} vs {other} languages", min_p_mann_whitney(ie, other), alpha,
+    families = _check("families", question="Indo-European and other targets differ", test="Mann-Whitney U",
+                      unit="languages", n=f"{ie} vs {other} languages", min_p=min_p_mann_whitney(ie, other), alpha=alpha,
                       reason=one_group if not (ie and other) else "")
     blocks = subgroup_blocks(study.checkpoints, study.languages)
-    subgroup = _check("subgroup", "monolingual checkpoints transfer differently within their own subgroup",
-                      "Wilcoxon signed-rank (same- minus other-subgroup relative CER per target)",
-                      "target languages", f"{len(blocks)} targets with both", min_p_wilcoxon(len(blocks)), alpha,
+    subgroup = _check("subgroup", question="monolingual checkpoints transfer differently within their own subgroup",
+                      test="Wilcoxon signed-rank (same- minus other-subgroup relative CER per target)",
+                      unit="target languages", n=f"{len(blocks)} targets with both",
+                      min_p=min_p_wilcoxon(len(blocks)), alpha=alpha,
                       note=f"targets with a same- and an other-subgroup monolingual checkpoint: {' '.join(blocks) or 'none'}")
     return [families, subgroup]
 
@@ -273,20 +276,21 @@ def subgroup_blocks(checkpoints: Sequence[str], languages: Sequence[str]) -> lis
 
 def _other_checks(study: Study, alpha: float) -> list[QuestionCheck]:
     pretrained = [c for c in study.checkpoints if (f := find_checkpoint(c)) is not None and f.pretrain_languages]
-    typology = _check("typology", "CER follows the typological distance of the pre-training languages",
-                      "Spearman, permutation within languages", "checkpoint x language cells",
-                      f"{len(pretrained)} x {len(study.languages)} cells",
-                      min_p_permutation([len(pretrained)] * len(study.languages)), alpha, family=TYPOLOGY_DISTANCES,
+    typology = _check("typology", question="CER follows the typological distance of the pre-training languages",
+                      test="Spearman, permutation within languages", unit="checkpoint x language cells",
+                      n=f"{len(pretrained)} x {len(study.languages)} cells",
+                      min_p=min_p_permutation([len(pretrained)] * len(study.languages)), alpha=alpha,
+                      family=TYPOLOGY_DISTANCES,
                       reason="needs >= 3 cells" if len(pretrained) * len(study.languages) < 3 else "")
     cells = len(study.checkpoints) * len(study.languages)
-    gender = _check("gender", "CER differs between female and male test speakers", "Wilcoxon signed-rank",
-                    "checkpoint x language cells (seed-mean gap)", f"{cells} cells", min_p_wilcoxon(cells), alpha,
-                    note="needs gender labels on the test speakers")
+    gender = _check("gender", question="CER differs between female and male test speakers",
+                    test="Wilcoxon signed-rank", unit="checkpoint x language cells (seed-mean gap)", n=f"{cells} cells",
+                    min_p=min_p_wilcoxon(cells), alpha=alpha, note="needs gender labels on the test speakers")
     out = [typology, gender]
     for name, values in study.sweep:
-        out.append(_check(f"sensitivity/{name}", f"checkpoint rankings agree across {name} values", "Kendall's tau",
-                          "checkpoints", f"{len(study.checkpoints)} checkpoints",
-                          min_p_kendall(len(study.checkpoints)), alpha, family=math.comb(len(values), 2)))
+        out.append(_check(f"sensitivity/{name}", question=f"checkpoint rankings agree across {name} values",
+                          test="Kendall's tau", unit="checkpoints", n=f"{len(study.checkpoints)} checkpoints",
+                          min_p=min_p_kendall(len(study.checkpoints)), alpha=alpha, family=math.comb(len(values), 2)))
     return out
 
 
@@ -299,7 +303,7 @@ def question_checks(study: Study, alpha: float = 0.05) -> list[QuestionCheck]:
 # --- architecture and cost ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Architecture:
     """The config values of a wav2vec2-family model that set its size and cost."""
 
@@ -316,9 +320,11 @@ class Architecture:
     @classmethod
     def from_config(cls, config: Mapping, source: str) -> Architecture:
         try:
-            return cls(int(config["hidden_size"]), int(config["num_hidden_layers"]), int(config["intermediate_size"]),
-                       tuple(config["conv_dim"]), tuple(config["conv_kernel"]), tuple(config["conv_stride"]),
-                       int(config["num_conv_pos_embeddings"]), int(config["num_conv_pos_embedding_groups"]), source)
+            return cls(hidden=int(config["hidden_size"]), layers=int(config["num_hidden_layers"]),
+                       ffn=int(config["intermediate_size"]), conv_dim=tuple(config["conv_dim"]),
+                       conv_kernel=tuple(config["conv_kernel"]), conv_stride=tuple(config["conv_stride"]),
+                       pos_conv_kernel=int(config["num_conv_pos_embeddings"]),
+                       pos_conv_groups=int(config["num_conv_pos_embedding_groups"]), source=source)
         except KeyError as error:
             raise ConfigError(f"{source}: model config lacks {error.args[0]!r}, needed to count its parameters") from None
 
@@ -385,15 +391,15 @@ def _zoo_folder(facts: Checkpoint) -> str | None:
     return source.removeprefix("zoo:") if source.startswith("zoo:") else None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Throughput:
     """Model FLOP/s a device sustains in training, plus a fixed cost per run (start-up, evaluation), and how
     many runs share a machine at once (two one-thread runs on 2 cores)."""
 
     name: str
     flops_per_second: float
-    seconds_per_run: float
     source: str
+    seconds_per_run: float = 0.0
     at_once: int = 1
 
 
@@ -406,19 +412,21 @@ class Throughput:
 #: time) agrees with scaling by FLOPs (0.56x).
 OLD_DEMO_FLOPS = 1.38e13
 THROUGHPUTS = {
-    "large": (Throughput("A100 bf16", 0.45 * 312e12, 0.0, "NVIDIA peak 312 TFLOP/s x assumed 45 % MFU"),
-              Throughput("H100 SXM bf16", 0.45 * 989e12, 0.0, "NVIDIA peak 989 TFLOP/s x assumed 45 % MFU")),
-    "micro": (Throughput("CPU thread, 2-core EPYC with AVX-512", OLD_DEMO_FLOPS / (282 * 2), 0.0,
-                         "measured: the previous demo's wall time, idle", at_once=2),
-              Throughput("CPU thread, 2-core EPYC without AVX-512", OLD_DEMO_FLOPS / (957 * 2), 0.0,
-                         "measured: the previous demo's wall time, idle", at_once=2)),
+    "large": (Throughput(name="A100 bf16", flops_per_second=0.45 * 312e12,
+                         source="NVIDIA peak 312 TFLOP/s x assumed 45 % MFU"),
+              Throughput(name="H100 SXM bf16", flops_per_second=0.45 * 989e12,
+                         source="NVIDIA peak 989 TFLOP/s x assumed 45 % MFU")),
+    "micro": (Throughput(name="CPU thread, 2-core EPYC with AVX-512", flops_per_second=OLD_DEMO_FLOPS / (282 * 2),
+                         source="measured: the previous demo's wall time, idle", at_once=2),
+              Throughput(name="CPU thread, 2-core EPYC without AVX-512", flops_per_second=OLD_DEMO_FLOPS / (957 * 2),
+                         source="measured: the previous demo's wall time, idle", at_once=2)),
 }
 #: Typical clip lengths: Common Voice clips average about 5 s; `crossling synth` sentences of 3-6 words ~2 s.
 CLIP_SECONDS = {"synthetic": 2.0, "common-voice": 5.0, "prepared": 5.0}
 VOCAB_SIZE = 50  # characters + specials; the head is < 1 % of a step's FLOPs for any alphabet
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CheckpointCost:
     checkpoint: str
     parameters: int
@@ -427,7 +435,7 @@ class CheckpointCost:
     architecture: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DeviceCost:
     """Hours on one device type: per run, in all, and the wall time of one machine running `at_once` runs."""
 
@@ -439,7 +447,7 @@ class DeviceCost:
     source: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Cost:
     """Training cost of the whole grid. Evaluation (one forward pass over dev and test) is left out of
     the FLOPs; a CPU throughput's per-run seconds include it."""
@@ -463,10 +471,12 @@ def study_cost(study: Study) -> Cost:
     for name in study.checkpoints:
         arch = architecture_of(name)
         step = arch.train_step_flops(batch, clip, VOCAB_SIZE)
-        rows.append(CheckpointCost(name, arch.trainable_parameters(VOCAB_SIZE), step, step * steps, arch.source))
+        rows.append(CheckpointCost(checkpoint=name, parameters=arch.trainable_parameters(VOCAB_SIZE), step_flops=step,
+                                   run_flops=step * steps, architecture=arch.source))
     total = sum(r.run_flops for r in rows) * runs_per_checkpoint
     devices = tuple(_device_cost(t, total, study.size) for t in THROUGHPUTS.get(_size(study), ()))
-    return Cost(study.size, steps, batch, clip, tuple(rows), total, devices)
+    return Cost(runs=study.size, steps=steps, batch_seconds=batch, clip_seconds=clip, checkpoints=tuple(rows),
+                total_flops=total, devices=devices)
 
 
 def _size(study: Study) -> str:
@@ -476,14 +486,14 @@ def _size(study: Study) -> str:
 
 def _device_cost(throughput: Throughput, total_flops: float, runs: int) -> DeviceCost:
     hours = (total_flops / throughput.flops_per_second + runs * throughput.seconds_per_run) / 3600
-    return DeviceCost(throughput.name, hours / runs, hours, hours / throughput.at_once, throughput.at_once,
-                      throughput.source)
+    return DeviceCost(device=throughput.name, hours_per_run=hours / runs, device_hours=hours,
+                      wall_hours=hours / throughput.at_once, at_once=throughput.at_once, source=throughput.source)
 
 
 # --- the whole check -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Power:
     """The mean CER difference between two checkpoints on one language that the per-language comparison
     detects with 80 % power: in seed sds, and in CER when a seed-noise prior is known."""
@@ -495,7 +505,7 @@ class Power:
     alpha_per_pair: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DesignCheck:
     """What a study can answer and what it costs, before any run."""
 
@@ -531,14 +541,14 @@ def design_check(study: Study, alpha: float = 0.05, seed_sd: float | None = None
     pairs = k * (k - 1) // 2
     families = {"Conover-Iman pairs per language": pairs, "typology distances": TYPOLOGY_DISTANCES,
                 "families per checkpoint": k}
-    return DesignCheck(study.name, alpha, study.size, k, len(study.languages), seeds,
-                       tuple(question_checks(study, alpha)), families, _power(study, alpha, pairs, seed_sd),
-                       study_cost(study))
+    return DesignCheck(study=study.name, alpha=alpha, runs=study.size, checkpoints=k, languages=len(study.languages),
+                       seeds=seeds, questions=tuple(question_checks(study, alpha)), holm_families=families,
+                       power=_power(study, alpha, pairs, seed_sd), cost=study_cost(study))
 
 
 def _power(study: Study, alpha: float, pairs: int, seed_sd: float | None) -> Power:
     d = detectable_difference(len(study.seeds), len(study.checkpoints), alpha, pairs)
     prior = seed_noise(_size(study), seed_sd)
     if prior is None:
-        return Power(d, math.nan, math.nan, NO_PRIOR, alpha / max(pairs, 1))
-    return Power(d, d * prior.sd, prior.sd, prior.source, alpha / max(pairs, 1))
+        return Power(in_seed_sd=d, cer=math.nan, seed_sd=math.nan, prior=NO_PRIOR, alpha_per_pair=alpha / max(pairs, 1))
+    return Power(in_seed_sd=d, cer=d * prior.sd, seed_sd=prior.sd, prior=prior.source, alpha_per_pair=alpha / max(pairs, 1))

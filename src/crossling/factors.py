@@ -29,10 +29,10 @@ def mann_whitney(a: Sequence[float], b: Sequence[float]) -> TestResult:
     """Two-sided Mann-Whitney U of a vs b with the rank-biserial effect size (> 0: a higher)."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     if len(a) == 0 or len(b) == 0:
-        return TestResult("mannwhitneyu", math.nan, math.nan, math.nan, "rank_biserial", len(a) + len(b))
+        return TestResult(test="mannwhitneyu", effect_name="rank_biserial", n=len(a) + len(b))
     u, p = st.mannwhitneyu(a, b, alternative="two-sided")
-    return TestResult("mannwhitneyu", float(u), float(p), rank_biserial(float(u), len(a), len(b)),
-                      "rank_biserial", len(a) + len(b))
+    return TestResult(test="mannwhitneyu", effect_name="rank_biserial", n=len(a) + len(b), statistic=float(u),
+                      p=float(p), effect=rank_biserial(float(u), len(a), len(b)))
 
 
 def indo_european(language: str) -> str:
@@ -162,9 +162,10 @@ def wilcoxon(differences: Sequence[float] | pd.Series) -> TestResult:
     values = values[np.isfinite(values)]
     nonzero = values[values != 0]
     if len(nonzero) < 1:
-        return TestResult("wilcoxon", math.nan, math.nan, math.nan, "rank_biserial", len(values))
+        return TestResult(test="wilcoxon", effect_name="rank_biserial", n=len(values))
     w, p = st.wilcoxon(values)
-    return TestResult("wilcoxon", float(w), float(p), matched_rank_biserial(nonzero), "rank_biserial", len(values))
+    return TestResult(test="wilcoxon", effect_name="rank_biserial", n=len(values), statistic=float(w), p=float(p),
+                      effect=matched_rank_biserial(nonzero))
 
 
 def matched_rank_biserial(differences: np.ndarray, axis: int = -1) -> np.ndarray | float:
@@ -193,7 +194,7 @@ def permutation_spearman(x: Sequence[float], y: Sequence[float], seed: int = 0, 
     x, y = x[keep], y[keep]
     labels = np.zeros(len(x)) if strata is None else np.asarray(strata)[keep]
     if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return TestResult("spearman_permutation", math.nan, math.nan, math.nan, "rho", len(x))
+        return TestResult(test="spearman_permutation", effect_name="rho", n=len(x))
     rx, ry = st.rankdata(x), st.rankdata(y)
     rho = float(np.corrcoef(rx, ry)[0, 1])
     rng = np.random.default_rng(seed)
@@ -204,7 +205,7 @@ def permutation_spearman(x: Sequence[float], y: Sequence[float], seed: int = 0, 
     centred = shuffled - shuffled.mean(axis=1, keepdims=True)
     null = centred @ (rx - rx.mean()) / (np.linalg.norm(centred, axis=1) * np.linalg.norm(rx - rx.mean()))
     p = (1 + int(np.sum(np.abs(null) >= abs(rho) - 1e-12))) / (1 + n_permutations)
-    return TestResult("spearman_permutation", rho, p, rho, "rho", len(x))
+    return TestResult(test="spearman_permutation", effect_name="rho", n=len(x), statistic=rho, p=p, effect=rho)
 
 
 def typology_correlation(table: pd.DataFrame, distances: pd.DataFrame, metric: str = "cer", seed: int = 0,

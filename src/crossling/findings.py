@@ -209,7 +209,7 @@ def kruskal_findings(runs: pd.DataFrame, alpha: float, seed: int = 0) -> list[Fi
     return out
 
 
-def pair_finding(part: pd.DataFrame, a: str, b: str, pvalue: float, omnibus_p: float, alpha: float,
+def pair_finding(part: pd.DataFrame, a: str, b: str, *, pvalue: float, omnibus_p: float, alpha: float,
                  p_adjust: str, seed: int = 0) -> Finding:
     """Do checkpoints a and b differ on one language? The Conover-Iman p of the report's letters (its
     correction over the language's pairs), gated like them by the language's Kruskal-Wallis test."""
@@ -238,7 +238,7 @@ def pair_finding(part: pd.DataFrame, a: str, b: str, pvalue: float, omnibus_p: f
 
 
 def baseline_findings(runs: pd.DataFrame, posthoc: Mapping[str, pd.DataFrame], omnibus: pd.DataFrame,
-                      baseline: str, alpha: float, p_adjust: str, seed: int = 0) -> list[Finding]:
+                      *, baseline: str, alpha: float, p_adjust: str, seed: int = 0) -> list[Finding]:
     """Every pre-trained checkpoint against the random-init `baseline` on every language (pair findings),
     then the joint question: does every one beat it on every language?"""
     omnibus_p = omnibus.set_index("language")["p"]
@@ -247,8 +247,8 @@ def baseline_findings(runs: pd.DataFrame, posthoc: Mapping[str, pd.DataFrame], o
         if baseline not in set(part["checkpoint"]):
             continue
         for name in sorted(set(part["checkpoint"]) - {baseline}):
-            pairs.append(pair_finding(part, name, baseline, float(posthoc[language].loc[name, baseline]),
-                                      float(omnibus_p[language]), alpha, p_adjust, seed))
+            pairs.append(pair_finding(part, name, baseline, pvalue=float(posthoc[language].loc[name, baseline]),
+                                      omnibus_p=float(omnibus_p[language]), alpha=alpha, p_adjust=p_adjust, seed=seed))
     return [*pairs, joint_baseline_finding(pairs, baseline, alpha)] if pairs else []
 
 

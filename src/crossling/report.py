@@ -153,8 +153,8 @@ def state_findings(a: Analysis) -> list[findings_.Finding]:
     out = [*findings_.kruskal_findings(a.runs, a.alpha, a.seed),
            *findings_.best_findings(a.groups, a.omnibus, a.alpha)]
     if a.baseline is not None:
-        out += findings_.baseline_findings(a.runs, a.posthoc_matrices, a.omnibus, a.baseline, a.alpha, a.p_adjust,
-                                           a.seed)
+        out += findings_.baseline_findings(a.runs, a.posthoc_matrices, a.omnibus, baseline=a.baseline, alpha=a.alpha,
+                                           p_adjust=a.p_adjust, seed=a.seed)
     out.append(findings_.friedman_finding(a.friedman, a.friedman_note, a.alpha, a.seed))
     optional = [findings_.ranking_finding(a.friedman, a.alpha),
                 findings_.family_finding(a.families, stats.cell_means(a.runs), a.alpha, a.seed),

@@ -24,16 +24,17 @@ P_ADJUST_METHODS = ("holm", "bonferroni", "sidak", "holm-sidak", "simes-hochberg
 KEYS = ("checkpoint", "language", "seed")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TestResult:
-    """One hypothesis test: statistic, p-value, an effect size (named) and the sample size."""
+    """One hypothesis test: statistic, p-value, an effect size (named) and the sample size; NaN statistic,
+    p and effect when the test cannot be run."""
 
     test: str
-    statistic: float
-    p: float
-    effect: float
     effect_name: str
     n: int
+    statistic: float = math.nan
+    p: float = math.nan
+    effect: float = math.nan
 
 
 # --- usable runs -----------------------------------------------------------------------------------
@@ -125,11 +126,12 @@ def kruskal(values: pd.Series, groups: pd.Series) -> TestResult:
     samples = [v.to_numpy() for _, v in values.groupby(groups.to_numpy())]
     n = int(sum(len(s) for s in samples))
     if len(samples) < 2:
-        return TestResult("kruskal", math.nan, math.nan, math.nan, "epsilon2", n)
+        return TestResult(test="kruskal", effect_name="epsilon2", n=n)
     if np.ptp(np.concatenate(samples)) == 0:  # scipy refuses all-equal data: no evidence of a difference
-        return TestResult("kruskal", 0.0, 1.0, 0.0, "epsilon2", n)
+        return TestResult(test="kruskal", effect_name="epsilon2", n=n, statistic=0.0, p=1.0, effect=0.0)
     h, p = st.kruskal(*samples)
-    return TestResult("kruskal", float(h), float(p), epsilon_squared(float(h), n), "epsilon2", n)
+    return TestResult(test="kruskal", effect_name="epsilon2", n=n, statistic=float(h), p=float(p),
+                      effect=epsilon_squared(float(h), n))
 
 
 def kruskal_by_language(table: pd.DataFrame, metric: str = "cer") -> pd.DataFrame:
@@ -295,7 +297,7 @@ def wins(groups: pd.DataFrame) -> pd.DataFrame:
 # --- across languages ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Friedman:
     """Friedman test over languages (blocks) × checkpoints (treatments) on seed-mean cells.
 
@@ -334,8 +336,9 @@ def friedman(table: pd.DataFrame, metric: str = "cer", alpha: float = 0.05, p_ad
     conover_p = sp.posthoc_conover_friedman(complete.to_numpy(), p_adjust=method)
     for frame in (nemenyi, conover_p):
         frame.index = frame.columns = complete.columns
-    return Friedman(TestResult("friedman", float(chi2), float(p), w, "kendall_w", n), w, complete,
-                    ranks, nemenyi, conover_p, critical_difference(k, n, alpha), alpha, dropped)
+    result = TestResult(test="friedman", effect_name="kendall_w", n=n, statistic=float(chi2), p=float(p), effect=w)
+    return Friedman(result=result, kendall_w=w, matrix=complete, average_ranks=ranks, nemenyi=nemenyi,
+                    conover=conover_p, cd=critical_difference(k, n, alpha), alpha=alpha, dropped_languages=dropped)
 
 
 def critical_difference(k: int, n: int, alpha: float = 0.05) -> float:
