@@ -218,3 +218,12 @@ def test_typology_distances_are_one_holm_family():
     typology = [f for f in a.findings if f.key.startswith("typology/")]
     assert len(typology) == 5 and all(f.adjustment == "Holm over 5 distances" for f in typology)
     assert all(f.p_adjusted >= f.p for f in typology)
+
+
+def test_an_interval_that_excludes_its_estimate_is_not_reported():
+    assert findings.Effect.with_ci("e", 0.93, (0.931, 0.962)).text() == "e 0.93"
+    assert findings.Effect.with_ci("e", 0.5, (0.4, 0.7)).text() == "e 0.50 [95 % CI 0.40, 0.70]"
+    assert math.isnan(findings.Effect.with_ci("e", 0.5, (math.nan, 0.7)).low)
+    low, high = findings.bootstrap_ci([np.array([0.1, 0.2, 0.3, 0.25]), np.array([0.9, 1.0, 0.95, 0.97])],
+                                      findings._mean_difference, seed=0)
+    assert -0.85 < low < -0.72 < high < -0.65

@@ -24,12 +24,22 @@ CONFIDENCE = 0.95
 
 @dataclass(frozen=True)
 class Effect:
-    """An effect size and its percentile bootstrap CI (NaN bounds when the unit cannot be resampled)."""
+    """An effect size and its 95 % bootstrap CI (NaN bounds when there is none: see `with_ci`)."""
 
     name: str
     value: float
     low: float = math.nan
     high: float = math.nan
+
+    @classmethod
+    def with_ci(cls, name: str, value: float, interval: tuple[float, float]) -> Effect:
+        """The effect with its interval, unless the interval excludes the estimate: resampling a few runs
+        with replacement adds ties that shift rank statistics, and such an interval describes the
+        resampling, not the data — it is left out rather than printed."""
+        low, high = interval
+        if not (math.isfinite(low) and math.isfinite(high) and low - 1e-12 <= value <= high + 1e-12):
+            return cls(name, float(value))
+        return cls(name, float(value), low, high)
 
     def text(self) -> str:
         ci = f" [95 % CI {self.low:.2f}, {self.high:.2f}]" if math.isfinite(self.low) else ""
@@ -132,17 +142,21 @@ def names(items: Sequence[str]) -> str:
 
 def bootstrap_ci(samples: Sequence[np.ndarray], statistic: Callable, seed: int, paired: bool = False
                  ) -> tuple[float, float]:
-    """Percentile CI of a vectorized `statistic(*samples, axis=-1)`, resampling each sample (independently,
-    or rows together when `paired`) with scipy; NaN when a sample has fewer than 2 values."""
+    """BCa CI (scipy) of a vectorized `statistic(*samples, axis=-1)`, resampling each sample independently
+    (or rows together when `paired`); the percentile CI where BCa is undefined (every resample on one side
+    of the estimate); NaN when a sample has fewer than 2 values."""
     samples = [np.asarray(s, float) for s in samples]
     if any(len(s) < 2 for s in samples):
         return math.nan, math.nan
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore")  # degenerate resamples (all equal) give NaN statistics, dropped below
-        result = st.bootstrap(samples, statistic, n_resamples=RESAMPLES, paired=paired, vectorized=True,
-                              method="percentile", confidence_level=CONFIDENCE, rng=np.random.default_rng(seed))
-    low, high = result.confidence_interval
-    return float(low), float(high)
+    for method in ("BCa", "percentile"):
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")  # degenerate resamples give NaN, handled below
+            result = st.bootstrap(samples, statistic, n_resamples=RESAMPLES, paired=paired, vectorized=True,
+                                  method=method, confidence_level=CONFIDENCE, rng=np.random.default_rng(seed))
+        low, high = (float(v) for v in result.confidence_interval)
+        if math.isfinite(low) and math.isfinite(high):
+            return low, high
+    return math.nan, math.nan
 
 
 def cluster_ci(blocks: Sequence[np.ndarray], statistic: Callable[[np.ndarray], np.ndarray], seed: int
@@ -202,7 +216,7 @@ def kruskal_findings(runs: pd.DataFrame, alpha: float, seed: int = 0) -> list[Fi
             out.append(Finding(**common, verdict=UNTESTABLE, reason=f"{len(samples)} checkpoints with {shape} runs: "
                                                                      f"the smallest possible p is {fmt_p(smallest)}"))
             continue
-        effect = Effect("epsilon squared", result.effect, *bootstrap_ci(samples, _epsilon_squared, seed))
+        effect = Effect.with_ci("epsilon squared", result.effect, bootstrap_ci(samples, _epsilon_squared, seed))
         out.append(Finding(**common, verdict=verdict(result.p, alpha), statistic_name="H", statistic=result.statistic,
                            p=result.p, effect=effect, claim=f"checkpoints differ in CER on {language}"
                            if result.p < alpha else ""))
@@ -222,8 +236,8 @@ def pair_finding(part: pd.DataFrame, a: str, b: str, *, pvalue: float, omnibus_p
     reason = stats.conover_untestable(part)
     if reason or not math.isfinite(pvalue):
         return Finding(**common, verdict=UNTESTABLE, reason=reason or "the post-hoc test is undefined here")
-    effect = Effect(f"mean CER difference ({a} − {b})", float(x.mean() - y.mean()),
-                    *bootstrap_ci([x, y], _mean_difference, seed))
+    effect = Effect.with_ci(f"mean CER difference ({a} − {b})", float(x.mean() - y.mean()),
+                            bootstrap_ci([x, y], _mean_difference, seed))
     adjusted = dict(p_adjusted=pvalue, adjustment=f"{method_name(p_adjust)} over {pairs} pairs") \
         if p_adjust != "none" else {}
     gated = not omnibus_p < alpha
@@ -339,7 +353,7 @@ def friedman_finding(friedman: stats.Friedman | None, note: str, alpha: float, s
         return Finding(**common, n=n, verdict=UNTESTABLE,
                        reason=f"{n} languages x {k} checkpoints: the smallest possible p is {fmt_p(smallest)}")
     ranks = friedman.matrix.rank(axis=1).to_numpy()
-    effect = Effect("Kendall's W", friedman.kendall_w, *cluster_ci(list(ranks), kendall_w, seed))
+    effect = Effect.with_ci("Kendall's W", friedman.kendall_w, cluster_ci(list(ranks), kendall_w, seed))
     tied = (friedman.matrix.nunique(axis=1) == 1).all()
     return Finding(**common, n=n, verdict=verdict(friedman.result.p, alpha), statistic_name="chi2",
                    statistic=friedman.result.statistic, p=friedman.result.p, effect=effect,
@@ -436,7 +450,8 @@ def family_finding(families: pd.DataFrame, matrix: pd.DataFrame, alpha: float, s
     labels = pd.Series({lang: factors.indo_european(lang) for lang in matrix.index})
     values = matrix.mean(axis=1)
     a, b = (values[labels == g].to_numpy() for g in groups)
-    effect = Effect(f"rank-biserial ({groups[0]} − {groups[1]})", row["effect"], *bootstrap_ci([a, b], _rank_biserial, seed))
+    effect = Effect.with_ci(f"rank-biserial ({groups[0]} − {groups[1]})", row["effect"],
+                            bootstrap_ci([a, b], _rank_biserial, seed))
     lower = groups[0] if row["effect"] < 0 else groups[1]
     return Finding(**common, verdict=verdict(row["p"], alpha), statistic_name="U", statistic=row["statistic"],
                    p=row["p"], effect=effect,
@@ -455,8 +470,8 @@ def subgroup_finding(blocks: pd.DataFrame, test: stats.TestResult, alpha: float,
                f"{n} target languages with both: the smallest possible p is {fmt_p(smallest)}")
         return Finding(**common, verdict=UNTESTABLE, reason=why)
     differences = blocks["difference"].to_numpy()
-    effect = Effect("matched rank-biserial (same − other subgroup)", test.effect,
-                    *bootstrap_ci([differences], factors.matched_rank_biserial, seed))
+    effect = Effect.with_ci("matched rank-biserial (same − other subgroup)", test.effect,
+                            bootstrap_ci([differences], factors.matched_rank_biserial, seed))
     side = "better (lower relative CER)" if test.effect < 0 else "worse (higher relative CER)"
     return Finding(**common, verdict=verdict(test.p, alpha), statistic_name="W", statistic=test.statistic, p=test.p,
                    effect=effect, claim=f"monolingual checkpoints transfer {side} to targets of their own subgroup"
@@ -483,7 +498,7 @@ def typology_findings(typology: pd.DataFrame, cells: pd.DataFrame, alpha: float,
             continue
         common.update(statistic_name="rho", statistic=row.rho, p=row.p_permutation, p_adjusted=row.p_holm,
                       adjustment=f"Holm over {family} distances",
-                      effect=Effect("Spearman rho", row.rho, *cluster_ci(blocks, _spearman, seed)))
+                      effect=Effect.with_ci("Spearman rho", row.rho, cluster_ci(blocks, _spearman, seed)))
         side = "rises" if row.rho > 0 else "falls"
         decided = verdict(row.p_holm, alpha)
         out.append(Finding(**common, verdict=decided, claim=f"relative CER {side} with the {row.distance} distance of "
@@ -512,8 +527,8 @@ def gender_finding(cells: pd.DataFrame, test: stats.TestResult, alpha: float, se
     if not math.isfinite(test.p):
         return Finding(**common, verdict=NOT_SUPPORTED, reason="every cell has a gap of exactly 0")
     gaps = cells["gap"].to_numpy()
-    effect = Effect("matched rank-biserial (female − male)", test.effect,
-                    *bootstrap_ci([gaps], factors.matched_rank_biserial, seed))
+    effect = Effect.with_ci("matched rank-biserial (female − male)", test.effect,
+                            bootstrap_ci([gaps], factors.matched_rank_biserial, seed))
     side = "women" if test.effect > 0 else "men"
     return Finding(**common, verdict=verdict(test.p, alpha), statistic_name="W", statistic=test.statistic, p=test.p,
                    effect=effect, claim=f"test CER is higher for {side}" if test.p < alpha else "")

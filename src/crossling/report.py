@@ -319,7 +319,9 @@ METHODS = (
      "checkpoint × language cells of seed-mean gaps, each gap paired within a run; cells of one language share its "
      "test speakers"),
     ("Kendall's tau", "do rankings agree across values of a swept setting?", "checkpoints; Holm per setting"),
-    ("Effect sizes", "how large?", "95 % percentile bootstrap CIs over the unit of each test (1999 resamples, seeded)"),
+    ("Effect sizes", "how large?", "95 % bootstrap CIs over the unit of each test (1999 resamples, seeded; BCa, "
+     "percentile where BCa is undefined, whole languages for cluster CIs); an interval that excludes its "
+     "estimate, as resampling a few tied runs can give, is not reported"),
 )
 
 
