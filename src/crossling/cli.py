@@ -313,6 +313,9 @@ def _print_design(check) -> None:
     print(f"detectable with 80 % power, per language and pair (alpha {power.alpha_per_pair:.2g} per pair): a mean "
           f"CER difference of {power.in_seed_sd:.2f} seed sds{cer}")
     cost = check.cost
+    if cost.unsized:
+        print(f"cost: cannot be estimated for {cost.runs} runs: " + "; ".join(cost.unsized))
+        return
     per = "; ".join(f"{c.checkpoint} {c.parameters / 1e6:.3g}M params" for c in cost.checkpoints[:1])
     print(f"cost: {cost.runs} runs x {cost.steps} steps of {cost.batch_seconds:g} s of audio ({per}, "
           f"{cost.checkpoints[0].step_flops:.3g} FLOP per step, {cost.total_flops:.3g} FLOP in all)")
