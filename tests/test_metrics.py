@@ -160,15 +160,15 @@ def test_dev_evaluation_during_training_leaves_the_weights_bit_identical(tmp_pat
     checkpoint = make_tiny_checkpoint(tmp_path / "ckpt")
     recipe = TrainConfig(learning_rate=2e-3, max_steps=12, batch_seconds=6.0, checkpoint_every=12,
                          mask_time_prob=0.2, mask_time_length=3, hidden_dropout=0.1, layerdrop=0.2)
-    records = {every: finetune(prepared, "xx", str(checkpoint), 5, tmp_path / f"every{every}",
-                               replace(recipe, eval_every=every), device="cpu") for every in (0, 4)}
+    records = {every: finetune(prepared, "xx", str(checkpoint), seed=5, out=tmp_path / f"every{every}",
+                               config=replace(recipe, eval_every=every), device="cpu") for every in (0, 4)}
     plain, evaluated = (load_file(paths.run_model_dir(tmp_path / f"every{e}") / "model.safetensors") for e in (0, 4))
     assert plain.keys() == evaluated.keys() and all(torch.equal(plain[k], evaluated[k]) for k in plain)
-    assert records[0]["scores"] == records[4]["scores"]
+    assert records[0].scores == records[4].scores
     quiet, busy = read_metrics(tmp_path / "every0"), read_metrics(tmp_path / "every4")
     assert quiet[quiet["kind"] == DEV].empty
     assert busy.loc[busy["kind"] == DEV, "step"].tolist() == [4, 8, 12]  # 12: the run's own final dev scores
-    assert busy.loc[busy["kind"] == DEV, "cer"].iloc[-1] == pytest.approx(records[4]["scores"]["dev"]["cer"])
+    assert busy.loc[busy["kind"] == DEV, "cer"].iloc[-1] == pytest.approx(records[4].scores["dev"].cer)
     train_quiet, train_busy = (m[m["kind"] == TRAIN].drop(columns="seconds").reset_index(drop=True)
                                for m in (quiet, busy))
     assert train_busy["step"].tolist() == list(range(1, 13))

@@ -3,6 +3,7 @@ that huggingface_hub reads back."""
 
 import json
 import os
+from dataclasses import replace
 import shutil
 import subprocess
 import sys
@@ -10,39 +11,37 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from grid_factory import toy_record
 from huggingface_hub import ModelCard
 
 from crossling import paths
 from crossling.config import TrainConfig
-from crossling.modelcard import write_model_card
+from crossling.modelcard import CardFacts, write_model_card
+from crossling.records import PreparedSummary, RunCost, SplitScores, run_identity
 from crossling.schedule import describe
 
 
 def _run(tmp_path, language="pt", kind="hub", location="facebook/wav2vec2-large-xlsr-53"):
-    from dataclasses import asdict
-
-    prepared, run = tmp_path / "prepared", tmp_path / f"xlsr53-{language}-s1-abc"
+    """A finished run's record and card facts, its data prepared from a Common Voice release folder."""
     config = TrainConfig()
-    identity = {"model": "xlsr53", "checkpoint": "xlsr53", "weights": location, "language": language, "seed": 1,
-                "prepared": str(prepared), "config": asdict(config), "schedule": describe(config)}
-    record = {"run": identity, "status": "done", "steps": 4000,
-              "scores": {"dev": {"cer": 0.1012, "wer": 0.3}, "test": {"cer": 0.1234, "wer": 0.3456}},
-              "cost": {"wall_seconds": 5400.0, "device": "cuda", "threads": 8}}
-    paths.run_config_path(run).parent.mkdir(parents=True)
-    paths.run_config_path(run).write_text(json.dumps({**identity, "source": {"kind": kind, "location": location},
-                                                      "precision": "bf16"}))
-    summary = paths.prepared_summary_path(prepared, language)
-    summary.parent.mkdir(parents=True)
-    summary.write_text(json.dumps({"language": language, "source": "/data/cv-corpus-7.0-2021-07-21", "seed": 0,
-                                   "train_hours": 5.0, "train_utterances": 3512, "train_speakers": 120,
-                                   "dev_utterances": 400, "test_utterances": 500, "vocab": list("abcde"),
-                                   "oov_rate": {"dev": 0.001, "test": 0.002}}))
-    return run, record
+    identity = run_identity(model="xlsr53", weights=location, language=language, seed=1, recipe=config,
+                            data={"source": "prepared", "content": "0" * 16})
+    scores = {"dev": SplitScores(cer=0.1012, wer=0.3, char_edits=1, chars=10, word_edits=3, words=10, utterances=4),
+              "test": SplitScores(cer=0.1234, wer=0.3456, char_edits=1, chars=8, word_edits=3, words=9, utterances=4)}
+    record = replace(toy_record(identity, 0.1234, steps=4000), scores=scores, schedule=describe(config),
+                     cost=RunCost(wall_seconds=5400.0, device="cuda", device_hours=1.5, audio_seconds_trained=1.0,
+                                  audio_seconds_per_second=1.0, peak_memory_mb=1.0, threads=8))
+    summary = PreparedSummary(language=language, source="/data/cv-corpus-7.0-2021-07-21", seed=0, train_hours=5.0,
+                              train_utterances=3512, train_speakers=120, dev_utterances=400, test_utterances=500,
+                              vocab=list("abcde"), vocab_threshold=0.0, char_map={}, skipped={}, normalization={},
+                              oov_rate={"dev": 0.001, "test": 0.002})
+    facts = CardFacts(source_kind=kind, source_location=location, precision="bf16", data=summary)
+    return tmp_path / f"xlsr53-{language}-s1-abc", record, facts
 
 
 def test_card_metadata_is_a_model_index_huggingface_hub_reads(tmp_path):
-    run, record = _run(tmp_path)
-    path = write_model_card(run, record)
+    run, record, facts = _run(tmp_path)
+    path = write_model_card(run, record, facts)
     assert path == paths.run_model_dir(run) / "README.md"
     card = ModelCard.load(path)
     data = card.data
@@ -59,17 +58,17 @@ def test_card_metadata_is_a_model_index_huggingface_hub_reads(tmp_path):
 
 
 def test_card_leaves_wer_out_for_unsegmented_scripts_and_names_no_hub_base_for_local_models(tmp_path):
-    run, record = _run(tmp_path, language="ja", kind="zoo", location="/x/zoo/zoo-es")
-    card = ModelCard.load(write_model_card(run, record))
+    run, record, facts = _run(tmp_path, language="ja", kind="zoo", location="/x/zoo/zoo-es")
+    card = ModelCard.load(write_model_card(run, record, facts))
     assert [r.metric_type for r in card.data.eval_results] == ["cer"] and card.data.base_model is None
     assert "WER (%)" not in card.text and "written without spaces" in card.text
     assert "mini-zoo model `xlsr53`" in card.text
 
 
 def test_card_says_when_the_data_summary_is_missing(tmp_path):
-    run, record = _run(tmp_path)
-    paths.prepared_summary_path(tmp_path / "prepared", "pt").unlink()
-    assert "prepared.json) was not found" in ModelCard.load(write_model_card(run, record)).text
+    run, record, facts = _run(tmp_path)
+    card = ModelCard.load(write_model_card(run, record, replace(facts, data=None)))
+    assert "prepared.json) was not found" in card.text
 
 
 # --- a real run's model folder, loaded by the newest and the oldest transformers pyproject allows ----------
@@ -130,7 +129,8 @@ def model_folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("card-run")
     prepared = make_prepared(root / "prepared")
     recipe = TrainConfig(learning_rate=2e-3, max_steps=6, batch_seconds=8.0, checkpoint_every=6, eval_every=3)
-    record = finetune(prepared, "xx", str(make_tiny_checkpoint(root / "ckpt")), 0, root / "run", recipe, device="cpu")
+    record = finetune(prepared, "xx", str(make_tiny_checkpoint(root / "ckpt")), out=root / "run", config=recipe,
+                      device="cpu")
     return paths.run_model_dir(root / "run"), record
 
 
@@ -147,7 +147,7 @@ def test_every_run_saves_a_card_and_the_layout_every_transformers_reads(model_fo
     assert {"README.md", "preprocessor_config.json", "tokenizer_config.json", "vocab.json", "config.json"} <= names
     assert "processor_config.json" not in names  # transformers 5's file, which 4.x misreads
     card = ModelCard.load(folder / "README.md")
-    assert card.data.eval_results[0].metric_value == round(100 * record["scores"]["test"]["cer"], 2)
+    assert card.data.eval_results[0].metric_value == round(100 * record.test_cer(), 2)
     newest = _load(sys.executable, folder)
     assert newest["mask"] and newest["decoded"] == "ab c"
 

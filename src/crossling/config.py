@@ -71,6 +71,20 @@ class TrainConfig:
                               f"{self.final_lr_scale:g}")
 
 
+#: Recipe options that change only what a run records, never its weights or scores (dev CER during
+#: training is scored with every RNG state and module mode restored; tests/test_metrics.py checks the
+#: weights are bit-identical). They are left out of a run's identity: changing one neither renames a run
+#: nor makes its resume file or result another run's, and run ids stay those of stores written before the
+#: option existed. (Options that were hashed before, such as checkpoint_every, stay in: removing them
+#: would rename every existing run.)
+OBSERVATION_ONLY = frozenset({"eval_every"})
+
+
+def identity_values(config: TrainConfig) -> dict[str, Any]:
+    """The recipe's values that make a run this run: all but the `OBSERVATION_ONLY` ones."""
+    return {k: v for k, v in dataclasses.asdict(config).items() if k not in OBSERVATION_ONLY}
+
+
 @dataclass(frozen=True)
 class _Bounds:
     """The valid values of a numeric field: finite, from `low` (excluded if `low_open`) to `high`

@@ -19,6 +19,7 @@ import pandas as pd
 
 from crossling import paths
 from crossling.atomic import write_text_atomic
+from crossling.records import SplitScores
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,7 @@ class TrainingRecorder:
     scores after training (the curve's last point; closes the log)."""
 
     def __init__(self, run_dir: Path, resume_step: int, eval_every: int, max_steps: int,
-                 score_dev: Callable[[], dict]) -> None:
+                 score_dev: Callable[[], SplitScores]) -> None:
         self.log = MetricsLog(run_dir, resume_step)
         self.eval_every, self.max_steps, self.score_dev = eval_every, max_steps, score_dev
 
@@ -160,14 +161,14 @@ class TrainingRecorder:
             self.log.dev(step, _rate(scores, "cer"), _rate(scores, "wer"), time.monotonic() - started)
             log.info("step %d: dev CER %.4f", step, _rate(scores, "cer"))
 
-    def final(self, step: int, dev_scores: dict) -> None:
+    def final(self, step: int, dev_scores: SplitScores) -> None:
         if self.eval_every:
             self.log.dev(step, _rate(dev_scores, "cer"), _rate(dev_scores, "wer"), 0.0)
         self.log.close()
 
 
-def _rate(scores: dict, name: str) -> float:
-    value = scores.get(name)
+def _rate(scores: SplitScores, name: str) -> float:
+    value = getattr(scores, name)
     return math.nan if value is None else float(value)  # None: no reference text to score
 
 
