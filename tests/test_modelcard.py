@@ -3,10 +3,10 @@ that huggingface_hub reads back."""
 
 import json
 import os
-from dataclasses import replace
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
