@@ -299,22 +299,27 @@ def _rank_ticks(k: int) -> list[int]:
 def correlation_panels(frame: pd.DataFrame, x_columns: Sequence[str], y: str, *, rho: Sequence[float],
                        p_values: Sequence[float], p_label: str, y_label: str) -> bytes:
     """`scatter_panels` titled with one correlation and one p-value per panel; pass p-values already
-    corrected for the number of panels and say how in `p_label` (e.g. 'Holm-adjusted p')."""
-    titles = [f"{column}: rho = {r:.2f}, {p_label} = {fmt_p(p)}"
+    corrected for the number of panels and say how in `p_label` (e.g. 'Holm-adjusted p'). A panel whose
+    p is NaN (its correlation cannot be tested) gets no fit line and says so: a line is never drawn
+    without the p that says whether it means anything."""
+    titles = [f"{column}: rho = {r:.2f}, " + (f"{p_label} = {fmt_p(p)}" if math.isfinite(p) else "cannot be tested here")
               for column, r, p in zip(x_columns, rho, p_values, strict=True)]
-    return scatter_panels(frame, list(x_columns), y, titles, y_label)
+    fits = [math.isfinite(p) for p in p_values]
+    return scatter_panels(frame, list(x_columns), y, titles, y_label, fits=fits)
 
 
 def scatter_panels(frame: pd.DataFrame, x_columns: list[str], y: str, titles: list[str], y_label: str,
-                   columns: int = 2) -> bytes:
+                   columns: int = 2, fits: Sequence[bool] | None = None) -> bytes:
     """One scatter panel per x column against the same y, in a grid, each with a Theil-Sen line (a
-    median-based fit, in the spirit of a rank correlation) where the points allow one."""
+    median-based fit, in the spirit of a rank correlation) where the points allow one and `fits` says so."""
     fig = _figure(MAX_WIDTH_IN, _grid_height(len(x_columns), columns, 2.7) + 0.3)
     panels, _, firsts = _panels(fig, len(x_columns), columns, sharey=True)
-    for ax, column, title in zip(panels, x_columns, titles, strict=True):
+    fits = [True] * len(x_columns) if fits is None else list(fits)
+    for ax, column, title, fit in zip(panels, x_columns, titles, fits, strict=True):
         part = frame[[column, y]].dropna().astype(float)
         ax.plot(part[column], part[y], "o", markersize=3, alpha=0.5, color="tab:blue")
-        _theil_sen_line(ax, part[column].to_numpy(), part[y].to_numpy())
+        if fit:
+            _theil_sen_line(ax, part[column].to_numpy(), part[y].to_numpy())
         ax.set_xlabel(label(f"{column} distance"))
         ax.set_title(textwrap.fill(label(title), int(fig.get_figwidth() / min(columns, len(panels)) / _CHAR_IN)))
         ax.xaxis.set_major_locator(MaxNLocator(4))

@@ -23,6 +23,7 @@ from crossling import paths
 from crossling.atomic import atomic_path, write_json_atomic
 from crossling.batching import DataPosition, TrainingData, feature_cache, make_batch, training_data
 from crossling.config import TrainConfig
+from crossling.environment import run_environment
 from crossling.errors import ConfigError
 from crossling.evaluate import evaluate_model, pick_device
 from crossling.metrics import TrainingRecorder
@@ -440,8 +441,7 @@ def result_record(identity: RunIdentity, state: TrainState, *, skipped: dict[str
     return RunRecord(
         identity=identity, steps=state.step, skipped={**skipped, "nonfinite_loss_steps": state.nonfinite_steps},
         scores=scores, cost=cost, collapse=Collapse(blank_only_fraction=blank_fraction, warned=state.collapse_warned),
-        versions={"crossling": crossling.__version__, "torch": torch.__version__,
-                  "transformers": _transformers_version()},
+        versions=run_environment(device),
         schedule=describe(identity.recipe), resumed_from=state.resumed_from,
     )
 
@@ -454,12 +454,6 @@ def peak_memory_mb(device: str) -> float:
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-def _transformers_version() -> str:
-    import transformers
-
-    return transformers.__version__
 
 
 def _resolved_config(identity: RunIdentity, source: ModelSource, learner: Learner) -> dict:

@@ -1,5 +1,7 @@
-"""The study report: tidy results table in → report.html (self-contained, figures embedded), report.md,
-figures/*.png and tables/*.{csv,tex}. All text from the data is escaped; output is deterministic."""
+"""The study report: tidy results table (+ the study's store and prepared data, when at hand) in →
+report.html (self-contained, figures embedded), report.md, figures/*.png and tables/*.{csv,tex}: headline
+findings, methods, statistics, training curves, error analysis, cost. All text from the data is escaped;
+output is deterministic."""
 
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from crossling import design, factors, paths, stats
 from crossling import findings as findings_
 from crossling.atomic import atomic_path, write_text_atomic
 from crossling.errors import ConfigError, CrosslingError, DataError
-from crossling.markup import Cell, Table, fmt, fmt_p, html_escape, markdown_escape
+from crossling.markup import Cell, Table, duration_unit, fmt, fmt_p, html_escape, markdown_escape
+from crossling.methods import StudyFiles
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +183,25 @@ def summary_sentences(a: Analysis) -> list[str]:
     return out
 
 
+def how_to_read(a: Analysis) -> list[str]:
+    """A few plain sentences on what the numbers and words of the report mean."""
+    return [
+        "CER is the character error rate and WER the word error rate on a language's test set: the share of "
+        "characters (words) a model gets wrong, lower is better; 0.10 = 10 %. Each checkpoint is fine-tuned once "
+        "per seed; tables show the mean ± sd over seeds.",
+        f"Every statement above comes from one statistical test at alpha {a.alpha}: it names the test, its p (Holm-"
+        "adjusted where several questions are tested together), an effect size with a 95 % bootstrap interval, "
+        "and n at the test's unit (runs on one test set, languages, or checkpoint × language cells). 'No "
+        "evidence' means the test did not reject; it is not evidence of no difference. 'Cannot be tested here' "
+        "means the design (too few languages, seeds or cells) cannot reach alpha, whatever the data.",
+        "In the CER table, bold marks the checkpoint with the lowest mean CER on a language and those not "
+        "significantly different from it; checkpoints sharing a letter are not significantly different on that language. Figures are "
+        "descriptive: where a figure suggests a difference, the finding states whether a test supports it.",
+        "Methods lists the data, recipe, seeds, software and hardware; the training curves and error analysis "
+        "(where the runs' files were at hand) show how the runs learned and where they fail.",
+    ]
+
+
 def findings_frame(a: Analysis) -> pd.DataFrame:
     """Every finding as a row (the findings table and findings.csv)."""
     rows = []
@@ -331,17 +353,15 @@ def _methods_table(a: Analysis) -> Table:
                             f"reach alpha is reported as 'cannot be tested here', with why.", frame)
 
 
-def _cost_table(a: Analysis) -> Table:
-    return Table.from_frame("cost", "Cost per run: mean wall-clock hours (sd), total device hours, audio seconds "
-                            "trained per second, peak memory (MB).", a.cost.reset_index(), 3)
-
-
 def tables(a: Analysis) -> dict[str, tuple[Table, pd.DataFrame]]:
     """name → (rendered table, raw frame for the CSV), in report order; empty analyses left out. Every
     name is one of `TABLE_NAMES`."""
+    from crossling import runviews
+
     paper, frame = cer_table(a)
     out = {"findings": (_findings_table(a), findings_frame(a)), "methods": (_methods_table(a), pd.DataFrame(METHODS)),
-           "cer_table": (paper, frame), "wins": (_wins_table(a), a.wins), "kruskal": (_kruskal_table(a), a.omnibus)}
+           "cer_table": (paper, frame), "cer_wer": runviews.cer_wer_table(a.runs), "wins": (_wins_table(a), a.wins),
+           "kruskal": (_kruskal_table(a), a.omnibus)}
     if a.friedman is not None:
         ranks = a.friedman.average_ranks.rename("average_rank").rename_axis("checkpoint").reset_index()
         out["friedman_ranks"] = (Table.from_frame("friedman_ranks", "Average rank over languages (1 = best; the unit: "
@@ -364,16 +384,18 @@ def tables(a: Analysis) -> dict[str, tuple[Table, pd.DataFrame]]:
                                                "setting).", a.sensitivity), a.sensitivity)
     out["variance"] = (Table.from_frame("variance", "Share of CER variance by source (sequential sums of "
                                         "squares, terms in this order; descriptive, no test).", a.variance, 4), a.variance)
-    out["cost"] = (_cost_table(a), a.cost.reset_index())
-    missing = a.missing.assign(seed=a.missing["seed"].astype(str)) if len(a.missing) else a.missing
-    out["missing"] = (Table.from_frame("missing", "Runs excluded from every analysis.", missing), a.missing)
-    return out
+    out["cost"] = (runviews.cost_table(a.cost), a.cost.reset_index())
+    if len(a.missing):
+        missing = a.missing.assign(seed=a.missing["seed"].astype(str))
+        out["missing"] = (Table.from_frame("missing", "Runs excluded from every analysis.", missing), a.missing)
+    return {name: pair for name, pair in out.items() if not pair[0].empty}
 
 
-TABLE_NAMES = ("findings", "methods", "cer_table", "wins", "kruskal", "friedman_ranks", "families", "transfer",
-               "subgroup", "typology", "gender", "sensitivity", "variance", "cost", "missing")
+TABLE_NAMES = ("setup", "data", "findings", "methods", "cer_table", "cer_wer", "wins", "kruskal", "friedman_ranks",
+               "families", "transfer", "subgroup", "typology", "gender", "sensitivity", "variance",
+               "worst_utterances", "character_edits", "cost", "missing")
 FIGURE_NAMES = ("critical_difference", "heatmap", "boxplots", "transfer", "families", "typology", "gender",
-                "variance", "cost")
+                "variance", "training_loss", "dev_cer_curve", "cer_by_length", "cost")
 
 
 # --- figures and findings ----------------------------------------------------------------------------
@@ -387,18 +409,18 @@ def make_figures(a: Analysis) -> dict[str, tuple[str, bytes]]:
     out = {}
     if a.friedman is not None:
         out["critical_difference"] = (_cd_caption(a), figures.critical_difference(
-            a.friedman.average_ranks, a.friedman.cd, f"Nemenyi CD at alpha {a.alpha}"))
+            a.friedman.average_ranks, a.friedman.cd, f"Nemenyi CD at alpha {a.alpha}", alpha=a.alpha,
+            blocks=a.friedman.matrix.shape[0]))
     matrix = stats.cell_means(a.runs).T.reindex(order)
-    out["heatmap"] = ("Mean test CER per checkpoint and language",
-                      figures.heatmap(matrix, "Test CER (mean over seeds)"))
+    out["heatmap"] = ("Mean test CER (%) per checkpoint and language (descriptive; the tests are in the tables)",
+                      figures.heatmap(100 * matrix, "Test CER % (mean over seeds)", "CER %", "{:.1f}"))
     out["boxplots"] = ("Test CER of every seed, per language", figures.language_boxplots(a.runs, order))
     if not a.transfer.empty:
         relative = a.transfer.div(a.transfer.median(axis=0), axis=1)  # remove target difficulty
         out["transfer"] = ("Monolingual transfer matrix: CER relative to the target's median over "
                            "pre-training languages (below 1: lower CER than usual for that target; descriptive — "
                            "the subgroup test is in the table above)",
-                           figures.heatmap(relative, "Pre-training language → target (relative CER)",
-                                           "CER / target median", "{:.2f}", "RdYlGn_r"))
+                           figures.relative_heatmap(relative, "Pre-training language → target"))
     families = _finding(a, "families")
     if families is None or families.verdict != findings_.UNTESTABLE:
         labels = pd.Series({lang: factors.indo_european(lang) for lang in matrix.columns})
@@ -407,16 +429,24 @@ def make_figures(a: Analysis) -> dict[str, tuple[str, bytes]]:
     if not a.typology.empty:
         frame = _relative_cells(a).rename(columns={"value": "relative CER"})
         kinds = list(a.typology["distance"])
-        titles = [f"{r.distance}: rho {r.rho:.2f}, Holm p {fmt_p(r.p_holm)}" for r in a.typology.itertuples()]
-        out["typology"] = ("Relative CER against URIEL distance of the closest pre-training language",
-                           figures.scatter_panels(frame, kinds, "relative CER", titles, "CER / language median"))
+        tested = [_finding(a, f"typology/{kind}") for kind in kinds]
+        p_values = [f.p_adjusted if f is not None and f.verdict != findings_.UNTESTABLE else math.nan for f in tested]
+        out["typology"] = ("Relative CER against URIEL distance of the closest pre-training language, one point per "
+                           "checkpoint × language cell; red: Theil-Sen fit, drawn only where the correlation can be "
+                           "tested (its Holm-adjusted permutation p over the distances is in the panel's title)",
+                           figures.correlation_panels(frame, kinds, "relative CER", rho=list(a.typology["rho"]),
+                                                      p_values=p_values, p_label="Holm p",
+                                                      y_label="CER / language median"))
     if not a.gender_cells.empty:
         out["gender"] = ("CER of female vs male speakers, one point per run (the test uses checkpoint × language "
                          "cells)", figures.gender_scatter(a.gender_runs, "Per-run CER by gender"))
     out["variance"] = ("Variance decomposition", figures.variance_bars(a.variance, "Where CER variance comes from"))
     if a.cost["wall_hours"].notna().any():
-        out["cost"] = ("Wall-clock hours per run", figures.cost_bars(a.cost.reindex(order), "wall_hours",
-                                                                     "Cost per run", "wall-clock hours (mean ± sd)"))
+        unit, scale = duration_unit(3600 * a.cost["wall_hours"])
+        cost = a.cost.reindex(order)
+        cost = cost.assign(time=3600 * cost["wall_hours"] / scale, time_sd=3600 * cost["wall_hours_sd"] / scale)
+        out["cost"] = (f"Wall-clock time per run ({unit})", figures.cost_bars(
+            cost, "time", "Cost per run", f"wall-clock {unit} per run (mean ± sd)"))
     return out
 
 
@@ -425,18 +455,21 @@ def _cd_caption(a: Analysis) -> str:
     table (runs on one test set), so with few languages it separates less, and the caption says how much."""
     n, k = a.friedman.matrix.shape
     ranking = _finding(a, "ranking")
-    return ("Critical-difference diagram: average ranks over languages; bars join checkpoints the Nemenyi test "
-            "does not separate. Its unit is the language (seed-mean CER), while the letters of the CER table "
-            "compare runs on each language's one test set, so the two can disagree: "
-            + findings_.cd_note(a.friedman.cd, n, k) + "." + (f" {ranking.sentence()}" if ranking else ""))
+    from crossling.figures import cd_explanation
+
+    return ("Critical-difference diagram. " + cd_explanation(a.friedman.cd, a.alpha, n) + " Its unit is the "
+            "language (seed-mean CER), while the letters of the CER table compare runs on each language's one test "
+            "set, so the two can disagree: " + findings_.cd_note(a.friedman.cd, n, k) + "."
+            + (f" {ranking.sentence()}" if ranking else ""))
 
 
 # --- documents -----------------------------------------------------------------------------------------
 
 _SECTIONS = (
     ("summary", "Summary", (), ()),
-    ("findings", "Findings and methods", ("findings", "methods"), ()),
-    ("results", "Results per checkpoint and language", ("cer_table", "wins"), ("heatmap", "boxplots")),
+    ("methods", "Methods", ("setup", "data", "methods"), ()),
+    ("findings", "Every finding", ("findings",), ()),
+    ("results", "Results per checkpoint and language", ("cer_table", "cer_wer", "wins"), ("heatmap", "boxplots")),
     ("ranking", "Ranking across languages", ("friedman_ranks", "kruskal"), ("critical_difference",)),
     ("families", "Language families", ("families",), ("families",)),
     ("transfer", "Monolingual transfer", ("transfer", "subgroup"), ("transfer",)),
@@ -444,6 +477,8 @@ _SECTIONS = (
     ("gender", "Speaker gender", ("gender",), ("gender",)),
     ("settings", "Hyper-parameter sensitivity", ("sensitivity",), ()),
     ("variance", "Variance decomposition", ("variance",), ("variance",)),
+    ("curves", "Training curves", (), ("training_loss", "dev_cer_curve")),
+    ("errors", "Error analysis", ("worst_utterances", "character_edits"), ("cer_by_length",)),
     ("cost", "Cost", ("cost",), ("cost",)),
     ("missing", "Missing runs", ("missing",), ()),
 )
@@ -452,7 +487,10 @@ _CSS = """body{font-family:system-ui,sans-serif;max-width:1400px;margin:2em auto
 table{border-collapse:collapse;margin:1em 0;font-size:12px}th,td{border:1px solid #ccc;padding:2px 6px;text-align:right;white-space:nowrap}
 th{background:#f3f3f3}td:first-child{text-align:left}caption{caption-side:top;text-align:left;font-style:italic;padding:4px 0}
 figure{margin:1em 0}img{max-width:100%;height:auto}figcaption{font-style:italic;font-size:12px}
-nav a{margin-right:1em}.scroll{overflow-x:auto}"""
+nav a{margin-right:1em}.scroll{overflow-x:auto}.howto{font-size:14px;max-width:60em}
+#table-setup td,#table-methods td,#table-findings td:nth-child(3),#table-worst_utterances td,#table-character_edits td{white-space:normal;text-align:left}
+#table-worst_utterances td:nth-child(5),#table-worst_utterances td:nth-child(6){min-width:16em;max-width:32em;overflow-wrap:anywhere}
+#table-setup td:last-child,#table-methods td{max-width:48em}"""
 
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
@@ -481,6 +519,8 @@ def render_html(title: str, a: Analysis, rendered: dict, figs: dict) -> str:
         parts.append(f'<section id="{key}">\n<h2>{html_escape(heading)}</h2>')
         if key == "summary":
             parts.append("<ul>\n" + "\n".join(f"<li>{html_escape(s)}</li>" for s in summary_sentences(a)) + "\n</ul>")
+            parts.append('<div class="howto"><h3>How to read this report</h3>\n'
+                         + "\n".join(f"<p>{html_escape(p)}</p>" for p in how_to_read(a)) + "</div>")
         parts.extend(f'<div class="scroll">{t.html()}</div>' for t in chosen)
         for name, caption, png in pictures:
             data = base64.b64encode(png).decode("ascii")
@@ -497,23 +537,28 @@ def render_markdown(title: str, a: Analysis, rendered: dict, figs: dict) -> str:
         parts.append(f"## {markdown_escape(heading)}")
         if key == "summary":
             parts.append("\n".join(f"- {markdown_escape(s)}" for s in summary_sentences(a)))
+            parts.append("### How to read this report\n\n" + "\n\n".join(markdown_escape(p) for p in how_to_read(a)))
         parts.extend(t.markdown() for t in chosen)
         parts.extend(f"![{markdown_escape(caption)}](figures/{name}.png)" for name, caption, _ in pictures)
     return "\n\n".join(parts) + "\n"
 
 
 def write_report(table: pd.DataFrame, out_dir: Path, title: str = "crossling study report", alpha: float = 0.05,
-                 p_adjust: str = "holm", seed: int = 0) -> dict[str, Path]:
+                 p_adjust: str = "holm", seed: int = 0, files: StudyFiles | None = None) -> dict[str, Path]:
     """Analyse `table` and write report.html, report.md, figures/*.png and tables/*.{csv,tex} under
-    `out_dir` (report.html last). Returns {relative name: path} of every file written."""
-    return write_analysis(analyse(table, alpha=alpha, p_adjust=p_adjust, seed=seed), out_dir, title)
+    `out_dir` (report.html last); with the study's `files`, also the methods' data and setup, training
+    curves and error analysis. Returns {relative name: path} of every file written."""
+    return write_analysis(analyse(table, alpha=alpha, p_adjust=p_adjust, seed=seed), out_dir, title, files=files)
 
 
-def write_analysis(a: Analysis, out_dir: Path, title: str = "crossling study report") -> dict[str, Path]:
+def write_analysis(a: Analysis, out_dir: Path, title: str = "crossling study report", *,
+                   files: StudyFiles | None = None) -> dict[str, Path]:
     """Write the report of an `Analysis` (see `write_report`)."""
     out_dir = Path(out_dir)
-    rendered = tables(a)
-    figs = make_figures(a)
+    rendered, figs, details = tables(a), make_figures(a), csv_only(a)
+    if files is not None:
+        run_tables, run_figures, run_details = run_views(a, files)
+        rendered, figs, details = {**run_tables, **rendered}, {**figs, **run_figures}, {**details, **run_details}
     written: dict[str, Path] = {}
 
     def record(path: Path) -> None:
@@ -524,12 +569,24 @@ def write_analysis(a: Analysis, out_dir: Path, title: str = "crossling study rep
     for name, (rendered_table, frame) in rendered.items():
         record(_write_text(paths.report_table_path(out_dir, name, "csv"), _csv(frame)))
         record(_write_text(paths.report_table_path(out_dir, name, "tex"), rendered_table.latex()))
-    for name, frame in csv_only(a).items():
+    for name, frame in details.items():
         record(_write_text(paths.report_table_path(out_dir, name, "csv"), _csv(frame)))
     record(_write_text(paths.report_page_path(out_dir, "md"), render_markdown(title, a, rendered, figs)))
     record(_write_text(paths.report_page_path(out_dir, "html"), render_html(title, a, rendered, figs)))
     log.info("report written to %s (%d files)", out_dir, len(written))
     return written
+
+
+def run_views(a: Analysis, files: StudyFiles) -> tuple[dict, dict, dict[str, pd.DataFrame]]:
+    """(tables, figures, CSV-only frames) from the study's own files: the methods' setup and data, training
+    curves from the runs' metrics.jsonl, error analysis from their hypotheses; each left out when its files
+    are not there."""
+    from crossling import methods, runviews
+
+    rendered = methods.methods_tables(a.runs, files)
+    figs = runviews.curve_figures(a.runs, files.store)
+    error_figures, error_tables, error_frames = runviews.error_views(a.runs, files.store)
+    return {**rendered, **error_tables}, {**figs, **error_figures}, error_frames
 
 
 def csv_only(a: Analysis) -> dict[str, pd.DataFrame]:
@@ -564,8 +621,9 @@ def report_from(source: str | Path, out_dir: Path, store: Path | None = None, ti
                 alpha: float = 0.05, p_adjust: str = "holm") -> dict[str, Path]:
     """`write_report` on the table of `source` (see `crossling.results.load_table`); the title defaults to
     its name."""
+    from crossling.methods import study_files
     from crossling.results import load_table
 
     table = load_table(source, store)
     return write_report(table, out_dir, title=title or f"crossling report: {Path(str(source)).stem}", alpha=alpha,
-                        p_adjust=p_adjust)
+                        p_adjust=p_adjust, files=study_files(source, store))
