@@ -160,6 +160,20 @@ def test_typology_panels_have_fit_lines_and_the_callers_p_values(drawn):
         assert sum(line.get_color() == "tab:red" for line in ax.get_lines()) == 1
 
 
+def test_an_untestable_typology_panel_has_no_fit_line(monkeypatch):
+    """A fit line is never shown without the p that says whether it means anything."""
+    frame = pd.DataFrame({"genetic": np.linspace(0, 1, 12), "geographic": np.linspace(1, 0, 12),
+                          "relative CER": np.linspace(0.9, 1.1, 12)})
+    captured = []
+    render = figures.to_png
+    monkeypatch.setattr(figures, "to_png", lambda fig: captured.append(fig) or render(fig))
+    figures.correlation_panels(frame, ["genetic", "geographic"], "relative CER", rho=[0.9, -0.9],
+                               p_values=[0.01, float("nan")], p_label="Holm p", y_label="CER / median")
+    tested, untested = [ax for ax in captured[0].axes if ax.get_visible()]
+    assert "Holm p = 0.010" in tested.get_title() and "cannot be tested here" in untested.get_title().replace("\n", " ")
+    assert [sum(line.get_color() == "tab:red" for line in ax.get_lines()) for ax in (tested, untested)] == [1, 0]
+
+
 def test_critical_difference_diagram_explains_itself(drawn):
     fig, _ = drawn["critical_difference"]
     text = " ".join(t.get_text() for t in _texts(fig)).replace("\n", " ")

@@ -354,3 +354,111 @@ def test_report_has_findings_and_methods_with_units(tmp_path):
     assert len(headline) >= 5
     for sentence in headline["sentence"]:  # the summary states each headline finding exactly as rendered
         assert html_escape(sentence) in summary, sentence
+
+
+# --- the study's own files: methods, training curves, error analysis (issue 12) ------------------------------
+
+
+@pytest.fixture(scope="module")
+def with_files(tmp_path_factory):
+    """A small study's report with its store (metrics, hypotheses, result records) and prepared data."""
+    from store_factory import write_run_files
+    from tinydata_factory import make_prepared
+
+    from crossling.methods import StudyFiles
+
+    root = tmp_path_factory.mktemp("files")
+    table = synthetic_table(checkpoints=("xlsr53", "lv60", "random-init"), languages=("de", "ja"), seeds=(0, 1, 2))
+    write_run_files(root / "store", table, records=True)
+    for language in ("de", "ja"):
+        make_prepared(root / "prepared", language=language)
+    paths = write_report(table, root / "report", files=StudyFiles(root / "store", root / "prepared"))
+    return paths, _visible_text(paths["report.html"].read_text(encoding="utf-8"))
+
+
+def _section(html: str, key: str) -> str:
+    return html.split(f'<section id="{key}">')[1].split("</section>")[0]
+
+
+def test_report_shows_training_curves_and_error_analysis_from_the_store(with_files):
+    paths, html = with_files
+    assert {"figures/training_loss.png", "figures/dev_cer_curve.png", "figures/cer_by_length.png",
+            "tables/worst_utterances.tex", "tables/character_edits.csv", "tables/errors_worst_utterances.csv",
+            "tables/errors_cer_by_length.csv"} <= set(paths)
+    assert 'id="figure-training_loss"' in _section(html, "curves") and 'id="figure-dev_cer_curve"' in html
+    errors = _section(html, "errors")
+    assert 'id="table-worst_utterances"' in errors and 'id="figure-cer_by_length"' in errors
+    assert "lowest and highest mean test CER over seeds; descriptive" in errors
+    worst = pd.read_csv(paths["tables/errors_worst_utterances.csv"], keep_default_na=False)
+    assert {"reference", "hypothesis", "cer", "role"} <= set(worst.columns)
+
+
+def test_methods_state_data_recipe_software_commit_hardware_and_compute(with_files):
+    paths, html = with_files
+    methods = _section(html, "methods")
+    assert methods.index('id="table-setup"') < methods.index('id="table-data"') < methods.index('id="table-methods"')
+    setup = pd.read_csv(paths["tables/setup.csv"]).set_index("item")["value"]
+    assert "max_steps = 100" in setup["recipe"] and "eval_every = 25" in setup["recipe"]
+    assert "torch 2.13.0" in setup["software"] and setup["commit"] == "0123456789ab"
+    assert "cpu (Test CPU 9000), 2 threads: 18 runs" == setup["hardware"]
+    assert setup["total compute"].startswith("27 min of wall-clock time over 18 runs")  # 18 × 90 s
+    data = pd.read_csv(paths["tables/data.csv"])
+    assert list(data["split"]) == ["train", "dev", "test"] * 2
+    assert list(data["utterances"]) == [32, 6, 8] * 2 and (data["speakers"] > 0).all()
+    assert data["seconds"].gt(0).all() and data.loc[data["split"] == "train", "vocabulary"].gt(3).all()
+
+
+def test_without_the_study_files_those_sections_are_left_out(tmp_path):
+    paths = write_report(_small(), tmp_path)
+    html = _visible_text(paths["report.html"].read_text(encoding="utf-8"))
+    for key in ("curves", "errors"):
+        assert f'<section id="{key}">' not in html and f'href="#{key}"' not in html
+    assert 'id="table-setup"' not in html and 'id="table-methods"' in html  # the tests' units are always there
+
+
+def test_empty_tables_are_left_out_with_their_heading_and_files(tmp_path):
+    """A complete grid has no missing run: no 'Missing runs' heading, no missing.tex (the old report wrote an
+    empty tabular); an untestable family comparison shows no table of n/a (the summary says why)."""
+    table = synthetic_table(checkpoints=("lv60", "xlsr53"), languages=("de", "es"), seeds=(0, 1, 2))
+    paths = write_report(table, tmp_path)
+    html = _visible_text(paths["report.html"].read_text(encoding="utf-8"))
+    assert "Missing runs" not in html and "tables/missing.tex" not in paths and "tables/missing.csv" not in paths
+    assert "tables/families.tex" not in paths and "all 2 targets are Indo-European" in _section(html, "summary")
+    assert "no run missing" in html and "listed below" not in html
+    for name, path in paths.items():
+        if name.endswith(".tex"):
+            assert r"\midrule" in path.read_text() and path.read_text().count(r" \\") >= 2, name
+
+
+def test_summary_puts_what_the_design_cannot_answer_after_the_answers(with_files):
+    _, html = with_files
+    summary = _section(html, "summary")
+    answered, rest = summary.split("Questions this design cannot answer:") if "cannot answer" in summary else (summary, "")
+    assert "Cannot be tested here" not in answered and "How to read this report" in summary
+    assert all(line.startswith("<li>Cannot be tested here") for line in re.findall(r"<li>.*", rest.split("<div")[0]))
+
+
+def test_figures_use_the_readable_forms_and_the_findings_p_values(monkeypatch, tmp_path):
+    """relative_heatmap for the transfer matrix; the CD diagram with its alpha and number of languages;
+    typology panels titled with the Holm-adjusted p of their findings (NaN, and no fit line, where a
+    correlation cannot be tested); cost in human units."""
+    from crossling import figures, report
+
+    calls = {}
+    for name in ("relative_heatmap", "critical_difference", "correlation_panels"):
+        original = getattr(figures, name)
+        monkeypatch.setattr(figures, name, lambda *args, _f=original, _n=name, **kw: calls.setdefault(_n, (args, kw))
+                            and _f(*args, **kw))
+    a = analyse(synthetic_table())
+    shown = report.make_figures(a)
+    assert {"transfer", "critical_difference", "typology"} <= set(shown)
+    assert set(calls) == {"relative_heatmap", "critical_difference", "correlation_panels"}
+    assert calls["critical_difference"][1] == {"alpha": 0.05, "blocks": a.friedman.matrix.shape[0]}
+    assert "critical difference CD = " in shown["critical_difference"][0] and "over 18 languages" in shown["critical_difference"][0]
+    kw = calls["correlation_panels"][1]
+    expected = [next(f for f in a.findings if f.key == f"typology/{kind}") for kind in a.typology["distance"]]
+    assert kw["p_values"] == [f.p_adjusted if f.verdict != "cannot be tested here" else pytest.approx(np.nan, nan_ok=True)
+                              for f in expected]
+    cost = report.tables(a)["cost"][0]
+    assert all(cell.text.endswith((" s", " min", " h")) for cell in (row[2] for row in cost.rows))
+    assert all(cell.text.endswith((" MB", " GB")) for cell in (row[5] for row in cost.rows))

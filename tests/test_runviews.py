@@ -1,45 +1,17 @@
 """The report's views of a study's runs: training curves and error analysis from a store, CER beside WER,
 cost in human units; nothing shown where there is nothing to show."""
 
-import json
-
 import pandas as pd
 import pytest
 from analysis_factory import synthetic_table
+from store_factory import write_run_files
 
-from crossling import paths
-from crossling.metrics import MetricsLog
 from crossling.runviews import cer_wer_table, cost_table, curve_figures, error_views
-from crossling.scoring import score_pair
-
-SENTENCES = ["der hund", "ein großes haus", "wir gehen heute nach hause", "ja", "das ist gut"]
 
 
 def _store(tmp_path, metrics=True, hypotheses=True) -> pd.DataFrame:
     table = synthetic_table(checkpoints=("xlsr53", "lv60", "random-init"), languages=("de", "ja"), seeds=(0, 1, 2))
-    for run in table.itertuples():
-        run_dir = paths.store_run_dir(tmp_path, run.run_id)
-        if metrics:
-            with MetricsLog(run_dir, 0, tensorboard=False) as log:
-                for step in range(1, 101):
-                    log.train(step, loss=run.cer * 100 / step, learning_rate=1e-3, grad_norm=1.0)
-                    if step % 25 == 0:
-                        log.dev(step, cer=run.cer * (1 + 25 / step), wer=run.wer, seconds=0.1)
-        if hypotheses:
-            _hypotheses(run_dir, damage=int(10 * run.cer))
-    return table
-
-
-def _hypotheses(run_dir, damage: int) -> None:
-    rows = []
-    for k, reference in enumerate(SENTENCES):
-        hypothesis = reference[: max(0, len(reference) - damage * (k % 2))]
-        counts = score_pair(reference, hypothesis)
-        rows.append({"id": f"u{k}", "reference": reference, "hypothesis": hypothesis, "chars": counts.chars,
-                     "char_edits": counts.char_edits, "words": counts.words, "word_edits": counts.word_edits})
-    path = paths.run_hypotheses_path(run_dir, "test")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return write_run_files(tmp_path, table, metrics=metrics, hypotheses=hypotheses)
 
 
 def test_curves_from_a_store(tmp_path):

@@ -173,7 +173,8 @@ def state_findings(a: Analysis) -> list[findings_.Finding]:
 def summary_sentences(a: Analysis) -> list[str]:
     """The report's summary: what was analysed, then the headline findings' sentences (plain text)."""
     out = [f"{len(a.runs)} runs analysed: {a.runs['checkpoint'].nunique()} checkpoints × "
-           f"{a.runs['language'].nunique()} languages; {len(a.missing)} runs missing (excluded, listed below)."]
+           f"{a.runs['language'].nunique()} languages; "
+           + (f"{len(a.missing)} runs missing (excluded, listed below)." if len(a.missing) else "no run missing.")]
     if a.swept:
         out.append(f"Swept settings ({', '.join(a.swept)}): main analyses use each setting's most frequent value.")
     heads = findings_.headline(a.findings)
@@ -181,6 +182,16 @@ def summary_sentences(a: Analysis) -> list[str]:
     out += [s for s in (findings_.kruskal_sentence(a.findings), findings_.wins_sentence(a.wins, a.alpha, a.p_adjust)) if s]
     out += [f.sentence() for f in heads if not f.key.startswith("baseline/")]
     return out
+
+
+UNANSWERABLE = "Questions this design cannot answer:"
+
+
+def _summary_parts(a: Analysis) -> tuple[list[str], list[str]]:
+    """The summary's sentences: what the tests answered first, then what the design cannot answer."""
+    sentences = summary_sentences(a)
+    cannot = [s for s in sentences if s.startswith("Cannot be tested here")]
+    return [s for s in sentences if s not in cannot], cannot
 
 
 def how_to_read(a: Analysis) -> list[str]:
@@ -217,6 +228,11 @@ def findings_frame(a: Analysis) -> pd.DataFrame:
 
 def _finding(a: Analysis, key: str) -> findings_.Finding | None:
     return next((f for f in a.findings if f.key == key), None)
+
+
+def _untestable(a: Analysis, key: str) -> bool:
+    finding = _finding(a, key)
+    return finding is not None and finding.verdict == findings_.UNTESTABLE
 
 
 # --- tables ------------------------------------------------------------------------------------------
@@ -366,7 +382,8 @@ def tables(a: Analysis) -> dict[str, tuple[Table, pd.DataFrame]]:
         ranks = a.friedman.average_ranks.rename("average_rank").rename_axis("checkpoint").reset_index()
         out["friedman_ranks"] = (Table.from_frame("friedman_ranks", "Average rank over languages (1 = best; the unit: "
                                                   "languages).", ranks), ranks)
-    out["families"] = (_families_table(a), a.families)
+    if not _untestable(a, "families"):  # the summary says why; a table of n/a would say nothing more
+        out["families"] = (_families_table(a), a.families)
     if not a.transfer.empty:
         transfer = (100 * a.transfer).round(1).reset_index()
         out["transfer"] = (Table.from_frame("transfer", "Monolingual transfer: mean CER (%) by pre-training "
@@ -415,14 +432,13 @@ def make_figures(a: Analysis) -> dict[str, tuple[str, bytes]]:
     out["heatmap"] = ("Mean test CER (%) per checkpoint and language (descriptive; the tests are in the tables)",
                       figures.heatmap(100 * matrix, "Test CER % (mean over seeds)", "CER %", "{:.1f}"))
     out["boxplots"] = ("Test CER of every seed, per language", figures.language_boxplots(a.runs, order))
-    if not a.transfer.empty:
+    if len(a.transfer) > 1:  # relative to the median of one pre-training language, every cell is 0 %
         relative = a.transfer.div(a.transfer.median(axis=0), axis=1)  # remove target difficulty
         out["transfer"] = ("Monolingual transfer matrix: CER relative to the target's median over "
-                           "pre-training languages (below 1: lower CER than usual for that target; descriptive — "
-                           "the subgroup test is in the table above)",
+                           "pre-training languages (blue: lower CER than usual for that target, red: higher; "
+                           "colours saturate at ±25 %; descriptive — the subgroup test is in the table above)",
                            figures.relative_heatmap(relative, "Pre-training language → target"))
-    families = _finding(a, "families")
-    if families is None or families.verdict != findings_.UNTESTABLE:
+    if not _untestable(a, "families"):
         labels = pd.Series({lang: factors.indo_european(lang) for lang in matrix.columns})
         out["families"] = ("Seed-mean CER of Indo-European and other targets per checkpoint",
                            figures.group_boxes(matrix.T[order], labels, "Target language family"))
@@ -488,7 +504,9 @@ table{border-collapse:collapse;margin:1em 0;font-size:12px}th,td{border:1px soli
 th{background:#f3f3f3}td:first-child{text-align:left}caption{caption-side:top;text-align:left;font-style:italic;padding:4px 0}
 figure{margin:1em 0}img{max-width:100%;height:auto}figcaption{font-style:italic;font-size:12px}
 nav a{margin-right:1em}.scroll{overflow-x:auto}.howto{font-size:14px;max-width:60em}
-#table-setup td,#table-methods td,#table-findings td:nth-child(3),#table-worst_utterances td,#table-character_edits td{white-space:normal;text-align:left}
+#table-setup td,#table-methods td,#table-findings td:nth-child(-n+4),#table-worst_utterances td,#table-character_edits td{white-space:normal;text-align:left}
+#table-setup th,#table-methods th,#table-findings th:nth-child(-n+4),#table-worst_utterances th,#table-character_edits th{text-align:left}
+.headline li{font-size:17px;margin:.3em 0}
 #table-worst_utterances td:nth-child(5),#table-worst_utterances td:nth-child(6){min-width:16em;max-width:32em;overflow-wrap:anywhere}
 #table-setup td:last-child,#table-methods td{max-width:48em}"""
 
@@ -518,7 +536,11 @@ def render_html(title: str, a: Analysis, rendered: dict, figs: dict) -> str:
     for key, heading, chosen, pictures in sections:
         parts.append(f'<section id="{key}">\n<h2>{html_escape(heading)}</h2>')
         if key == "summary":
-            parts.append("<ul>\n" + "\n".join(f"<li>{html_escape(s)}</li>" for s in summary_sentences(a)) + "\n</ul>")
+            answered, unanswerable = _summary_parts(a)
+            parts.append('<ul class="headline">\n' + "\n".join(f"<li>{html_escape(s)}</li>" for s in answered) + "\n</ul>")
+            if unanswerable:
+                parts.append(f"<p>{html_escape(UNANSWERABLE)}</p>\n<ul>\n"
+                             + "\n".join(f"<li>{html_escape(s)}</li>" for s in unanswerable) + "\n</ul>")
             parts.append('<div class="howto"><h3>How to read this report</h3>\n'
                          + "\n".join(f"<p>{html_escape(p)}</p>" for p in how_to_read(a)) + "</div>")
         parts.extend(f'<div class="scroll">{t.html()}</div>' for t in chosen)
@@ -536,7 +558,11 @@ def render_markdown(title: str, a: Analysis, rendered: dict, figs: dict) -> str:
     for key, heading, chosen, pictures in _sections(a, rendered, figs):
         parts.append(f"## {markdown_escape(heading)}")
         if key == "summary":
-            parts.append("\n".join(f"- {markdown_escape(s)}" for s in summary_sentences(a)))
+            answered, unanswerable = _summary_parts(a)
+            parts.append("\n".join(f"- {markdown_escape(s)}" for s in answered))
+            if unanswerable:
+                parts.append(markdown_escape(UNANSWERABLE) + "\n\n"
+                             + "\n".join(f"- {markdown_escape(s)}" for s in unanswerable))
             parts.append("### How to read this report\n\n" + "\n\n".join(markdown_escape(p) for p in how_to_read(a)))
         parts.extend(t.markdown() for t in chosen)
         parts.extend(f"![{markdown_escape(caption)}](figures/{name}.png)" for name, caption, _ in pictures)

@@ -73,7 +73,8 @@ def error_views(table: pd.DataFrame, store_root: Path, worst: int = 3) -> tuple[
 def _length_figure(analysis: ErrorAnalysis) -> Figures:
     frame = analysis.by_length.assign(line=lambda f: f["role"] + ": " + f["checkpoint"])
     return {"cer_by_length": ("Test CER by utterance length (reference characters, bins of about equal size per "
-                              "language) for each language's best and worst checkpoint, pooled over seeds",
+                              "language) for each language's best and worst checkpoint (lowest and highest mean test "
+                              "CER over seeds; descriptive), pooled over seeds",
                               figures.length_curves(frame, "CER by utterance length", line="line"))}
 
 
@@ -86,8 +87,9 @@ def _error_tables(analysis: ErrorAnalysis, worst: int) -> Tables:
     edits = edits.assign(edit=_edit_text(edits), share=edits["share"].map(lambda v: f"{100 * v:.1f}%"))[
         ["language", "role", "checkpoint", "operation", "edit", "count", "share"]]
     return {"worst_utterances": (Table.from_frame("worst_utterances", f"The {worst} test utterances with the "
-                                                  "highest CER of each language's best and worst checkpoint (the "
-                                                  "seed whose CER is the cell's median); all in the CSV.",
+                                                  "highest CER of each language's best and worst checkpoint (lowest "
+                                                  "and highest mean test CER over seeds; descriptive), from the seed "
+                                                  "whose CER is the cell's median; more in the CSV.",
                                                   utterances), analysis.worst),
             "character_edits": (Table.from_frame("character_edits", "The most frequent character edits of each "
                                                  "language's best and worst checkpoint, pooled over seeds (share: "
