@@ -152,11 +152,18 @@ class Table:
         rows = tuple(tuple(Cell(fmt(v, digits)) for v in row) for row in frame.itertuples(index=False))
         return cls(name, caption, tuple(str(c) for c in frame.columns), rows)
 
-    def html(self) -> str:
+    def html(self, caption_outside: bool = False) -> str:
+        """The table; with `caption_outside`, its caption is a paragraph before it (as wide as the page,
+        not squeezed to the width of a narrow table), named by the table's aria-describedby."""
         head = "".join(f"<th>{html_escape(h)}</th>" for h in self.header)
         body = "\n".join("<tr>" + "".join(_html_cell(c) for c in row) + "</tr>" for row in self.rows)
-        return (f'<table id="table-{html_escape(self.name)}"><caption>{html_escape(self.caption)}</caption>\n'
-                f"<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody></table>")
+        name = html_escape(self.name)
+        table = f"<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody></table>"
+        if caption_outside:
+            return (f'<p class="caption" id="caption-{name}">{html_escape(self.caption)}</p>\n'
+                    f'<div class="scroll"><table id="table-{name}" aria-describedby="caption-{name}">\n{table}</div>')
+        return f'<table id="table-{name}"><caption>{html_escape(self.caption)}</caption>\n{table}'
+
 
     def markdown(self) -> str:
         lines = ["| " + " | ".join(markdown_escape(h) for h in self.header) + " |",

@@ -500,8 +500,8 @@ _SECTIONS = (
 )
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1400px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:12px}th,td{border:1px solid #ccc;padding:2px 6px;text-align:right;white-space:nowrap}
-th{background:#f3f3f3}td:first-child{text-align:left}caption{caption-side:top;text-align:left;font-style:italic;padding:4px 0}
+table{border-collapse:collapse;margin:.2em 0 1em;font-size:12px}th,td{border:1px solid #ccc;padding:2px 6px;text-align:right;white-space:nowrap}
+th{background:#f3f3f3}td:first-child{text-align:left}.caption{text-align:left;font-style:italic;font-size:13px;margin:1.2em 0 .2em;max-width:60em}
 figure{margin:1em 0}img{max-width:100%;height:auto}figcaption{font-style:italic;font-size:12px}
 nav a{margin-right:1em}.scroll{overflow-x:auto}.howto{font-size:14px;max-width:60em}
 #table-setup td,#table-methods td,#table-findings td:nth-child(-n+4),#table-worst_utterances td,#table-character_edits td{white-space:normal;text-align:left}
@@ -543,7 +543,7 @@ def render_html(title: str, a: Analysis, rendered: dict, figs: dict) -> str:
                              + "\n".join(f"<li>{html_escape(s)}</li>" for s in unanswerable) + "\n</ul>")
             parts.append('<div class="howto"><h3>How to read this report</h3>\n'
                          + "\n".join(f"<p>{html_escape(p)}</p>" for p in how_to_read(a)) + "</div>")
-        parts.extend(f'<div class="scroll">{t.html()}</div>' for t in chosen)
+        parts.extend(t.html(caption_outside=True) for t in chosen)
         for name, caption, png in pictures:
             data = base64.b64encode(png).decode("ascii")
             parts.append(f'<figure id="figure-{name}"><img src="data:image/png;base64,{data}" alt="{html_escape(caption)}">'
