@@ -430,12 +430,22 @@ def test_empty_tables_are_left_out_with_their_heading_and_files(tmp_path):
             assert r"\midrule" in path.read_text() and path.read_text().count(r" \\") >= 2, name
 
 
-def test_summary_puts_what_the_design_cannot_answer_after_the_answers(with_files):
-    _, html = with_files
-    summary = _section(html, "summary")
-    answered, rest = summary.split("Questions this design cannot answer:") if "cannot answer" in summary else (summary, "")
-    assert "Cannot be tested here" not in answered and "How to read this report" in summary
-    assert all(line.startswith("<li>Cannot be tested here") for line in re.findall(r"<li>.*", rest.split("<div")[0]))
+def test_summary_opens_with_a_short_headline_and_folds_the_rest(study):
+    """At most five sentences first (the 18-language study states many more findings); the others, and what
+    the design cannot answer, follow folded; then how to read the report."""
+    from crossling.report import HEADLINE_SENTENCES
+
+    _, out, _, _ = study
+    summary = _section(_visible_text((out / "report.html").read_text(encoding="utf-8")), "summary")
+    headline = summary.split('<div class="headline">')[1].split("</div>")[0]
+    assert 3 <= headline.count("<li>") <= HEADLINE_SENTENCES == 5
+    assert "Cannot be tested here" not in headline and "<details><summary>More findings:" in summary
+    assert summary.index("</details>") < summary.index("How to read this report")
+    small = _section(_visible_text(write_report(_small(), out / "small")["report.html"].read_text(encoding="utf-8")),
+                     "summary")
+    cannot = small.split("Questions this design cannot answer:")[1].split("</details>")[0]
+    assert re.findall(r"<li>.*", cannot) and all(line.startswith("<li>Cannot be tested here")
+                                                  for line in re.findall(r"<li>.*", cannot))
 
 
 def test_figures_use_the_readable_forms_and_the_findings_p_values(monkeypatch, tmp_path):

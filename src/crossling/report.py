@@ -184,14 +184,40 @@ def summary_sentences(a: Analysis) -> list[str]:
     return out
 
 
+#: Sentences the summary opens with; the rest of what the tests answered follows under MORE.
+HEADLINE_SENTENCES = 5
+MORE = "More findings:"
 UNANSWERABLE = "Questions this design cannot answer:"
 
 
-def _summary_parts(a: Analysis) -> tuple[list[str], list[str]]:
-    """The summary's sentences: what the tests answered first, then what the design cannot answer."""
+def _summary_parts(a: Analysis) -> tuple[list[str], list[str], list[str]]:
+    """The summary's sentences in three lists: the headline (the first `HEADLINE_SENTENCES` that a test
+    answered), the rest of those, and what the design cannot answer."""
     sentences = summary_sentences(a)
     cannot = [s for s in sentences if s.startswith("Cannot be tested here")]
-    return [s for s in sentences if s not in cannot], cannot
+    answered = [s for s in sentences if s not in cannot]
+    return answered[:HEADLINE_SENTENCES], answered[HEADLINE_SENTENCES:], cannot
+
+
+def _summary_html(a: Analysis) -> list[str]:
+    """The headline as a list; more findings and the unanswerable questions folded (<details>) below it."""
+    def items(sentences: list[str]) -> str:
+        return "<ul>\n" + "\n".join(f"<li>{html_escape(s)}</li>" for s in sentences) + "\n</ul>"
+
+    headline, more, cannot = _summary_parts(a)
+    parts = ['<div class="headline">' + items(headline) + "</div>"]
+    parts += [f"<details><summary>{html_escape(label)} {len(group)}</summary>\n{items(group)}</details>"
+              for label, group in ((MORE, more), (UNANSWERABLE, cannot)) if group]
+    how = "\n".join(f"<p>{html_escape(p)}</p>" for p in how_to_read(a))
+    return [*parts, f'<div class="howto"><h3>How to read this report</h3>\n{how}</div>']
+
+
+def _summary_markdown(a: Analysis) -> list[str]:
+    headline, more, cannot = _summary_parts(a)
+    parts = ["\n".join(f"- {markdown_escape(s)}" for s in headline)]
+    parts += [f"{markdown_escape(label)}\n\n" + "\n".join(f"- {markdown_escape(s)}" for s in group)
+              for label, group in ((MORE, more), (UNANSWERABLE, cannot)) if group]
+    return [*parts, "### How to read this report\n\n" + "\n\n".join(markdown_escape(p) for p in how_to_read(a))]
 
 
 def how_to_read(a: Analysis) -> list[str]:
@@ -506,7 +532,7 @@ figure{margin:1em 0}img{max-width:100%;height:auto}figcaption{font-style:italic;
 nav a{margin-right:1em}.scroll{overflow-x:auto}.howto{font-size:14px;max-width:60em}
 #table-setup td,#table-methods td,#table-findings td:nth-child(-n+4),#table-worst_utterances td,#table-character_edits td{white-space:normal;text-align:left}
 #table-setup th,#table-methods th,#table-findings th:nth-child(-n+4),#table-worst_utterances th,#table-character_edits th{text-align:left}
-.headline li{font-size:17px;margin:.3em 0}
+.headline li{font-size:17px;margin:.3em 0}details{margin:.5em 0 .5em 1.2em}summary{cursor:pointer;font-weight:600}
 #table-worst_utterances td:nth-child(5),#table-worst_utterances td:nth-child(6){min-width:16em;max-width:32em;overflow-wrap:anywhere}
 #table-setup td:last-child,#table-methods td{max-width:48em}"""
 
@@ -536,13 +562,7 @@ def render_html(title: str, a: Analysis, rendered: dict, figs: dict) -> str:
     for key, heading, chosen, pictures in sections:
         parts.append(f'<section id="{key}">\n<h2>{html_escape(heading)}</h2>')
         if key == "summary":
-            answered, unanswerable = _summary_parts(a)
-            parts.append('<ul class="headline">\n' + "\n".join(f"<li>{html_escape(s)}</li>" for s in answered) + "\n</ul>")
-            if unanswerable:
-                parts.append(f"<p>{html_escape(UNANSWERABLE)}</p>\n<ul>\n"
-                             + "\n".join(f"<li>{html_escape(s)}</li>" for s in unanswerable) + "\n</ul>")
-            parts.append('<div class="howto"><h3>How to read this report</h3>\n'
-                         + "\n".join(f"<p>{html_escape(p)}</p>" for p in how_to_read(a)) + "</div>")
+            parts.extend(_summary_html(a))
         parts.extend(t.html(caption_outside=True) for t in chosen)
         for name, caption, png in pictures:
             data = base64.b64encode(png).decode("ascii")
@@ -558,12 +578,7 @@ def render_markdown(title: str, a: Analysis, rendered: dict, figs: dict) -> str:
     for key, heading, chosen, pictures in _sections(a, rendered, figs):
         parts.append(f"## {markdown_escape(heading)}")
         if key == "summary":
-            answered, unanswerable = _summary_parts(a)
-            parts.append("\n".join(f"- {markdown_escape(s)}" for s in answered))
-            if unanswerable:
-                parts.append(markdown_escape(UNANSWERABLE) + "\n\n"
-                             + "\n".join(f"- {markdown_escape(s)}" for s in unanswerable))
-            parts.append("### How to read this report\n\n" + "\n\n".join(markdown_escape(p) for p in how_to_read(a)))
+            parts.extend(_summary_markdown(a))
         parts.extend(t.markdown() for t in chosen)
         parts.extend(f"![{markdown_escape(caption)}](figures/{name}.png)" for name, caption, _ in pictures)
     return "\n\n".join(parts) + "\n"
