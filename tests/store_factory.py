@@ -16,7 +16,9 @@ from crossling.metrics import MetricsLog
 from crossling.records import RunCost, run_identity
 from crossling.scoring import score_pair
 
-SENTENCES = ["der hund", "ein großes haus", "wir gehen heute nach hause", "ja", "das ist gut"]
+SENTENCES = ["der hund", "ein großes haus", "wir gehen heute nach hause", "ja", "das ist gut",
+             # long enough to push a table sideways unless the report wraps it
+             " ".join(["donaudampfschifffahrtsgesellschaftskapitän und seine mannschaft"] * 4)]
 RECIPE = TrainConfig(learning_rate=2e-3, max_steps=100, eval_every=25)
 VERSIONS = {"crossling": "0.1.0", "torch": "2.13.0", "transformers": "5.0", "python": "3.11.7",
             "platform": "Linux-x86_64", "processor": "Test CPU 9000", "commit": "0123456789ab"}

@@ -472,3 +472,16 @@ def test_figures_use_the_readable_forms_and_the_findings_p_values(monkeypatch, t
     cost = report.tables(a)["cost"][0]
     assert all(cell.text.endswith((" s", " min", " h")) for cell in (row[2] for row in cost.rows))
     assert all(cell.text.endswith((" MB", " GB")) for cell in (row[5] for row in cost.rows))
+
+
+def test_long_tables_are_folded_below_their_caption(study):
+    """The 18-language study's findings table (hundreds of rows) does not push the results a screen away."""
+    from crossling.report import FOLD_ROWS
+
+    _, out, _, _ = study
+    html = _visible_text((out / "report.html").read_text(encoding="utf-8"))
+    findings = _section(html, "findings")
+    assert findings.index('class="caption"') < findings.index("<details><summary>Show all") < findings.index(
+        'id="table-findings"')
+    paper = html.split('id="caption-cer_table"')[1].split('id="table-cer_table"')[0]
+    assert "<details>" not in paper and 17 <= FOLD_ROWS  # the paper table (17 checkpoints) stays open

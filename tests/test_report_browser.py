@@ -1,5 +1,5 @@
-"""The report as a reader sees it, in headless Chromium: every image decodes, nothing overflows the page at
-1280 px, and full-page screenshots at 1400 px and 800 px are kept for a reviewer (the folder is printed;
+"""The report as a reader sees it, in headless Chromium (with its methods, training curves and error analysis
+of long utterances): every image decodes, nothing overflows the page at 1280 px, and full-page screenshots at 1400 px and 800 px are kept for a reviewer (the folder is printed;
 CROSSLING_SCREENSHOTS chooses another)."""
 
 import os
@@ -38,8 +38,16 @@ def _chromium(url: str, profile: Path, *extra: str) -> subprocess.CompletedProce
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     """The full synthetic study's report, and a copy with the probe (the page's CSP relaxed for it alone)."""
-    out = tmp_path_factory.mktemp("browser-report")
-    write_report(synthetic_table(), out, title="Synthetic study: 16 checkpoints × 18 languages × 3 seeds")
+    from store_factory import write_run_files
+    from tinydata_factory import make_prepared
+
+    from crossling.methods import StudyFiles
+
+    out, files = tmp_path_factory.mktemp("browser-report"), tmp_path_factory.mktemp("browser-files")
+    table = write_run_files(files / "store", synthetic_table(), records=True)  # curves, error analysis, methods
+    make_prepared(files / "prepared", language="de")
+    write_report(table, out, title="Synthetic study: 16 checkpoints × 18 languages × 3 seeds",
+                 files=StudyFiles(files / "store", files / "prepared"))
     html = (out / "report.html").read_text(encoding="utf-8")
     probe = html.replace("default-src 'none';", "default-src 'none'; script-src 'unsafe-inline';")
     (out / "probe.html").write_text(probe.replace("</body>", PROBE + "</body>"), encoding="utf-8")
@@ -56,7 +64,8 @@ def _probe(report: Path, profile: Path, width: int) -> dict[str, list[int]]:
 def test_every_image_loads_and_nothing_overflows_at_1280_px(report, tmp_path):
     seen = _probe(report, tmp_path / "p", 1280)
     figures = len(list((report / "figures").glob("*.png")))
-    assert len(seen["images"]) == figures > 5
+    assert len(seen["images"]) == figures > 10
+    assert {"training_loss", "dev_cer_curve", "cer_by_length"} <= {p.stem for p in (report / "figures").glob("*.png")}
     assert min(seen["images"]) > 0, seen["images"]  # decoded: naturalWidth > 0
     assert seen["scroll-width"][0] <= seen["client-width"][0], "the page scrolls sideways at 1280 px"
     assert max(seen["shown"]) <= seen["client-width"][0]

@@ -534,7 +534,7 @@ nav a{margin-right:1em}.scroll{overflow-x:auto}.howto{font-size:14px;max-width:6
 #table-setup th,#table-methods th,#table-findings th:nth-child(-n+4),#table-worst_utterances th,#table-character_edits th{text-align:left}
 .headline li{font-size:17px;margin:.3em 0}details{margin:.5em 0 .5em 1.2em}summary{cursor:pointer;font-weight:600}
 #table-worst_utterances td:nth-child(5),#table-worst_utterances td:nth-child(6){min-width:16em;max-width:32em;overflow-wrap:anywhere}
-#table-setup td:last-child,#table-methods td{max-width:48em}"""
+#table-setup td:last-child,#table-methods td{max-width:48em}#table-worst_utterances td:last-child{text-align:right}"""
 
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
@@ -553,6 +553,18 @@ def _sections(a: Analysis, rendered: dict, figs: dict):
             yield key, title, chosen, pictures
 
 
+#: Tables longer than this are folded (<details>) on the page, so a reader scrolls past them in one step.
+FOLD_ROWS = 40
+
+
+def _table_html(table: Table) -> str:
+    html = table.html(caption_outside=True)
+    if len(table.rows) <= FOLD_ROWS:
+        return html
+    caption, body = html.split("\n", 1)  # the caption paragraph stays visible
+    return f"{caption}\n<details><summary>Show all {len(table.rows)} rows</summary>\n{body}\n</details>"
+
+
 def render_html(title: str, a: Analysis, rendered: dict, figs: dict) -> str:
     parts = [f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
              f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">\n'
@@ -563,7 +575,7 @@ def render_html(title: str, a: Analysis, rendered: dict, figs: dict) -> str:
         parts.append(f'<section id="{key}">\n<h2>{html_escape(heading)}</h2>')
         if key == "summary":
             parts.extend(_summary_html(a))
-        parts.extend(t.html(caption_outside=True) for t in chosen)
+        parts.extend(_table_html(t) for t in chosen)
         for name, caption, png in pictures:
             data = base64.b64encode(png).decode("ascii")
             parts.append(f'<figure id="figure-{name}"><img src="data:image/png;base64,{data}" alt="{html_escape(caption)}">'
