@@ -97,7 +97,8 @@ def heatmap(matrix: pd.DataFrame, title: str, value_label: str = "CER", fmt: str
     values = matrix.to_numpy(dtype=float)
     finite = values[np.isfinite(values)]
     norm = mcolors.Normalize(*(finite.min(), finite.max()) if finite.size else (0, 1))
-    return _heatmap(matrix, title, value_label, lambda v: fmt.format(v), plt.get_cmap(cmap), norm, extend="neither")
+    return _heatmap(matrix, title, value_label, text=lambda v: fmt.format(v), cmap=plt.get_cmap(cmap), norm=norm,
+                    extend="neither")
 
 
 def relative_heatmap(matrix: pd.DataFrame, title: str, value_label: str = "CER relative to the target's median",
@@ -108,7 +109,8 @@ def relative_heatmap(matrix: pd.DataFrame, title: str, value_label: str = "CER r
     if not limit > 1:
         raise ValueError(f"limit must be > 1 (a ratio), got {limit}")
     norm = mcolors.TwoSlopeNorm(vcenter=1.0, vmin=1 / limit, vmax=limit)
-    return _heatmap(matrix, title, value_label, _percent_change, plt.get_cmap("RdBu_r"), norm, extend="both")
+    return _heatmap(matrix, title, value_label, text=_percent_change, cmap=plt.get_cmap("RdBu_r"), norm=norm,
+                    extend="both")
 
 
 def _percent_change(ratio: float) -> str:
@@ -117,7 +119,7 @@ def _percent_change(ratio: float) -> str:
 
 
 
-def _heatmap(matrix: pd.DataFrame, title: str, value_label: str, text: Callable[[float], str], cmap, norm,
+def _heatmap(matrix: pd.DataFrame, title: str, value_label: str, *, text: Callable[[float], str], cmap, norm,
              extend: str) -> bytes:
     values = matrix.to_numpy(dtype=float)
     written = [text(v) for v in values[np.isfinite(values)]]
