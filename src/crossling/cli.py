@@ -394,6 +394,11 @@ def _add_recommend(sub) -> None:
     parser.add_argument("--results", default=None, metavar="STUDY_OR_RESULTS",
                         help="results file, store directory or study (default: a prior from registry facts)")
     parser.add_argument("--store", type=path_arg, default=None, help="results store of a study (default: the study's)")
+    evidence = parser.add_mutually_exclusive_group()
+    evidence.add_argument("--data", type=path_arg, default=None, metavar="PREPARED",
+                          help="your prepared data: use its `crossling rank` record of --language")
+    evidence.add_argument("--rank", type=path_arg, default=None, metavar="RECORD",
+                          help="a rank record written by `crossling rank --out`")
     parser.add_argument("--top", type=int, default=0, help="show only the best N (default: all)")
     parser.add_argument("--json", action="store_true", help="print the recommendation as one JSON object")
     parser.set_defaults(handler=_cmd_recommend)
@@ -402,16 +407,121 @@ def _add_recommend(sub) -> None:
 def _cmd_recommend(args) -> int:
     from crossling.recommend import recommend_from
 
-    result = recommend_from(args.language, args.results, args.store)
+    record = args.rank or (paths.rank_record_path(args.data, args.language) if args.data else None)
+    result = recommend_from(args.language, args.results, args.store, rank_record=record)
     candidates = result.candidates[: args.top] if args.top > 0 else result.candidates
     if args.json:
         print(json.dumps({**result.to_dict(), "candidates": [c.__dict__ for c in candidates]}, ensure_ascii=False))
         return 0
     print(f"{result.language}: {result.notes}")
     for c in candidates:
-        estimate = "   (prior)     " if c.basis == "prior" else f"{c.predicted:.4f} ± {c.uncertainty:.4f}"
+        shown = c.score if c.basis == "rank" else c.predicted  # a rank score is not a CER
+        estimate = "   (prior)     " if c.basis == "prior" else f"{shown:.4f} ± {c.uncertainty:.4f}"
         print(f"{c.rank:>3}. {c.checkpoint:<22} {estimate}  {c.basis:<9} {c.evidence}")
     return 0
+
+
+# --- rank ----------------------------------------------------------------------------------------
+
+
+def _add_rank(sub) -> None:
+    from crossling.rank import BOOTSTRAP_REPLICATES, DEFAULT_ESTIMATOR, ESTIMATORS, LAYER_CHOICES
+
+    parser = sub.add_parser("rank", help="rank checkpoints for a language from frozen features, before fine-tuning")
+    parser.add_argument("--data", type=path_arg, required=True, help="prepared root (from `crossling prepare`)")
+    parser.add_argument("--language", required=True, help="a language prepared under --data, e.g. pt")
+    parser.add_argument("--models", nargs="+", required=True, metavar="MODEL",
+                        help="checkpoints to rank: aliases (`crossling models`), hub ids, local directories")
+    parser.add_argument("--layers", choices=LAYER_CHOICES, default="all",
+                        help="score every hidden layer and report the best (default), or the last only")
+    parser.add_argument("--budget-seconds", type=float, default=300.0,
+                        help="seconds of train audio to score on, drawn at random with --seed (default 300)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sample, probe and random init (default 0)")
+    parser.add_argument("--estimator", choices=ESTIMATORS, default=DEFAULT_ESTIMATOR,
+                        help=f"what the ranking is by (default {DEFAULT_ESTIMATOR}); every estimator is computed")
+    parser.add_argument("--bootstrap", type=int, default=BOOTSTRAP_REPLICATES,
+                        help=f"bootstrap replicates over utterances (default {BOOTSTRAP_REPLICATES})")
+    parser.add_argument("--results", default=None, metavar="STUDY_OR_RESULTS",
+                        help="fine-tuned results of the same language and checkpoints: show predicted vs measured")
+    parser.add_argument("--store", type=path_arg, default=None, help="results store of a study (default: the study's)")
+    parser.add_argument("--out", type=path_arg, default=None,
+                        help="rank record to write (default PREPARED/_rank/LANG.json, read by recommend --data)")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(handler=_cmd_rank)
+
+
+def _cmd_rank(args) -> int:
+    from crossling.rank import RankOptions, rank_language, ranking
+
+    options = RankOptions(data=args.data, language=args.language, models=tuple(args.models), layers=args.layers,
+                          budget_seconds=args.budget_seconds, seed=args.seed, device=args.device,
+                          estimator=args.estimator, bootstrap=args.bootstrap, threads=args.threads)
+    found = _rank_validation_table(args)  # read first: a bad --results fails before minutes of scoring
+    record = rank_language(options, out=args.out, track=tqdm_track)
+    places = ranking(record)
+    validation = _rank_validation(record, found)
+    if args.json:
+        print(json.dumps(_rank_json(record, places, validation, args), ensure_ascii=False))
+        return 0
+    _print_ranking(record, places)
+    if validation:
+        from crossling.rankcheck import compute_sentence, estimator_summary, verdict
+
+        for agreement in validation:
+            print(verdict(agreement))
+            print(compute_sentence(agreement))
+        print(estimator_summary(validation))
+    if found is not None and not validation:
+        print(f"--results: fewer than 3 of these checkpoints have a usable run on {record.language}; nothing to compare")
+    return 0
+
+
+def _rank_validation_table(args):
+    if args.results is None:
+        return None
+    from crossling.report import load_table
+
+    return load_table(args.results, args.store)
+
+
+def _rank_validation(record, table) -> list:
+    if table is None:
+        return []
+    from crossling.rankcheck import agreements
+
+    return agreements({record.language: record}, table)
+
+
+def _print_ranking(record, places) -> None:
+    print(f"{record.language}: {len(places)} checkpoint(s) ranked by {record.estimator} on {record.utterances} train "
+          f"utterances ({record.audio_seconds:.0f} s of audio, seed {record.seed}; {record.heldout_utterances} held "
+          f"out for the probe), layers: {record.layers}, on {record.device} with {record.threads} thread(s)")
+    print(f"{'rank':>4}  {'checkpoint':<22} {'score':>9} {'± sd':>7}  {'95 % interval':<19} {'layer':>5} {'seconds':>8}")
+    for p in places:
+        interval = f"[{p.low:.3f}, {p.high:.3f}]"
+        print(f"{p.rank:>4}  {p.checkpoint:<22} {p.score:>9.4f} {p.sd:>7.4f}  {interval:<19} {p.layer:>5} {p.seconds:>8.1f}")
+    pairs = sorted({tuple(sorted((p.checkpoint, other))) for p in places for other in p.not_separable_from})
+    if pairs:
+        print(f"{record.estimator} cannot separate (paired bootstrap 95 % interval of the difference includes 0): "
+              + "; ".join(f"{a} and {b}" for a, b in pairs))
+    print(f"ranking took {record.seconds():.1f} s wall ({record.sample_seconds:.1f} s reading the sample)")
+
+
+def _rank_json(record, places, validation, args) -> dict:
+    from dataclasses import asdict
+
+    from crossling import paths
+    from crossling.rankcheck import verdict
+
+    out = args.out or paths.rank_record_path(args.data, args.language)
+    scores = {c.checkpoint: {e.estimator: {"score": e.score, "layer": e.layer, "sd": e.sd} for e in c.estimates}
+              for c in record.checkpoints}
+    return {"language": record.language, "estimator": record.estimator, "record": str(out),
+            "utterances": record.utterances, "audio_seconds": record.audio_seconds, "seconds": record.seconds(),
+            "ranking": [{**asdict(p), "estimators": scores[p.checkpoint]} for p in places],
+            "validation": [{**asdict(a), "verdict": verdict(a)} for a in validation]}
 
 
 # --- pretrain / zoo / demo ----------------------------------------------------------------------

@@ -4,7 +4,9 @@ Prepared data:  <prepared>/<lang>/{train,dev,test}.jsonl, vocab.json, prepared.j
 Decode cache:   <prepared>/_audio/<lang>/<clip stem>.wav  (+ index.jsonl of decoded lengths)
 Run directory:  <run>/config.json, checkpoint.pt, model/, scores.json, hypotheses-<split>.jsonl,
                 train.log, result.json (written last), error.json (failed runs)
-Study store:    <store>/runs/<run id>/ (a run directory), <store>/claims/<run id>.claim
+Study store:    <store>/runs/<run id>/ (a run directory), <store>/claims/<run id>.claim,
+                <store>/rank/<lang>.json (checkpoints ranked before fine-tuning)
+Rank record:    <prepared>/_rank/<lang>.json (crossling rank)
 """
 
 from __future__ import annotations
@@ -208,3 +210,16 @@ def zoo_pretrain_dir(work_dir: Path, alias: str) -> Path:
 def prepare_lock_path(prepared_root: Path, language: str) -> Path:
     """Empty file a running `crossling prepare` holds an advisory lock on, per language."""
     return Path(prepared_root) / ".locks" / f"{language}.prepare"
+
+
+# --- ranking checkpoints before fine-tuning (crossling rank) -------------------------------------------
+
+
+def rank_record_path(prepared_root: Path, language: str) -> Path:
+    """The latest `crossling rank` record of a prepared language (read by `crossling recommend --data`)."""
+    return Path(prepared_root) / "_rank" / f"{language}.json"
+
+
+def store_rank_path(store_root: Path, language: str) -> Path:
+    """A study's rank record of one language (the demo writes it; the report compares it with the runs)."""
+    return Path(store_root) / "rank" / f"{language}.json"

@@ -1,0 +1,433 @@
+"""Rank checkpoints for a language before fine-tuning any: a seeded sample of the prepared train audio
+(bounded by seconds) -> each checkpoint's frozen hidden states -> transferability scores per layer with
+bootstrap uncertainty -> a `RankRecord` (JSON at paths.rank_record_path). torch loads only to score."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from crossling import paths
+from crossling.atomic import read_json, write_json_atomic
+from crossling.errors import ConfigError, CorruptArtifactError, DataError
+from crossling.manifest import Utterance
+from crossling.progress import Track, no_progress
+from crossling.transferability import (
+    ProbeFit,
+    ProbeRecipe,
+    ctc_forced_alignment,
+    fit_probe,
+    logme_resampled,
+    uniform_alignment,
+)
+
+log = logging.getLogger(__name__)
+
+#: Every estimator, each scored on every layer (higher is better):
+#: logme        LogME evidence of frame features for character labels, frames split evenly over characters;
+#: logme-probe  the same with frames labelled by the CTC forced alignment of the best linear probe (blank included);
+#: probe-loss   minus the held-out CTC loss (nats per character) of a linear CTC probe;
+#: probe-cer    minus the held-out greedy CER of that probe.
+ESTIMATORS = ("logme", "logme-probe", "probe-loss", "probe-cer")
+#: The ranking estimator unless --estimator says otherwise (chosen by the validation in README.md).
+DEFAULT_ESTIMATOR = "probe-loss"
+LAYER_CHOICES = ("all", "last")
+BOOTSTRAP_REPLICATES = 200
+HELDOUT_FRACTION = 0.25
+#: The wav2vec2-family CNN: a 400-sample receptive field every 320 samples (20 ms frames at 16 kHz).
+RECEPTIVE_FIELD, FRAME_STRIDE = 400, 320
+SMALL_DIM = 256
+
+
+@dataclass(frozen=True)
+class RankOptions:
+    """What `rank_language` scores and how (the command's flags)."""
+
+    data: Path
+    language: str
+    models: tuple[str, ...]
+    layers: str = "all"
+    budget_seconds: float = 300.0
+    seed: int = 0
+    device: str = "auto"
+    estimator: str = DEFAULT_ESTIMATOR
+    bootstrap: int = BOOTSTRAP_REPLICATES
+    threads: int | None = None
+    probe: ProbeRecipe = field(default_factory=ProbeRecipe)
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise ConfigError("--models: name at least one checkpoint to rank")
+        if len(set(self.models)) != len(self.models):
+            raise ConfigError(f"--models lists a checkpoint twice: {' '.join(self.models)}")
+        _choice("--layers", self.layers, LAYER_CHOICES)
+        _choice("--estimator", self.estimator, ESTIMATORS)
+        if not self.budget_seconds > 0:
+            raise ConfigError(f"--budget-seconds must be > 0 (seconds of train audio to score on), got {self.budget_seconds}")
+        if self.bootstrap < 20:
+            raise ConfigError(f"bootstrap replicates must be >= 20 for a 95 % interval, got {self.bootstrap}")
+
+
+def _choice(flag: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{flag} {value!r} is not valid; choose one of {', '.join(choices)}")
+
+
+# --- the record ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EstimatorScore:
+    """One estimator on one checkpoint: its score on each layer, the best layer, and bootstrap replicates
+    of the best layer's score (over utterances; the same draws for every checkpoint, so paired)."""
+
+    estimator: str
+    layer: int
+    score: float
+    by_layer: tuple[float, ...]
+    replicates: tuple[float, ...]
+    seconds: float  # what this estimator alone costs after extraction (logme-probe and probe-cer include the probe)
+
+    @property
+    def sd(self) -> float:
+        return float(np.std(self.replicates, ddof=1))
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        low, high = np.percentile(self.replicates, [2.5, 97.5])
+        return float(low), float(high)
+
+
+@dataclass(frozen=True)
+class CheckpointScores:
+    """Every estimator on one checkpoint; `extract_seconds`: loading it and computing its hidden states."""
+
+    checkpoint: str
+    model_type: str
+    dim: int
+    layers: int
+    extract_seconds: float
+    score_seconds: float  # every estimator together
+    estimates: tuple[EstimatorScore, ...]
+
+    def estimate(self, name: str) -> EstimatorScore:
+        for estimate in self.estimates:
+            if estimate.estimator == name:
+                return estimate
+        raise DataError(f"no {name!r} score for {self.checkpoint}; scored: {', '.join(e.estimator for e in self.estimates)}")
+
+    def seconds(self, estimator: str) -> float:
+        """Wall time this checkpoint costs to rank with `estimator` alone."""
+        return self.extract_seconds + self.estimate(estimator).seconds
+
+
+@dataclass(frozen=True)
+class RankRecord:
+    """A ranking run: the sample it scored, where, and every checkpoint's scores (in the order given)."""
+
+    language: str
+    data: str
+    seed: int
+    budget_seconds: float
+    audio_seconds: float
+    utterances: int
+    heldout_utterances: int
+    layers: str
+    estimator: str
+    device: str
+    threads: int
+    sample_seconds: float  # reading and encoding the sample, shared by every checkpoint
+    checkpoints: tuple[CheckpointScores, ...]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def seconds(self, estimator: str | None = None) -> float:
+        """Wall time of ranking every checkpoint with `estimator` (default: the record's)."""
+        name = estimator or self.estimator
+        return self.sample_seconds + sum(c.seconds(name) for c in self.checkpoints)
+
+
+def record_from_dict(values: dict, where: str) -> RankRecord:
+    """A record read back from JSON; a missing or wrong key is a `CorruptArtifactError` naming `where`."""
+    try:
+        checkpoints = tuple(
+            CheckpointScores(**{**c, "estimates": tuple(EstimatorScore(**{**e, "by_layer": tuple(e["by_layer"]),
+                                                                           "replicates": tuple(e["replicates"])})
+                                                        for e in c["estimates"])})
+            for c in values["checkpoints"])
+        names = {f.name for f in fields(RankRecord)} - {"checkpoints"}
+        return RankRecord(**{k: values[k] for k in names}, checkpoints=checkpoints)
+    except (KeyError, TypeError) as error:
+        raise CorruptArtifactError(f"{where}: not a crossling rank record ({type(error).__name__}: {error})") from None
+
+
+def read_record(path: Path) -> RankRecord:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no rank record (run `crossling rank` first)")
+    return record_from_dict(read_json(path), str(path))
+
+
+def write_record(record: RankRecord, path: Path) -> Path:
+    write_json_atomic(Path(path), record.to_dict())
+    return Path(path)
+
+
+# --- the ranking ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """One place of a ranking. `rank` is 1 + the number of checkpoints scoring significantly higher, so
+    checkpoints the estimator cannot separate share it; `not_separable_from` names those it cannot
+    separate from (paired bootstrap 95 % interval of the score difference includes 0)."""
+
+    rank: int
+    checkpoint: str
+    score: float
+    sd: float
+    low: float
+    high: float
+    layer: int
+    seconds: float
+    not_separable_from: tuple[str, ...]
+
+
+def ranking(record: RankRecord, estimator: str | None = None) -> tuple[Ranked, ...]:
+    """Checkpoints best first by `estimator` (default: the record's). Equal scores keep the order the
+    checkpoints were given in; their shared rank says they are tied (never the alphabet)."""
+    name = estimator or record.estimator
+    scores = {c.checkpoint: c.estimate(name) for c in record.checkpoints}
+    order = sorted(scores, key=lambda c: -scores[c].score)  # stable: ties keep the given order
+    places = []
+    for checkpoint in order:
+        mine = scores[checkpoint]
+        better = [c for c in order if c != checkpoint and _separated(scores[c], mine)]
+        tied = tuple(c for c in order if c != checkpoint and c not in better and not _separated(mine, scores[c]))
+        low, high = mine.interval
+        seconds = next(c.seconds(name) for c in record.checkpoints if c.checkpoint == checkpoint)
+        places.append(Ranked(1 + len(better), checkpoint, mine.score, mine.sd, low, high, mine.layer, seconds, tied))
+    return tuple(places)
+
+
+def _separated(higher: EstimatorScore, lower: EstimatorScore) -> bool:
+    """`higher` scores above `lower` beyond the paired bootstrap's 95 % interval of the difference."""
+    difference = np.asarray(higher.replicates) - np.asarray(lower.replicates)
+    return bool(np.percentile(difference, 2.5) > 0)
+
+
+# --- the sample ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sample:
+    """The utterances scored, their waveforms and label ids, the probe's train / held-out split, and the
+    bootstrap's draws (replicates x utterances counts; the same for every checkpoint)."""
+
+    utterances: tuple[Utterance, ...]
+    waveforms: tuple[np.ndarray, ...]
+    labels: tuple[tuple[int, ...], ...]
+    train: tuple[int, ...]
+    heldout: tuple[int, ...]
+    draws: np.ndarray
+    heldout_draws: np.ndarray
+
+    @property
+    def audio_seconds(self) -> float:
+        return sum(u.duration for u in self.utterances)
+
+
+def nominal_frames(num_samples: int) -> int:
+    return max((num_samples - RECEPTIVE_FIELD) // FRAME_STRIDE + 1, 0)
+
+
+def sample_utterances(utterances: Sequence[Utterance], labels: Sequence[Sequence[int]], budget_seconds: float,
+                      seed: int) -> list[int]:
+    """Indices of a seeded random subset of at most `budget_seconds` of audio, in drawn order, among the
+    utterances whose labels fit a CTC path at 20 ms frames."""
+    from crossling.batching import ctc_min_frames
+
+    order = np.random.default_rng([seed, 0]).permutation(len(utterances))
+    chosen, total = [], 0.0
+    for index in order.tolist():
+        utterance = utterances[index]
+        if ctc_min_frames(labels[index]) > nominal_frames(utterance.num_samples) or not labels[index]:
+            continue
+        if total + utterance.duration > budget_seconds:
+            break
+        chosen.append(index)
+        total += utterance.duration
+    return chosen
+
+
+def draw_sample(data, options: RankOptions, track: Track = no_progress) -> Sample:
+    """The scored sample of a prepared language (`crossling.batching.PreparedLanguage`)."""
+    from crossling.batching import load_audio
+    from crossling.models import load_tokenizer
+
+    utterances = data.split("train")
+    tokenizer = load_tokenizer(data.vocab_file)
+    labels = [tuple(tokenizer(u.text).input_ids) for u in utterances]
+    chosen = sample_utterances(utterances, labels, options.budget_seconds, options.seed)
+    if len(chosen) < 4:
+        raise DataError(f"{paths.manifest_path(data.root, data.language, 'train')}: only {len(chosen)} train "
+                        f"utterance(s) fit in --budget-seconds {options.budget_seconds:g}; ranking needs at least 4")
+    picked = [utterances[i] for i in chosen]
+    waveforms = tuple(load_audio(data.root, u) for u in track(picked, len(picked), "reading audio"))
+    rng = np.random.default_rng([options.seed, 1])
+    heldout = max(1, round(HELDOUT_FRACTION * len(chosen)))
+    split = rng.permutation(len(chosen))
+    return Sample(tuple(picked), waveforms, tuple(labels[i] for i in chosen), tuple(sorted(split[heldout:].tolist())),
+                  tuple(sorted(split[:heldout].tolist())), _draws(rng, len(chosen), options.bootstrap),
+                  _draws(rng, heldout, options.bootstrap))
+
+
+def _draws(rng: np.random.Generator, count: int, replicates: int) -> np.ndarray:
+    """`replicates` bootstrap resamples of `count` items, as counts per item."""
+    return rng.multinomial(count, np.full(count, 1.0 / count), size=replicates)
+
+
+# --- one checkpoint ------------------------------------------------------------------------------------
+
+
+def load_frozen(model: str, vocab_size: int, seed: int, device: str):
+    """Any checkpoint crossling fine-tunes (random init drawn from `seed`), in eval mode -> (model, InputSpec)."""
+    from crossling.config import TrainConfig
+    from crossling.models import load_for_finetuning, resolve
+
+    loaded, spec = load_for_finetuning(resolve(model), vocab_size, TrainConfig(), seed)
+    return loaded.to(device).eval(), spec
+
+
+def hidden_states(model, spec, waveform: np.ndarray, device: str) -> np.ndarray:
+    """(layers + 1, frames, dim) hidden states of one utterance: index 0 is the transformer's input, i
+    the output of layer i. The one place a model's input is made, so every architecture plugs in here."""
+    import torch
+
+    from crossling.batching import prepare_input
+
+    values = torch.from_numpy(prepare_input(waveform, spec))[None].to(device)
+    with torch.inference_mode():
+        output = getattr(model, model.base_model_prefix)(values, output_hidden_states=True)
+    return torch.stack(output.hidden_states)[:, 0].float().cpu().numpy()
+
+
+def score_checkpoint(model_name: str, sample: Sample, classes: int, options: RankOptions, device: str,
+                     track: Track = no_progress) -> CheckpointScores:
+    """Load `model_name`, compute its hidden states on the sample and score them with every estimator."""
+    started = time.monotonic()
+    model, spec = load_frozen(model_name, classes, options.seed, device)
+    features = [_select(hidden_states(model, spec, w, device), options.layers)
+                for w in track(sample.waveforms, len(sample.waveforms), f"{model_name}: hidden states")]
+    model_type, dim = model.config.model_type, features[0].shape[2]
+    del model
+    extract_seconds = time.monotonic() - started
+    estimates = _estimates(features, sample, classes, options, device)
+    score_seconds = time.monotonic() - started - extract_seconds
+    log.info("%s: %s", model_name, ", ".join(f"{e.estimator} {e.score:.4f} (layer {e.layer})" for e in estimates))
+    return CheckpointScores(model_name, model_type, dim, features[0].shape[0], extract_seconds, score_seconds, estimates)
+
+
+def _select(states: np.ndarray, layers: str) -> np.ndarray:
+    return states if layers == "all" else states[-1:]
+
+
+def _estimates(features, sample: Sample, classes: int, options: RankOptions, device: str) -> tuple[EstimatorScore, ...]:
+    """Every estimator of ESTIMATORS on these features. An utterance with fewer frames than its labels need
+    (a model with coarser frames than 20 ms) is left out of the probe and aligned uniformly."""
+    from crossling.batching import ctc_min_frames
+
+    fits = np.array([ctc_min_frames(labels) <= f.shape[1] for f, labels in zip(features, sample.labels, strict=True)])
+    uniform = [uniform_alignment(f.shape[1], labels) for f, labels in zip(features, sample.labels, strict=True)]
+    logme = _timed(lambda: _logme_score("logme", features, uniform, classes, sample.draws))
+    started = time.monotonic()
+    train = [i for i in sample.train if fits[i]]
+    probe = fit_probe(features, sample.labels, train, sample.heldout, classes, options.probe, options.seed, device)
+    probe_seconds = time.monotonic() - started
+    heldout_fits = fits[list(sample.heldout)]
+    loss = _probe_score("probe-loss", probe.heldout_loss, probe, heldout_fits, sample.heldout_draws, probe_seconds)
+    cer = _probe_score("probe-cer", probe.heldout_errors, probe, heldout_fits, sample.heldout_draws, probe_seconds)
+    aligned = _timed(lambda: _logme_score("logme-probe", features, _probe_alignment(features, sample, probe, loss.layer,
+                                                                                    uniform, fits),
+                                          classes, sample.draws), extra=probe_seconds)
+    return logme, aligned, loss, cer
+
+
+def _timed(compute, extra: float = 0.0) -> EstimatorScore:
+    """`compute()` with its wall time (plus `extra`, time spent on what it builds on) as its seconds."""
+    started = time.monotonic()
+    score = compute()
+    return EstimatorScore(**{**asdict(score), "seconds": time.monotonic() - started + extra})
+
+
+def _logme_score(name: str, features, frame_labels, classes: int, draws: np.ndarray) -> EstimatorScore:
+    """LogME of every layer on all utterances; bootstrap replicates at the best layer."""
+    from threadpoolctl import threadpool_limits
+
+    everything = np.ones((1, len(features)))
+    # Small matrices: one BLAS thread. OpenBLAS's threads on 64x64 eigh ran 20x slower than one thread
+    # on this project's 2 shared cores; a LARGE model's 1024-wide Gram matrices still get them all.
+    with threadpool_limits(limits=1 if features[0].shape[2] <= SMALL_DIM else None, user_api="blas"):
+        by_layer = [float(logme_resampled([f[layer] for f in features], frame_labels, classes, everything)[0])
+                    for layer in range(features[0].shape[0])]
+        best = int(np.argmax(by_layer))
+        replicates = logme_resampled([f[best] for f in features], frame_labels, classes, draws)
+    return EstimatorScore(name, best, by_layer[best], tuple(by_layer), tuple(replicates.tolist()), 0.0)
+
+
+def _probe_score(name: str, per_utterance: np.ndarray, probe: ProbeFit, fits: np.ndarray, draws: np.ndarray,
+                 seconds: float) -> EstimatorScore:
+    """Minus (held-out total / held-out characters) per layer; replicates re-weight held-out utterances.
+    Held-out utterances too short for this model's frames count for nothing."""
+    labels = np.where(fits, probe.heldout_labels, 0).astype(np.float64)
+    values = np.where(fits[None, :], per_utterance, 0.0)
+    by_layer = -values.sum(axis=1) / labels.sum()
+    best = int(np.argmax(by_layer))
+    replicates = -(draws @ values[best]) / np.maximum(draws @ labels, 1.0)
+    return EstimatorScore(name, best, float(by_layer[best]), tuple(by_layer.tolist()), tuple(replicates.tolist()),
+                          seconds)
+
+
+def _probe_alignment(features, sample: Sample, probe: ProbeFit, layer: int, uniform, fits) -> list[np.ndarray]:
+    """Frame labels (blank = 0) from the CTC forced alignment of the probe at `layer` (uniform where the
+    utterance has too few frames for a CTC path)."""
+    return [ctc_forced_alignment(probe.heads.log_probs(f[layer:layer + 1])[0], labels) if fit else fallback
+            for f, labels, fit, fallback in zip(features, sample.labels, fits, uniform, strict=True)]
+
+
+# --- the command ---------------------------------------------------------------------------------------
+
+
+def rank_language(options: RankOptions, out: Path | None = None, track: Track = no_progress) -> RankRecord:
+    """Score every checkpoint of `options` on the language's sample, write the record to `out` (default
+    `paths.rank_record_path(data, language)`) and return it."""
+    import torch
+
+    from crossling.batching import open_prepared
+    from crossling.evaluate import pick_device
+
+    data = open_prepared(options.data, options.language)
+    device = pick_device(options.device)
+    previous_threads = torch.get_num_threads()
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    try:
+        started = time.monotonic()
+        sample = draw_sample(data, options, track)
+        sample_seconds = time.monotonic() - started
+        scored = tuple(score_checkpoint(m, sample, len(data.vocab), options, device, track) for m in options.models)
+        threads = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous_threads)
+    record = RankRecord(options.language, str(options.data), options.seed, options.budget_seconds,
+                        round(sample.audio_seconds, 3), len(sample.utterances), len(sample.heldout), options.layers,
+                        options.estimator, device, threads, sample_seconds, scored)
+    write_record(record, out or paths.rank_record_path(options.data, options.language))
+    return record
+
