@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+import crossling
 from crossling import paths
 from crossling.atomic import read_json, write_json_atomic
 from crossling.errors import ConfigError, CorruptArtifactError, DataError
@@ -23,6 +24,7 @@ from crossling.transferability import (
     ctc_forced_alignment,
     fit_probe,
     logme_resampled,
+    narrow_threads,
     uniform_alignment,
 )
 
@@ -41,7 +43,6 @@ BOOTSTRAP_REPLICATES = 200
 HELDOUT_FRACTION = 0.25
 #: The wav2vec2-family CNN: a 400-sample receptive field every 320 samples (20 ms frames at 16 kHz).
 RECEPTIVE_FIELD, FRAME_STRIDE = 400, 320
-SMALL_DIM = 256
 
 
 @dataclass(frozen=True)
@@ -323,8 +324,9 @@ def score_checkpoint(model_name: str, sample: Sample, classes: int, options: Ran
     """Load `model_name`, compute its hidden states on the sample and score them with every estimator."""
     started = time.monotonic()
     model, spec = load_frozen(model_name, classes, options.seed, device)
-    features = [_select(hidden_states(model, spec, w, device), options.layers)
-                for w in track(sample.waveforms, len(sample.waveforms), f"{model_name}: hidden states")]
+    with narrow_threads(model.config.hidden_size):
+        features = [_select(hidden_states(model, spec, w, device), options.layers)
+                    for w in track(sample.waveforms, len(sample.waveforms), f"{model_name}: hidden states")]
     model_type, dim = model.config.model_type, features[0].shape[2]
     del model
     extract_seconds = time.monotonic() - started
@@ -368,16 +370,11 @@ def _timed(compute, extra: float = 0.0) -> EstimatorScore:
 
 def _logme_score(name: str, features, frame_labels, classes: int, draws: np.ndarray) -> EstimatorScore:
     """LogME of every layer on all utterances; bootstrap replicates at the best layer."""
-    from threadpoolctl import threadpool_limits
-
     everything = np.ones((1, len(features)))
-    # Small matrices: one BLAS thread. OpenBLAS's threads on 64x64 eigh ran 20x slower than one thread
-    # on this project's 2 shared cores; a LARGE model's 1024-wide Gram matrices still get them all.
-    with threadpool_limits(limits=1 if features[0].shape[2] <= SMALL_DIM else None, user_api="blas"):
-        by_layer = [float(logme_resampled([f[layer] for f in features], frame_labels, classes, everything)[0])
-                    for layer in range(features[0].shape[0])]
-        best = int(np.argmax(by_layer))
-        replicates = logme_resampled([f[best] for f in features], frame_labels, classes, draws)
+    by_layer = [float(logme_resampled([f[layer] for f in features], frame_labels, classes, everything)[0])
+                for layer in range(features[0].shape[0])]
+    best = int(np.argmax(by_layer))
+    replicates = logme_resampled([f[best] for f in features], frame_labels, classes, draws)
     return EstimatorScore(name, best, by_layer[best], tuple(by_layer), tuple(replicates.tolist()), 0.0)
 
 
@@ -407,6 +404,7 @@ def _probe_alignment(features, sample: Sample, probe: ProbeFit, layer: int, unif
 def rank_language(options: RankOptions, out: Path | None = None, track: Track = no_progress) -> RankRecord:
     """Score every checkpoint of `options` on the language's sample, write the record to `out` (default
     `paths.rank_record_path(data, language)`) and return it."""
+    crossling.short_openmp_spin()  # before torch loads, as fine-tuning does
     import torch
 
     from crossling.batching import open_prepared

@@ -33,7 +33,9 @@ class Agreement:
     (the record's paired bootstrap) and re-drawn seeds per checkpoint, with these checkpoints fixed.
     `*_p`: exact one-sided permutation p (H0: no association), whose smallest attainable value is
     `p_floor` = 1 / n!. Compute: wall seconds of ranking with this estimator, of fine-tuning each
-    checkpoint once (the mean run of each) and of every run of the study on this language."""
+    checkpoint once (the mean run of each) and of every run of the study on this language.
+    `seed_spearman` is how well fine-tuning's order at one seed predicts its order at another: no
+    estimator can be expected to agree with the measured order better than the measurements agree."""
 
     language: str
     estimator: str
@@ -53,6 +55,7 @@ class Agreement:
     finetune_seconds_all: float
     runs: int
     missing: tuple[str, ...]  # ranked checkpoints with no usable run on this language
+    seed_spearman: float  # fine-tuning against itself: mean Spearman between the orders of two seeds (NaN: < 2)
 
     @property
     def compute_once(self) -> float:
@@ -95,7 +98,17 @@ def agreement(record: RankRecord, table: pd.DataFrame, estimator: str | None = N
         float(_spearman(predicted[None], measured[None])[0]), *spearman_interval, spearman_p,
         float(_kendall(predicted[None], measured[None])[0]), *kendall_interval, kendall_p,
         1 / math.factorial(len(common)), seconds, once, float(pd.to_numeric(runs["wall_seconds"], errors="coerce").sum()),
-        len(runs), tuple(c for c in ranked if c not in cer))
+        len(runs), tuple(c for c in ranked if c not in cer), seed_agreement(runs, common))
+
+
+def seed_agreement(runs: pd.DataFrame, checkpoints: Sequence[str]) -> float:
+    """Mean Spearman rho between the CER orders of every pair of seeds run for all `checkpoints`."""
+    by_seed = runs.pivot_table(index="seed", columns="checkpoint", values="cer").reindex(columns=list(checkpoints))
+    complete = by_seed.dropna().to_numpy(float)
+    if len(complete) < 2:
+        return math.nan
+    first, second = np.triu_indices(len(complete), k=1)
+    return float(np.nanmean(_spearman(complete[first], complete[second])))
 
 
 def _spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -180,6 +193,9 @@ def verdict(a: Agreement, alpha: float = 0.05) -> str:
              f"interval holds the checkpoints fixed: it says how stable this ordering is, not how the estimator "
              f"would rank other checkpoints")
     head = f"{a.estimator} on {a.language}: "
+    if math.isfinite(a.seed_spearman):
+        floor += (f"; fine-tuning's own order agrees across its seeds with ρ = {a.seed_spearman:.2f} (mean over "
+                  f"seed pairs), the most any estimator could be expected to reach")
     if a.p_floor > alpha:
         return head + f"cannot be tested at alpha {alpha} ({figures}; {floor})."
     if max(a.spearman_p, a.kendall_p) <= alpha and a.spearman > 0:

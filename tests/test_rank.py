@@ -1,0 +1,175 @@
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from rank_factory import make_record
+from tinydata_factory import MODEL_TYPES, make_prepared, make_tiny_checkpoint
+
+from crossling import paths
+from crossling.cli import main
+from crossling.errors import ConfigError, CorruptArtifactError, DataError
+from crossling.manifest import Utterance
+from crossling.rank import (
+    ESTIMATORS,
+    RankOptions,
+    hidden_states,
+    load_frozen,
+    rank_language,
+    ranking,
+    read_record,
+    record_from_dict,
+    sample_utterances,
+    write_record,
+)
+
+# --- the ranking ---------------------------------------------------------------------------------------
+
+
+def test_separated_scores_get_their_own_ranks():
+    places = ranking(make_record({"a": 1.0, "b": 3.0, "c": 2.0}))
+    assert [(p.rank, p.checkpoint) for p in places] == [(1, "b"), (2, "c"), (3, "a")]
+    assert all(not p.not_separable_from for p in places)
+
+
+def test_checkpoints_the_estimator_cannot_separate_share_a_rank_in_the_given_order():
+    # equal scores: shared rank, the order given (z before a), never the alphabet
+    places = ranking(make_record({"z": 2.0, "a": 2.0, "m": 1.0}))
+    assert [(p.rank, p.checkpoint) for p in places] == [(1, "z"), (1, "a"), (3, "m")]
+    assert places[0].not_separable_from == ("a",) and places[1].not_separable_from == ("z",)
+    # close scores with noisy replicates: not separable either, though the point estimates differ
+    noisy = ranking(make_record({"a": 2.0, "b": 2.01, "c": 1.0}, spread=0.3))
+    assert [p.rank for p in noisy] == [1, 1, 3] and noisy[0].not_separable_from == ("a",)
+
+
+def test_paired_replicates_separate_what_unpaired_intervals_would_not():
+    # the replicates share a large common noise (same utterances drawn): intervals overlap, differences do not
+    places = ranking(make_record({"a": 2.0, "b": 2.1}, spread=0.01))
+    assert places[0].low < places[1].high  # the two 95 % intervals overlap
+    assert [p.rank for p in places] == [1, 2]
+
+
+def test_record_round_trips_and_a_corrupt_one_names_the_file(tmp_path):
+    record = make_record({"a": 1.0, "b": 2.0})
+    path = write_record(record, tmp_path / "rank.json")
+    assert read_record(path) == record
+    values = json.loads(path.read_text())
+    del values["checkpoints"][0]["estimates"][0]["replicates"]
+    with pytest.raises(CorruptArtifactError, match="rank.json.*replicates"):
+        record_from_dict(values, str(path))
+    with pytest.raises(DataError, match="no rank record"):
+        read_record(tmp_path / "absent.json")
+
+
+def test_record_seconds_add_the_sample_and_each_checkpoint():
+    record = make_record({"a": 1.0, "b": 2.0}, extract_seconds=3.0)
+    assert record.seconds("logme") == pytest.approx(1.0 + 2 * (3.0 + 0.5))
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"models": ()}, "at least one"), ({"models": ("a", "a")}, "twice"), ({"layers": "first"}, "--layers"),
+    ({"estimator": "h-score"}, "--estimator"), ({"budget_seconds": 0.0}, "--budget-seconds"),
+    ({"bootstrap": 5}, "bootstrap")])
+def test_bad_options_are_refused(tmp_path, change, message):
+    with pytest.raises(ConfigError, match=message):
+        replace(RankOptions(data=tmp_path, language="xx", models=("a",)), **change)
+
+
+# --- the sample ----------------------------------------------------------------------------------------
+
+
+def utterances(durations, text="ab"):
+    return [Utterance(id=f"u{i}", audio=f"u{i}.wav", num_samples=int(d * 16000), text=text, sentence=text)
+            for i, d in enumerate(durations)]
+
+
+def test_sample_is_seeded_and_bounded_by_seconds():
+    pool = utterances([1.0] * 50)
+    labels = [(3, 4)] * 50
+    first = sample_utterances(pool, labels, budget_seconds=10.5, seed=0)
+    assert len(first) == 10 and first == sample_utterances(pool, labels, 10.5, seed=0)
+    assert first != sample_utterances(pool, labels, 10.5, seed=1)
+
+
+def test_sample_leaves_out_utterances_too_short_for_their_labels():
+    pool = utterances([0.1, 1.0, 1.0])  # 0.1 s = 4 frames of 20 ms, too few for 6 labels
+    assert 0 not in sample_utterances(pool, [(3,) * 6, (3, 4), (3, 4)], budget_seconds=100, seed=0)
+
+
+# --- hidden states of every model type ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model_type, norm", [(t, "layer") for t in MODEL_TYPES] + [("wav2vec2", "group")])
+def test_hidden_states_of_every_model_type(tmp_path, model_type, norm):
+    from crossling.models import frames_for_samples
+
+    checkpoint = make_tiny_checkpoint(tmp_path / "ckpt", model_type, feat_extract_norm=norm)
+    model, spec = load_frozen(str(checkpoint), vocab_size=10, seed=0, device="cpu")
+    audio = np.random.default_rng(0).normal(scale=0.1, size=16000).astype(np.float32)
+    states = hidden_states(model, spec, audio, "cpu")
+    assert states.shape == (3, frames_for_samples(model.config, 16000), 32)  # transformer input + 2 layers
+    np.testing.assert_array_equal(states, hidden_states(model, spec, audio, "cpu"))  # eval mode: no masking
+
+
+def test_random_init_is_drawn_from_the_seed():
+    audio = np.random.default_rng(0).normal(scale=0.1, size=8000).astype(np.float32)
+    first = hidden_states(*load_frozen("zoo-random", 10, seed=0, device="cpu"), audio, "cpu")
+    again = hidden_states(*load_frozen("zoo-random", 10, seed=0, device="cpu"), audio, "cpu")
+    other = hidden_states(*load_frozen("zoo-random", 10, seed=1, device="cpu"), audio, "cpu")
+    np.testing.assert_array_equal(first, again)
+    assert not np.allclose(first, other)
+
+
+# --- the command ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = make_prepared(tmp_path_factory.mktemp("prepared"), n_train=24)
+    a = make_tiny_checkpoint(tmp_path_factory.mktemp("a"), "wav2vec2", seed=0)
+    b = make_tiny_checkpoint(tmp_path_factory.mktemp("b"), "hubert", seed=1)
+    return root, str(a), str(b)
+
+
+def fast(**values) -> RankOptions:
+    from crossling.transferability import ProbeRecipe
+
+    return RankOptions(**values, probe=ProbeRecipe(steps=20), bootstrap=20)
+
+
+def test_rank_language_scores_every_estimator_and_writes_the_record(tiny):
+    root, a, b = tiny
+    record = rank_language(fast(data=root, language="xx", models=(a, b)))
+    assert [c.checkpoint for c in record.checkpoints] == [a, b]
+    assert {e.estimator for e in record.checkpoints[0].estimates} == set(ESTIMATORS)
+    assert all(len(e.by_layer) == 3 and len(e.replicates) == 20 for c in record.checkpoints for e in c.estimates)
+    assert record.checkpoints[1].model_type == "hubert" and record.utterances >= 4
+    assert read_record(paths.rank_record_path(root, "xx")) == record
+    assert record.audio_seconds <= 300.0
+
+
+def test_budget_too_small_for_a_sample_is_an_error(tiny):
+    root, a, _ = tiny
+    with pytest.raises(DataError, match="--budget-seconds 0.5"):
+        rank_language(fast(data=root, language="xx", models=(a,), budget_seconds=0.5))
+
+
+def test_cli_rank_json_lists_the_ranking_best_first(tiny, tmp_path, capsys):
+    root, a, b = tiny
+    out = tmp_path / "record.json"
+    code = main(["rank", "--data", str(root), "--language", "xx", "--models", a, b, "--layers", "last",
+                 "--bootstrap", "20", "--out", str(out), "--json"])
+    assert code == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert [set(entry) >= {"checkpoint", "score", "layer", "seconds", "rank"} for entry in shown["ranking"]] == [True] * 2
+    scores = [entry["score"] for entry in shown["ranking"]]
+    assert scores == sorted(scores, reverse=True) and all(entry["layer"] == 0 for entry in shown["ranking"])
+    assert shown["record"] == str(out) and read_record(out).layers == "last"
+
+
+def test_cli_rank_bad_input_exits_2(tiny, capsys):
+    root, a, _ = tiny
+    assert main(["rank", "--data", str(root), "--language", "zz", "--models", a]) == 2
+    assert "not prepared" in capsys.readouterr().err
+    assert main(["rank", "--data", str(root), "--language", "xx", "--models", "no-such-model"]) == 2
+    assert "registered aliases" in capsys.readouterr().err
