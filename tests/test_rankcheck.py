@@ -92,3 +92,23 @@ def test_seed_agreement_is_fine_tunings_own_reproducibility():
     assert "agrees across its seeds with ρ = 0.00" in verdict(found)
     single = agreement(record, results_for({k: v[:1] for k, v in CERS.items()}))
     assert math.isnan(single.seed_spearman) and "across its seeds" not in verdict(single)
+
+
+def test_report_section_has_the_tables_figure_and_claims(tmp_path):
+    from crossling import paths
+    from crossling.rank import write_record
+    from crossling.rankcheck import rank_section, store_records
+
+    write_record(make_record({"a": 5.0, "b": 4.0, "c": 3.0, "d": 2.0, "e": 1.0}, estimator="probe-loss"),
+                 paths.store_rank_path(tmp_path, "pt"))
+    records = store_records(tmp_path, ["pt", "nl"])
+    assert list(records) == ["pt"]
+    section = rank_section(records, results_for(CERS))
+    table, frame = section.tables["rank_agreement"]
+    assert len(frame) == 4 and "Spearman ρ" in table.header and "seed-to-seed ρ" in table.header
+    scores = section.tables["rank_scores"][1]
+    assert scores["predicted rank"].tolist() == scores["measured rank"].tolist() == [1, 2, 3, 4, 5]
+    assert section.figures["rank_vs_cer"][1].startswith(b"\x89PNG")
+    assert section.findings[0].startswith("probe-loss on pt: the ranking agrees")
+    assert "Goal (Spearman ≥ 0.8 at ≤ 5 % of fine-tuning each checkpoint once) on pt: met" in section.findings[2]
+    assert rank_section(records, results_for({"a": [0.5]})) is None

@@ -429,3 +429,33 @@ def rank_language(options: RankOptions, out: Path | None = None, track: Track = 
     write_record(record, out or paths.rank_record_path(options.data, options.language))
     return record
 
+
+
+def rank_study(study, store_dir: Path, threads: int | None = 1, track: Track = no_progress) -> dict[str, RankRecord]:
+    """Rank a study's checkpoints on each of its languages (its prepared data, its first seed) before
+    looking at any run, writing each record to `paths.store_rank_path`; a record already there for the
+    same options is kept. One thread by default, as the demo's grid workers use."""
+    from crossling.grid import open_store, prepare_data
+
+    prepared = prepare_data(study, open_store(study, store_dir), track)
+    records = {}
+    for language in study.languages:
+        options = RankOptions(data=prepared, language=language, models=tuple(study.checkpoints),
+                              seed=study.seeds[0], threads=threads)
+        path = paths.store_rank_path(store_dir, language)
+        records[language] = _kept(path, options) or rank_language(options, out=path, track=track)
+    return records
+
+
+def _kept(path: Path, options: RankOptions) -> RankRecord | None:
+    """The record at `path` if it was made with `options` (else None: rank again)."""
+    try:
+        record = read_record(path) if path.is_file() else None
+    except DataError as error:
+        log.warning("ranking again: %s", error)
+        return None
+    same = record is not None and (
+        tuple(c.checkpoint for c in record.checkpoints), record.seed, record.budget_seconds, record.layers,
+        record.data, record.estimator) == (options.models, options.seed, options.budget_seconds, options.layers,
+                                           str(options.data), options.estimator)
+    return record if same else None

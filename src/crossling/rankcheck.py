@@ -231,3 +231,99 @@ def estimator_summary(found: Sequence[Agreement]) -> str:
             f"(ties count for each): {parts}; mean ρ "
             + ", ".join(f"{name} {value:.2f}" for name, value in mean.items())
             + ". With this few checkpoints per language the estimators' difference is not tested.")
+
+
+# --- the report's section ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RankSection:
+    """Predicted vs measured for a report: tables (markup + frame), figures (caption, PNG) and sentences."""
+
+    tables: dict
+    figures: dict
+    findings: tuple[str, ...]
+
+
+def rank_section(records: Mapping[str, RankRecord], table: pd.DataFrame, alpha: float = 0.05) -> RankSection | None:
+    """The section comparing each language's rank record with its fine-tuned runs (None: nothing to compare)."""
+    from crossling.markup import Table
+
+    found = agreements(records, table)
+    if not found:
+        return None
+    frame = agreement_frame(found)
+    shown = _agreement_columns(frame)
+    scores = score_frame(records, table)
+    tables = {
+        "rank_agreement": (Table.from_frame("rank_agreement", "Predicted (ranking before fine-tuning) vs measured "
+                                            "(fine-tuned test CER), per language and estimator", shown, 2), frame),
+        "rank_scores": (Table.from_frame("rank_scores", "Each checkpoint's rank score and measured CER",
+                                         scores, 3), scores)}
+    figures = {"rank_vs_cer": ("Rank score (the record's estimator) against mean test CER, per language; bars: "
+                               "bootstrap sd of the score and sd of CER over seeds", scatter(records, table))}
+    return RankSection(tables, figures, tuple(findings(records, found, alpha)))
+
+
+def _agreement_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "language": frame["language"], "estimator": frame["estimator"], "n": frame["n"],
+        "Spearman ρ": frame["spearman"], "ρ 95 % interval": [_span(a, b) for a, b in zip(frame["spearman_low"], frame["spearman_high"], strict=True)],
+        "p (ρ)": frame["spearman_p"], "Kendall τ": frame["kendall"],
+        "τ 95 % interval": [_span(a, b) for a, b in zip(frame["kendall_low"], frame["kendall_high"], strict=True)],
+        "p (τ)": frame["kendall_p"], "seed-to-seed ρ": frame["seed_spearman"], "rank s": frame["rank_seconds"],
+        "% of fine-tuning once": 100 * frame["compute_once"], "% of all runs": 100 * frame["compute_all"]})
+
+
+def score_frame(records: Mapping[str, RankRecord], table: pd.DataFrame) -> pd.DataFrame:
+    """Per language and checkpoint: predicted rank and score (record's estimator) and measured CER."""
+    from crossling.rank import ranking
+
+    rows = []
+    for language, record in records.items():
+        cer = measured_cer(table, language, [c.checkpoint for c in record.checkpoints])
+        for place in ranking(record):
+            values = cer.get(place.checkpoint, np.array([]))
+            rows.append({"language": language, "checkpoint": place.checkpoint, "predicted rank": place.rank,
+                         "score": place.score, "score sd": place.sd, "estimator": record.estimator,
+                         "mean CER": values.mean() if len(values) else math.nan,
+                         "CER sd": values.std(ddof=1) if len(values) > 1 else math.nan, "runs": len(values)})
+    frame = pd.DataFrame(rows)
+    measured_rank = frame.groupby("language", sort=False)["mean CER"].rank(method="min")
+    return frame.assign(**{"measured rank": measured_rank})
+
+
+def scatter(records: Mapping[str, RankRecord], table: pd.DataFrame) -> bytes:
+    """One panel per language: rank score (x) against mean test CER (y), checkpoints labelled."""
+    import matplotlib.pyplot as plt
+
+    from crossling.figures import label, to_png
+
+    frame = score_frame(records, table)
+    languages = list(dict.fromkeys(frame["language"]))
+    with plt.rc_context({"font.family": "DejaVu Sans", "font.size": 8, "svg.hashsalt": "crossling"}):
+        fig, axes = plt.subplots(1, len(languages), figsize=(3.2 * len(languages), 3.0), squeeze=False)
+        for ax, language in zip(axes[0], languages, strict=True):
+            part = frame[frame["language"] == language]
+            ax.errorbar(part["score"], part["mean CER"], xerr=part["score sd"], yerr=part["CER sd"].fillna(0),
+                        fmt="o", ms=4, capsize=2)
+            for name, x, y in zip(part["checkpoint"], part["score"], part["mean CER"], strict=True):
+                ax.annotate(label(name), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.set_title(label(language))
+            ax.set_xlabel(label(f"rank score ({part['estimator'].iloc[0]})"))
+            ax.set_ylabel("mean test CER")
+        return to_png(fig)
+
+
+def findings(records: Mapping[str, RankRecord], found: Sequence[Agreement], alpha: float) -> list[str]:
+    """The record's estimator per language (verdict, compute, the goal), then the estimators compared."""
+    lines = []
+    for a in found:
+        if a.estimator != records[a.language].estimator:
+            continue
+        met = a.spearman >= GOAL_SPEARMAN and a.compute_once <= GOAL_COMPUTE
+        lines += [verdict(a, alpha), compute_sentence(a),
+                  f"Goal (Spearman ≥ {GOAL_SPEARMAN} at ≤ {100 * GOAL_COMPUTE:.0f} % of fine-tuning each checkpoint "
+                  f"once) on {a.language}: {'met' if met else 'not met'} by these point estimates (ρ = "
+                  f"{a.spearman:.2f}, {_percent(a.compute_once)})."]
+    return lines + [estimator_summary(found)]

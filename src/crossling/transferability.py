@@ -233,25 +233,38 @@ def fit_probe(features: Sequence[np.ndarray], labels: Sequence[Sequence[int]], t
 def _fit_probe(features, labels, train, heldout, classes: int, recipe: ProbeRecipe, seed: int, device: str) -> ProbeFit:
     import torch
 
-    generator = torch.Generator().manual_seed(seed)
     mean, scale = _standardiser([features[i] for i in train], device)
     layers, dim = features[train[0]].shape[0], features[train[0]].shape[2]
     weights = torch.zeros(layers, dim, classes, device=device, requires_grad=True)
     bias = torch.zeros(layers, classes, device=device, requires_grad=True)
     heads = LinearHeads(weights, bias, mean, scale)
     optimiser = torch.optim.Adam([weights, bias], lr=recipe.learning_rate)
-    for _ in range(recipe.steps):
-        pick = torch.randint(len(train), (min(recipe.batch_utterances, len(train)),), generator=generator)
-        batch = [train[i] for i in pick.tolist()]
+    # linear decay to 0: the held-out score is read at the end, where a constant rate leaves it at the
+    # mercy of the last few mini-batches
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: 1 - step / recipe.steps)
+    for batch in _batches(train, recipe, seed):
         losses = _ctc_losses(heads, [features[i] for i in batch], [labels[i] for i in batch], device)
         optimiser.zero_grad()
         # per layer: loss per label of the batch; layers are independent, so their sum trains each alone
         (losses.sum(0) / sum(len(labels[i]) for i in batch)).sum().backward()
         optimiser.step()
+        schedule.step()
     frozen = LinearHeads(weights.detach(), bias.detach(), mean, scale)
     with torch.no_grad():
         losses, errors = _heldout_scores(frozen, features, labels, heldout, device)
     return ProbeFit(losses, errors, np.array([len(labels[i]) for i in heldout]), frozen)
+
+
+def _batches(train: Sequence[int], recipe: ProbeRecipe, seed: int) -> Iterator[list[int]]:
+    """`recipe.steps` mini-batches: epochs over the train utterances, each in a fresh seeded order."""
+    rng = np.random.default_rng([seed, 3])
+    size = min(recipe.batch_utterances, len(train))
+    order: list[int] = []
+    for _ in range(recipe.steps):
+        if len(order) < size:
+            order += rng.permutation(train).tolist()
+        yield order[:size]
+        order = order[size:]
 
 
 def _standardiser(features: Sequence[np.ndarray], device: str):
