@@ -426,6 +426,7 @@ def _cmd_recommend(args) -> int:
 
 def _add_rank(sub) -> None:
     from crossling.rank import BOOTSTRAP_REPLICATES, DEFAULT_ESTIMATOR, ESTIMATORS, LAYER_CHOICES
+    from crossling.transferability import ProbeRecipe
 
     parser = sub.add_parser("rank", help="rank checkpoints for a language from frozen features, before fine-tuning")
     parser.add_argument("--data", type=path_arg, required=True, help="prepared root (from `crossling prepare`)")
@@ -441,6 +442,8 @@ def _add_rank(sub) -> None:
                         help=f"what the ranking is by (default {DEFAULT_ESTIMATOR}); every estimator is computed")
     parser.add_argument("--bootstrap", type=int, default=BOOTSTRAP_REPLICATES,
                         help=f"bootstrap replicates over utterances (default {BOOTSTRAP_REPLICATES})")
+    parser.add_argument("--probe-steps", type=int, default=ProbeRecipe.steps,
+                        help=f"Adam steps of the linear CTC probe (default {ProbeRecipe.steps})")
     parser.add_argument("--results", default=None, metavar="STUDY_OR_RESULTS",
                         help="fine-tuned results of the same language and checkpoints: show predicted vs measured")
     parser.add_argument("--store", type=path_arg, default=None, help="results store of a study (default: the study's)")
@@ -454,10 +457,12 @@ def _add_rank(sub) -> None:
 
 def _cmd_rank(args) -> int:
     from crossling.rank import RankOptions, rank_language, ranking
+    from crossling.transferability import ProbeRecipe
 
     options = RankOptions(data=args.data, language=args.language, models=tuple(args.models), layers=args.layers,
                           budget_seconds=args.budget_seconds, seed=args.seed, device=args.device,
-                          estimator=args.estimator, bootstrap=args.bootstrap, threads=args.threads)
+                          estimator=args.estimator, bootstrap=args.bootstrap, threads=args.threads,
+                          probe=ProbeRecipe(steps=args.probe_steps))
     found = _rank_validation_table(args)  # read first: a bad --results fails before minutes of scoring
     record = rank_language(options, out=args.out, track=tqdm_track)
     places = ranking(record)

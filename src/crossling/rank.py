@@ -71,7 +71,9 @@ class RankOptions:
         if not self.budget_seconds > 0:
             raise ConfigError(f"--budget-seconds must be > 0 (seconds of train audio to score on), got {self.budget_seconds}")
         if self.bootstrap < 20:
-            raise ConfigError(f"bootstrap replicates must be >= 20 for a 95 % interval, got {self.bootstrap}")
+            raise ConfigError(f"--bootstrap must be >= 20 replicates for a 95 % interval, got {self.bootstrap}")
+        if self.probe.steps < 1:
+            raise ConfigError(f"--probe-steps must be >= 1, got {self.probe.steps}")
 
 
 def _choice(flag: str, value: str, choices: Sequence[str]) -> None:
