@@ -196,3 +196,19 @@ def test_random_init_ranks_last_on_synthetic_portuguese(tmp_path, capsys):
     assert all(entry["rank"] < last["rank"] for entry in shown["ranking"][:-1])
     record = read_record(paths.rank_record_path(prepared, "pt"))
     assert ranking(record, "logme")[-1].checkpoint == "zoo-random"
+
+
+def test_rank_study_writes_a_record_per_language_and_keeps_matching_ones(tiny, tmp_path, monkeypatch):
+    from grid_factory import write_study
+
+    import crossling.rank as rank_module
+    from crossling.study import load_study
+
+    root, a, b = tiny
+    study = load_study(write_study(tmp_path / "s.toml", [a, b], languages=("xx",), seeds=(3,), prepared=str(root)))
+    quick = {"probe": ProbeRecipe(steps=20), "bootstrap": 20}
+    records = rank_module.rank_study(study, tmp_path / "store", **quick)
+    assert list(records) == ["xx"] and records["xx"].seed == 3
+    assert read_record(paths.store_rank_path(tmp_path / "store", "xx")) == records["xx"]
+    monkeypatch.setattr(rank_module, "rank_language", lambda *args, **kwargs: pytest.fail("ranked again"))
+    assert rank_module.rank_study(study, tmp_path / "store", **quick) == records

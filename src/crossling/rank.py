@@ -146,6 +146,8 @@ class RankRecord:
     threads: int
     sample_seconds: float  # reading and encoding the sample, shared by every checkpoint
     checkpoints: tuple[CheckpointScores, ...]
+    bootstrap: int = BOOTSTRAP_REPLICATES
+    probe_steps: int = ProbeRecipe.steps
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -165,7 +167,7 @@ def record_from_dict(values: dict, where: str) -> RankRecord:
                                                         for e in c["estimates"])})
             for c in values["checkpoints"])
         names = {f.name for f in fields(RankRecord)} - {"checkpoints"}
-        return RankRecord(**{k: values[k] for k in names}, checkpoints=checkpoints)
+        return RankRecord(**{k: values[k] for k in names if k in values}, checkpoints=checkpoints)
     except (KeyError, TypeError) as error:
         raise CorruptArtifactError(f"{where}: not a crossling rank record ({type(error).__name__}: {error})") from None
 
@@ -427,13 +429,15 @@ def rank_language(options: RankOptions, out: Path | None = None, track: Track = 
         torch.set_num_threads(previous_threads)
     record = RankRecord(options.language, str(options.data), options.seed, options.budget_seconds,
                         round(sample.audio_seconds, 3), len(sample.utterances), len(sample.heldout), options.layers,
-                        options.estimator, device, threads, sample_seconds, scored)
+                        options.estimator, device, threads, sample_seconds, scored, options.bootstrap,
+                        options.probe.steps)
     write_record(record, out or paths.rank_record_path(options.data, options.language))
     return record
 
 
 
-def rank_study(study, store_dir: Path, threads: int | None = 1, track: Track = no_progress) -> dict[str, RankRecord]:
+def rank_study(study, store_dir: Path, threads: int | None = 1, track: Track = no_progress,
+               probe: ProbeRecipe | None = None, bootstrap: int = BOOTSTRAP_REPLICATES) -> dict[str, RankRecord]:
     """Rank a study's checkpoints on each of its languages (its prepared data, its first seed) before
     looking at any run, writing each record to `paths.store_rank_path`; a record already there for the
     same options is kept. One thread by default, as the demo's grid workers use."""
@@ -443,7 +447,7 @@ def rank_study(study, store_dir: Path, threads: int | None = 1, track: Track = n
     records = {}
     for language in study.languages:
         options = RankOptions(data=prepared, language=language, models=tuple(study.checkpoints),
-                              seed=study.seeds[0], threads=threads)
+                              seed=study.seeds[0], threads=threads, probe=probe or ProbeRecipe(), bootstrap=bootstrap)
         path = paths.store_rank_path(store_dir, language)
         records[language] = _kept(path, options) or rank_language(options, out=path, track=track)
     return records
@@ -458,6 +462,7 @@ def _kept(path: Path, options: RankOptions) -> RankRecord | None:
         return None
     same = record is not None and (
         tuple(c.checkpoint for c in record.checkpoints), record.seed, record.budget_seconds, record.layers,
-        record.data, record.estimator) == (options.models, options.seed, options.budget_seconds, options.layers,
-                                           str(options.data), options.estimator)
+        record.data, record.estimator, record.bootstrap, record.probe_steps) == (
+        options.models, options.seed, options.budget_seconds, options.layers, str(options.data), options.estimator,
+        options.bootstrap, options.probe.steps)
     return record if same else None
