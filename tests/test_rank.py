@@ -106,17 +106,20 @@ def test_hidden_states_of_every_model_type(tmp_path, model_type, norm):
 
     checkpoint = make_tiny_checkpoint(tmp_path / "ckpt", model_type, feat_extract_norm=norm)
     model, spec = load_frozen(str(checkpoint), vocab_size=10, seed=0, device="cpu")
-    audio = np.random.default_rng(0).normal(scale=0.1, size=16000).astype(np.float32)
-    states = hidden_states(model, spec, audio, "cpu")
-    assert states.shape == (3, frames_for_samples(model.config, 16000), 32)  # transformer input + 2 layers
-    np.testing.assert_array_equal(states, hidden_states(model, spec, audio, "cpu"))  # eval mode: no masking
+    rng = np.random.default_rng(0)
+    audio = [rng.normal(scale=0.1, size=n).astype(np.float32) for n in (16000, 9000, 12345)]
+    together = hidden_states(model, spec, audio, "cpu")
+    for one, states in zip(audio, together, strict=True):
+        alone = hidden_states(model, spec, [one], "cpu")[0]
+        assert states.shape == alone.shape == (3, frames_for_samples(model.config, len(one)), 32)  # input + 2 layers
+        np.testing.assert_allclose(states, alone, atol=2e-5)  # a batch (masked padding) = one at a time
 
 
 def test_random_init_is_drawn_from_the_seed():
-    audio = np.random.default_rng(0).normal(scale=0.1, size=8000).astype(np.float32)
-    first = hidden_states(*load_frozen("zoo-random", 10, seed=0, device="cpu"), audio, "cpu")
-    again = hidden_states(*load_frozen("zoo-random", 10, seed=0, device="cpu"), audio, "cpu")
-    other = hidden_states(*load_frozen("zoo-random", 10, seed=1, device="cpu"), audio, "cpu")
+    audio = [np.random.default_rng(0).normal(scale=0.1, size=8000).astype(np.float32)]
+    first = hidden_states(*load_frozen("zoo-random", 10, seed=0, device="cpu"), audio, "cpu")[0]
+    again = hidden_states(*load_frozen("zoo-random", 10, seed=0, device="cpu"), audio, "cpu")[0]
+    other = hidden_states(*load_frozen("zoo-random", 10, seed=1, device="cpu"), audio, "cpu")[0]
     np.testing.assert_array_equal(first, again)
     assert not np.allclose(first, other)
 

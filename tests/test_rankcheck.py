@@ -112,3 +112,20 @@ def test_report_section_has_the_tables_figure_and_claims(tmp_path):
     assert section.findings[0].startswith("probe-loss on pt: the ranking agrees")
     assert "Goal (Spearman ≥ 0.8 at ≤ 5 % of fine-tuning each checkpoint once) on pt: met" in section.findings[2]
     assert rank_section(records, results_for({"a": [0.5]})) is None
+
+
+def test_reading_records_checking_and_recommending_import_no_torch(tmp_path):
+    import subprocess
+    import sys
+
+    from crossling.rank import write_record
+
+    write_record(make_record({"a": 5.0, "b": 4.0, "c": 3.0, "d": 2.0, "e": 1.0}), tmp_path / "pt.json")
+    results_for(CERS).to_csv(tmp_path / "results.csv", index=False)
+    code = ("import sys, pandas as pd; from crossling import rank, rankcheck, recommend; "
+            "record = rank.read_record(sys.argv[1]); table = pd.read_csv(sys.argv[2]); "
+            "assert rankcheck.rank_section({'pt': record}, table) is not None; "
+            "recommend.recommend('pt', table[table['language'] != 'pt'], rank=record); "
+            "sys.exit(1 if 'torch' in sys.modules or 'transformers' in sys.modules else 0)")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "pt.json"), str(tmp_path / "results.csv")])
+    assert done.returncode == 0

@@ -43,6 +43,9 @@ BOOTSTRAP_REPLICATES = 200
 HELDOUT_FRACTION = 0.25
 #: The wav2vec2-family CNN: a 400-sample receptive field every 320 samples (20 ms frames at 16 kHz).
 RECEPTIVE_FIELD, FRAME_STRIDE = 400, 320
+#: Padded audio per forward pass when extracting (layer-norm checkpoints batch; a LARGE model's 24 layers
+#: of 60 s hold ~0.3 GB of hidden states).
+EXTRACT_BATCH_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -310,17 +313,44 @@ def load_frozen(model: str, vocab_size: int, seed: int, device: str):
     return loaded.to(device).eval(), spec
 
 
-def hidden_states(model, spec, waveform: np.ndarray, device: str) -> np.ndarray:
-    """(layers + 1, frames, dim) hidden states of one utterance: index 0 is the transformer's input, i
-    the output of layer i. The one place a model's input is made, so every architecture plugs in here."""
+def hidden_states(model, spec, waveforms: Sequence[np.ndarray], device: str) -> list[np.ndarray]:
+    """(layers + 1, frames, dim) hidden states of each utterance: index 0 is the transformer's input, i
+    the output of layer i. The one place a model's input is made, so every architecture plugs in here.
+    Checkpoints that take an attention mask (layer-norm feature encoders) run as one padded batch, exact
+    because padded frames are masked; the others one utterance at a time (group norm spans the padding)."""
     import torch
 
-    from crossling.batching import prepare_input
+    from crossling.batching import pad_batch, prepare_input
+    from crossling.models import frames_for_samples
 
-    values = torch.from_numpy(prepare_input(waveform, spec))[None].to(device)
+    inputs = [prepare_input(w, spec) for w in waveforms]
+    base = getattr(model, model.base_model_prefix)
     with torch.inference_mode():
-        output = getattr(model, model.base_model_prefix)(values, output_hidden_states=True)
-    return torch.stack(output.hidden_states)[:, 0].float().cpu().numpy()
+        if not spec.use_attention_mask:
+            return [_stacked(base(torch.from_numpy(x)[None].to(device), output_hidden_states=True))[0] for x in inputs]
+        values, mask = pad_batch(inputs)
+        states = _stacked(base(values.to(device), attention_mask=mask.to(device), output_hidden_states=True))
+    return [states[row, :, : frames_for_samples(model.config, len(x))] for row, x in enumerate(inputs)]
+
+
+def _stacked(output) -> np.ndarray:
+    """(batch, layers + 1, frames, dim) from a model output's hidden states."""
+    import torch
+
+    return torch.stack(output.hidden_states, dim=1).float().cpu().numpy()
+
+
+def _extract(model, spec, waveforms: Sequence[np.ndarray], device: str, layers: str,
+             track: Track, name: str) -> list[np.ndarray]:
+    """Hidden states of every utterance, in length-sorted batches of at most EXTRACT_BATCH_SECONDS."""
+    from crossling.batching import length_sorted_batches
+
+    batches = length_sorted_batches([len(w) / 16_000 for w in waveforms], EXTRACT_BATCH_SECONDS)
+    features: list = [None] * len(waveforms)
+    for batch in track(batches, len(batches), f"{name}: hidden states"):
+        for index, states in zip(batch, hidden_states(model, spec, [waveforms[i] for i in batch], device), strict=True):
+            features[index] = _select(states, layers)
+    return features
 
 
 def score_checkpoint(model_name: str, sample: Sample, classes: int, options: RankOptions, device: str,
@@ -329,8 +359,7 @@ def score_checkpoint(model_name: str, sample: Sample, classes: int, options: Ran
     started = time.monotonic()
     model, spec = load_frozen(model_name, classes, options.seed, device)
     with narrow_threads(model.config.hidden_size):
-        features = [_select(hidden_states(model, spec, w, device), options.layers)
-                    for w in track(sample.waveforms, len(sample.waveforms), f"{model_name}: hidden states")]
+        features = _extract(model, spec, sample.waveforms, device, options.layers, track, model_name)
     model_type, dim = model.config.model_type, features[0].shape[2]
     del model
     extract_seconds = time.monotonic() - started
