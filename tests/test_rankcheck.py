@@ -129,3 +129,28 @@ def test_reading_records_checking_and_recommending_import_no_torch(tmp_path):
             "sys.exit(1 if 'torch' in sys.modules or 'transformers' in sys.modules else 0)")
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "pt.json"), str(tmp_path / "results.csv")])
     assert done.returncode == 0
+
+
+def test_pooled_test_permutes_within_languages_exactly():
+    import itertools
+
+    import numpy as np
+
+    from crossling.rankcheck import _spearman, pooled, pooled_sentence
+
+    three = {"a": [0.5, 0.52], "b": [0.6, 0.61], "c": [0.9, 1.0]}
+    records = {"pt": make_record({"a": 3.0, "b": 2.0, "c": 1.0}, language="pt"),
+               "nl": make_record({"a": 3.0, "b": 1.0, "c": 2.0}, language="nl"),  # b and c swapped
+               "da": make_record({"a": 3.0, "b": 2.0, "c": 1.0}, language="da")}
+    table = __import__("pandas").concat([results_for(three, language=lang) for lang in records])
+    found = agreements(records, table)
+    result = pooled(found, records, table, "logme")
+    assert result.spearman == pytest.approx((1 + 0.5 + 1) / 3) and result.p_floor == pytest.approx(1 / 216)
+    measured = -np.array([np.mean(three[c]) for c in "abc"])
+    observed = {"pt": [3, 2, 1], "nl": [3, 1, 2], "da": [3, 2, 1]}
+    means = [np.mean([_spearman(np.array([observed[lang][i] for i in order])[None], measured[None])[0]
+                      for lang, order in zip(observed, orders, strict=True)])
+             for orders in itertools.product(itertools.permutations(range(3)), repeat=3)]
+    assert result.p == pytest.approx(np.mean(np.array(means) >= result.spearman - 1e-9))  # brute force: 216 orders
+    assert "pooled: the rankings agree" in pooled_sentence(result) and "3 languages" in pooled_sentence(result)
+    assert pooled([a for a in found if a.language == "pt"], records, table, "logme") is None  # one language

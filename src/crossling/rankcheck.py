@@ -4,6 +4,7 @@ and bootstrap intervals, ranking vs fine-tuning compute, the sentences that may 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -169,6 +170,82 @@ def agreements(records: Mapping[str, RankRecord], table: pd.DataFrame,
     return [a for a in found if a is not None]
 
 
+@dataclass(frozen=True)
+class Pooled:
+    """One estimator over several languages: the mean of the per-language Spearman rho, and its one-sided
+    permutation p with checkpoints permuted within each language (exact: the null distribution is the
+    convolution of each language's exact one; languages with more than EXACT_PERMUTATIONS_UP_TO
+    checkpoints are sampled). `p_floor` is the smallest p any result could reach (every language perfect)."""
+
+    estimator: str
+    languages: tuple[str, ...]
+    cells: int  # checkpoint x language pairs compared
+    spearman: float
+    p: float
+    p_floor: float
+
+
+def pooled(found: Sequence[Agreement], records: Mapping[str, RankRecord], table: pd.DataFrame,
+           estimator: str, seed: int = 0) -> Pooled | None:
+    """The pooled test of `estimator` over the languages of `found` (None with fewer than 2 languages)."""
+    mine = [a for a in found if a.estimator == estimator]
+    if len(mine) < 2:
+        return None
+    null = {0.0: 1.0}
+    observed = []
+    for a in mine:
+        predicted, measured = _paired_arrays(records[a.language], table, a.checkpoints, estimator)
+        observed.append(float(_spearman(predicted[None], measured[None])[0]))
+        null = _convolve(null, _null_distribution(predicted, measured, seed))
+    mean = float(np.mean(observed))
+    p = sum(probability for total, probability in null.items() if total / len(mine) >= mean - 1e-9)
+    floor = math.prod(1 / math.factorial(a.n) for a in mine)
+    return Pooled(estimator, tuple(a.language for a in mine), sum(a.n for a in mine), mean, min(p, 1.0), floor)
+
+
+def _paired_arrays(record: RankRecord, table: pd.DataFrame, checkpoints: Sequence[str], estimator: str):
+    scores = {c.checkpoint: c.estimate(estimator).score for c in record.checkpoints}
+    cer = measured_cer(table, record.language, checkpoints)
+    return np.array([scores[c] for c in checkpoints]), -np.array([cer[c].mean() for c in checkpoints])
+
+
+def _null_distribution(predicted: np.ndarray, measured: np.ndarray, seed: int) -> dict[float, float]:
+    """rho of `predicted` against every ordering of `measured` (sampled beyond EXACT_PERMUTATIONS_UP_TO)."""
+    n = len(predicted)
+    if n <= EXACT_PERMUTATIONS_UP_TO:
+        orders = np.array(list(itertools.permutations(range(n))))
+    else:
+        rng = np.random.default_rng([seed, 4])
+        orders = np.array([rng.permutation(n) for _ in range(math.factorial(EXACT_PERMUTATIONS_UP_TO))])
+    values = np.round(_spearman(np.broadcast_to(predicted, orders.shape), measured[orders]), 9)
+    unique, counts = np.unique(values, return_counts=True)
+    return dict(zip(unique.tolist(), (counts / counts.sum()).tolist(), strict=True))
+
+
+def _convolve(first: dict[float, float], second: dict[float, float]) -> dict[float, float]:
+    """The distribution of the sum of two independent discrete variables."""
+    out: dict[float, float] = {}
+    for a, p in first.items():
+        for b, q in second.items():
+            key = round(a + b, 9)
+            out[key] = out.get(key, 0.0) + p * q
+    return out
+
+
+def pooled_sentence(p: Pooled, alpha: float = 0.05) -> str:
+    """What a pooled test supports, with its n and floor."""
+    figures = (f"mean Spearman ρ = {p.spearman:.2f} over {len(p.languages)} languages ({', '.join(p.languages)}; "
+               f"{p.cells} checkpoint-language pairs), exact one-sided permutation p = {p.p:.4f} with checkpoints "
+               f"permuted within each language (smallest attainable p {p.p_floor:.2g})")
+    head = f"{p.estimator}, pooled: "
+    if p.p_floor > alpha:
+        return head + f"cannot be tested at alpha {alpha} ({figures})."
+    if p.p <= alpha:
+        return (head + f"the rankings agree with fine-tuning across these languages ({figures}; significant at "
+                f"alpha {alpha}); this is about these checkpoints, not how the estimator would rank others.")
+    return head + f"no evidence that the rankings agree with fine-tuning ({figures}; not significant at alpha {alpha})."
+
+
 def agreement_frame(found: Sequence[Agreement]) -> pd.DataFrame:
     rows = [{**asdict(a), "checkpoints": " ".join(a.checkpoints), "missing": " ".join(a.missing),
              "compute_once": a.compute_once, "compute_all": a.compute_all} for a in found]
@@ -260,9 +337,15 @@ def rank_section(records: Mapping[str, RankRecord], table: pd.DataFrame, alpha: 
                                             "(fine-tuned test CER), per language and estimator", shown, 2), frame),
         "rank_scores": (Table.from_frame("rank_scores", "Each checkpoint's rank score and measured CER",
                                          scores, 3), scores)}
+    pools = [p for p in (pooled(found, records, table, name) for name in ESTIMATORS) if p is not None]
+    if pools:
+        pool_frame = pd.DataFrame([{**asdict(p), "languages": " ".join(p.languages)} for p in pools])
+        tables["rank_pooled"] = (Table.from_frame("rank_pooled", "Every language together: mean Spearman ρ and "
+                                                  "its permutation p (checkpoints permuted within languages)",
+                                                  pool_frame, 4), pool_frame)
     figures = {"rank_vs_cer": ("Rank score (the record's estimator) against mean test CER, per language; bars: "
                                "bootstrap sd of the score and sd of CER over seeds", scatter(records, table))}
-    return RankSection(tables, figures, tuple(findings(records, found, alpha)))
+    return RankSection(tables, figures, tuple(findings(records, found, alpha, pools)))
 
 
 def _agreement_columns(frame: pd.DataFrame) -> pd.DataFrame:
@@ -315,8 +398,10 @@ def scatter(records: Mapping[str, RankRecord], table: pd.DataFrame) -> bytes:
         return to_png(fig)
 
 
-def findings(records: Mapping[str, RankRecord], found: Sequence[Agreement], alpha: float) -> list[str]:
-    """The record's estimator per language (verdict, compute, the goal), then the estimators compared."""
+def findings(records: Mapping[str, RankRecord], found: Sequence[Agreement], alpha: float,
+             pools: Sequence[Pooled] = ()) -> list[str]:
+    """The record's estimator per language (verdict, compute, the goal), every estimator pooled over the
+    languages, then the estimators compared."""
     lines = []
     for a in found:
         if a.estimator != records[a.language].estimator:
@@ -326,4 +411,4 @@ def findings(records: Mapping[str, RankRecord], found: Sequence[Agreement], alph
                   f"Goal (Spearman ≥ {GOAL_SPEARMAN} at ≤ {100 * GOAL_COMPUTE:.0f} % of fine-tuning each checkpoint "
                   f"once) on {a.language}: {'met' if met else 'not met'} by these point estimates (ρ = "
                   f"{a.spearman:.2f}, {_percent(a.compute_once)})."]
-    return lines + [estimator_summary(found)]
+    return lines + [pooled_sentence(p, alpha) for p in pools] + [estimator_summary(found)]
