@@ -43,6 +43,16 @@ def test_checkpoints_the_estimator_cannot_separate_share_a_rank_in_the_given_ord
     assert [p.rank for p in noisy] == [1, 1, 3] and noisy[0].not_separable_from == ("a",)
 
 
+def test_a_noisy_checkpoint_nothing_beats_is_listed_with_the_best():
+    from rank_factory import estimate
+
+    record = make_record({"a": 3.0, "b": 2.0, "c": 1.9})
+    noisy = replace(record.checkpoints[2], estimates=tuple(estimate(e.estimator, 1.9, spread=3.0, seed=7)
+                                                           for e in record.checkpoints[2].estimates))
+    places = ranking(replace(record, checkpoints=(*record.checkpoints[:2], noisy)))
+    assert [(p.checkpoint, p.rank) for p in places] == [("a", 1), ("c", 1), ("b", 2)]
+
+
 def test_paired_replicates_separate_what_unpaired_intervals_would_not():
     # the replicates share a large common noise (same utterances drawn): intervals overlap, differences do not
     places = ranking(make_record({"a": 2.0, "b": 2.1}, spread=0.01))

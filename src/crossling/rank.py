@@ -208,8 +208,10 @@ class Ranked:
 
 
 def ranking(record: RankRecord, estimator: str | None = None) -> tuple[Ranked, ...]:
-    """Checkpoints best first by `estimator` (default: the record's). Equal scores keep the order the
-    checkpoints were given in; their shared rank says they are tied (never the alphabet)."""
+    """Checkpoints best first by `estimator` (default: the record's): by rank, then score. Significance
+    need not be transitive, so a noisy checkpoint may share rank 1 with a better-scoring one while one
+    scoring between them ranks 2. Equal scores keep the order the checkpoints were given in; their shared
+    rank says they are tied (never the alphabet)."""
     name = estimator or record.estimator
     scores = {c.checkpoint: c.estimate(name) for c in record.checkpoints}
     order = sorted(scores, key=lambda c: -scores[c].score)  # stable: ties keep the given order
@@ -221,7 +223,7 @@ def ranking(record: RankRecord, estimator: str | None = None) -> tuple[Ranked, .
         low, high = mine.interval
         seconds = next(c.seconds(name) for c in record.checkpoints if c.checkpoint == checkpoint)
         places.append(Ranked(1 + len(better), checkpoint, mine.score, mine.sd, low, high, mine.layer, seconds, tied))
-    return tuple(places)
+    return tuple(sorted(places, key=lambda place: place.rank))  # stable: by score within a rank
 
 
 def _separated(higher: EstimatorScore, lower: EstimatorScore) -> bool:
