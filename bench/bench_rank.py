@@ -22,7 +22,8 @@ GOAL = 0.05
 
 def rank_seconds(prepared: Path, study, language: str, out: Path) -> dict:
     """Wall seconds of ranking every checkpoint, per estimator (each as if it were the only one run)."""
-    from crossling.rank import ESTIMATORS, RankOptions, rank_language
+    from crossling.rank import RankOptions, rank_language
+    from crossling.rankrecord import ESTIMATORS
 
     started = time.perf_counter()
     record = rank_language(RankOptions(data=prepared, language=language, models=tuple(study.checkpoints),

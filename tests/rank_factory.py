@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from crossling.rank import ESTIMATORS, CheckpointScores, EstimatorScore, RankRecord
+from crossling.rankrecord import ESTIMATORS, CheckpointScores, EstimatorScore, RankRecord
 
 
 def estimate(name: str, score: float, spread: float = 0.01, seed: int = 0, replicates: int = 200) -> EstimatorScore:

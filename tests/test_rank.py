@@ -3,78 +3,15 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from rank_factory import make_record
 from tinydata_factory import MODEL_TYPES, make_prepared, make_tiny_checkpoint
 
 from crossling import paths
 from crossling.cli import main
-from crossling.errors import ConfigError, CorruptArtifactError, DataError
+from crossling.errors import ConfigError, DataError
 from crossling.manifest import Utterance
-from crossling.rank import (
-    ESTIMATORS,
-    RankOptions,
-    hidden_states,
-    load_frozen,
-    rank_language,
-    ranking,
-    read_record,
-    record_from_dict,
-    sample_utterances,
-    write_record,
-)
+from crossling.rank import RankOptions, hidden_states, load_frozen, rank_language, sample_utterances
+from crossling.rankrecord import ESTIMATORS, ranking, read_record
 from crossling.transferability import ProbeRecipe
-
-# --- the ranking ---------------------------------------------------------------------------------------
-
-
-def test_separated_scores_get_their_own_ranks():
-    places = ranking(make_record({"a": 1.0, "b": 3.0, "c": 2.0}))
-    assert [(p.rank, p.checkpoint) for p in places] == [(1, "b"), (2, "c"), (3, "a")]
-    assert all(not p.not_separable_from for p in places)
-
-
-def test_checkpoints_the_estimator_cannot_separate_share_a_rank_in_the_given_order():
-    # equal scores: shared rank, the order given (z before a), never the alphabet
-    places = ranking(make_record({"z": 2.0, "a": 2.0, "m": 1.0}))
-    assert [(p.rank, p.checkpoint) for p in places] == [(1, "z"), (1, "a"), (3, "m")]
-    assert places[0].not_separable_from == ("a",) and places[1].not_separable_from == ("z",)
-    # close scores with noisy replicates: not separable either, though the point estimates differ
-    noisy = ranking(make_record({"a": 2.0, "b": 2.01, "c": 1.0}, spread=0.3))
-    assert [p.rank for p in noisy] == [1, 1, 3] and noisy[0].not_separable_from == ("a",)
-
-
-def test_a_noisy_checkpoint_nothing_beats_is_listed_with_the_best():
-    from rank_factory import estimate
-
-    record = make_record({"a": 3.0, "b": 2.0, "c": 1.9})
-    noisy = replace(record.checkpoints[2], estimates=tuple(estimate(e.estimator, 1.9, spread=3.0, seed=7)
-                                                           for e in record.checkpoints[2].estimates))
-    places = ranking(replace(record, checkpoints=(*record.checkpoints[:2], noisy)))
-    assert [(p.checkpoint, p.rank) for p in places] == [("a", 1), ("c", 1), ("b", 2)]
-
-
-def test_paired_replicates_separate_what_unpaired_intervals_would_not():
-    # the replicates share a large common noise (same utterances drawn): intervals overlap, differences do not
-    places = ranking(make_record({"a": 2.0, "b": 2.1}, spread=0.01))
-    assert places[0].low < places[1].high  # the two 95 % intervals overlap
-    assert [p.rank for p in places] == [1, 2]
-
-
-def test_record_round_trips_and_a_corrupt_one_names_the_file(tmp_path):
-    record = make_record({"a": 1.0, "b": 2.0})
-    path = write_record(record, tmp_path / "rank.json")
-    assert read_record(path) == record
-    values = json.loads(path.read_text())
-    del values["checkpoints"][0]["estimates"][0]["replicates"]
-    with pytest.raises(CorruptArtifactError, match="rank.json.*replicates"):
-        record_from_dict(values, str(path))
-    with pytest.raises(DataError, match="no rank record"):
-        read_record(tmp_path / "absent.json")
-
-
-def test_record_seconds_add_the_sample_and_each_checkpoint():
-    record = make_record({"a": 1.0, "b": 2.0}, extract_seconds=3.0)
-    assert record.seconds("logme") == pytest.approx(1.0 + 2 * (3.0 + 0.5))
 
 
 @pytest.mark.parametrize("change, message", [

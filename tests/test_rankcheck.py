@@ -96,8 +96,8 @@ def test_seed_agreement_is_fine_tunings_own_reproducibility():
 
 def test_report_section_has_the_tables_figure_and_claims(tmp_path):
     from crossling import paths
-    from crossling.rank import write_record
     from crossling.rankcheck import rank_section, store_records
+    from crossling.rankrecord import write_record
 
     write_record(make_record({"a": 5.0, "b": 4.0, "c": 3.0, "d": 2.0, "e": 1.0}, estimator="probe-loss"),
                  paths.store_rank_path(tmp_path, "pt"))
@@ -118,7 +118,7 @@ def test_reading_records_checking_and_recommending_import_no_torch(tmp_path):
     import subprocess
     import sys
 
-    from crossling.rank import write_record
+    from crossling.rankrecord import write_record
 
     write_record(make_record({"a": 5.0, "b": 4.0, "c": 3.0, "d": 2.0, "e": 1.0}), tmp_path / "pt.json")
     results_for(CERS).to_csv(tmp_path / "results.csv", index=False)

@@ -151,7 +151,7 @@ def test_recommend_cli_reads_the_rank_record_of_the_prepared_data(tmp_path, caps
 
     from crossling import paths
     from crossling.cli import main
-    from crossling.rank import write_record
+    from crossling.rankrecord import write_record
 
     assert main(["recommend", "--language", "pt", "--data", str(tmp_path)]) == 2
     assert "no rank record" in capsys.readouterr().err

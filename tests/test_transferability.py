@@ -118,7 +118,7 @@ def test_greedy_collapse_merges_repeats_and_drops_blanks():
 
 def test_probe_learns_informative_features_and_not_noise():
     rng = np.random.default_rng(5)
-    classes, centres = 6, rng.normal(size=(6, 8)) * 3
+    classes, centres = 12, rng.normal(size=(12, 8)) * 3
     labels, features = [], []
     for _ in range(24):
         label = rng.integers(3, classes, size=4).tolist()
@@ -130,5 +130,5 @@ def test_probe_learns_informative_features_and_not_noise():
     per_char = fit.heldout_loss.sum(axis=1) / fit.heldout_labels.sum()
     errors = fit.heldout_errors.sum(axis=1) / fit.heldout_labels.sum()
     assert per_char[0] < 0.5 * per_char[1]
-    assert errors[0] < 0.2 < errors[1]
+    assert errors[0] < 0.5 * errors[1]
     assert fit.heads.log_probs(features[0]).shape == (2, 16, classes)

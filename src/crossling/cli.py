@@ -426,7 +426,8 @@ def _cmd_recommend(args) -> int:
 
 
 def _add_rank(sub) -> None:
-    from crossling.rank import BOOTSTRAP_REPLICATES, DEFAULT_ESTIMATOR, ESTIMATORS, LAYER_CHOICES
+    from crossling.rank import LAYER_CHOICES
+    from crossling.rankrecord import BOOTSTRAP_REPLICATES, DEFAULT_ESTIMATOR, ESTIMATORS
     from crossling.transferability import ProbeRecipe
 
     parser = sub.add_parser("rank", help="rank checkpoints for a language from frozen features, before fine-tuning")
@@ -457,7 +458,8 @@ def _add_rank(sub) -> None:
 
 
 def _cmd_rank(args) -> int:
-    from crossling.rank import RankOptions, rank_language, ranking
+    from crossling.rank import RankOptions, rank_language
+    from crossling.rankrecord import ranking
     from crossling.transferability import ProbeRecipe
 
     options = RankOptions(data=args.data, language=args.language, models=tuple(args.models), layers=args.layers,

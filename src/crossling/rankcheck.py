@@ -15,7 +15,7 @@ import pandas as pd
 from scipy import stats as st
 
 from crossling import paths
-from crossling.rank import ESTIMATORS, RankRecord, read_record
+from crossling.rankrecord import ESTIMATORS, RankRecord, read_record
 from crossling.stats import usable_runs
 
 #: The issue's goal on the demo study: Spearman >= 0.8 per language at <= 5 % of the fine-tuning compute.
@@ -360,7 +360,7 @@ def _agreement_columns(frame: pd.DataFrame) -> pd.DataFrame:
 
 def score_frame(records: Mapping[str, RankRecord], table: pd.DataFrame) -> pd.DataFrame:
     """Per language and checkpoint: predicted rank and score (record's estimator) and measured CER."""
-    from crossling.rank import ranking
+    from crossling.rankrecord import ranking
 
     rows = []
     for language, record in records.items():

@@ -16,7 +16,7 @@ import pandas as pd
 from crossling import stats, typology
 from crossling.errors import DataError
 from crossling.languages import find_language
-from crossling.rank import RankRecord, ranking
+from crossling.rankrecord import RankRecord, ranking
 
 #: Nearest measured languages used for an unmeasured target, and the softness of their weights
 #: w = exp(−d / TEMPERATURE) where d is the mean of the five URIEL distances (0..1).
@@ -287,7 +287,7 @@ def recommend_from(language: str, source: str | Path | None = None, store: Path 
                    rank_record: Path | None = None) -> Recommendation:
     """`recommend` with the results table of `source` (a results file, store directory or study; see
     `crossling.report.load_table`) and the rank record at `rank_record`, or the prior when neither is given."""
-    from crossling.rank import read_record
+    from crossling.rankrecord import read_record
     from crossling.report import load_table
 
     record = read_record(rank_record) if rank_record is not None else None
