@@ -27,7 +27,8 @@ def rank_seconds(prepared: Path, study, language: str, out: Path) -> dict:
 
     started = time.perf_counter()
     record = rank_language(RankOptions(data=prepared, language=language, models=tuple(study.checkpoints),
-                                       seed=study.seeds[0], threads=1), out=out / "rank.json")
+                                       seed=study.seeds[0], threads=1, compare=True),
+                           out=out / "rank.json")
     total = time.perf_counter() - started
     return {"total": total, **{name: record.seconds(name) for name in ESTIMATORS}}
 

@@ -88,9 +88,16 @@ def fast(**values) -> RankOptions:
     return RankOptions(**values, probe=ProbeRecipe(steps=20), bootstrap=20)
 
 
+def test_rank_language_scores_only_the_estimator_asked_for(tiny, tmp_path):
+    root, a, _ = tiny
+    record = rank_language(fast(data=root, language="xx", models=(a,), estimator="probe-cer"), out=tmp_path / "r.json")
+    assert record.checkpoints[0].estimators == ("probe-cer",)
+    assert rank_language(fast(data=root, language="xx", models=(a,)), out=tmp_path / "r.json").checkpoints[0].estimators == ("logme",)
+
+
 def test_rank_language_scores_every_estimator_and_writes_the_record(tiny):
     root, a, b = tiny
-    record = rank_language(fast(data=root, language="xx", models=(a, b)))
+    record = rank_language(fast(data=root, language="xx", models=(a, b), compare=True))
     assert [c.checkpoint for c in record.checkpoints] == [a, b]
     assert {e.estimator for e in record.checkpoints[0].estimates} == set(ESTIMATORS)
     assert all(len(e.by_layer) == 3 and len(e.replicates) == 20 for c in record.checkpoints for e in c.estimates)
@@ -139,13 +146,14 @@ def test_random_init_ranks_last_on_synthetic_portuguese(tmp_path, capsys):
     capsys.readouterr()
     zoo = ["zoo-es", "zoo-de", "zoo-multi4", "zoo-romance", "zoo-random"]
     assert main(["rank", "--data", str(prepared), "--language", "pt", "--models", *zoo, "--threads", "1",
-                 "--bootstrap", "100", "--json"]) == 0
+                 "--bootstrap", "100", "--compare", "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     last = shown["ranking"][-1]
     assert last["checkpoint"] == "zoo-random" and last["not_separable_from"] == []
     assert all(entry["rank"] < last["rank"] for entry in shown["ranking"][:-1])
-    record = read_record(paths.rank_record_path(prepared, "pt"))
-    assert ranking(record, "logme")[-1].checkpoint == "zoo-random"
+    assert shown["estimator"] == "logme"
+    last_by_probe = ranking(read_record(paths.rank_record_path(prepared, "pt")), "probe-loss")[-1]
+    assert last_by_probe.checkpoint == "zoo-random" and not last_by_probe.not_separable_from
 
 
 def test_rank_study_writes_a_record_per_language_and_keeps_matching_ones(tiny, tmp_path, monkeypatch):

@@ -441,7 +441,9 @@ def _add_rank(sub) -> None:
                         help="seconds of train audio to score on, drawn at random with --seed (default 300)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample, probe and random init (default 0)")
     parser.add_argument("--estimator", choices=ESTIMATORS, default=DEFAULT_ESTIMATOR,
-                        help=f"what the ranking is by (default {DEFAULT_ESTIMATOR}); every estimator is computed")
+                        help=f"what the ranking is by (default {DEFAULT_ESTIMATOR})")
+    parser.add_argument("--compare", action="store_true",
+                        help="compute every estimator, not only --estimator (to compare them with --results)")
     parser.add_argument("--bootstrap", type=int, default=BOOTSTRAP_REPLICATES,
                         help=f"bootstrap replicates over utterances (default {BOOTSTRAP_REPLICATES})")
     parser.add_argument("--probe-steps", type=int, default=ProbeRecipe.steps,
@@ -465,7 +467,7 @@ def _cmd_rank(args) -> int:
     options = RankOptions(data=args.data, language=args.language, models=tuple(args.models), layers=args.layers,
                           budget_seconds=args.budget_seconds, seed=args.seed, device=args.device,
                           estimator=args.estimator, bootstrap=args.bootstrap, threads=args.threads,
-                          probe=ProbeRecipe(steps=args.probe_steps))
+                          probe=ProbeRecipe(steps=args.probe_steps), compare=args.compare)
     found = _rank_validation_table(args)  # read first: a bad --results fails before minutes of scoring
     record = rank_language(options, out=args.out, track=tqdm_track)
     places = ranking(record)

@@ -63,6 +63,11 @@ class RankOptions:
     bootstrap: int = BOOTSTRAP_REPLICATES
     threads: int | None = None
     probe: ProbeRecipe = field(default_factory=ProbeRecipe)
+    compare: bool = False  # compute every estimator, not only `estimator` (to validate them against runs)
+
+    @property
+    def estimators(self) -> frozenset[str]:
+        return frozenset(ESTIMATORS) if self.compare else frozenset({self.estimator})
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -228,13 +233,25 @@ def _select(states: np.ndarray, layers: str) -> np.ndarray:
 
 
 def _estimates(features, sample: Sample, classes: int, options: RankOptions, device: str) -> tuple[EstimatorScore, ...]:
-    """Every estimator of ESTIMATORS on these features. An utterance with fewer frames than its labels need
-    (a model with coarser frames than 20 ms) is left out of the probe and aligned uniformly."""
+    """The estimators `options` asks for (`RankOptions.estimators`), in ESTIMATORS order. An utterance
+    with fewer frames than its labels need (coarser frames than 20 ms) is left out of the probe and
+    aligned uniformly."""
     from crossling.batching import ctc_min_frames
 
+    wanted = options.estimators
     fits = np.array([ctc_min_frames(labels) <= f.shape[1] for f, labels in zip(features, sample.labels, strict=True)])
     uniform = [uniform_alignment(f.shape[1], labels) for f, labels in zip(features, sample.labels, strict=True)]
-    logme = _timed(lambda: _logme_score("logme", features, uniform, classes, sample.draws))
+    scores = {}
+    if "logme" in wanted:
+        scores["logme"] = _timed(lambda: _logme_score("logme", features, uniform, classes, sample.draws))
+    if wanted & {"logme-probe", "probe-loss", "probe-cer"}:
+        scores.update(_probe_estimates(features, sample, classes, options, device, fits, uniform))
+    return tuple(scores[name] for name in ESTIMATORS if name in wanted)
+
+
+def _probe_estimates(features, sample: Sample, classes: int, options: RankOptions, device: str, fits,
+                     uniform) -> dict[str, EstimatorScore]:
+    """probe-loss, probe-cer and logme-probe from one linear CTC probe."""
     started = time.monotonic()
     train = [i for i in sample.train if fits[i]]
     probe = fit_probe(features, sample.labels, train, sample.heldout, classes, options.probe, options.seed, device)
@@ -242,10 +259,12 @@ def _estimates(features, sample: Sample, classes: int, options: RankOptions, dev
     heldout_fits = fits[list(sample.heldout)]
     loss = _probe_score("probe-loss", probe.heldout_loss, probe, heldout_fits, sample.heldout_draws, probe_seconds)
     cer = _probe_score("probe-cer", probe.heldout_errors, probe, heldout_fits, sample.heldout_draws, probe_seconds)
-    aligned = _timed(lambda: _logme_score("logme-probe", features, _probe_alignment(features, sample, probe, loss.layer,
-                                                                                    uniform, fits),
-                                          classes, sample.draws), extra=probe_seconds)
-    return logme, aligned, loss, cer
+    scores = {"probe-loss": loss, "probe-cer": cer}
+    if "logme-probe" in options.estimators:
+        aligned = _probe_alignment(features, sample, probe, loss.layer, uniform, fits)
+        scores["logme-probe"] = _timed(lambda: _logme_score("logme-probe", features, aligned, classes, sample.draws),
+                                       extra=probe_seconds)
+    return scores
 
 
 def _timed(compute, extra: float = 0.0) -> EstimatorScore:
@@ -321,16 +340,17 @@ def rank_language(options: RankOptions, out: Path | None = None, track: Track = 
 
 def rank_study(study, store_dir: Path, threads: int | None = 1, track: Track = no_progress,
                probe: ProbeRecipe | None = None, bootstrap: int = BOOTSTRAP_REPLICATES) -> dict[str, RankRecord]:
-    """Rank a study's checkpoints on each of its languages (its prepared data, its first seed) before
-    looking at any run, writing each record to `paths.store_rank_path`; a record already there for the
-    same options is kept. One thread by default, as the demo's grid workers use."""
+    """Rank a study's checkpoints on each of its languages (its prepared data, its first seed) with every
+    estimator, before looking at any run, writing each record to `paths.store_rank_path`; a record already
+    there for the same options is kept. One thread by default, as the demo's grid workers use."""
     from crossling.grid import open_store, prepare_data
 
     prepared = prepare_data(study, open_store(study, store_dir), track)
     records = {}
     for language in study.languages:
         options = RankOptions(data=prepared, language=language, models=tuple(study.checkpoints),
-                              seed=study.seeds[0], threads=threads, probe=probe or ProbeRecipe(), bootstrap=bootstrap)
+                              seed=study.seeds[0], threads=threads, probe=probe or ProbeRecipe(), bootstrap=bootstrap,
+                              compare=True)
         path = paths.store_rank_path(store_dir, language)
         records[language] = _kept(path, options) or rank_language(options, out=path, track=track)
     return records
@@ -347,5 +367,6 @@ def _kept(path: Path, options: RankOptions) -> RankRecord | None:
         tuple(c.checkpoint for c in record.checkpoints), record.seed, record.budget_seconds, record.layers,
         record.data, record.estimator, record.bootstrap, record.probe_steps) == (
         options.models, options.seed, options.budget_seconds, options.layers, str(options.data), options.estimator,
-        options.bootstrap, options.probe.steps)
+        options.bootstrap, options.probe.steps) and all(
+        {e.estimator for e in c.estimates} >= options.estimators for c in record.checkpoints)
     return record if same else None

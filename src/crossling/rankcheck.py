@@ -165,8 +165,9 @@ def _percentiles(values: np.ndarray) -> tuple[float, float]:
 
 def agreements(records: Mapping[str, RankRecord], table: pd.DataFrame,
                estimators: Sequence[str] = ESTIMATORS) -> list[Agreement]:
-    """Every (language, estimator) that can be compared, languages in the records' order."""
-    found = (agreement(records[lang], table, name) for lang in records for name in estimators)
+    """Every (language, estimator) that can be compared (the record scored it), languages in the records' order."""
+    found = (agreement(records[lang], table, name) for lang in records for name in estimators
+             if all(name in c.estimators for c in records[lang].checkpoints))
     return [a for a in found if a is not None]
 
 
@@ -288,7 +289,8 @@ def compute_sentence(a: Agreement) -> str:
     return (f"{a.estimator} on {a.language}: ranking took {a.rank_seconds:.1f} s, "
             f"{_percent(a.compute_once)} of fine-tuning each of the {a.n} checkpoints once "
             f"({a.finetune_seconds_once:.0f} s) and {_percent(a.compute_all)} of the study's {a.runs} runs "
-            f"on {a.language} ({a.finetune_seconds_all:.0f} s), wall time.")
+            f"on {a.language} ({a.finetune_seconds_all:.0f} s), wall time as each recorded it (measured at other "
+            f"times, perhaps under other load; bench/bench_rank.py times both in one session).")
 
 
 def _percent(value: float) -> str:

@@ -20,7 +20,7 @@ from crossling.transferability import ProbeRecipe
 #: probe-cer    minus the held-out greedy CER of that probe.
 ESTIMATORS = ("logme", "logme-probe", "probe-loss", "probe-cer")
 #: The ranking estimator unless --estimator says otherwise (chosen by the validation in README.md).
-DEFAULT_ESTIMATOR = "probe-loss"
+DEFAULT_ESTIMATOR = "logme"
 BOOTSTRAP_REPLICATES = 200
 
 
@@ -61,11 +61,16 @@ class CheckpointScores:
     score_seconds: float  # every estimator together
     estimates: tuple[EstimatorScore, ...]
 
+    @property
+    def estimators(self) -> tuple[str, ...]:
+        return tuple(e.estimator for e in self.estimates)
+
     def estimate(self, name: str) -> EstimatorScore:
         for estimate in self.estimates:
             if estimate.estimator == name:
                 return estimate
-        raise DataError(f"no {name!r} score for {self.checkpoint}; scored: {', '.join(e.estimator for e in self.estimates)}")
+        raise DataError(f"no {name!r} score for {self.checkpoint}; scored: {', '.join(self.estimators)} "
+                        "(`crossling rank --compare` computes every estimator)")
 
     def seconds(self, estimator: str) -> float:
         """Wall time this checkpoint costs to rank with `estimator` alone."""
