@@ -154,3 +154,28 @@ def test_pooled_test_permutes_within_languages_exactly():
     assert result.p == pytest.approx(np.mean(np.array(means) >= result.spearman - 1e-9))  # brute force: 216 orders
     assert "pooled: the rankings agree" in pooled_sentence(result) and "3 languages" in pooled_sentence(result)
     assert pooled([a for a in found if a.language == "pt"], records, table, "logme") is None  # one language
+
+
+def test_report_has_the_predicted_vs_measured_section_when_the_store_has_records(tmp_path):
+    from analysis_factory import synthetic_table
+
+    from crossling import paths
+    from crossling.rankrecord import write_record
+    from crossling.report import report_from, write_report
+
+    table = synthetic_table(checkpoints=("xlsr300m", "xlsr53", "wavlm", "lv60", "random-init"), languages=("pt", "nl"))
+    records = {lang: make_record({"xlsr300m": 5.0, "xlsr53": 4.0, "wavlm": 3.0, "lv60": 2.0, "random-init": 1.0},
+                                 language=lang) for lang in ("pt", "nl")}
+    written = write_report(table, tmp_path / "report", rank_records=records)
+    html = written["report.html"].read_text(encoding="utf-8")
+    assert 'id="predicted"' in html and "logme on pt: the ranking agrees with fine-tuning" in html
+    assert "logme, pooled: the rankings agree" in html and 'id="figure-rank_vs_cer"' in html
+    assert "Predicted vs measured" in written["report.md"].read_text(encoding="utf-8")
+    assert {"tables/rank_agreement.csv", "tables/rank_pooled.csv", "figures/rank_vs_cer.png"} <= set(written)
+    assert 'id="predicted"' not in write_report(table, tmp_path / "plain")["report.html"].read_text(encoding="utf-8")
+    # a store directory as the source: its rank records are found
+    table.to_csv(tmp_path / "results.csv", index=False)
+    for lang, record in records.items():
+        write_record(record, paths.store_rank_path(tmp_path / "store", lang))
+    from_store = report_from(tmp_path / "results.csv", tmp_path / "r2", store=tmp_path / "store")
+    assert 'id="predicted"' in from_store["report.html"].read_text(encoding="utf-8")

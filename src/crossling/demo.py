@@ -37,7 +37,6 @@ def run_demo(out: Path = Path("crossling-demo"), quick: bool = False, workers: i
     """Run the demo study end to end under `out` (store/, report/, demo.json); returns the summary
     written to demo.json. Re-running resumes: finished runs are kept, interrupted ones resume."""
     from crossling.grid import open_store, prepare_data
-    from crossling.rank import rank_study
 
     started = time.monotonic()
     out = Path(out)
@@ -46,7 +45,6 @@ def run_demo(out: Path = Path("crossling-demo"), quick: bool = False, workers: i
     prepared = prepare_data(study, open_store(study, store_dir), track)
     data_seconds = time.monotonic() - started
     log.info("demo data prepared in %s (%.0f s)", prepared, data_seconds)
-    rank_study(study, store_dir, track=track)  # before any run: the report sets it against the runs
     _run_grid(study, store_dir, workers)
     table, report = _analyse(study, store_dir, paths.demo_report_dir(out))
     summary = summarize(table, study, report, time.monotonic() - started, workers)
@@ -78,13 +76,15 @@ def _grid_worker(study_path: Path, store_dir: Path) -> dict:
 
 
 def _analyse(study: Study, store_dir: Path, report_dir: Path):
+    from crossling.rank import rank_study
     from crossling.report import write_report
     from crossling.results import load_results_table
 
     table = load_results_table(study, store_dir)
     if not (table["status"] == "done").any():
         raise DataError(f"no demo run finished; see the error.json files under {store_dir / 'runs'}")
-    write_report(table, report_dir, title=f"crossling {study.name}: mini-zoo x synthetic languages")
+    write_report(table, report_dir, title=f"crossling {study.name}: mini-zoo x synthetic languages",
+                 rank_records=rank_study(study, store_dir))  # frozen features only: never reads a run
     return table, paths.report_page_path(report_dir, "html")
 
 

@@ -339,10 +339,12 @@ def rank_language(options: RankOptions, out: Path | None = None, track: Track = 
 
 
 def rank_study(study, store_dir: Path, threads: int | None = 1, track: Track = no_progress,
-               probe: ProbeRecipe | None = None, bootstrap: int = BOOTSTRAP_REPLICATES) -> dict[str, RankRecord]:
-    """Rank a study's checkpoints on each of its languages (its prepared data, its first seed) with every
-    estimator, before looking at any run, writing each record to `paths.store_rank_path`; a record already
-    there for the same options is kept. One thread by default, as the demo's grid workers use."""
+               probe: ProbeRecipe | None = None, bootstrap: int = BOOTSTRAP_REPLICATES,
+               compare: bool = False) -> dict[str, RankRecord]:
+    """Rank a study's checkpoints on each of its languages (its prepared data, its first seed) with the
+    default estimator (every one with `compare`), from frozen features only (no run is read), writing
+    each record to `paths.store_rank_path`; a record already there for the same options is kept. One
+    thread by default, as the demo's grid workers use."""
     from crossling.grid import open_store, prepare_data
 
     prepared = prepare_data(study, open_store(study, store_dir), track)
@@ -350,7 +352,7 @@ def rank_study(study, store_dir: Path, threads: int | None = 1, track: Track = n
     for language in study.languages:
         options = RankOptions(data=prepared, language=language, models=tuple(study.checkpoints),
                               seed=study.seeds[0], threads=threads, probe=probe or ProbeRecipe(), bootstrap=bootstrap,
-                              compare=True)
+                              compare=compare)
         path = paths.store_rank_path(store_dir, language)
         records[language] = _kept(path, options) or rank_language(options, out=path, track=track)
     return records

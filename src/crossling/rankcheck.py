@@ -253,6 +253,22 @@ def agreement_frame(found: Sequence[Agreement]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def source_records(source: str | Path, store: Path | None, table: pd.DataFrame) -> dict[str, RankRecord]:
+    """The rank records of a report's source when it is a store or a study (none for a results file)."""
+    path = Path(str(source)).expanduser()
+    if path.is_dir():
+        root = path
+    elif store is not None:
+        root = Path(store)
+    elif path.suffix.lower() in (".csv", ".json", ".parquet", ".pq"):
+        return {}
+    else:
+        from crossling.study import default_store, find_study
+
+        root = default_store(find_study(str(source)))
+    return store_records(root, sorted(table["language"].astype(str).unique()))
+
+
 def store_records(store: Path, languages: Sequence[str]) -> dict[str, RankRecord]:
     """The rank records a study's store holds for `languages` (those it has)."""
     return {lang: read_record(paths.store_rank_path(store, lang)) for lang in languages

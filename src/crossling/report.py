@@ -327,6 +327,8 @@ _SECTIONS = (
     ("gender", "Speaker gender", ("gender",), ("gender",)),
     ("settings", "Hyper-parameter sensitivity", ("sensitivity",), ()),
     ("variance", "Variance decomposition", ("variance",), ("variance",)),
+    ("predicted", "Predicted vs measured: checkpoints ranked before fine-tuning",
+     ("rank_agreement", "rank_pooled", "rank_scores"), ("rank_vs_cer",)),
     ("cost", "Cost", ("cost",), ("cost",)),
     ("missing", "Missing runs", ("missing",), ()),
 )
@@ -349,7 +351,8 @@ def _sections(a: Analysis, rendered: dict, figs: dict):
             yield key, title, chosen, pictures
 
 
-def render_html(title: str, a: Analysis, rendered: dict, figs: dict) -> str:
+def render_html(title: str, a: Analysis, rendered: dict, figs: dict, notes: dict | None = None) -> str:
+    """The page; `notes` adds sentences at the top of sections other than the summary ({section: [text]})."""
     parts = [f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
              f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">\n'
              f"<title>{html_escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<h1>{html_escape(title)}</h1>"]
@@ -357,8 +360,9 @@ def render_html(title: str, a: Analysis, rendered: dict, figs: dict) -> str:
     parts.append("<nav>" + "".join(f'<a href="#{k}">{html_escape(t)}</a>' for k, t, _, _ in sections) + "</nav>")
     for key, heading, chosen, pictures in sections:
         parts.append(f'<section id="{key}">\n<h2>{html_escape(heading)}</h2>')
-        if key == "summary":
-            parts.append("<ul>\n" + "\n".join(f"<li>{html_escape(s)}</li>" for s in findings(a)) + "\n</ul>")
+        said = findings(a) if key == "summary" else (notes or {}).get(key, [])
+        if said:
+            parts.append("<ul>\n" + "\n".join(f"<li>{html_escape(s)}</li>" for s in said) + "\n</ul>")
         parts.extend(f'<div class="scroll">{t.html()}</div>' for t in chosen)
         for name, caption, png in pictures:
             data = base64.b64encode(png).decode("ascii")
@@ -369,25 +373,33 @@ def render_html(title: str, a: Analysis, rendered: dict, figs: dict) -> str:
     return "\n".join(parts)
 
 
-def render_markdown(title: str, a: Analysis, rendered: dict, figs: dict) -> str:
+def render_markdown(title: str, a: Analysis, rendered: dict, figs: dict, notes: dict | None = None) -> str:
     parts = [f"# {markdown_escape(title)}"]
     for key, heading, chosen, pictures in _sections(a, rendered, figs):
         parts.append(f"## {markdown_escape(heading)}")
-        if key == "summary":
-            parts.append("\n".join(f"- {markdown_escape(s)}" for s in findings(a)))
+        said = findings(a) if key == "summary" else (notes or {}).get(key, [])
+        if said:
+            parts.append("\n".join(f"- {markdown_escape(s)}" for s in said))
         parts.extend(t.markdown() for t in chosen)
         parts.extend(f"![{markdown_escape(caption)}](figures/{name}.png)" for name, caption, _ in pictures)
     return "\n\n".join(parts) + "\n"
 
 
 def write_report(table: pd.DataFrame, out_dir: Path, title: str = "crossling study report", alpha: float = 0.05,
-                 p_adjust: str = "holm", seed: int = 0) -> dict[str, Path]:
+                 p_adjust: str = "holm", seed: int = 0, rank_records: dict | None = None) -> dict[str, Path]:
     """Analyse `table` and write report.html, report.md, figures/*.png and tables/*.{csv,tex} under
-    `out_dir` (report.html last). Returns {relative name: path} of every file written."""
+    `out_dir` (report.html last). Returns {relative name: path} of every file written. With the
+    study's rank records ({language: RankRecord}) the report also sets them against the runs."""
+    from crossling.rankcheck import rank_section
+
     out_dir = Path(out_dir)
     a = analyse(table, alpha, p_adjust, seed)
     rendered = tables(a)
     figs = make_figures(a)
+    predicted = rank_section(rank_records, table, alpha) if rank_records else None
+    notes = {"predicted": list(predicted.findings)} if predicted else {}
+    rendered.update(predicted.tables if predicted else {})
+    figs.update(predicted.figures if predicted else {})
     written: dict[str, Path] = {}
 
     def record(path: Path) -> None:
@@ -400,8 +412,8 @@ def write_report(table: pd.DataFrame, out_dir: Path, title: str = "crossling stu
         record(_write_text(paths.report_table_path(out_dir, name, "tex"), rendered_table.latex()))
     for name, frame in csv_only(a).items():
         record(_write_text(paths.report_table_path(out_dir, name, "csv"), _csv(frame)))
-    record(_write_text(paths.report_page_path(out_dir, "md"), render_markdown(title, a, rendered, figs)))
-    record(_write_text(paths.report_page_path(out_dir, "html"), render_html(title, a, rendered, figs)))
+    record(_write_text(paths.report_page_path(out_dir, "md"), render_markdown(title, a, rendered, figs, notes)))
+    record(_write_text(paths.report_page_path(out_dir, "html"), render_html(title, a, rendered, figs, notes)))
     log.info("report written to %s (%d files)", out_dir, len(written))
     return written
 
@@ -469,6 +481,10 @@ def _read_table_file(path: Path) -> pd.DataFrame:
 
 def report_from(source: str | Path, out_dir: Path, store: Path | None = None, title: str | None = None,
                 alpha: float = 0.05, p_adjust: str = "holm") -> dict[str, Path]:
-    """`write_report` on the table of `source` (see `load_table`); the title defaults to its name."""
+    """`write_report` on the table of `source` (see `load_table`) and the rank records of its store, if
+    any; the title defaults to its name."""
+    from crossling.rankcheck import source_records
+
     table = load_table(source, store)
-    return write_report(table, out_dir, title or f"crossling report: {Path(str(source)).stem}", alpha, p_adjust)
+    return write_report(table, out_dir, title or f"crossling report: {Path(str(source)).stem}", alpha, p_adjust,
+                        rank_records=source_records(source, store, table))
