@@ -16,7 +16,7 @@ from scipy import stats as st
 
 from crossling import paths
 from crossling.rankrecord import ESTIMATORS, RankRecord, read_record
-from crossling.stats import usable_runs
+from crossling.stats import primary_slice, usable_runs
 
 #: The issue's goal on the demo study: Spearman >= 0.8 per language at <= 5 % of the fine-tuning compute.
 GOAL_SPEARMAN, GOAL_COMPUTE = 0.8, 0.05
@@ -68,8 +68,9 @@ class Agreement:
 
 
 def measured_cer(table: pd.DataFrame, language: str, checkpoints: Sequence[str]) -> dict[str, np.ndarray]:
-    """Test CER of every usable run per checkpoint (seeds as replicates) on `language`."""
-    runs = usable_runs(table)
+    """Test CER of every usable run per checkpoint (seeds as replicates) on `language`; in a swept study,
+    the runs at each setting's main value (`stats.primary_slice`), as the report's own analyses use."""
+    runs = primary_slice(usable_runs(table))
     runs = runs[runs["language"].astype(str) == language]
     return {c: runs.loc[runs["checkpoint"].astype(str) == c, "cer"].to_numpy(float) for c in checkpoints
             if (runs["checkpoint"].astype(str) == c).any()}
@@ -90,7 +91,7 @@ def agreement(record: RankRecord, table: pd.DataFrame, estimator: str | None = N
     spearman_p, kendall_p = (_permutation_p(predicted, measured, statistic, seed) for statistic in (_spearman, _kendall))
     spearman_interval, kendall_interval = _intervals(np.array([scores[c].replicates for c in common]),
                                                      [cer[c] for c in common], seed)
-    runs = usable_runs(table)
+    runs = primary_slice(usable_runs(table))
     runs = runs[(runs["language"].astype(str) == record.language) & runs["checkpoint"].astype(str).isin(common)]
     once = float(pd.to_numeric(runs["wall_seconds"], errors="coerce").groupby(runs["checkpoint"]).mean().sum())
     seconds = record.sample_seconds + sum(c.seconds(name) for c in record.checkpoints if c.checkpoint in common)
