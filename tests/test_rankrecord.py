@@ -58,3 +58,9 @@ def test_record_round_trips_and_a_corrupt_one_names_the_file(tmp_path):
 def test_record_seconds_add_the_sample_and_each_checkpoint():
     record = make_record({"a": 1.0, "b": 2.0}, extract_seconds=3.0)
     assert record.seconds("logme") == pytest.approx(1.0 + 2 * (3.0 + 0.5))
+
+
+def test_gap_to_the_best_has_the_paired_sd():
+    places = ranking(make_record({"a": 2.0, "b": 2.1}, spread=0.01))
+    assert places[0].gap == 0.0 and places[1].gap == pytest.approx(-0.1)
+    assert places[1].gap_sd < 0.05 < places[1].sd  # the shared spread cancels in the difference

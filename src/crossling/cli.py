@@ -416,8 +416,8 @@ def _cmd_recommend(args) -> int:
         return 0
     print(f"{result.language}: {result.notes}")
     for c in candidates:
-        shown = c.score if c.basis == "rank" else c.predicted  # a rank score is not a CER
-        estimate = "   (prior)     " if c.basis == "prior" else f"{shown:.4f} ± {c.uncertainty:.4f}"
+        estimate = {"prior": "   (prior)     ", "rank": f"{c.score:>10.5f} score"}.get(  # a rank score is no CER
+            c.basis, f"{c.predicted:.4f} ± {c.uncertainty:.4f}")
         print(f"{c.rank:>3}. {c.checkpoint:<22} {estimate}  {c.basis:<9} {c.evidence}")
     return 0
 
@@ -508,14 +508,16 @@ def _print_ranking(record, places) -> None:
     print(f"{record.language}: {len(places)} checkpoint(s) ranked by {record.estimator} on {record.utterances} train "
           f"utterances ({record.audio_seconds:.0f} s of audio, seed {record.seed}; {record.heldout_utterances} held "
           f"out for the probe), layers: {record.layers}, on {record.device} with {record.threads} thread(s)")
-    print(f"{'rank':>4}  {'checkpoint':<22} {'score':>9} {'± sd':>7}  {'95 % interval':<19} {'layer':>5} {'seconds':>8}")
+    print(f"{'rank':>4}  {'checkpoint':<22} {'score':>10} {'- best':>10} {'± paired sd':>11} {'layer':>5} {'seconds':>8}")
     for p in places:
-        interval = f"[{p.low:.3f}, {p.high:.3f}]"
-        print(f"{p.rank:>4}  {p.checkpoint:<22} {p.score:>9.4f} {p.sd:>7.4f}  {interval:<19} {p.layer:>5} {p.seconds:>8.1f}")
+        print(f"{p.rank:>4}  {p.checkpoint:<22} {p.score:>10.5f} {p.gap:>10.5f} {p.gap_sd:>11.5f} {p.layer:>5} "
+              f"{p.seconds:>8.1f}")
     pairs = sorted({tuple(sorted((p.checkpoint, other))) for p in places for other in p.not_separable_from})
     if pairs:
         print(f"{record.estimator} cannot separate (paired bootstrap 95 % interval of the difference includes 0): "
               + "; ".join(f"{a} and {b}" for a, b in pairs))
+    print("'- best': the score minus the highest; '± paired sd': its sd over bootstrap resamples of utterances, "
+          "drawn alike for every checkpoint (a score alone varies far more, mostly in common; --json has it)")
     print(f"ranking took {record.seconds():.1f} s wall ({record.sample_seconds:.1f} s reading the sample)")
 
 

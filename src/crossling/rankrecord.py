@@ -139,7 +139,9 @@ def write_record(record: RankRecord, path: Path) -> Path:
 class Ranked:
     """One place of a ranking. `rank` is 1 + the number of checkpoints scoring significantly higher, so
     checkpoints the estimator cannot separate share it; `not_separable_from` names those it cannot
-    separate from (paired bootstrap 95 % interval of the score difference includes 0)."""
+    separate from (paired bootstrap 95 % interval of the score difference includes 0). `sd`, `low` and
+    `high` describe the score alone, most of whose spread every checkpoint shares (the same utterances
+    are drawn); `gap` (score minus the highest score) and its paired `gap_sd` are what compare them."""
 
     rank: int
     checkpoint: str
@@ -150,6 +152,8 @@ class Ranked:
     layer: int
     seconds: float
     not_separable_from: tuple[str, ...]
+    gap: float
+    gap_sd: float
 
 
 def ranking(record: RankRecord, estimator: str | None = None) -> tuple[Ranked, ...]:
@@ -160,6 +164,7 @@ def ranking(record: RankRecord, estimator: str | None = None) -> tuple[Ranked, .
     name = estimator or record.estimator
     scores = {c.checkpoint: c.estimate(name) for c in record.checkpoints}
     order = sorted(scores, key=lambda c: -scores[c].score)  # stable: ties keep the given order
+    top = scores[order[0]]
     places = []
     for checkpoint in order:
         mine = scores[checkpoint]
@@ -167,7 +172,9 @@ def ranking(record: RankRecord, estimator: str | None = None) -> tuple[Ranked, .
         tied = tuple(c for c in order if c != checkpoint and c not in better and not _separated(mine, scores[c]))
         low, high = mine.interval
         seconds = next(c.seconds(name) for c in record.checkpoints if c.checkpoint == checkpoint)
-        places.append(Ranked(1 + len(better), checkpoint, mine.score, mine.sd, low, high, mine.layer, seconds, tied))
+        gap_sd = float(np.std(np.asarray(mine.replicates) - np.asarray(top.replicates), ddof=1))
+        places.append(Ranked(1 + len(better), checkpoint, mine.score, mine.sd, low, high, mine.layer, seconds, tied,
+                             mine.score - top.score, gap_sd))
     return tuple(sorted(places, key=lambda place: place.rank))  # stable: by score within a rank
 
 

@@ -31,8 +31,8 @@ PRIOR_WEIGHTS = {"distance": 1.0, "multilingual": 0.5, "log10_hours": 0.1}
 @dataclass(frozen=True)
 class Candidate:
     """One ranked checkpoint. `predicted` is the expected test CER (NaN for a prior-only ranking);
-    `uncertainty` its standard error (measured), leave-one-language-out RMSE (predicted) or the rank
-    score's bootstrap sd (rank); `basis` is 'measured', 'rank', 'predicted' or 'prior'; `evidence` says
+    `uncertainty` its standard error (measured), leave-one-language-out RMSE (predicted) or the paired
+    bootstrap sd of its rank score minus the best one (rank); `basis` is 'measured', 'rank', 'predicted' or 'prior'; `evidence` says
     what it rests on."""
 
     rank: int
@@ -247,7 +247,7 @@ def from_rank(code: str, record: RankRecord, usable: pd.DataFrame | None = None,
     rows = []
     for place in ranking(record):
         predicted, evidence = predictions.get(place.checkpoint, (math.nan, ""))
-        rows.append(Candidate(place.rank, place.checkpoint, predicted, place.sd, place.score, "rank",
+        rows.append(Candidate(place.rank, place.checkpoint, predicted, place.gap_sd, place.score, "rank",
                               _rank_evidence(record, place) + evidence, pretrain_distance(place.checkpoint, code)))
     notes = (f"ranked on your own {code} audio by {record.estimator} ({record.utterances} train utterances, "
              f"{record.audio_seconds:.0f} s, seed {record.seed}) before any fine-tuning; only the checkpoints "
@@ -257,8 +257,8 @@ def from_rank(code: str, record: RankRecord, usable: pd.DataFrame | None = None,
 
 def _rank_evidence(record: RankRecord, place) -> str:
     tied = f"; not separable from {', '.join(place.not_separable_from)}" if place.not_separable_from else ""
-    return (f"rank score ({record.estimator}) {place.score:.4f} ± {place.sd:.4f} (95 % interval {place.low:.4f} to "
-            f"{place.high:.4f}) at layer {place.layer}{tied}")
+    return (f"rank score ({record.estimator}) {place.score:.5f} at layer {place.layer}, {abs(place.gap):.5f} below the "
+            f"best (paired bootstrap sd {place.gap_sd:.5f}){tied}")
 
 
 def _with_rank_evidence(recommendation: Recommendation, record: RankRecord) -> Recommendation:
