@@ -414,6 +414,7 @@ def scatter(records: Mapping[str, RankRecord], table: pd.DataFrame) -> bytes:
                         fmt="o", ms=4, capsize=2)
             for name, x, y in zip(part["checkpoint"], part["score - best"], part["mean CER"], strict=True):
                 ax.annotate(label(name), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.xaxis.set_major_locator(plt.MaxNLocator(4))  # small differences: long tick labels
             ax.set_title(label(language))
             ax.set_xlabel(label(f"{part['estimator'].iloc[0]} score minus the best"))
             ax.set_ylabel("mean test CER")
