@@ -100,8 +100,13 @@ class RankRecord:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def total_seconds(self) -> float:
+        """Wall time of the whole run, every estimator it computed included."""
+        return self.sample_seconds + sum(c.extract_seconds + c.score_seconds for c in self.checkpoints)
+
     def seconds(self, estimator: str | None = None) -> float:
-        """Wall time of ranking every checkpoint with `estimator` (default: the record's)."""
+        """Wall time of ranking every checkpoint with `estimator` (default: the record's) alone."""
         name = estimator or self.estimator
         return self.sample_seconds + sum(c.seconds(name) for c in self.checkpoints)
 
