@@ -17,7 +17,7 @@ from crossling.transferability import ProbeRecipe
 @pytest.mark.parametrize("change, message", [
     ({"models": ()}, "at least one"), ({"models": ("a", "a")}, "twice"), ({"layers": "first"}, "--layers"),
     ({"estimator": "h-score"}, "--estimator"), ({"budget_seconds": 0.0}, "--budget-seconds"),
-    ({"bootstrap": 5}, "--bootstrap"), ({"probe": ProbeRecipe(steps=0)}, "--probe-steps")])
+    ({"bootstrap": 5}, "--bootstrap"), ({"probe": ProbeRecipe(steps=0)}, "--probe-steps"), ({"threads": 0}, "--threads")])
 def test_bad_options_are_refused(tmp_path, change, message):
     with pytest.raises(ConfigError, match=message):
         replace(RankOptions(data=tmp_path, language="xx", models=("a",)), **change)

@@ -14,7 +14,7 @@ import numpy as np
 
 import crossling
 from crossling import paths
-from crossling.errors import ConfigError, DataError
+from crossling.errors import ConfigError, DataError, ModelError
 from crossling.manifest import Utterance
 from crossling.progress import Track, no_progress
 from crossling.rankrecord import (
@@ -82,6 +82,8 @@ class RankOptions:
             raise ConfigError(f"--bootstrap must be >= 20 replicates for a 95 % interval, got {self.bootstrap}")
         if self.probe.steps < 1:
             raise ConfigError(f"--probe-steps must be >= 1, got {self.probe.steps}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"--threads must be >= 1, got {self.threads}")
 
 
 def _choice(flag: str, value: str, choices: Sequence[str]) -> None:
@@ -214,7 +216,7 @@ def _extract(model, spec, waveforms: Sequence[np.ndarray], device: str, layers: 
 
 def score_checkpoint(model_name: str, sample: Sample, classes: int, options: RankOptions, device: str,
                      track: Track = no_progress) -> CheckpointScores:
-    """Load `model_name`, compute its hidden states on the sample and score them with every estimator."""
+    """Load `model_name`, compute its hidden states on the sample and score them with the estimators asked for."""
     started = time.monotonic()
     model, spec = load_frozen(model_name, classes, options.seed, device)
     with narrow_threads(model.config.hidden_size):
@@ -254,6 +256,9 @@ def _probe_estimates(features, sample: Sample, classes: int, options: RankOption
     """probe-loss, probe-cer and logme-probe from one linear CTC probe."""
     started = time.monotonic()
     train = [i for i in sample.train if fits[i]]
+    if not train:
+        raise ModelError(f"no training utterance of the probe has as many frames as its transcript needs "
+                         f"({len(sample.train)} tried): this checkpoint's frames are too coarse for CTC here")
     probe = fit_probe(features, sample.labels, train, sample.heldout, classes, options.probe, options.seed, device)
     probe_seconds = time.monotonic() - started
     heldout_fits = fits[list(sample.heldout)]
