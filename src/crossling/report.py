@@ -390,7 +390,7 @@ def write_report(table: pd.DataFrame, out_dir: Path, title: str = "crossling stu
     """Analyse `table` and write report.html, report.md, figures/*.png and tables/*.{csv,tex} under
     `out_dir` (report.html last). Returns {relative name: path} of every file written. With the
     study's rank records ({language: RankRecord}) the report also sets them against the runs."""
-    from crossling.rankcheck import rank_section
+    from crossling.rankreport import rank_section
 
     out_dir = Path(out_dir)
     a = analyse(table, alpha, p_adjust, seed)
@@ -483,7 +483,7 @@ def report_from(source: str | Path, out_dir: Path, store: Path | None = None, ti
                 alpha: float = 0.05, p_adjust: str = "holm") -> dict[str, Path]:
     """`write_report` on the table of `source` (see `load_table`) and the rank records of its store, if
     any; the title defaults to its name."""
-    from crossling.rankcheck import source_records
+    from crossling.rankreport import source_records
 
     table = load_table(source, store)
     return write_report(table, out_dir, title or f"crossling report: {Path(str(source)).stem}", alpha, p_adjust,
