@@ -41,7 +41,8 @@ def finetune_seconds(prepared: Path, study, language: str, out: Path, rep: int) 
     seconds = {}
     for checkpoint in study.checkpoints:
         started = time.perf_counter()
-        finetune(prepared, language, checkpoint, study.seeds[0], out / f"{checkpoint}-{rep}", study.recipe, device="cpu")
+        finetune(prepared, language, checkpoint, study.seeds[0], out=out / f"{checkpoint}-{rep}", config=study.recipe,
+                 device="cpu")
         seconds[checkpoint] = time.perf_counter() - started
     return {"total": sum(seconds.values()), **seconds}
 

@@ -14,17 +14,20 @@ def estimate(name: str, score: float, spread: float = 0.01, seed: int = 0, repli
     checkpoint-specific spread."""
     shared = np.random.default_rng(99).normal(scale=0.5, size=replicates)
     own = np.random.default_rng(seed).normal(scale=spread, size=replicates)
-    return EstimatorScore(name, 1, score, (score - 1.0, score), tuple((score + shared + own).tolist()), 0.5)
+    return EstimatorScore(estimator=name, layer=1, score=score, by_layer=(score - 1.0, score),
+                          replicates=tuple((score + shared + own).tolist()), seconds=0.5)
 
 
 def make_record(scores: dict[str, float], language: str = "pt", spread: float = 0.01, estimator: str = "logme",
                 extract_seconds: float = 2.0) -> RankRecord:
     """A record whose every estimator gives each checkpoint its score in `scores`."""
     checkpoints = tuple(
-        CheckpointScores(name, "wav2vec2", 64, 2, extract_seconds, 2.0,
-                         tuple(estimate(e, value, spread, seed=i) for e in ESTIMATORS))
+        CheckpointScores(checkpoint=name, model_type="wav2vec2", dim=64, layers=2, extract_seconds=extract_seconds,
+                         score_seconds=2.0, estimates=tuple(estimate(e, value, spread, seed=i) for e in ESTIMATORS))
         for i, (name, value) in enumerate(scores.items()))
-    return RankRecord(language, "prepared", 0, 300.0, 290.0, 100, 25, "all", estimator, "cpu", 1, 1.0, checkpoints)
+    return RankRecord(language=language, data="prepared", seed=0, budget_seconds=300.0, audio_seconds=290.0,
+                      utterances=100, heldout_utterances=25, layers="all", estimator=estimator, device="cpu", threads=1,
+                      sample_seconds=1.0, checkpoints=checkpoints)
 
 
 def results_for(cers: dict[str, list[float]], language: str = "pt", wall_seconds: float = 100.0) -> pd.DataFrame:

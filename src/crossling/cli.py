@@ -240,6 +240,10 @@ def _add_study(sub) -> None:
     run.add_argument("--cpus-per-run", type=float, default=1.0, help="Ray CPUs per run (default 1)")
     run.add_argument("--gpus-per-run", type=float, default=0.0, help="Ray GPUs per run (default 0; 1 on GPU nodes)")
     run.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    plan.add_argument("--json", action="store_true", help="print the design checks and cost as one JSON object")
+    plan.add_argument("--alpha", type=float, default=0.05, help="significance level of the design checks (default 0.05)")
+    plan.add_argument("--seed-sd", type=float, default=None, metavar="CER",
+                      help="prior sd of test CER over seeds (default: the bundled measurement for the model size)")
     status.add_argument("--runs", action="store_true", help="also list every run with its state and cost")
     status.add_argument("--json", action="store_true", help="print the status as one JSON object")
     plan.set_defaults(handler=_cmd_study_plan)
@@ -255,13 +259,53 @@ def _shard_arg(value: str) -> tuple[int, int]:
 
 
 def _cmd_study_plan(args) -> int:
+    from crossling.design import design_check
     from crossling.grid import plan_study
     from crossling.study import find_study
 
-    counts = plan_study(find_study(args.study), args.store)
+    study = find_study(args.study)
+    counts = plan_study(study, args.store)
+    check = design_check(study, alpha=args.alpha, seed_sd=args.seed_sd)
+    if args.json:
+        from dataclasses import asdict
+
+        print(json.dumps({"runs": asdict(counts), "design": check.to_json()}, ensure_ascii=False, allow_nan=False))
+        return 0
     print(f"{counts.total} runs: {counts.done} done, {counts.failed} failed, {counts.running} running, "
           f"{counts.pending} pending")
+    _print_design(check)
     return 0
+
+
+def _print_design(check) -> None:
+    """The design checks: per question whether it can reach alpha, power, Holm families and cost."""
+    print(f"\ndesign: {check.checkpoints} checkpoints x {check.languages} languages x {check.seeds} seeds; "
+          f"can each question reach alpha {check.alpha}?")
+    for q in check.questions:
+        verdict = "yes" if q.testable else "NO "
+        extra = "; ".join(x for x in (q.reason, q.note) if x)
+        holm = f" after Holm x{q.family}" if q.family > 1 else ""
+        print(f"  {verdict} {q.question}: {q.test}; unit {q.unit} ({q.n}); smallest p{holm} {_p(q.min_p)}"
+              + (f" ({extra})" if extra else ""))
+    families = ", ".join(f"{name} {size}" for name, size in check.holm_families.items())
+    print(f"Holm families: {families}")
+    power = check.power
+    cer = f" = {power.cer:.3f} CER (seed sd {power.seed_sd:.4f}; {power.prior})" if power.cer == power.cer else \
+        f" ({power.prior})"
+    print(f"detectable with 80 % power, per language and pair (alpha {power.alpha_per_pair:.2g} per pair): a mean "
+          f"CER difference of {power.in_seed_sd:.2f} seed sds{cer}")
+    cost = check.cost
+    per = "; ".join(f"{c.checkpoint} {c.parameters / 1e6:.3g}M params" for c in cost.checkpoints[:1])
+    print(f"cost: {cost.runs} runs x {cost.steps} steps of {cost.batch_seconds:g} s of audio ({per}, "
+          f"{cost.checkpoints[0].step_flops:.3g} FLOP per step, {cost.total_flops:.3g} FLOP in all)")
+    for device in cost.devices:
+        machine = f"; {_duration(device.wall_hours * 3600)} wall with {device.at_once} at once" if device.at_once > 1 else ""
+        print(f"  {device.device}: {device.hours_per_run:.3g} h per run, {device.device_hours:.3g} device-hours"
+              f"{machine} ({device.source})")
+
+
+def _p(value: float) -> str:
+    return "n/a" if value != value else f"{value:.2g}" if value < 0.001 else f"{value:.3f}"
 
 
 def _cmd_study_run(args) -> int:
@@ -491,7 +535,7 @@ def _cmd_rank(args) -> int:
 def _rank_validation_table(args):
     if args.results is None:
         return None
-    from crossling.report import load_table
+    from crossling.results import load_table
 
     return load_table(args.results, args.store)
 
@@ -609,11 +653,13 @@ def _cmd_demo(args) -> int:
 
     summary = run_demo(args.out, quick=args.quick, workers=args.workers, track=tqdm_track)
     languages = summary["languages"]
-    print(f"{'mean test CER':<16}" + "".join(f"{lang:>8}" for lang in languages))
+    print(f"{'mean test CER':<16}" + "".join(f"{lang:>10}" for lang in languages))
     for checkpoint, row in summary["mean_test_cer"].items():
-        print(f"{checkpoint:<16}" + "".join(f"{_cer(row[lang]):>8}" for lang in languages))
-    beats = summary["pretrained_beats_random"]
-    print("pre-trained beats random init: " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in beats.items()))
+        letters = summary["letters"][checkpoint]
+        print(f"{checkpoint:<16}" + "".join(f"{_cer(row[lang]) + ' ' + letters[lang]:>10}" for lang in languages))
+    print("(same letter on a language: no evidence of a difference; Conover-Iman, Holm, alpha 0.05)")
+    for sentence in summary["headline"]:
+        print(f"- {sentence}")
     print(f"{summary['done']}/{summary['runs']} runs done in {summary['wall_seconds'] / 60:.1f} min; "
           f"report: {summary['report']}")
     return 0 if summary["failed"] == 0 else 1

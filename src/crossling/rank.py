@@ -152,9 +152,9 @@ def draw_sample(data, options: RankOptions, track: Track = no_progress) -> Sampl
     rng = np.random.default_rng([options.seed, 1])
     heldout = max(1, round(HELDOUT_FRACTION * len(chosen)))
     split = rng.permutation(len(chosen))
-    return Sample(tuple(picked), waveforms, tuple(labels[i] for i in chosen), tuple(sorted(split[heldout:].tolist())),
-                  tuple(sorted(split[:heldout].tolist())), _draws(rng, len(chosen), options.bootstrap),
-                  _draws(rng, heldout, options.bootstrap))
+    return Sample(utterances=tuple(picked), waveforms=waveforms, labels=tuple(labels[i] for i in chosen),
+                  train=tuple(sorted(split[heldout:].tolist())), heldout=tuple(sorted(split[:heldout].tolist())),
+                  draws=_draws(rng, len(chosen), options.bootstrap), heldout_draws=_draws(rng, heldout, options.bootstrap))
 
 
 def _draws(rng: np.random.Generator, count: int, replicates: int) -> np.ndarray:
@@ -220,14 +220,16 @@ def score_checkpoint(model_name: str, sample: Sample, classes: int, options: Ran
     started = time.monotonic()
     model, spec = load_frozen(model_name, classes, options.seed, device)
     with narrow_threads(model.config.hidden_size):
-        features = _extract(model, spec, sample.waveforms, device, options.layers, track, model_name)
+        features = _extract(model, spec, sample.waveforms, device=device, layers=options.layers, track=track,
+                            name=model_name)
     model_type, dim = model.config.model_type, features[0].shape[2]
     del model
     extract_seconds = time.monotonic() - started
     estimates = _estimates(features, sample, classes, options, device)
     score_seconds = time.monotonic() - started - extract_seconds
     log.info("%s: %s", model_name, ", ".join(f"{e.estimator} {e.score:.4f} (layer {e.layer})" for e in estimates))
-    return CheckpointScores(model_name, model_type, dim, features[0].shape[0], extract_seconds, score_seconds, estimates)
+    return CheckpointScores(checkpoint=model_name, model_type=model_type, dim=dim, layers=features[0].shape[0],
+                            extract_seconds=extract_seconds, score_seconds=score_seconds, estimates=estimates)
 
 
 def _select(states: np.ndarray, layers: str) -> np.ndarray:
@@ -247,7 +249,7 @@ def _estimates(features, sample: Sample, classes: int, options: RankOptions, dev
     if "logme" in wanted:
         scores["logme"] = _timed(lambda: _logme_score("logme", features, uniform, classes, sample.draws))
     if wanted & {"logme-probe", "probe-loss", "probe-cer"}:
-        scores.update(_probe_estimates(features, sample, classes, options, device, fits, uniform))
+        scores.update(_probe_estimates(features, sample, classes, options, device=device, fits=fits, uniform=uniform))
     return tuple(scores[name] for name in ESTIMATORS if name in wanted)
 
 
@@ -259,14 +261,16 @@ def _probe_estimates(features, sample: Sample, classes: int, options: RankOption
     if not train:
         raise ModelError(f"no training utterance of the probe has as many frames as its transcript needs "
                          f"({len(sample.train)} tried): this checkpoint's frames are too coarse for CTC here")
-    probe = fit_probe(features, sample.labels, train, sample.heldout, classes, options.probe, options.seed, device)
+    probe = fit_probe(features, sample.labels, train=train, heldout=sample.heldout, classes=classes,
+                      recipe=options.probe, seed=options.seed, device=device)
     probe_seconds = time.monotonic() - started
-    heldout_fits = fits[list(sample.heldout)]
-    loss = _probe_score("probe-loss", probe.heldout_loss, probe, heldout_fits, sample.heldout_draws, probe_seconds)
-    cer = _probe_score("probe-cer", probe.heldout_errors, probe, heldout_fits, sample.heldout_draws, probe_seconds)
+    heldout = {"probe": probe, "fits": fits[list(sample.heldout)], "draws": sample.heldout_draws,
+               "seconds": probe_seconds}
+    loss = _probe_score("probe-loss", probe.heldout_loss, **heldout)
+    cer = _probe_score("probe-cer", probe.heldout_errors, **heldout)
     scores = {"probe-loss": loss, "probe-cer": cer}
     if "logme-probe" in options.estimators:
-        aligned = _probe_alignment(features, sample, probe, loss.layer, uniform, fits)
+        aligned = _probe_alignment(features, sample, probe, layer=loss.layer, uniform=uniform, fits=fits)
         scores["logme-probe"] = _timed(lambda: _logme_score("logme-probe", features, aligned, classes, sample.draws),
                                        extra=probe_seconds)
     return scores
@@ -286,10 +290,11 @@ def _logme_score(name: str, features, frame_labels, classes: int, draws: np.ndar
                 for layer in range(features[0].shape[0])]
     best = int(np.argmax(by_layer))
     replicates = logme_resampled([f[best] for f in features], frame_labels, classes, draws)
-    return EstimatorScore(name, best, by_layer[best], tuple(by_layer), tuple(replicates.tolist()), 0.0)
+    return EstimatorScore(estimator=name, layer=best, score=by_layer[best], by_layer=tuple(by_layer),
+                          replicates=tuple(replicates.tolist()), seconds=0.0)
 
 
-def _probe_score(name: str, per_utterance: np.ndarray, probe: ProbeFit, fits: np.ndarray, draws: np.ndarray,
+def _probe_score(name: str, per_utterance: np.ndarray, *, probe: ProbeFit, fits: np.ndarray, draws: np.ndarray,
                  seconds: float) -> EstimatorScore:
     """Minus (held-out total / held-out characters) per layer; replicates re-weight held-out utterances.
     Held-out utterances too short for this model's frames count for nothing."""
@@ -298,8 +303,8 @@ def _probe_score(name: str, per_utterance: np.ndarray, probe: ProbeFit, fits: np
     by_layer = -values.sum(axis=1) / labels.sum()
     best = int(np.argmax(by_layer))
     replicates = -(draws @ values[best]) / np.maximum(draws @ labels, 1.0)
-    return EstimatorScore(name, best, float(by_layer[best]), tuple(by_layer.tolist()), tuple(replicates.tolist()),
-                          seconds)
+    return EstimatorScore(estimator=name, layer=best, score=float(by_layer[best]), by_layer=tuple(by_layer.tolist()),
+                          replicates=tuple(replicates.tolist()), seconds=seconds)
 
 
 def _probe_alignment(features, sample: Sample, probe: ProbeFit, layer: int, uniform, fits) -> list[np.ndarray]:
@@ -330,14 +335,17 @@ def rank_language(options: RankOptions, out: Path | None = None, track: Track = 
         started = time.monotonic()
         sample = draw_sample(data, options, track)
         sample_seconds = time.monotonic() - started
-        scored = tuple(score_checkpoint(m, sample, len(data.vocab), options, device, track) for m in options.models)
+        scored = tuple(score_checkpoint(m, sample, len(data.vocab), options, device=device, track=track)
+                       for m in options.models)
         threads = torch.get_num_threads()
     finally:
         torch.set_num_threads(previous_threads)
-    record = RankRecord(options.language, str(options.data), options.seed, options.budget_seconds,
-                        round(sample.audio_seconds, 3), len(sample.utterances), len(sample.heldout), options.layers,
-                        options.estimator, device, threads, sample_seconds, scored, options.bootstrap,
-                        options.probe.steps)
+    record = RankRecord(
+        language=options.language, data=str(options.data), seed=options.seed, budget_seconds=options.budget_seconds,
+        audio_seconds=round(sample.audio_seconds, 3), utterances=len(sample.utterances),
+        heldout_utterances=len(sample.heldout), layers=options.layers, estimator=options.estimator, device=device,
+        threads=threads, sample_seconds=sample_seconds, checkpoints=scored, bootstrap=options.bootstrap,
+        probe_steps=options.probe.steps)
     write_record(record, out or paths.rank_record_path(options.data, options.language))
     return record
 

@@ -92,11 +92,14 @@ def agreement(record: RankRecord, table: pd.DataFrame, estimator: str | None = N
     once = float(pd.to_numeric(runs["wall_seconds"], errors="coerce").groupby(runs["checkpoint"]).mean().sum())
     seconds = record.sample_seconds + sum(c.seconds(name) for c in record.checkpoints if c.checkpoint in common)
     return Agreement(
-        record.language, name, len(common), tuple(common),
-        float(_spearman(predicted[None], measured[None])[0]), *spearman_interval, spearman_p,
-        float(_kendall(predicted[None], measured[None])[0]), *kendall_interval, kendall_p,
-        1 / math.factorial(len(common)), seconds, once, float(pd.to_numeric(runs["wall_seconds"], errors="coerce").sum()),
-        len(runs), tuple(c for c in ranked if c not in cer), seed_agreement(runs, common))
+        language=record.language, estimator=name, n=len(common), checkpoints=tuple(common),
+        spearman=float(_spearman(predicted[None], measured[None])[0]), spearman_low=spearman_interval[0],
+        spearman_high=spearman_interval[1], spearman_p=spearman_p,
+        kendall=float(_kendall(predicted[None], measured[None])[0]), kendall_low=kendall_interval[0],
+        kendall_high=kendall_interval[1], kendall_p=kendall_p, p_floor=1 / math.factorial(len(common)),
+        rank_seconds=seconds, finetune_seconds_once=once,
+        finetune_seconds_all=float(pd.to_numeric(runs["wall_seconds"], errors="coerce").sum()), runs=len(runs),
+        missing=tuple(c for c in ranked if c not in cer), seed_spearman=seed_agreement(runs, common))
 
 
 def seed_agreement(runs: pd.DataFrame, checkpoints: Sequence[str]) -> float:
@@ -198,7 +201,8 @@ def pooled(found: Sequence[Agreement], records: Mapping[str, RankRecord], table:
     mean = float(np.mean(observed))
     p = sum(probability for total, probability in null.items() if total / len(mine) >= mean - 1e-9)
     floor = math.prod(1 / math.factorial(a.n) for a in mine)
-    return Pooled(estimator, tuple(a.language for a in mine), sum(a.n for a in mine), mean, min(p, 1.0), floor)
+    return Pooled(estimator=estimator, languages=tuple(a.language for a in mine), cells=sum(a.n for a in mine),
+                  spearman=mean, p=min(p, 1.0), p_floor=floor)
 
 
 def _paired_arrays(record: RankRecord, table: pd.DataFrame, checkpoints: Sequence[str], estimator: str):

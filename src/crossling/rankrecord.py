@@ -178,8 +178,9 @@ def ranking(record: RankRecord, estimator: str | None = None) -> tuple[Ranked, .
         low, high = mine.interval
         seconds = next(c.seconds(name) for c in record.checkpoints if c.checkpoint == checkpoint)
         gap_sd = float(np.std(np.asarray(mine.replicates) - np.asarray(top.replicates), ddof=1))
-        places.append(Ranked(1 + len(better), checkpoint, mine.score, mine.sd, low, high, mine.layer, seconds, tied,
-                             mine.score - top.score, gap_sd))
+        places.append(Ranked(rank=1 + len(better), checkpoint=checkpoint, score=mine.score, sd=mine.sd, low=low,
+                             high=high, layer=mine.layer, seconds=seconds, not_separable_from=tied,
+                             gap=mine.score - top.score, gap_sd=gap_sd))
     return tuple(sorted(places, key=lambda place: place.rank))  # stable: by score within a rank
 
 

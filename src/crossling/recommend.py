@@ -179,7 +179,8 @@ def _from_results(code: str, usable: pd.DataFrame, metric: str) -> Recommendatio
     pooled_sd = math.sqrt(np.nanmean(summary["sd"] ** 2)) if summary["sd"].notna().any() else math.nan
     loo = leave_one_language_out(matrix) if len(matrix.index) >= 3 else pd.Series(math.nan, index=matrix.columns)
     beta = _transfer_slope(matrix.drop(index=[target]) if target else matrix)
-    rows = [_candidate(matrix, summary, target or code, c, beta, loo[c], pooled_sd) for c in matrix.columns]
+    rows = [_candidate(matrix, summary, target or code, c, beta=beta, loo_error=loo[c], pooled_sd=pooled_sd)
+            for c in matrix.columns]
     neighbours = tuple(_neighbours(code, [x for x in matrix.index if x != target]))
     notes = (f"measured on {target}" if target else f"{code} not measured: predicted from its nearest measured "
              f"languages (transfer slope beta = {beta:.3f} {metric} per unit of distance)")
@@ -247,8 +248,10 @@ def from_rank(code: str, record: RankRecord, usable: pd.DataFrame | None = None,
     rows = []
     for place in ranking(record):
         predicted, evidence = predictions.get(place.checkpoint, (math.nan, ""))
-        rows.append(Candidate(place.rank, place.checkpoint, predicted, place.gap_sd, place.score, "rank",
-                              _rank_evidence(record, place) + evidence, pretrain_distance(place.checkpoint, code)))
+        rows.append(Candidate(rank=place.rank, checkpoint=place.checkpoint, predicted=predicted,
+                              uncertainty=place.gap_sd, score=place.score, basis="rank",
+                              evidence=_rank_evidence(record, place) + evidence,
+                              pretrain_distance=pretrain_distance(place.checkpoint, code)))
     notes = (f"ranked on your own {code} audio by {record.estimator} ({record.utterances} train utterances, "
              f"{record.audio_seconds:.0f} s, seed {record.seed}) before any fine-tuning; only the checkpoints "
              f"that were ranked are listed")
@@ -286,9 +289,9 @@ def _rank_predictions(code: str, record: RankRecord, usable: pd.DataFrame | None
 def recommend_from(language: str, source: str | Path | None = None, store: Path | None = None,
                    rank_record: Path | None = None) -> Recommendation:
     """`recommend` with the results table of `source` (a results file, store directory or study; see
-    `crossling.report.load_table`) and the rank record at `rank_record`, or the prior when neither is given."""
+    `crossling.results.load_table`) and the rank record at `rank_record`, or the prior when neither is given."""
     from crossling.rankrecord import read_record
-    from crossling.report import load_table
+    from crossling.results import load_table
 
     record = read_record(rank_record) if rank_record is not None else None
     return recommend(language, load_table(source, store) if source is not None else None, rank=record)

@@ -92,3 +92,41 @@ def export_results(table: pd.DataFrame, path: Path | str, format: str = "csv") -
         else:
             table.to_json(tmp, orient="records", indent=1, force_ascii=False)
     return path
+
+
+# --- reading a results table back (the report and recommend take any of these) ---------------------------
+
+TABLE_SUFFIXES = (".csv", ".json", ".parquet", ".pq")
+
+
+def load_table(source: str | Path, store: Path | None = None) -> pd.DataFrame:
+    """The tidy results table from a results file (.csv / .json / .parquet, as `crossling results`
+    writes it), a study store directory, or a study (file or shipped example name) and its store."""
+    path = Path(source).expanduser()
+    if path.suffix.lower() in TABLE_SUFFIXES:
+        if not path.is_file():
+            raise DataError(f"{path}: results file not found")
+        return _read_table_file(path)
+    from crossling.study import find_study
+
+    return load_results_table(path if path.is_dir() else find_study(str(source)), store)
+
+
+def _read_table_file(path: Path) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":  # only empty fields are missing: a checkpoint may be called 'NA'
+            table = pd.read_csv(path, keep_default_na=False, na_values=[""])
+        elif suffix == ".json":
+            table = pd.read_json(path, orient="records", dtype=False)
+        else:
+            table = pd.read_parquet(path)
+    except (ValueError, OSError, ImportError) as error:
+        raise DataError(f"{path}: cannot read the results table ({error})") from error
+    from crossling.stats import split_missing
+
+    split_missing(table)  # checks the columns, naming the missing ones
+    for column in ("checkpoint", "language", "status", "run_id"):
+        if column in table:
+            table[column] = table[column].astype(str)
+    return table

@@ -221,16 +221,18 @@ class ProbeFit:
     heads: LinearHeads
 
 
-def fit_probe(features: Sequence[np.ndarray], labels: Sequence[Sequence[int]], train: Sequence[int],
+def fit_probe(features: Sequence[np.ndarray], labels: Sequence[Sequence[int]], *, train: Sequence[int],
               heldout: Sequence[int], classes: int, recipe: ProbeRecipe, seed: int, device: str = "cpu") -> ProbeFit:
     """Train one linear CTC head per layer on the `train` utterances (each `features[i]` is (layers,
     frames, dim)) for `recipe.steps` Adam steps on seeded mini-batches, then score the `heldout` ones.
     Every utterance must have at least `ctc_min_frames` frames for its labels (callers filter)."""
     with narrow_threads(features[train[0]].shape[2]):
-        return _fit_probe(features, labels, train, heldout, classes, recipe, seed, device)
+        return _fit_probe(features, labels, train=train, heldout=heldout, classes=classes, recipe=recipe, seed=seed,
+                          device=device)
 
 
-def _fit_probe(features, labels, train, heldout, classes: int, recipe: ProbeRecipe, seed: int, device: str) -> ProbeFit:
+def _fit_probe(features, labels, *, train, heldout, classes: int, recipe: ProbeRecipe, seed: int,
+               device: str) -> ProbeFit:
     import torch
 
     mean, scale = _standardiser([features[i] for i in train], device)
