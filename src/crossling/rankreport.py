@@ -28,6 +28,9 @@ from crossling.rankcheck import (
 )
 from crossling.rankrecord import ESTIMATORS, RankRecord, ranking, read_record
 
+#: What `rank_section` may contribute to a report.
+TABLE_NAMES = ("rank_agreement", "rank_pooled", "rank_scores")
+FIGURE_NAMES = ("rank_vs_cer",)
 #: The issue's goal on the demo study: Spearman >= 0.8 per language at <= 5 % of the fine-tuning compute.
 GOAL_SPEARMAN, GOAL_COMPUTE = 0.8, 0.05
 

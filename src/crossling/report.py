@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from crossling import design, factors, paths, stats
+from crossling import design, factors, paths, rankreport, stats
 from crossling import findings as findings_
 from crossling.atomic import atomic_path, write_text_atomic
 from crossling.errors import ConfigError, CrosslingError, DataError
@@ -371,9 +371,9 @@ def tables(a: Analysis) -> dict[str, tuple[Table, pd.DataFrame]]:
 
 
 TABLE_NAMES = ("findings", "methods", "cer_table", "wins", "kruskal", "friedman_ranks", "families", "transfer",
-               "subgroup", "typology", "gender", "sensitivity", "variance", "cost", "missing")
+               "subgroup", "typology", "gender", "sensitivity", "variance", "cost", "missing", *rankreport.TABLE_NAMES)
 FIGURE_NAMES = ("critical_difference", "heatmap", "boxplots", "transfer", "families", "typology", "gender",
-                "variance", "cost")
+                "variance", "cost", *rankreport.FIGURE_NAMES)
 
 
 # --- figures and findings ----------------------------------------------------------------------------
@@ -519,12 +519,10 @@ def write_report(table: pd.DataFrame, out_dir: Path, title: str = "crossling stu
 def write_analysis(a: Analysis, out_dir: Path, title: str = "crossling study report",
                    rank_records: dict | None = None) -> dict[str, Path]:
     """Write the report of an `Analysis` (see `write_report`)."""
-    from crossling.rankreport import rank_section
-
     out_dir = Path(out_dir)
     rendered = tables(a)
     figs = make_figures(a)
-    predicted = rank_section(rank_records, a.runs, a.alpha) if rank_records else None
+    predicted = rankreport.rank_section(rank_records, a.runs, a.alpha) if rank_records else None
     notes = {"predicted": list(predicted.findings)} if predicted else {}
     rendered.update(predicted.tables if predicted else {})
     figs.update(predicted.figures if predicted else {})
@@ -578,9 +576,8 @@ def report_from(source: str | Path, out_dir: Path, store: Path | None = None, ti
                 alpha: float = 0.05, p_adjust: str = "holm") -> dict[str, Path]:
     """`write_report` on the table of `source` (see `crossling.results.load_table`) and the rank records of
     its store, if any; the title defaults to its name."""
-    from crossling.rankreport import source_records
     from crossling.results import load_table
 
     table = load_table(source, store)
     return write_report(table, out_dir, title=title or f"crossling report: {Path(str(source)).stem}", alpha=alpha,
-                        p_adjust=p_adjust, rank_records=source_records(source, store, table))
+                        p_adjust=p_adjust, rank_records=rankreport.source_records(source, store, table))
