@@ -41,7 +41,7 @@ def finetune_seconds(prepared: Path, study, language: str, out: Path, rep: int) 
     seconds = {}
     for checkpoint in study.checkpoints:
         started = time.perf_counter()
-        finetune(prepared, language, checkpoint, study.seeds[0], out=out / f"{checkpoint}-{rep}", config=study.recipe,
+        finetune(prepared, language, checkpoint, seed=study.seeds[0], out=out / f"{checkpoint}-{rep}", config=study.recipe,
                  device="cpu")
         seconds[checkpoint] = time.perf_counter() - started
     return {"total": sum(seconds.values()), **seconds}
@@ -59,14 +59,15 @@ def main() -> None:
     crossling.short_openmp_spin()  # before torch loads, as fine-tuning and ranking do
     import torch
 
-    from crossling.grid import open_store, prepare_data
+    from crossling.grid import open_store
     from crossling.rank import load_frozen
+    from crossling.sources import prepare_source
     from crossling.study import example_study_path, load_study
 
     torch.set_num_threads(1)
     study = load_study(example_study_path(args.study))
     work = Path(tempfile.mkdtemp(prefix="crossling-bench-rank-"))
-    prepared = prepare_data(study, open_store(study, args.store or work / "store"))
+    prepared = prepare_source(study.data, study.languages, open_store(study, args.store or work / "store"))
     load_frozen(study.checkpoints[0], 10, 0, "cpu")  # one-time imports, paid before either side is timed
     results = common.interleaved({
         "rank": lambda rep: rank_seconds(prepared, study, args.language, work),

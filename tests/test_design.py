@@ -112,3 +112,31 @@ def test_study_plan_rejects_a_bad_prior(tmp_path, capsys):
 
     assert main(["study", "plan", "demo", "--store", str(tmp_path / "d"), "--seed-sd", "-1"]) == 2
     assert "seed sd must be a positive CER" in capsys.readouterr().err
+
+
+def test_study_plan_sizes_local_folders_and_says_when_a_hub_id_cannot_be_sized(tmp_path, capsys, monkeypatch):
+    """A local model folder is sized from its config.json; a hub id not in the Hugging Face cache makes the
+    cost 'cannot be estimated' (naming why) instead of failing the plan or guessing."""
+    from crossling.cli import main
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    source, _ = design.config_values("zoo-es")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "config.json").write_text(json.dumps(source))
+    study = tmp_path / "s.toml"
+    study.write_text('checkpoints = ["mine", "zoo-random"]\nlanguages = ["pt"]\nseeds = [0, 1, 2]\n'
+                     '[data]\nsource = "synthetic"\n')
+    cost = design.study_cost(load_study(study))
+    assert not cost.unsized and cost.checkpoints[0].architecture == str(tmp_path / "mine" / "config.json")
+    assert cost.checkpoints[0].parameters == design.architecture_of("zoo-es").trainable_parameters(design.VOCAB_SIZE)
+    study.write_text(study.read_text().replace('"mine"', '"someone/not-cached"'))
+    assert main(["study", "plan", str(study), "--store", str(tmp_path / "store")]) == 0
+    out = capsys.readouterr().out
+    assert "cost: cannot be estimated for 6 runs: cannot size checkpoint 'someone/not-cached'" in out
+    assert "device-hours" not in out
+    assert main(["study", "plan", str(study), "--store", str(tmp_path / "store"), "--json"]) == 0
+    cost = json.loads(capsys.readouterr().out)["design"]["cost"]
+    assert cost["total_flops"] is None and cost["devices"] == [] and len(cost["unsized"]) == 1
+    (tmp_path / "mine" / "config.json").write_text("{not json")
+    study.write_text(study.read_text().replace('"someone/not-cached"', '"mine"'))
+    assert "is not readable JSON" in design.study_cost(load_study(study)).unsized[0]

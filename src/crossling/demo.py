@@ -5,21 +5,20 @@ Study files: crossling/studies/demo.toml (full) and demo-quick.toml (tests, CI).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import crossling
 from crossling import paths
 from crossling.atomic import write_json_atomic
 from crossling.errors import DataError
 from crossling.progress import Track, no_progress
 from crossling.study import Study, example_study_path, load_study
+
+if TYPE_CHECKING:
+    from crossling.grid import GridSummary, Progress
 
 log = logging.getLogger(__name__)
 
@@ -32,19 +31,20 @@ def demo_study(quick: bool = False) -> Study:
 
 
 def run_demo(out: Path = Path("crossling-demo"), quick: bool = False, workers: int = 2,
-             track: Track = no_progress) -> dict:
+             track: Track = no_progress, progress: Progress | None = None) -> dict:
     """Run the demo study end to end under `out` (store/, report/, demo.json); returns the summary
     written to demo.json. Re-running resumes: finished runs are kept, interrupted ones resume."""
-    from crossling.grid import open_store, prepare_data
+    from crossling.grid import open_store
+    from crossling.sources import prepare_source
 
     started = time.monotonic()
     out = Path(out)
     study = demo_study(quick)
     store_dir = paths.demo_store_dir(out)
-    prepared = prepare_data(study, open_store(study, store_dir), track)
+    prepared = prepare_source(study.data, study.languages, open_store(study, store_dir), track)
     data_seconds = time.monotonic() - started
     log.info("demo data prepared in %s (%.0f s)", prepared, data_seconds)
-    _run_grid(study, store_dir, workers)
+    _run_grid(study, store_dir, workers, progress)
     table, analysis, report = _analyse(study, store_dir, paths.demo_report_dir(out))
     summary = summarize(table, study, analysis, report=report, wall_seconds=time.monotonic() - started, workers=workers)
     summary["data_seconds"] = round(data_seconds, 1)
@@ -52,26 +52,15 @@ def run_demo(out: Path = Path("crossling-demo"), quick: bool = False, workers: i
     return summary
 
 
-def _run_grid(study: Study, store_dir: Path, workers: int) -> None:
-    """`workers` local grid processes on one store (claims give every run to exactly one of them);
-    one thread each, since two 1-thread processes outrun one 2-thread process on small models."""
-    if workers <= 1:
-        _grid_worker(study.path, store_dir)
-        return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        for future in [pool.submit(_grid_worker, study.path, store_dir) for _ in range(workers)]:
-            future.result()
-
-
-def _grid_worker(study_path: Path, store_dir: Path) -> dict:
-    crossling.short_openmp_spin()  # before torch loads, as `crossling.finetune` does
-    import torch
-
+def _run_grid(study: Study, store_dir: Path, workers: int, progress: Progress | None = None) -> GridSummary:
+    """`workers` grid processes on one store (claims give every run to exactly one of them), one torch
+    thread each: two 1-thread processes outrun one 2-thread process on small models, and the demo's
+    numbers stay those of one thread whatever the machine."""
+    from crossling.executors import ProcessExecutor
     from crossling.grid import run_study
 
-    torch.set_num_threads(1)
-    summary = run_study(load_study(study_path), store=store_dir, executor="local", device="cpu")
-    return dataclasses.asdict(summary)
+    return run_study(study, store_dir, executor=ProcessExecutor(workers=max(1, workers), threads=1), device="cpu",
+                     progress=progress)
 
 
 def _analyse(study: Study, store_dir: Path, report_dir: Path):

@@ -327,6 +327,9 @@ class Architecture:
                        pos_conv_groups=int(config["num_conv_pos_embedding_groups"]), source=source)
         except KeyError as error:
             raise ConfigError(f"{source}: model config lacks {error.args[0]!r}, needed to count its parameters") from None
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"{source}: model config value of the wrong type ({error}), needed to count its "
+                              f"parameters") from None
 
     def frames(self, samples: int) -> int:
         """Output frames of the CNN for `samples` input samples."""
@@ -366,24 +369,56 @@ def _bundled_config(name: str) -> dict:
 LARGE_CONFIG = "facebook__wav2vec2-xls-r-300m.json"
 
 
-def architecture_of(checkpoint: str) -> Architecture:
-    """The architecture of a registered checkpoint from its config values (see `config_values`)."""
-    return Architecture.from_config(*config_values(checkpoint))
+def architecture_of(checkpoint: str, base: Path | None = None) -> Architecture:
+    """The architecture of `checkpoint` from its config values (see `config_values`)."""
+    return Architecture.from_config(*config_values(checkpoint, base))
 
 
-def config_values(checkpoint: str) -> tuple[dict, str]:
-    """(config.json values, where they come from) of a registered checkpoint: a mini-zoo model's own
-    config.json, else the bundled config of a reference checkpoint, else the bundled LARGE config."""
+def config_values(checkpoint: str, base: Path | None = None) -> tuple[dict, str]:
+    """(config.json values, where they come from) of `checkpoint`: a mini-zoo model's own config.json, the
+    bundled config of a reference checkpoint (else the bundled LARGE config), a local model folder's
+    config.json (relative to `base`, the study's folder), or a hub id's config.json in the Hugging Face cache.
+    Raises ConfigError naming what was looked at when none is known (nothing is downloaded)."""
     facts = find_checkpoint(checkpoint)
     if facts is None:
-        raise ConfigError(f"cannot size checkpoint {checkpoint!r}: only registered checkpoints (`crossling models`) "
-                          f"have known config values")
+        return _unregistered_config(checkpoint, base or Path.cwd())
     folder = _zoo_folder(facts)
     if folder is not None:
         path = Path(str(resources.files("crossling").joinpath("zoo", folder, "config.json")))
         return json.loads(path.read_text(encoding="utf-8")), str(path)
     name = facts.config_name if resources.files("crossling").joinpath("data", facts.config_name).is_file() else LARGE_CONFIG
     return _bundled_config(name), f"crossling/data/{name}"
+
+
+def _unregistered_config(checkpoint: str, base: Path) -> tuple[dict, str]:
+    local = Path(checkpoint).expanduser()
+    local = local if local.is_absolute() else base / local
+    path = local / "config.json" if local.is_dir() else _cached_hub_config(checkpoint)
+    if path is None or not path.is_file():
+        raise ConfigError(f"cannot size checkpoint {checkpoint!r}: it is not registered (`crossling models`), "
+                          f"not a local model folder with a config.json, and its config.json is not in the "
+                          f"Hugging Face cache")
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot size checkpoint {checkpoint!r}: {path} is not readable JSON ({exc})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"cannot size checkpoint {checkpoint!r}: {path} holds {type(values).__name__}, "
+                          f"expected a JSON object")
+    return values, str(path)
+
+
+def _cached_hub_config(checkpoint: str) -> Path | None:
+    """The cached config.json of hub id `checkpoint`, or None (never downloads)."""
+    if checkpoint.count("/") != 1:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(checkpoint, "config.json")
+    except ValueError:  # not a valid repo id
+        return None
+    return Path(found) if isinstance(found, str) else None
 
 
 def _zoo_folder(facts: Checkpoint) -> str | None:
@@ -459,6 +494,7 @@ class Cost:
     checkpoints: tuple[CheckpointCost, ...]
     total_flops: float
     devices: tuple[DeviceCost, ...]
+    unsized: tuple[str, ...] = ()  # why a checkpoint's size is unknown; then no total and no device-hours
 
 
 def study_cost(study: Study) -> Cost:
@@ -467,12 +503,19 @@ def study_cost(study: Study) -> Cost:
     steps, batch = study.recipe.max_steps, study.recipe.batch_seconds
     clip = min(CLIP_SECONDS.get(study.data.kind, 5.0), batch)
     runs_per_checkpoint = study.size // len(study.checkpoints)
-    rows = []
+    rows, unsized = [], []
     for name in study.checkpoints:
-        arch = architecture_of(name)
+        try:
+            arch = architecture_of(name, study.data.base)
+        except ConfigError as error:
+            unsized.append(str(error))
+            continue
         step = arch.train_step_flops(batch, clip, VOCAB_SIZE)
         rows.append(CheckpointCost(checkpoint=name, parameters=arch.trainable_parameters(VOCAB_SIZE), step_flops=step,
                                    run_flops=step * steps, architecture=arch.source))
+    if unsized:  # a total over part of the grid would understate the cost: none is given
+        return Cost(runs=study.size, steps=steps, batch_seconds=batch, clip_seconds=clip, checkpoints=tuple(rows),
+                    total_flops=math.nan, devices=(), unsized=tuple(unsized))
     total = sum(r.run_flops for r in rows) * runs_per_checkpoint
     devices = tuple(_device_cost(t, total, study.size) for t in THROUGHPUTS.get(_size(study), ()))
     return Cost(runs=study.size, steps=steps, batch_seconds=batch, clip_seconds=clip, checkpoints=tuple(rows),

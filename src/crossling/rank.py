@@ -136,9 +136,9 @@ def sample_utterances(utterances: Sequence[Utterance], labels: Sequence[Sequence
 
 
 def draw_sample(data, options: RankOptions, track: Track = no_progress) -> Sample:
-    """The scored sample of a prepared language (`crossling.batching.PreparedLanguage`)."""
-    from crossling.batching import load_audio
+    """The scored sample of a prepared language (`crossling.prepared.PreparedLanguage`)."""
     from crossling.models import load_tokenizer
+    from crossling.prepared import load_audio
 
     utterances = data.split("train")
     tokenizer = load_tokenizer(data.vocab_file)
@@ -323,8 +323,8 @@ def rank_language(options: RankOptions, out: Path | None = None, track: Track = 
     crossling.short_openmp_spin()  # before torch loads, as fine-tuning does
     import torch
 
-    from crossling.batching import open_prepared
     from crossling.evaluate import pick_device
+    from crossling.prepared import open_prepared
 
     data = open_prepared(options.data, options.language)
     device = pick_device(options.device)
@@ -350,7 +350,6 @@ def rank_language(options: RankOptions, out: Path | None = None, track: Track = 
     return record
 
 
-
 def rank_study(study, store_dir: Path, threads: int | None = 1, track: Track = no_progress,
                probe: ProbeRecipe | None = None, bootstrap: int = BOOTSTRAP_REPLICATES,
                compare: bool = False) -> dict[str, RankRecord]:
@@ -358,9 +357,10 @@ def rank_study(study, store_dir: Path, threads: int | None = 1, track: Track = n
     default estimator (every one with `compare`), from frozen features only (no run is read), writing
     each record to `paths.store_rank_path`; a record already there for the same options is kept. One
     thread by default, as the demo's grid workers use."""
-    from crossling.grid import open_store, prepare_data
+    from crossling.grid import open_store
+    from crossling.sources import prepare_source
 
-    prepared = prepare_data(study, open_store(study, store_dir), track)
+    prepared = prepare_source(study.data, study.languages, open_store(study, store_dir), track)
     records = {}
     for language in study.languages:
         options = RankOptions(data=prepared, language=language, models=tuple(study.checkpoints),
