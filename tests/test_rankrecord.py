@@ -5,7 +5,7 @@ import pytest
 from rank_factory import make_record
 
 from crossling.errors import CorruptArtifactError, DataError
-from crossling.rankrecord import ranking, read_record, record_from_dict, write_record
+from crossling.rankrecord import RankRecord, ranking, read_record, write_record
 
 # --- the ranking ---------------------------------------------------------------------------------------
 
@@ -43,16 +43,37 @@ def test_paired_replicates_separate_what_unpaired_intervals_would_not():
     assert [p.rank for p in places] == [1, 2]
 
 
-def test_record_round_trips_and_a_corrupt_one_names_the_file(tmp_path):
+def test_record_round_trips_with_its_schema_version(tmp_path):
     record = make_record({"a": 1.0, "b": 2.0})
-    path = write_record(record, tmp_path / "rank.json")
-    assert read_record(path) == record
-    values = json.loads(path.read_text())
-    del values["checkpoints"][0]["estimates"][0]["replicates"]
-    with pytest.raises(CorruptArtifactError, match="rank.json.*replicates"):
-        record_from_dict(values, str(path))
+    write_record(record, tmp_path / "rank.json")
+    assert json.loads((tmp_path / "rank.json").read_text())["schema"] == 1
+    assert read_record(tmp_path / "rank.json") == record
     with pytest.raises(DataError, match="no rank record"):
         read_record(tmp_path / "absent.json")
+
+
+def test_a_record_written_before_schema_versions_is_read():
+    values = make_record({"a": 1.0, "b": 2.0}).to_json()
+    del values["schema"]
+    assert RankRecord.from_json(values, "old.json") == make_record({"a": 1.0, "b": 2.0})
+
+
+@pytest.mark.parametrize("spoil, message", [
+    (lambda v: v["checkpoints"][0]["estimates"][0].pop("replicates"), r"rank.json checkpoints\[0\] estimates\[0\].*replicates"),
+    (lambda v: v["checkpoints"][1].update(dim="64"), r"checkpoints\[1\]: dim must be int"),
+    (lambda v: v.update(extra=1), "extra"),
+    (lambda v: v["checkpoints"][0]["estimates"][0].update(estimator="logmee"), "'logmee' is not one of"),
+    (lambda v: v["checkpoints"][0]["estimates"][0].update(layer=7), "layer 7 is not one of the 2 scored layers"),
+    (lambda v: v["checkpoints"][0]["estimates"][0].update(replicates=[1.0, 2.0]), "replicates differ in number"),
+    (lambda v: v.update(schema=9), "schema version 9"),
+    (lambda v: v.update(checkpoints={}), "checkpoints must be a list"),
+])
+def test_a_corrupt_record_names_the_file_and_the_key(tmp_path, spoil, message):
+    values = make_record({"a": 1.0, "b": 2.0}).to_json()
+    spoil(values)
+    (tmp_path / "rank.json").write_text(json.dumps(values))
+    with pytest.raises(CorruptArtifactError, match=message):
+        read_record(tmp_path / "rank.json")
 
 
 def test_record_seconds_add_the_sample_and_each_checkpoint():

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -280,7 +280,7 @@ def _timed(compute, extra: float = 0.0) -> EstimatorScore:
     """`compute()` with its wall time (plus `extra`, time spent on what it builds on) as its seconds."""
     started = time.monotonic()
     score = compute()
-    return EstimatorScore(**{**asdict(score), "seconds": time.monotonic() - started + extra})
+    return replace(score, seconds=time.monotonic() - started + extra)
 
 
 def _logme_score(name: str, features, frame_labels, classes: int, draws: np.ndarray) -> EstimatorScore:

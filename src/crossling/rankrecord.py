@@ -1,17 +1,24 @@
 """Rank records: every estimator's score of every checkpoint on one language's sample (per layer, with
-paired bootstrap replicates and the time spent) as JSON, and the ranking they give, with shared ranks
-where an estimator cannot separate checkpoints. No torch: `recommend`, `rankcheck` and the report read them."""
+paired bootstrap replicates and the time spent) as typed, schema-versioned JSON (crossling.records' rules),
+and the ranking they give, with shared ranks where an estimator cannot separate checkpoints. No torch:
+`recommend`, `rankcheck` and the report read them."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
 from crossling.atomic import read_json, write_json_atomic
-from crossling.errors import CorruptArtifactError, DataError
+from crossling.config import from_mapping
+from crossling.errors import ConfigError, CorruptArtifactError, DataError
+from crossling.records import SCHEMA, schema_of
 from crossling.transferability import ProbeRecipe
+
+T = TypeVar("T")
 
 #: Every estimator, each scored on every layer (higher is better):
 #: logme        LogME evidence of frame features for character labels, frames split evenly over characters;
@@ -24,10 +31,10 @@ DEFAULT_ESTIMATOR = "logme"
 BOOTSTRAP_REPLICATES = 200
 
 
-# --- the record ----------------------------------------------------------------------------------------
+# --- the record (schema-versioned like crossling.records) -------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EstimatorScore:
     """One estimator on one checkpoint: its score on each layer, the best layer, and bootstrap replicates
     of the best layer's score (over utterances; the same draws for every checkpoint, so paired)."""
@@ -39,6 +46,14 @@ class EstimatorScore:
     replicates: tuple[float, ...]
     seconds: float  # what this estimator alone costs after extraction (logme-probe and probe-cer include the probe)
 
+    def __post_init__(self) -> None:
+        if self.estimator not in ESTIMATORS:
+            raise ConfigError(f"estimator {self.estimator!r} is not one of {', '.join(ESTIMATORS)}")
+        if not 0 <= self.layer < len(self.by_layer):
+            raise ConfigError(f"layer {self.layer} is not one of the {len(self.by_layer)} scored layers")
+        if len(self.replicates) < 2:
+            raise ConfigError(f"replicates: {len(self.replicates)} bootstrap value(s); an interval needs at least 2")
+
     @property
     def sd(self) -> float:
         return float(np.std(self.replicates, ddof=1))
@@ -48,8 +63,12 @@ class EstimatorScore:
         low, high = np.percentile(self.replicates, [2.5, 97.5])
         return float(low), float(high)
 
+    @classmethod
+    def from_json(cls, value: Any, where: str) -> EstimatorScore:
+        return _build(cls, value, where)
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, kw_only=True)
 class CheckpointScores:
     """Every estimator on one checkpoint; `extract_seconds`: loading it and computing its hidden states."""
 
@@ -76,10 +95,17 @@ class CheckpointScores:
         """Wall time this checkpoint costs to rank with `estimator` alone."""
         return self.extract_seconds + self.estimate(estimator).seconds
 
+    @classmethod
+    def from_json(cls, value: Any, where: str) -> CheckpointScores:
+        estimates = _list(value, "estimates", where)
+        return _build(cls, {**value, "estimates": tuple(
+            EstimatorScore.from_json(e, f"{where} estimates[{i}]") for i, e in enumerate(estimates))}, where)
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, kw_only=True)
 class RankRecord:
-    """A ranking run: the sample it scored, where, and every checkpoint's scores (in the order given)."""
+    """A ranking run: the sample it scored, where, and every checkpoint's scores (in the order given).
+    Written by `crossling rank` (paths.rank_record_path, or --out) and the demo (paths.store_rank_path)."""
 
     language: str
     data: str
@@ -97,8 +123,26 @@ class RankRecord:
     bootstrap: int = BOOTSTRAP_REPLICATES
     probe_steps: int = ProbeRecipe.steps
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def __post_init__(self) -> None:
+        if self.estimator not in ESTIMATORS:
+            raise ConfigError(f"estimator {self.estimator!r} is not one of {', '.join(ESTIMATORS)}")
+        if not self.checkpoints:
+            raise ConfigError("checkpoints: a rank record scores at least one checkpoint")
+        draws = {len(e.replicates) for c in self.checkpoints for e in c.estimates}
+        if len(draws) > 1:  # paired comparisons need the same resamples for every checkpoint
+            raise ConfigError(f"checkpoints: bootstrap replicates differ in number ({sorted(draws)}); expected one count")
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as JSON gives it back (lists, not tuples)."""
+        return json.loads(json.dumps({"schema": SCHEMA, **asdict(self)}))
+
+    @classmethod
+    def from_json(cls, value: Any, where: str) -> RankRecord:
+        schema_of(value, where, "rank record")  # schema 0 (written before versions) has the same keys
+        values = {key: item for key, item in value.items() if key != "schema"}
+        checkpoints = _list(values, "checkpoints", where)
+        return _build(cls, {**values, "checkpoints": tuple(
+            CheckpointScores.from_json(c, f"{where} checkpoints[{i}]") for i, c in enumerate(checkpoints))}, where)
 
     @property
     def total_seconds(self) -> float:
@@ -111,36 +155,42 @@ class RankRecord:
         return self.sample_seconds + sum(c.seconds(name) for c in self.checkpoints)
 
 
-def record_from_dict(values: dict, where: str) -> RankRecord:
-    """A record read back from JSON; a missing or wrong key is a `CorruptArtifactError` naming `where`."""
+def _build(cls: type[T], values: Any, where: str) -> T:
+    """`cls` from a JSON object, strictly (unknown or missing keys, wrong types, values out of range): a
+    malformed record is a `CorruptArtifactError` naming the file and the key."""
+    if not isinstance(values, dict):
+        raise CorruptArtifactError(f"{where} must be a JSON object, got {type(values).__name__}")
     try:
-        checkpoints = tuple(
-            CheckpointScores(**{**c, "estimates": tuple(EstimatorScore(**{**e, "by_layer": tuple(e["by_layer"]),
-                                                                           "replicates": tuple(e["replicates"])})
-                                                        for e in c["estimates"])})
-            for c in values["checkpoints"])
-        names = {f.name for f in fields(RankRecord)} - {"checkpoints"}
-        return RankRecord(**{k: values[k] for k in names if k in values}, checkpoints=checkpoints)
-    except (KeyError, TypeError) as error:
-        raise CorruptArtifactError(f"{where}: not a crossling rank record ({type(error).__name__}: {error})") from None
+        return from_mapping(cls, values, where)
+    except ConfigError as error:
+        message = str(error)
+        raise CorruptArtifactError(message if message.startswith(where) else f"{where}: {message}") from None
+
+
+def _list(values: Any, key: str, where: str) -> list:
+    if not isinstance(values, dict):
+        raise CorruptArtifactError(f"{where} must be a JSON object, got {type(values).__name__}")
+    if not isinstance(values.get(key), list):
+        raise CorruptArtifactError(f"{where}: {key} must be a list")
+    return values[key]
 
 
 def read_record(path: Path) -> RankRecord:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no rank record (run `crossling rank` first)")
-    return record_from_dict(read_json(path), str(path))
+    return RankRecord.from_json(read_json(path), str(path))
 
 
-def write_record(record: RankRecord, path: Path) -> Path:
-    write_json_atomic(Path(path), record.to_dict())
-    return Path(path)
+def write_record(record: RankRecord, target: Path | str) -> None:
+    """Write `record` to `target` by crossling.atomic's rules ('-': standard output)."""
+    write_json_atomic(target, record.to_json())
 
 
 # --- the ranking ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Ranked:
     """One place of a ranking. `rank` is 1 + the number of checkpoints scoring significantly higher, so
     checkpoints the estimator cannot separate share it; `not_separable_from` names those it cannot
