@@ -10,7 +10,7 @@ from crossling.cli import main
 from crossling.errors import ConfigError, DataError
 from crossling.manifest import Utterance
 from crossling.rank import RankOptions, hidden_states, load_frozen, rank_language, sample_utterances
-from crossling.rankrecord import ESTIMATORS, ranking, read_record
+from crossling.rankrecord import ESTIMATORS, RankRecord, ranking, read_record
 from crossling.transferability import ProbeRecipe
 
 
@@ -123,6 +123,55 @@ def test_cli_rank_json_lists_the_ranking_best_first(tiny, tmp_path, capsys):
     scores = [entry["score"] for entry in shown["ranking"]]
     assert scores == sorted(scores, reverse=True) and all(entry["layer"] == 0 for entry in shown["ranking"])
     assert shown["record"] == str(out) and read_record(out).layers == "last"
+
+
+RANK_QUICKLY = ["--language", "xx", "--bootstrap", "20", "--layers", "last"]
+
+
+def test_cli_rank_out_dash_prints_the_record_and_shows_the_ranking_on_stderr(tiny, capsys):
+    root, a, b = tiny
+    assert main(["rank", "--data", str(root), "--models", a, b, *RANK_QUICKLY, "--out", "-"]) == 0
+    shown = capsys.readouterr()
+    record = RankRecord.from_json(json.loads(shown.out), "stdout")
+    assert [c.checkpoint for c in record.checkpoints] == [a, b]
+    assert "checkpoint(s) ranked by logme" in shown.err and "ranked by" not in shown.out
+    assert not paths.rank_record_path(root, "xx").exists()  # '-' is standard output, not a file named '-'
+
+
+def test_cli_rank_out_keeps_a_symlink_a_link_and_writes_a_fifo_in_place(tiny, tmp_path):
+    import os
+    import stat
+    import threading
+
+    root, a, _ = tiny
+    destination, link, fifo = tmp_path / "kept" / "pt.json", tmp_path / "latest.json", tmp_path / "pipe"
+    destination.parent.mkdir()
+    destination.write_text("old\n")
+    link.symlink_to(destination)
+    assert main(["rank", "--data", str(root), "--models", a, *RANK_QUICKLY, "--out", str(link)]) == 0
+    assert link.is_symlink() and read_record(destination).checkpoints[0].checkpoint == a
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()), daemon=True)
+    reader.start()
+    assert main(["rank", "--data", str(root), "--models", a, *RANK_QUICKLY, "--out", str(fifo)]) == 0
+    reader.join(timeout=30)
+    assert RankRecord.from_json(json.loads(received[0]), "fifo").language == "xx"
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)  # still the FIFO, not a file renamed over it
+
+
+@pytest.mark.parametrize("out, extra, message", [
+    ("folder", [], "is a directory; expected a file name"),
+    ("-", ["--json"], "--json with --out -: both would print to standard output")])
+def test_cli_rank_bad_out_exits_2_before_scoring(tiny, tmp_path, monkeypatch, capsys, out, extra, message):
+    import crossling.rank as rank_module
+
+    root, a, _ = tiny
+    (tmp_path / "folder").mkdir()
+    monkeypatch.setattr(rank_module, "rank_language", lambda *args, **kwargs: pytest.fail("scored first"))
+    target = out if out == "-" else str(tmp_path / out)
+    assert main(["rank", "--data", str(root), "--models", a, *RANK_QUICKLY, "--out", target, *extra]) == 2
+    assert message in capsys.readouterr().err
 
 
 def test_cli_rank_bad_input_exits_2(tiny, capsys):

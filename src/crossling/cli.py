@@ -535,8 +535,9 @@ def _add_rank(sub) -> None:
     parser.add_argument("--results", default=None, metavar="STUDY_OR_RESULTS",
                         help="fine-tuned results of the same language and checkpoints: show predicted vs measured")
     parser.add_argument("--store", type=path_arg, default=None, help="results store of a study (default: the study's)")
-    parser.add_argument("--out", type=path_arg, default=None,
-                        help="rank record to write (default PREPARED/_rank/LANG.json, read by recommend --data)")
+    parser.add_argument("--out", type=output_arg, default=None, metavar="FILE",
+                        help="rank record to write (default PREPARED/_rank/LANG.json, read by recommend --data); "
+                             "'-' prints it to standard output (the ranking then goes to standard error)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -552,24 +553,42 @@ def _cmd_rank(args) -> int:
                           budget_seconds=args.budget_seconds, seed=args.seed, device=args.device,
                           estimator=args.estimator, bootstrap=args.bootstrap, threads=args.threads,
                           probe=ProbeRecipe(steps=args.probe_steps), compare=args.compare)
-    found = _rank_validation_table(args)  # read first: a bad --results fails before minutes of scoring
+    shown = _rank_output(args)  # checked first, as --results: a bad target fails before minutes of scoring
+    found = _rank_validation_table(args)
     record = rank_language(options, out=args.out, track=tqdm_track)
     places = ranking(record)
     validation = _rank_validation(record, found)
     if args.json:
         print(json.dumps(_rank_json(record, places, validation, args), ensure_ascii=False))
         return 0
-    _print_ranking(record, places)
-    if validation:
-        from crossling.rankcheck import compute_sentence, estimator_summary, verdict
+    _print_ranking(record, places, shown)
+    for agreement in validation:
+        from crossling.rankcheck import compute_sentence, verdict
 
-        for agreement in validation:
-            print(verdict(agreement))
-            print(compute_sentence(agreement))
-        print(estimator_summary(validation))
+        print(verdict(agreement), file=shown)
+        print(compute_sentence(agreement), file=shown)
+    if validation:
+        from crossling.rankcheck import estimator_summary
+
+        print(estimator_summary(validation), file=shown)
     if found is not None and not validation:
-        print(f"--results: fewer than 3 of these checkpoints have a usable run on {record.language}; nothing to compare")
+        print(f"--results: fewer than 3 of these checkpoints have a usable run on {record.language}; nothing to compare",
+              file=shown)
     return 0
+
+
+def _rank_output(args):
+    """Where the ranking is printed: standard error when the record itself goes to standard output
+    (`--out -`, which --json cannot share). Checks the record's target (a directory is an OutputError)."""
+    from crossling.atomic import TO_STDOUT, output_kind
+
+    kind, _ = output_kind(args.out or paths.rank_record_path(args.data, args.language))
+    if kind != TO_STDOUT:
+        return sys.stdout
+    if args.json:
+        raise ConfigError("--json with --out -: both would print to standard output; "
+                          "write the record to a file (--out FILE) or leave out --json")
+    return sys.stderr
 
 
 def _rank_validation_table(args):
@@ -588,23 +607,23 @@ def _rank_validation(record, table) -> list:
     return agreements({record.language: record}, table)
 
 
-def _print_ranking(record, places) -> None:
+def _print_ranking(record, places, shown) -> None:
     print(f"{record.language}: {len(places)} checkpoint(s) ranked by {record.estimator} on {record.utterances} train "
           f"utterances ({record.audio_seconds:.0f} s of audio, seed {record.seed}; {record.heldout_utterances} held "
-          f"out for the probe), layers: {record.layers}, on {record.device} with {record.threads} thread(s)")
-    print(f"{'rank':>4}  {'checkpoint':<22} {'score':>10} {'- best':>10} {'± paired sd':>11} {'layer':>5} {'seconds':>8}")
+          f"out for the probe), layers: {record.layers}, on {record.device} with {record.threads} thread(s)", file=shown)
+    print(f"{'rank':>4}  {'checkpoint':<22} {'score':>10} {'- best':>10} {'± paired sd':>11} {'layer':>5} {'seconds':>8}", file=shown)
     for p in places:
         print(f"{p.rank:>4}  {p.checkpoint:<22} {p.score:>10.5f} {p.gap:>10.5f} {p.gap_sd:>11.5f} {p.layer:>5} "
-              f"{p.seconds:>8.1f}")
+              f"{p.seconds:>8.1f}", file=shown)
     pairs = sorted({tuple(sorted((p.checkpoint, other))) for p in places for other in p.not_separable_from})
     if pairs:
         print(f"{record.estimator} cannot separate (paired bootstrap 95 % interval of the difference includes 0): "
-              + "; ".join(f"{a} and {b}" for a, b in pairs))
+              + "; ".join(f"{a} and {b}" for a, b in pairs), file=shown)
     print("'- best': the score minus the highest; '± paired sd': its sd over bootstrap resamples of utterances, "
-          "drawn alike for every checkpoint (a score alone varies far more, mostly in common; --json has it)")
+          "drawn alike for every checkpoint (a score alone varies far more, mostly in common; --json has it)", file=shown)
     others = f"; {record.total_seconds:.1f} s with every estimator computed" if record.total_seconds > record.seconds() + 0.05 else ""
     print(f"ranking by {record.estimator} took {record.seconds():.1f} s wall ({record.sample_seconds:.1f} s reading "
-          f"the sample){others}")
+          f"the sample){others}", file=shown)
 
 
 def _rank_json(record, places, validation, args) -> dict:

@@ -317,9 +317,9 @@ def _probe_alignment(features, sample: Sample, probe: ProbeFit, layer: int, unif
 # --- the command ---------------------------------------------------------------------------------------
 
 
-def rank_language(options: RankOptions, out: Path | None = None, track: Track = no_progress) -> RankRecord:
+def rank_language(options: RankOptions, out: Path | str | None = None, track: Track = no_progress) -> RankRecord:
     """Score every checkpoint of `options` on the language's sample, write the record to `out` (default
-    `paths.rank_record_path(data, language)`) and return it."""
+    `paths.rank_record_path(data, language)`; '-' is standard output, see crossling.atomic) and return it."""
     crossling.short_openmp_spin()  # before torch loads, as fine-tuning does
     import torch
 
