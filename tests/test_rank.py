@@ -174,6 +174,27 @@ def test_cli_rank_bad_out_exits_2_before_scoring(tiny, tmp_path, monkeypatch, ca
     assert message in capsys.readouterr().err
 
 
+def test_cli_rank_with_results_states_each_estimators_finding(tiny, tmp_path, capsys):
+    from rank_factory import results_for
+
+    root, a, b = tiny
+    c = str(make_tiny_checkpoint(tmp_path / "c", "wav2vec2", seed=2))
+    results_for({a: [0.5, 0.52], b: [0.6, 0.6], c: [0.9, 0.95]}, language="xx").to_csv(tmp_path / "r.csv", index=False)
+    argv = ["rank", "--data", str(root), "--models", a, b, c, *RANK_QUICKLY, "--probe-steps", "20", "--compare",
+            "--results", str(tmp_path / "r.csv"), "--out", str(tmp_path / "record.json")]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    for name in ESTIMATORS:  # 3 checkpoints: p >= 1/6 whatever the order, so no direction is claimed
+        assert (f"Cannot be tested here whether the ranking by {name} before fine-tuning agrees with the fine-tuned "
+                f"order on xx: with 3 checkpoints no ordering gives p below 1/3! = 0.1667, 0.667 after Holm over 4 "
+                f"estimators (observed: Spearman ρ = ") in printed
+    assert "Cannot be tested here whether the estimators differ" in printed and f"{name} on xx: ranking took" in printed
+    assert main([*argv, "--json"]) == 0
+    validation = json.loads(capsys.readouterr().out)["validation"]
+    assert [v["finding"]["verdict"] for v in validation] == ["cannot be tested here"] * 4
+    assert [v["estimator"] for v in validation] == list(ESTIMATORS) and validation[0]["n"] == 3
+
+
 def test_cli_rank_bad_input_exits_2(tiny, capsys):
     root, a, _ = tiny
     assert main(["rank", "--data", str(root), "--language", "zz", "--models", a]) == 2

@@ -3,7 +3,15 @@ import math
 import pytest
 from rank_factory import make_record, results_for
 
-from crossling.rankcheck import agreement, agreements, compute_sentence, estimator_summary, verdict
+from crossling.findings import NOT_SUPPORTED, SUPPORTED, UNTESTABLE
+from crossling.rankcheck import (
+    agreement,
+    agreement_finding,
+    agreement_findings,
+    agreements,
+    compute_sentence,
+    estimators_finding,
+)
 
 CERS = {"a": [0.50, 0.52], "b": [0.60, 0.61], "c": [0.70, 0.69], "d": [0.80, 0.82], "e": [0.99, 1.0]}
 
@@ -15,16 +23,22 @@ def test_perfect_agreement_has_the_exact_permutation_floor():
     assert found.p_floor == pytest.approx(1 / 120)
     assert found.spearman_p == pytest.approx(1 / 120) and found.kendall_p == pytest.approx(1 / 120)
     assert found.spearman_low <= 1.0 and found.spearman_high == pytest.approx(1.0)
-    text = verdict(found)
-    assert "agrees with fine-tuning" in text and "1/5! = 0.0083" in text and "n = 5 checkpoints" in text
-    assert "not how the estimator would rank other checkpoints" in text
+    finding = agreement_finding(found)
+    assert finding.verdict == SUPPORTED and finding.n == 5 and finding.p == pytest.approx(1 / 120)
+    text = finding.sentence()
+    assert text.startswith("The ranking by logme before fine-tuning agrees with the fine-tuned order on pt (Kendall τ = 1.00")
+    assert "exact one-sided permutation test of Spearman ρ, ρ = 1; p = 0.008" in text and "n = 5 checkpoints" in text
+    assert "Spearman ρ (95 % interval re-drawing utterances and seeds, checkpoints fixed) 1.00 [95 % CI" in text
+    assert "not how it would rank others" in text
 
 
 def test_reversed_ranking_is_no_evidence_of_agreement():
     record = make_record({"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0, "e": 5.0})
     found = agreement(record, results_for(CERS))
     assert found.spearman == pytest.approx(-1.0) and found.spearman_p == pytest.approx(1.0)
-    assert verdict(found).startswith("logme on pt: no evidence")
+    finding = agreement_finding(found)
+    assert finding.verdict == NOT_SUPPORTED and not finding.claim
+    assert finding.sentence().startswith("No evidence that the ranking by logme before fine-tuning agrees")
 
 
 def test_one_swap_is_said_with_its_p_value():
@@ -33,13 +47,21 @@ def test_one_swap_is_said_with_its_p_value():
     assert found.spearman == pytest.approx(0.9) and found.kendall == pytest.approx(0.8)
     # rho >= 0.9 and tau >= 0.8 both mean at most one adjacent swap: the identity and 4 swaps of 120 orders
     assert found.spearman_p == pytest.approx(5 / 120) and found.kendall_p == pytest.approx(5 / 120)
+    assert agreement_finding(found).verdict == SUPPORTED  # p = 0.042 < 0.05 alone
+    # with a second estimator (or language) tested alongside, Holm decides: 2 x 0.042 is not below 0.05
+    family = agreement_findings([found, found], family="estimators")
+    assert [f.verdict for f in family] == [NOT_SUPPORTED] * 2
+    assert family[0].p_adjusted == pytest.approx(10 / 120) and "Holm over 2 estimators" in family[0].sentence()
 
 
 def test_three_checkpoints_cannot_be_tested_at_five_percent():
     record = make_record({"a": 3.0, "b": 2.0, "c": 1.0})
     found = agreement(record, results_for({k: CERS[k] for k in "abc"}))
     assert found.p_floor == pytest.approx(1 / 6)
-    assert "cannot be tested at alpha 0.05" in verdict(found)
+    finding = agreement_finding(found)
+    assert finding.verdict == UNTESTABLE and finding.sentence().startswith("Cannot be tested here whether the ranking by logme")
+    assert "no ordering gives p below 1/3! = 0.1667" in finding.sentence()
+    assert "observed: Spearman ρ = 1.00" in finding.sentence() and "Kendall τ = 1.00" in finding.sentence()
 
 
 def test_fewer_than_three_measured_checkpoints_give_nothing_and_missing_ones_are_named():
@@ -75,12 +97,13 @@ def test_interval_widens_when_replicates_are_noisy():
     assert loose.spearman_low < 0.7 and math.isfinite(loose.spearman_high)
 
 
-def test_estimator_summary_counts_ties_for_each_and_names_no_winner_by_test():
+def test_estimators_are_not_compared_by_a_test():
     records = {"pt": make_record({"a": 5.0, "b": 4.0, "c": 3.0, "d": 2.0, "e": 1.0})}
     found = agreements(records, results_for(CERS))
-    text = estimator_summary(found)
-    assert "logme 1, logme-probe 1, probe-loss 1, probe-cer 1" in text  # all tie at rho = 1
-    assert "not tested" in text
+    finding = estimators_finding(found)
+    assert finding.verdict == UNTESTABLE and "no test compares the estimators" in finding.test
+    assert "logme 1.00, logme-probe 1.00, probe-loss 1.00, probe-cer 1.00" in finding.sentence()
+    assert estimators_finding([a for a in found if a.estimator == "logme"]) is None
 
 
 def test_seed_agreement_is_fine_tunings_own_reproducibility():
@@ -89,9 +112,9 @@ def test_seed_agreement_is_fine_tunings_own_reproducibility():
     shuffled = {"a": [0.5, 0.8], "b": [0.6, 0.7], "c": [0.7, 0.6], "d": [0.8, 0.5], "e": [1.0, 1.0]}
     found = agreement(record, results_for(shuffled))
     assert found.seed_spearman == pytest.approx(0.0, abs=1e-12)  # seed 1 reverses the first four: 1 - 6 * 20 / 120
-    assert "agrees across its seeds with ρ = 0.00" in verdict(found)
+    assert "agrees across its seeds with ρ = 0.00" in agreement_finding(found).sentence()
     single = agreement(record, results_for({k: v[:1] for k, v in CERS.items()}))
-    assert math.isnan(single.seed_spearman) and "across its seeds" not in verdict(single)
+    assert math.isnan(single.seed_spearman) and "across its seeds" not in agreement_finding(single).sentence()
 
 
 def test_pooled_test_permutes_within_languages_exactly():
@@ -99,7 +122,7 @@ def test_pooled_test_permutes_within_languages_exactly():
 
     import numpy as np
 
-    from crossling.rankcheck import _spearman, pooled, pooled_sentence
+    from crossling.rankcheck import _spearman, pooled, pooled_finding
 
     three = {"a": [0.5, 0.52], "b": [0.6, 0.61], "c": [0.9, 1.0]}
     records = {"pt": make_record({"a": 3.0, "b": 2.0, "c": 1.0}, language="pt"),
@@ -115,5 +138,8 @@ def test_pooled_test_permutes_within_languages_exactly():
                       for lang, order in zip(observed, orders, strict=True)])
              for orders in itertools.product(itertools.permutations(range(3)), repeat=3)]
     assert result.p == pytest.approx(np.mean(np.array(means) >= result.spearman - 1e-9))  # brute force: 216 orders
-    assert "pooled: the rankings agree" in pooled_sentence(result) and "3 languages" in pooled_sentence(result)
+    finding = pooled_finding(result)
+    assert finding.verdict == SUPPORTED and finding.n == 3 and "18 checkpoint x language pairs" not in finding.unit
+    assert finding.sentence().startswith("The rankings by logme agree with the fine-tuned order across 3 languages")
+    assert "9 checkpoint x language pairs" in finding.sentence() and math.isfinite(result.low)
     assert pooled([a for a in found if a.language == "pt"], records, table, "logme") is None  # one language

@@ -1,3 +1,4 @@
+import pandas as pd
 from rank_factory import make_record, results_for
 
 CERS = {"a": [0.50, 0.52], "b": [0.60, 0.61], "c": [0.70, 0.69], "d": [0.80, 0.82], "e": [0.99, 1.0]}
@@ -18,9 +19,17 @@ def test_report_section_has_the_tables_figure_and_claims(tmp_path):
     scores = section.tables["rank_scores"][1]
     assert scores["predicted rank"].tolist() == scores["measured rank"].tolist() == [1, 2, 3, 4, 5]
     assert section.figures["rank_vs_cer"][1].startswith(b"\x89PNG")
-    assert section.findings[0].startswith("probe-loss on pt: the ranking agrees")
-    assert section.findings[2].startswith("Goal on pt (Spearman ≥ 0.8 at ≤ 5 % of fine-tuning each checkpoint once): "
-                                          "ρ ≥ 0.8 reached by the point estimate (ρ = 1.00); compute within 5 %")
+    keys = [f.key for f in section.findings]
+    assert keys == ["rank/probe-loss/pt", "rank/goal/pt", "rank/estimators"]  # one language: nothing pooled
+    agreement, goal = section.findings[:2]
+    assert agreement.verdict == "supported" and agreement.unit.startswith("checkpoints") and agreement.n == 5
+    assert section.sentences[0] == agreement.sentence()
+    assert section.sentences[0].startswith("The ranking by probe-loss before fine-tuning agrees with the fine-tuned "
+                                           "order on pt")
+    # the goal is decided by the test and the interval's lower end, never by a point estimate alone
+    assert goal.verdict == ("supported" if agreement.effect.low >= 0.8 else "not supported")
+    assert "compute 2.7 % of fine-tuning each checkpoint once" in goal.sentence()
+    assert section.sentences[-1].startswith("probe-loss on pt: ranking took")  # the measured compute
     assert rank_section(records, results_for({"a": [0.5]})) is None
 
 
@@ -53,8 +62,11 @@ def test_report_has_the_predicted_vs_measured_section_when_the_store_has_records
                                  language=lang) for lang in ("pt", "nl")}
     written = write_report(table, tmp_path / "report", rank_records=records)
     html = written["report.html"].read_text(encoding="utf-8")
-    assert 'id="predicted"' in html and "logme on pt: the ranking agrees with fine-tuning" in html
-    assert "logme, pooled: the rankings agree" in html and 'id="figure-rank_vs_cer"' in html
+    assert 'id="predicted"' in html and "The ranking by logme before fine-tuning agrees with the fine-tuned order on pt" in html
+    assert "The rankings by logme agree with the fine-tuned order across 2 languages" in html
+    assert 'id="figure-rank_vs_cer"' in html
+    findings = pd.read_csv(written["tables/findings.csv"])  # every rank claim is a row of the findings table
+    assert {"rank/logme/pt", "rank/logme/nl", "rank/goal/pt", "rank/logme/pooled"} <= set(findings["key"])
     assert "Predicted vs measured" in written["report.md"].read_text(encoding="utf-8")
     assert {"tables/rank_agreement.csv", "tables/rank_pooled.csv", "figures/rank_vs_cer.png"} <= set(written)
     assert 'id="predicted"' not in write_report(table, tmp_path / "plain")["report.html"].read_text(encoding="utf-8")

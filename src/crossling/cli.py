@@ -562,15 +562,8 @@ def _cmd_rank(args) -> int:
         print(json.dumps(_rank_json(record, places, validation, args), ensure_ascii=False))
         return 0
     _print_ranking(record, places, shown)
-    for agreement in validation:
-        from crossling.rankcheck import compute_sentence, verdict
-
-        print(verdict(agreement), file=shown)
-        print(compute_sentence(agreement), file=shown)
-    if validation:
-        from crossling.rankcheck import estimator_summary
-
-        print(estimator_summary(validation), file=shown)
+    for sentence in _rank_claims(validation):
+        print(sentence, file=shown)
     if found is not None and not validation:
         print(f"--results: fewer than 3 of these checkpoints have a usable run on {record.language}; nothing to compare",
               file=shown)
@@ -589,6 +582,19 @@ def _rank_output(args):
         raise ConfigError("--json with --out -: both would print to standard output; "
                           "write the record to a file (--out FILE) or leave out --json")
     return sys.stderr
+
+
+def _rank_claims(validation) -> list[str]:
+    """Each estimator's agreement finding (Holm over the estimators when several) and its compute, then
+    whether the estimators differ (not tested)."""
+    if not validation:
+        return []
+    from crossling.rankcheck import agreement_findings, compute_sentence, estimators_finding
+
+    stated = agreement_findings(validation, family="estimators")
+    compared = estimators_finding(validation)
+    lines = [line for f, a in zip(stated, validation, strict=True) for line in (f.sentence(), compute_sentence(a))]
+    return lines + ([compared.sentence()] if compared else [])
 
 
 def _rank_validation_table(args):
@@ -630,16 +636,17 @@ def _rank_json(record, places, validation, args) -> dict:
     from dataclasses import asdict
 
     from crossling import paths
-    from crossling.rankcheck import verdict
+    from crossling.rankcheck import agreement_findings
 
     out = args.out or paths.rank_record_path(args.data, args.language)
+    stated = agreement_findings(validation, family="estimators")
     scores = {c.checkpoint: {e.estimator: {"score": e.score, "layer": e.layer, "sd": e.sd} for e in c.estimates}
               for c in record.checkpoints}
     return {"language": record.language, "estimator": record.estimator, "record": str(out),
             "utterances": record.utterances, "audio_seconds": record.audio_seconds, "seconds": record.seconds(),
             "total_seconds": record.total_seconds,
             "ranking": [{**asdict(p), "estimators": scores[p.checkpoint]} for p in places],
-            "validation": [{**asdict(a), "verdict": verdict(a)} for a in validation]}
+            "validation": [{**asdict(a), "finding": f.to_json()} for a, f in zip(validation, stated, strict=True)]}
 
 
 # --- pretrain / zoo / demo ----------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Predicted vs measured: rank records (scores before fine-tuning) and a study's results table (fine-tuned
 CERs of the same language and checkpoints) -> Spearman and Kendall tau with exact permutation p-values
-and bootstrap intervals, ranking vs fine-tuning compute, the sentences that may be said, tables, a figure."""
+and bootstrap intervals, ranking vs fine-tuning compute, and the findings they support (crossling.findings)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats as st
 
+from crossling import factors
+from crossling.findings import NOT_SUPPORTED, SUPPORTED, UNTESTABLE, Effect, Finding, cluster_ci
+from crossling.markup import fmt_p
 from crossling.rankrecord import ESTIMATORS, RankRecord
 from crossling.stats import primary_slice, usable_runs
 
@@ -21,7 +24,7 @@ INTERVAL_REPLICATES = 2000
 EXACT_PERMUTATIONS_UP_TO = 8
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Agreement:
     """One estimator's ranking vs the fine-tuned CERs on one language.
 
@@ -171,12 +174,13 @@ def agreements(records: Mapping[str, RankRecord], table: pd.DataFrame,
     return [a for a in found if a is not None]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Pooled:
     """One estimator over several languages: the mean of the per-language Spearman rho, and its one-sided
     permutation p with checkpoints permuted within each language (exact: the null distribution is the
     convolution of each language's exact one; languages with more than EXACT_PERMUTATIONS_UP_TO
-    checkpoints are sampled). `p_floor` is the smallest p any result could reach (every language perfect)."""
+    checkpoints are sampled). `p_floor` is the smallest p any result could reach (every language perfect);
+    `low`, `high`: the mean's 95 % percentile interval re-drawing languages (NaN with fewer than 2)."""
 
     estimator: str
     languages: tuple[str, ...]
@@ -184,6 +188,8 @@ class Pooled:
     spearman: float
     p: float
     p_floor: float
+    low: float
+    high: float
 
 
 def pooled(found: Sequence[Agreement], records: Mapping[str, RankRecord], table: pd.DataFrame,
@@ -201,8 +207,9 @@ def pooled(found: Sequence[Agreement], records: Mapping[str, RankRecord], table:
     mean = float(np.mean(observed))
     p = sum(probability for total, probability in null.items() if total / len(mine) >= mean - 1e-9)
     floor = math.prod(1 / math.factorial(a.n) for a in mine)
+    low, high = cluster_ci([np.array([rho]) for rho in observed], lambda drawn: drawn.mean(axis=(1, 2)), seed)
     return Pooled(estimator=estimator, languages=tuple(a.language for a in mine), cells=sum(a.n for a in mine),
-                  spearman=mean, p=min(p, 1.0), p_floor=floor)
+                  spearman=mean, p=min(p, 1.0), p_floor=floor, low=low, high=high)
 
 
 def _paired_arrays(record: RankRecord, table: pd.DataFrame, checkpoints: Sequence[str], estimator: str):
@@ -234,53 +241,107 @@ def _convolve(first: dict[float, float], second: dict[float, float]) -> dict[flo
     return out
 
 
-def pooled_sentence(p: Pooled, alpha: float = 0.05) -> str:
-    """What a pooled test supports, with its n and floor."""
-    figures = (f"mean Spearman ρ = {p.spearman:.2f} over {len(p.languages)} languages ({', '.join(p.languages)}; "
-               f"{p.cells} checkpoint-language pairs), exact one-sided permutation p = {p.p:.4f} with checkpoints "
-               f"permuted within each language (smallest attainable p {p.p_floor:.2g})")
-    head = f"{p.estimator}, pooled: "
-    if p.p_floor > alpha:
-        return head + f"cannot be tested at alpha {alpha} ({figures})."
-    if p.p <= alpha:
-        return (head + f"the rankings agree with fine-tuning across these languages ({figures}; significant at "
-                f"alpha {alpha}); this is about these checkpoints, not how the estimator would rank others.")
-    return head + f"no evidence that the rankings agree with fine-tuning ({figures}; not significant at alpha {alpha})."
-
-
 def agreement_frame(found: Sequence[Agreement]) -> pd.DataFrame:
     rows = [{**asdict(a), "checkpoints": " ".join(a.checkpoints), "missing": " ".join(a.missing),
              "compute_once": a.compute_once, "compute_all": a.compute_all} for a in found]
     return pd.DataFrame(rows)
 
 
-# --- what may be said --------------------------------------------------------------------------------------
+# --- what may be said: findings (crossling.findings' rules) -----------------------------------------------
+
+AGREEMENT_TEST = "exact one-sided permutation test of Spearman ρ"
+POOLED_TEST = "exact one-sided permutation test of the mean Spearman ρ, checkpoints permuted within languages"
+CHECKPOINT_UNIT = "checkpoints (each: mean test CER over its seeds)"
+INTERVAL = "95 % interval re-drawing utterances and seeds, checkpoints fixed"
 
 
-def verdict(a: Agreement, alpha: float = 0.05) -> str:
-    """The claim an agreement supports, with its effect size, n, interval, and what n can and cannot show."""
-    figures = (f"Spearman ρ = {a.spearman:.2f} (95 % interval over utterances and seeds {span(a.spearman_low, a.spearman_high)}), "
-               f"Kendall τ = {a.kendall:.2f} ({span(a.kendall_low, a.kendall_high)}); exact one-sided permutation "
-               f"p = {a.spearman_p:.3f} (ρ) and {a.kendall_p:.3f} (τ) over n = {a.n} checkpoints")
-    floor = (f"with {a.n} checkpoints no ordering can give p below 1/{a.n}! = {a.p_floor:.4f}, and the "
-             f"interval holds the checkpoints fixed: it says how stable this ordering is, not how the estimator "
-             f"would rank other checkpoints")
-    head = f"{a.estimator} on {a.language}: "
-    if math.isfinite(a.seed_spearman):
-        floor += (f"; fine-tuning's own order agrees across its seeds with ρ = {a.seed_spearman:.2f} (mean over "
-                  f"seed pairs), the most any estimator could be expected to reach")
-    if a.p_floor > alpha:
-        return head + f"cannot be tested at alpha {alpha} ({figures}; {floor})."
-    if max(a.spearman_p, a.kendall_p) <= alpha and a.spearman > 0:
-        return head + f"the ranking agrees with fine-tuning ({figures}; significant at alpha {alpha}); {floor}."
-    return head + f"no evidence that the ranking agrees with fine-tuning ({figures}; not significant at alpha {alpha}); {floor}."
+def agreement_findings(found: Sequence[Agreement], alpha: float = 0.05, family: str = "") -> list[Finding]:
+    """One finding per agreement; several are one family, Holm-adjusted (`family` names what they span)."""
+    adjusted = factors.holm([a.spearman_p for a in found]) if len(found) > 1 else [math.nan] * len(found)
+    return [agreement_finding(a, alpha, p_adjusted=float(p), family=(len(found), family))
+            for a, p in zip(found, adjusted, strict=True)]
 
 
-def span(low: float, high: float) -> str:
-    return "n/a" if not (math.isfinite(low) and math.isfinite(high)) else f"{low:.2f} to {high:.2f}"
+def agreement_finding(a: Agreement, alpha: float = 0.05, *, p_adjusted: float = math.nan,
+                      family: tuple[int, str] = (1, "")) -> Finding:
+    """Does the estimator's ranking agree with the fine-tuned order on the language? The exact permutation
+    test of Spearman ρ over the checkpoints; Kendall τ, fine-tuning's own seed-to-seed ρ and what n
+    checkpoints can show are said alongside."""
+    size, spans = family
+    question = f"the ranking by {a.estimator} before fine-tuning agrees with the fine-tuned order on {a.language}"
+    common = dict(key=f"rank/{a.estimator}/{a.language}", question=question, test=AGREEMENT_TEST,
+                  unit=CHECKPOINT_UNIT, n=a.n, alpha=alpha, subject=(a.language, a.estimator))
+    smallest = min(1.0, size * a.p_floor)
+    if not smallest < alpha:
+        holm = f", {fmt_p(smallest)} after Holm over {size} {spans}" if size > 1 else ""
+        return Finding(**common, verdict=UNTESTABLE, reason=(
+            f"with {a.n} checkpoints no ordering gives p below 1/{a.n}! = {a.p_floor:.4f}{holm} "
+            f"(observed: Spearman ρ = {a.spearman:.2f}, {INTERVAL} {span(a.spearman_low, a.spearman_high)}; "
+            f"{_kendall_text(a)}){_seed_text(a)}"))
+    adjustment = {"p_adjusted": p_adjusted, "adjustment": f"Holm over {size} {spans}"} if size > 1 else {}
+    decisive = p_adjusted if size > 1 else a.spearman_p
+    agrees = decisive < alpha and a.spearman > 0
+    effect = Effect.with_ci(f"Spearman ρ ({INTERVAL})", a.spearman, (a.spearman_low, a.spearman_high))
+    context = f"{_kendall_text(a)}{_seed_text(a)}; about these checkpoints, not how it would rank others"
+    return Finding(**common, **adjustment, verdict=SUPPORTED if agrees else NOT_SUPPORTED, statistic_name="ρ",
+                   statistic=a.spearman, p=a.spearman_p, effect=effect,
+                   claim=f"{question} ({context})" if agrees else "", reason="" if agrees else context)
+
+
+def _kendall_text(a: Agreement) -> str:
+    return f"Kendall τ = {a.kendall:.2f}, {INTERVAL} {span(a.kendall_low, a.kendall_high)}, p = {fmt_p(a.kendall_p)}"
+
+
+def _seed_text(a: Agreement) -> str:
+    if not math.isfinite(a.seed_spearman):
+        return ""
+    return (f"; fine-tuning's own order agrees across its seeds with ρ = {a.seed_spearman:.2f} (mean over seed "
+            f"pairs), the most an estimator could be expected to reach")
+
+
+def pooled_findings(pools: Sequence[Pooled], alpha: float = 0.05) -> list[Finding]:
+    """Each estimator over every language; several estimators are one family (Holm)."""
+    adjusted = factors.holm([p.p for p in pools]) if len(pools) > 1 else [math.nan] * len(pools)
+    return [pooled_finding(p, alpha, p_adjusted=float(q), family=len(pools)) for p, q in zip(pools, adjusted, strict=True)]
+
+
+def pooled_finding(p: Pooled, alpha: float = 0.05, *, p_adjusted: float = math.nan, family: int = 1) -> Finding:
+    """Do the estimator's rankings agree with fine-tuning across the languages? The mean ρ's exact
+    permutation test; its interval re-draws languages."""
+    question = f"the rankings by {p.estimator} agree with the fine-tuned order across {len(p.languages)} languages"
+    common = dict(key=f"rank/{p.estimator}/pooled", question=question, test=POOLED_TEST,
+                  unit=f"languages ({p.cells} checkpoint x language pairs)", n=len(p.languages), alpha=alpha,
+                  subject=(p.estimator,))
+    smallest = min(1.0, family * p.p_floor)
+    where = f"{', '.join(p.languages)}; mean Spearman ρ = {p.spearman:.2f}"
+    if not smallest < alpha:
+        return Finding(**common, verdict=UNTESTABLE, reason=f"the smallest attainable p is {fmt_p(smallest)} ({where})")
+    adjustment = {"p_adjusted": p_adjusted, "adjustment": f"Holm over {family} estimators"} if family > 1 else {}
+    agrees = (p_adjusted if family > 1 else p.p) < alpha and p.spearman > 0
+    effect = Effect.with_ci("mean Spearman ρ (95 % interval re-drawing languages)", p.spearman, (p.low, p.high))
+    context = f"{', '.join(p.languages)}; about these checkpoints, not how it would rank others"
+    return Finding(**common, **adjustment, verdict=SUPPORTED if agrees else NOT_SUPPORTED, statistic_name="mean ρ",
+                   statistic=p.spearman, p=p.p, effect=effect, claim=f"{question} ({context})" if agrees else "",
+                   reason="" if agrees else context)
+
+
+def estimators_finding(found: Sequence[Agreement], alpha: float = 0.05) -> Finding | None:
+    """Whether one estimator agrees better than another is not tested here (None with one estimator):
+    each is tested on its own; their mean ρ is said as a description."""
+    frame = agreement_frame(found)
+    if frame.empty or frame["estimator"].nunique() < 2:
+        return None
+    means = frame.groupby("estimator", sort=False)["spearman"].mean()
+    return Finding(key="rank/estimators", question="the estimators differ in how well their rankings agree with "
+                   "fine-tuning", test="none (no test compares the estimators)", unit="languages",
+                   n=int(frame["language"].nunique()), alpha=alpha, verdict=UNTESTABLE,
+                   reason="comparing them needs a paired test over many more languages or checkpoints than a "
+                          "handful; mean Spearman ρ over the languages, as a description: "
+                          + ", ".join(f"{name} {value:.2f}" for name, value in means.items()))
 
 
 def compute_sentence(a: Agreement) -> str:
+    """A measurement, not a test: ranking's recorded wall time against fine-tuning's."""
     return (f"{a.estimator} on {a.language}: ranking took {a.rank_seconds:.1f} s, "
             f"{percent(a.compute_once)} of fine-tuning each of the {a.n} checkpoints once "
             f"({a.finetune_seconds_once:.0f} s) and {percent(a.compute_all)} of the study's {a.runs} runs "
@@ -288,20 +349,9 @@ def compute_sentence(a: Agreement) -> str:
             f"times, perhaps under other load; bench/bench_rank.py times both in one session).")
 
 
+def span(low: float, high: float) -> str:
+    return "n/a" if not (math.isfinite(low) and math.isfinite(high)) else f"[{low:.2f}, {high:.2f}]"
+
+
 def percent(value: float) -> str:
     return "n/a" if not math.isfinite(value) else f"{100 * value:.1f} %"
-
-
-def estimator_summary(found: Sequence[Agreement]) -> str:
-    """On how many languages each estimator reached the highest rho, and its mean rho: counts, not a test."""
-    if not found:
-        return "no rank record matches the measured runs: nothing to compare."
-    frame = agreement_frame(found)
-    top = frame.groupby("language", sort=False)["spearman"].transform("max")
-    counts = frame[frame["spearman"] == top]["estimator"].value_counts()  # a tie counts for each estimator
-    mean = frame.groupby("estimator", sort=False)["spearman"].mean()
-    parts = ", ".join(f"{name} {counts.get(name, 0)}" for name in mean.index)
-    return (f"languages (of {frame['language'].nunique()}) on which each estimator reached the highest Spearman ρ "
-            f"(ties count for each): {parts}; mean ρ "
-            + ", ".join(f"{name} {value:.2f}" for name, value in mean.items())
-            + ". With this few checkpoints per language the estimators' difference is not tested.")

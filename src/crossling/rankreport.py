@@ -12,19 +12,19 @@ import numpy as np
 import pandas as pd
 
 from crossling import paths
+from crossling.findings import NOT_SUPPORTED, SUPPORTED, UNTESTABLE, Finding
 from crossling.rankcheck import (
     Agreement,
-    Pooled,
+    agreement_findings,
     agreement_frame,
     agreements,
     compute_sentence,
-    estimator_summary,
+    estimators_finding,
     measured_cer,
     percent,
     pooled,
-    pooled_sentence,
+    pooled_findings,
     span,
-    verdict,
 )
 from crossling.rankrecord import ESTIMATORS, RankRecord, ranking, read_record
 
@@ -63,13 +63,16 @@ def store_records(store: Path, languages: Sequence[str]) -> dict[str, RankRecord
 # --- the section -------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RankSection:
-    """Predicted vs measured for a report: tables (markup + frame), figures (caption, PNG) and sentences."""
+    """Predicted vs measured for a report: tables (markup + frame), figures (caption, PNG), the findings
+    (each from one test, for the report's findings table) and the section's sentences (the findings'
+    and the measured compute)."""
 
     tables: dict
     figures: dict
-    findings: tuple[str, ...]
+    findings: tuple[Finding, ...]
+    sentences: tuple[str, ...]
 
 
 def rank_section(records: Mapping[str, RankRecord], table: pd.DataFrame, alpha: float = 0.05) -> RankSection | None:
@@ -90,14 +93,18 @@ def rank_section(records: Mapping[str, RankRecord], table: pd.DataFrame, alpha: 
     pools = [p for p in (pooled(found, records, table, name) for name in ESTIMATORS) if p is not None]
     if pools:
         pool_frame = pd.DataFrame([{**asdict(p), "languages": " ".join(p.languages), "p": fmt_p(p.p),
-                                    "p_floor": f"{p.p_floor:.2g}"} for p in pools])
+                                    "p_floor": f"{p.p_floor:.2g}", "low": span(p.low, p.high)} for p in pools]
+                                  ).drop(columns="high").rename(columns={"low": "95 % interval (languages re-drawn)"})
         tables["rank_pooled"] = (Table.from_frame("rank_pooled", "Every language together: mean Spearman ρ and "
                                                   "its permutation p (checkpoints permuted within languages)",
                                                   pool_frame, 4), pool_frame)
     figures = {"rank_vs_cer": ("Rank score (the record's estimator, minus the language's best) against mean test "
                                "CER; bars: paired bootstrap sd of the difference to the best and sd of CER over "
                                "seeds", scatter(records, table))}
-    return RankSection(tables, figures, tuple(findings(records, found, alpha, pools)))
+    stated = findings(records, found, alpha, pools)
+    compute = [compute_sentence(a) for a in found if a.estimator == records[a.language].estimator]
+    return RankSection(tables=tables, figures=figures, findings=tuple(stated),
+                       sentences=tuple([f.sentence() for f in stated] + compute))
 
 
 def _agreement_columns(frame: pd.DataFrame) -> pd.DataFrame:
@@ -150,23 +157,33 @@ def scatter(records: Mapping[str, RankRecord], table: pd.DataFrame) -> bytes:
         return to_png(fig)
 
 
-def goal_sentence(a: Agreement) -> str:
-    """The issue's goal, each half said as what it is: a point estimate, and a ratio of recorded times."""
-    agreement_part = "reached" if a.spearman >= GOAL_SPEARMAN else "not reached"
-    compute_part = "within" if a.compute_once <= GOAL_COMPUTE else "above"
-    return (f"Goal on {a.language} (Spearman ≥ {GOAL_SPEARMAN} at ≤ {100 * GOAL_COMPUTE:.0f} % of fine-tuning each "
-            f"checkpoint once): ρ ≥ {GOAL_SPEARMAN} {agreement_part} by the point estimate (ρ = {a.spearman:.2f}); "
-            f"compute {compute_part} {100 * GOAL_COMPUTE:.0f} % by recorded wall times ({percent(a.compute_once)}; "
-            f"times of other sessions, not a benchmark).")
+def goal_finding(agreement: Finding, a: Agreement) -> Finding:
+    """The issue's goal on a language, ρ ≥ GOAL_SPEARMAN, decided by the agreement test and its interval:
+    reached when the agreement is significant and the interval's lower end is at least the goal. The
+    compute half is a measurement (`compute_sentence`), said with it."""
+    question = f"the ranking by {a.estimator} reaches Spearman ρ ≥ {GOAL_SPEARMAN} on {a.language}"
+    compute = (f"compute {percent(a.compute_once)} of fine-tuning each checkpoint once (goal ≤ "
+               f"{100 * GOAL_COMPUTE:.0f} %; recorded wall times)")
+    common = dict(key=f"rank/goal/{a.language}", question=question, test=f"{agreement.test}, and its interval",
+                  unit=agreement.unit, n=a.n, alpha=agreement.alpha, subject=(a.language, a.estimator),
+                  statistic_name=agreement.statistic_name, statistic=agreement.statistic, p=agreement.p,
+                  p_adjusted=agreement.p_adjusted, adjustment=agreement.adjustment, effect=agreement.effect)
+    if agreement.verdict == UNTESTABLE:
+        return Finding(**common, verdict=UNTESTABLE, reason=f"{agreement.reason}; {compute}")
+    reached = agreement.verdict == SUPPORTED and a.spearman_low >= GOAL_SPEARMAN
+    if reached:
+        return Finding(**common, verdict=SUPPORTED, claim=f"{question} (interval's lower end {a.spearman_low:.2f}; {compute})")
+    return Finding(**common, verdict=NOT_SUPPORTED, reason=f"agreement {agreement.verdict}, interval's lower end "
+                                                           f"{a.spearman_low:.2f}; {compute}")
 
 
 def findings(records: Mapping[str, RankRecord], found: Sequence[Agreement], alpha: float,
-             pools: Sequence[Pooled] = ()) -> list[str]:
-    """The record's estimator per language (verdict, compute, the goal), every estimator pooled over the
-    languages, then the estimators compared."""
-    lines = []
-    for a in found:
-        if a.estimator != records[a.language].estimator:
-            continue
-        lines += [verdict(a, alpha), compute_sentence(a), goal_sentence(a)]
-    return lines + [pooled_sentence(p, alpha) for p in pools] + [estimator_summary(found)]
+             pools: Sequence = ()) -> list[Finding]:
+    """The record's estimator per language (agreement, Holm over the languages; the goal), every estimator
+    pooled over the languages (Holm over the estimators), then whether the estimators differ."""
+    own = [a for a in found if a.estimator == records[a.language].estimator]
+    stated = agreement_findings(own, alpha, family="languages")
+    out = [f for finding, a in zip(stated, own, strict=True) for f in (finding, goal_finding(finding, a))]
+    out += pooled_findings(pools, alpha)
+    compared = estimators_finding(found, alpha)
+    return out + ([compared] if compared else [])

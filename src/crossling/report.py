@@ -520,10 +520,12 @@ def write_analysis(a: Analysis, out_dir: Path, title: str = "crossling study rep
                    rank_records: dict | None = None) -> dict[str, Path]:
     """Write the report of an `Analysis` (see `write_report`)."""
     out_dir = Path(out_dir)
+    predicted = rankreport.rank_section(rank_records, a.runs, a.alpha) if rank_records else None
+    if predicted:  # its findings join the findings table; its sentences open its section
+        a = dataclasses.replace(a, findings=(*a.findings, *predicted.findings))
     rendered = tables(a)
     figs = make_figures(a)
-    predicted = rankreport.rank_section(rank_records, a.runs, a.alpha) if rank_records else None
-    notes = {"predicted": list(predicted.findings)} if predicted else {}
+    notes = {"predicted": list(predicted.sentences)} if predicted else {}
     rendered.update(predicted.tables if predicted else {})
     figs.update(predicted.figures if predicted else {})
     written: dict[str, Path] = {}
