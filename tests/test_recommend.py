@@ -122,6 +122,9 @@ def test_rank_record_ranks_an_unmeasured_language_and_says_so(table):
     first = result.candidates[0]
     assert "rank score (logme) 2.00000 at layer 1, 0.00000 below the best" in first.evidence
     assert "not separable from vp-es" in first.evidence
+    assert ("0 checkpoint(s) score higher beyond the paired bootstrap's 95 % interval of the difference (200 "
+            "resamples of 100 utterances)") in first.evidence
+    assert "2 checkpoint(s) score higher" in result.candidates[2].evidence
     assert "cer predicted from" in first.evidence and math.isfinite(first.predicted)  # measured elsewhere
     assert "ranked on your own pt audio" in result.notes and "only the checkpoints that were ranked" in result.notes
 

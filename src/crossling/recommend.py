@@ -259,9 +259,13 @@ def from_rank(code: str, record: RankRecord, usable: pd.DataFrame | None = None,
 
 
 def _rank_evidence(record: RankRecord, place) -> str:
+    """The score and where its rank comes from: how many checkpoints score higher beyond the paired
+    bootstrap's 95 % interval of the difference (utterances resampled), and those it cannot be told from."""
     tied = f"; not separable from {', '.join(place.not_separable_from)}" if place.not_separable_from else ""
     return (f"rank score ({record.estimator}) {place.score:.5f} at layer {place.layer}, {abs(place.gap):.5f} below the "
-            f"best (paired bootstrap sd {place.gap_sd:.5f}){tied}")
+            f"best (paired bootstrap sd {place.gap_sd:.5f}); {place.rank - 1} checkpoint(s) score higher beyond the "
+            f"paired bootstrap's 95 % interval of the difference ({record.bootstrap} resamples of "
+            f"{record.utterances} utterances){tied}")
 
 
 def _with_rank_evidence(recommendation: Recommendation, record: RankRecord) -> Recommendation:
