@@ -252,7 +252,8 @@ def agreement_frame(found: Sequence[Agreement]) -> pd.DataFrame:
 AGREEMENT_TEST = "exact one-sided permutation test of Spearman ρ"
 POOLED_TEST = "exact one-sided permutation test of the mean Spearman ρ, checkpoints permuted within languages"
 CHECKPOINT_UNIT = "checkpoints (each: mean test CER over its seeds)"
-INTERVAL = "95 % interval re-drawing utterances and seeds, checkpoints fixed"
+INTERVAL = "interval re-drawing utterances and seeds, checkpoints fixed"
+INTERVALS = "95 % intervals re-draw utterances and seeds, checkpoints fixed"
 
 
 def agreement_findings(found: Sequence[Agreement], alpha: float = 0.05, family: str = "") -> list[Finding]:
@@ -275,9 +276,9 @@ def agreement_finding(a: Agreement, alpha: float = 0.05, *, p_adjusted: float = 
     if not smallest < alpha:
         holm = f", {fmt_p(smallest)} after Holm over {size} {spans}" if size > 1 else ""
         return Finding(**common, verdict=UNTESTABLE, reason=(
-            f"with {a.n} checkpoints no ordering gives p below 1/{a.n}! = {a.p_floor:.4f}{holm} "
-            f"(observed: Spearman ρ = {a.spearman:.2f}, {INTERVAL} {span(a.spearman_low, a.spearman_high)}; "
-            f"{_kendall_text(a)}){_seed_text(a)}"))
+            f"with {a.n} checkpoints no ordering gives p below 1/{a.n}! = {a.p_floor:.4f}{holm} (observed: "
+            f"Spearman ρ = {a.spearman:.2f} {span(a.spearman_low, a.spearman_high)}, {_kendall_text(a)}; {INTERVALS})"
+            f"{_seed_text(a)}"))
     adjustment = {"p_adjusted": p_adjusted, "adjustment": f"Holm over {size} {spans}"} if size > 1 else {}
     decisive = p_adjusted if size > 1 else a.spearman_p
     agrees = decisive < alpha and a.spearman > 0
@@ -289,7 +290,7 @@ def agreement_finding(a: Agreement, alpha: float = 0.05, *, p_adjusted: float = 
 
 
 def _kendall_text(a: Agreement) -> str:
-    return f"Kendall τ = {a.kendall:.2f}, {INTERVAL} {span(a.kendall_low, a.kendall_high)}, p = {fmt_p(a.kendall_p)}"
+    return f"Kendall τ = {a.kendall:.2f} {span(a.kendall_low, a.kendall_high)} with p = {fmt_p(a.kendall_p)}"
 
 
 def _seed_text(a: Agreement) -> str:

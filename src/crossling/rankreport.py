@@ -169,7 +169,8 @@ def goal_finding(agreement: Finding, a: Agreement) -> Finding:
                   statistic_name=agreement.statistic_name, statistic=agreement.statistic, p=agreement.p,
                   p_adjusted=agreement.p_adjusted, adjustment=agreement.adjustment, effect=agreement.effect)
     if agreement.verdict == UNTESTABLE:
-        return Finding(**common, verdict=UNTESTABLE, reason=f"{agreement.reason}; {compute}")
+        return Finding(**common, verdict=UNTESTABLE, reason=f"its agreement test cannot reach alpha {agreement.alpha} with "
+                                                            f"{a.n} checkpoints (point estimate ρ = {a.spearman:.2f}); {compute}")
     reached = agreement.verdict == SUPPORTED and a.spearman_low >= GOAL_SPEARMAN
     if reached:
         return Finding(**common, verdict=SUPPORTED, claim=f"{question} (interval's lower end {a.spearman_low:.2f}; {compute})")
