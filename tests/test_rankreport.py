@@ -30,7 +30,13 @@ def test_report_section_has_the_tables_figure_and_claims(tmp_path):
     assert goal.verdict == ("supported" if agreement.effect.low >= 0.8 else "not supported")
     assert "compute 2.7 % of fine-tuning each checkpoint once" in goal.sentence()
     assert section.sentences[-1].startswith("probe-loss on pt: ranking took")  # the measured compute
-    assert rank_section(records, results_for({"a": [0.5]})) is None
+    assert rank_section(records, results_for({"x": [0.5]})) is None  # no ranked checkpoint was measured
+    # one or two measured checkpoints: the section says the agreement cannot be tested, and why
+    few = rank_section(records, results_for({"a": [0.5], "b": [0.6]}))
+    assert [f.verdict for f in few.findings] == ["cannot be tested here"] and set(few.tables) == {"rank_scores"}
+    assert few.sentences[0] == ("Cannot be tested here whether the ranking by probe-loss before fine-tuning agrees "
+                                "with the fine-tuned order on pt: 2 of the ranked checkpoints have usable runs on pt; "
+                                "a rank correlation needs at least 3.")
 
 
 def test_reading_records_checking_and_recommending_import_no_torch(tmp_path):

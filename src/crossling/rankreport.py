@@ -14,6 +14,8 @@ import pandas as pd
 from crossling import paths
 from crossling.findings import NOT_SUPPORTED, SUPPORTED, UNTESTABLE, Finding
 from crossling.rankcheck import (
+    AGREEMENT_TEST,
+    CHECKPOINT_UNIT,
     Agreement,
     agreement_findings,
     agreement_frame,
@@ -76,35 +78,66 @@ class RankSection:
 
 
 def rank_section(records: Mapping[str, RankRecord], table: pd.DataFrame, alpha: float = 0.05) -> RankSection | None:
-    """The section comparing each language's rank record with its fine-tuned runs (None: nothing to compare)."""
-    from crossling.markup import Table, fmt_p
-
+    """The section comparing each language's rank record with its fine-tuned runs (None: no language of
+    the records has a measured checkpoint). A language with fewer than 3 measured checkpoints is said to
+    be untestable."""
     found = agreements(records, table)
-    if not found:
+    short = too_few(records, table, alpha)
+    if not found and not short:
         return None
-    frame = agreement_frame(found)
-    shown = _agreement_columns(frame)
     scores = score_frame(records, table)
-    tables = {
-        "rank_agreement": (Table.from_frame("rank_agreement", "Predicted (ranking before fine-tuning) vs measured "
-                                            "(fine-tuned test CER), per language and estimator", shown, 2), frame),
-        "rank_scores": (Table.from_frame("rank_scores", "Each checkpoint's rank score (minus the best, with the "
-                                         "paired bootstrap sd) and measured CER", scores, 5), scores)}
+    tables = {"rank_scores": (_table("rank_scores", "Each checkpoint's rank score (minus the best, with the paired "
+                                     "bootstrap sd) and measured CER", scores, 5), scores)}
     pools = [p for p in (pooled(found, records, table, name) for name in ESTIMATORS) if p is not None]
+    tables.update(_agreement_tables(found, pools))
+    figures = {"rank_vs_cer": ("Rank score (the record's estimator, minus the language's best) against mean test "
+                               "CER; bars: paired bootstrap sd of the difference to the best and sd of CER over "
+                               "seeds", scatter(records, table))}
+    stated = short + findings(records, found, alpha, pools)
+    compute = [compute_sentence(a) for a in found if a.estimator == records[a.language].estimator]
+    return RankSection(tables=tables, figures=figures, findings=tuple(stated),
+                       sentences=tuple([f.sentence() for f in stated] + compute))
+
+
+def _table(name: str, caption: str, frame: pd.DataFrame, digits: int):
+    from crossling.markup import Table
+
+    return Table.from_frame(name, caption, frame, digits)
+
+
+def _agreement_tables(found: Sequence[Agreement], pools: Sequence) -> dict:
+    """rank_agreement (per language and estimator) and rank_pooled (per estimator), where there are any."""
+    from crossling.markup import fmt_p
+
+    tables = {}
+    if found:
+        frame = agreement_frame(found)
+        tables["rank_agreement"] = (_table("rank_agreement", "Predicted (ranking before fine-tuning) vs measured "
+                                           "(fine-tuned test CER), per language and estimator",
+                                           _agreement_columns(frame), 2), frame)
     if pools:
         pool_frame = pd.DataFrame([{**asdict(p), "languages": " ".join(p.languages), "p": fmt_p(p.p),
                                     "p_floor": f"{p.p_floor:.2g}", "low": span(p.low, p.high)} for p in pools]
                                   ).drop(columns="high").rename(columns={"low": "95 % interval (languages re-drawn)"})
-        tables["rank_pooled"] = (Table.from_frame("rank_pooled", "Every language together: mean Spearman ρ and "
-                                                  "its permutation p (checkpoints permuted within languages)",
-                                                  pool_frame, 4), pool_frame)
-    figures = {"rank_vs_cer": ("Rank score (the record's estimator, minus the language's best) against mean test "
-                               "CER; bars: paired bootstrap sd of the difference to the best and sd of CER over "
-                               "seeds", scatter(records, table))}
-    stated = findings(records, found, alpha, pools)
-    compute = [compute_sentence(a) for a in found if a.estimator == records[a.language].estimator]
-    return RankSection(tables=tables, figures=figures, findings=tuple(stated),
-                       sentences=tuple([f.sentence() for f in stated] + compute))
+        tables["rank_pooled"] = (_table("rank_pooled", "Every language together: mean Spearman ρ and its permutation "
+                                        "p (checkpoints permuted within languages)", pool_frame, 4), pool_frame)
+    return tables
+
+
+def too_few(records: Mapping[str, RankRecord], table: pd.DataFrame, alpha: float) -> list[Finding]:
+    """A language whose record has 1 or 2 measured checkpoints: its agreement cannot be tested."""
+    out = []
+    for language, record in records.items():
+        measured = measured_cer(table, language, [c.checkpoint for c in record.checkpoints])
+        if 0 < len(measured) < 3:
+            question = (f"the ranking by {record.estimator} before fine-tuning agrees with the fine-tuned order "
+                        f"on {language}")
+            out.append(Finding(key=f"rank/{record.estimator}/{language}", question=question, test=AGREEMENT_TEST,
+                               unit=CHECKPOINT_UNIT, n=len(measured), alpha=alpha, verdict=UNTESTABLE,
+                               subject=(language, record.estimator),
+                               reason=f"{len(measured)} of the ranked checkpoints have usable runs on {language}; "
+                                      f"a rank correlation needs at least 3"))
+    return out
 
 
 def _agreement_columns(frame: pd.DataFrame) -> pd.DataFrame:
