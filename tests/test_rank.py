@@ -128,14 +128,18 @@ def test_cli_rank_json_lists_the_ranking_best_first(tiny, tmp_path, capsys):
 RANK_QUICKLY = ["--language", "xx", "--bootstrap", "20", "--layers", "last"]
 
 
-def test_cli_rank_out_dash_prints_the_record_and_shows_the_ranking_on_stderr(tiny, capsys):
+def test_cli_rank_out_dash_prints_the_record_and_shows_the_ranking_on_stderr(tiny, tmp_path, monkeypatch, capsys):
     root, a, b = tiny
+    default = paths.rank_record_path(root, "xx")
+    before = default.read_bytes() if default.exists() else None  # other tests of this module may write it
+    monkeypatch.chdir(tmp_path)
     assert main(["rank", "--data", str(root), "--models", a, b, *RANK_QUICKLY, "--out", "-"]) == 0
     shown = capsys.readouterr()
     record = RankRecord.from_json(json.loads(shown.out), "stdout")
     assert [c.checkpoint for c in record.checkpoints] == [a, b]
     assert "checkpoint(s) ranked by logme" in shown.err and "ranked by" not in shown.out
-    assert not paths.rank_record_path(root, "xx").exists()  # '-' is standard output, not a file named '-'
+    # '-' is standard output: no file named '-', and the default record is left as it was
+    assert not (tmp_path / "-").exists() and (default.read_bytes() if default.exists() else None) == before
 
 
 def test_cli_rank_out_keeps_a_symlink_a_link_and_writes_a_fifo_in_place(tiny, tmp_path):
