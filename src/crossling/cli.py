@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 from collections.abc import Iterable
@@ -646,7 +647,12 @@ def _rank_json(record, places, validation, args) -> dict:
             "utterances": record.utterances, "audio_seconds": record.audio_seconds, "seconds": record.seconds(),
             "total_seconds": record.total_seconds,
             "ranking": [{**asdict(p), "estimators": scores[p.checkpoint]} for p in places],
-            "validation": [{**asdict(a), "finding": f.to_json()} for a, f in zip(validation, stated, strict=True)]}
+            "validation": [{**_finite(asdict(a)), "finding": f.to_json()} for a, f in zip(validation, stated, strict=True)]}
+
+
+def _finite(values: dict) -> dict:
+    """NaN (no seed-to-seed ρ with one seed, no interval) as null: JSON has no NaN."""
+    return {key: None if isinstance(value, float) and not math.isfinite(value) else value for key, value in values.items()}
 
 
 # --- pretrain / zoo / demo ----------------------------------------------------------------------
