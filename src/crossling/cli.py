@@ -500,6 +500,8 @@ def _cmd_recommend(args) -> int:
         print(json.dumps({**result.to_dict(), "candidates": [c.__dict__ for c in candidates]}, ensure_ascii=False))
         return 0
     print(f"{result.language}: {result.notes}")
+    for sentence in result.sentences():
+        print(f"  {sentence}")
     for c in candidates:
         estimate = {"prior": "   (prior)     ", "rank": f"{c.score:>10.5f} score"}.get(  # a rank score is no CER
             c.basis, f"{c.predicted:.4f} ± {c.uncertainty:.4f}")
