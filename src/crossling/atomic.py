@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import socket
 import stat
@@ -23,8 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from crossling.errors import CorruptArtifactError, OutputError
+from crossling.fence import check_write
 
 STDOUT = "-"
+#: In the name of every temporary file crossling makes, so that cleaning up never touches a user's file.
+TEMPORARY_MARK = "crossling-"
 #: How a target is written (see `output_kind`).
 REPLACE, IN_PLACE, SOCKET, TO_STDOUT = "replace", "in place", "socket", "stdout"
 
@@ -77,6 +81,7 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
     """Yield a temporary path to write; when the block succeeds its content lands on `target` as
     `output_kind` says. A failure inside the block leaves `target` as it was (old content or absent)."""
     kind, destination = output_kind(target)
+    check_write(destination)  # a run that lost its claim writes nothing more
     directory = destination.parent if kind == REPLACE else None
     tmp_path = _temporary(destination, directory)
     try:
@@ -86,6 +91,7 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
             if _writing_failed(error, tmp_path):
                 raise _output_error(Path(target), error) from None
             raise
+        check_write(destination)  # again at the commit point: the block may have taken long
         try:
             _replace(tmp_path, destination) if kind == REPLACE else _deliver(tmp_path, kind, destination)
         except BrokenPipeError:
@@ -111,11 +117,18 @@ def _temporary(destination: Path, directory: Path | None) -> Path:
     try:
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp", dir=directory)
+        fd, name = tempfile.mkstemp(prefix=f".{destination.name}.{TEMPORARY_MARK}", suffix=".tmp", dir=directory)
     except OSError as error:
         raise _output_error(destination, error) from None
     os.close(fd)
     return Path(name)
+
+
+def is_temporary_of(name: str, target: Path) -> bool:
+    """Whether the file `name` is a temporary file `atomic_path` made for `target` (this version's
+    `.<target>.crossling-XXXXXXXX.tmp`, or an earlier version's `.<target>.XXXXXXXX.tmp`)."""
+    pattern = rf"\.{re.escape(Path(target).name)}\.({TEMPORARY_MARK})?[a-z0-9_]{{8}}\.tmp"
+    return re.fullmatch(pattern, name) is not None
 
 
 def _replace(tmp_path: Path, destination: Path) -> None:

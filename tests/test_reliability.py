@@ -1,0 +1,94 @@
+"""Fault injection on the grid (issue 17): owners paused past their heartbeat, killed owners, corrupt
+records, debris-free takeover. Each test reproduces one break of the earlier code."""
+
+import json
+import os
+import signal
+
+import pytest
+from grid_factory import make_prepared, start_driver, wait_for, write_study
+
+from crossling import paths
+from crossling.grid import plan_study
+from crossling.store import Store
+from crossling.study import expand_runs, load_study
+
+
+def _events(store_root, run_id) -> list[dict]:
+    path = paths.store_attempts_path(store_root, run_id)
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def _holder(store_root, run_id) -> int | None:
+    owner = Store(store_root).claim_owner(run_id)
+    return owner["pid"] if owner else None
+
+
+def _resumable(store_root, run_id) -> bool:
+    """The run has written a resume file (its name in any version)."""
+    run_dir = Store(store_root).run_dir(run_id)
+    return any((run_dir / name).is_file() for name in ("resume.pt", "checkpoint.pt"))
+
+
+@pytest.fixture
+def slow_study(tmp_path):
+    """Four toy runs of 12 steps, a resume file every 2 steps."""
+    make_prepared(tmp_path / "prepared", counts=(1, 1, 1))
+    return load_study(write_study(tmp_path / "toy.toml", ["toy/a", "toy/b"]))
+
+
+def _kill(process) -> None:
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+@pytest.mark.slow
+def test_a_worker_takes_over_the_run_of_a_worker_killed_after_it_skipped_that_run(slow_study, tmp_path):
+    store = tmp_path / "toy.runs"
+    first, *others = [run.run_id for run in expand_runs(slow_study)]
+    a = start_driver(slow_study.path, store, GRID_TOY_STEP_SECONDS="0.15")
+    b = None
+    try:
+        assert wait_for(lambda: _holder(store, first) == a.pid, timeout=60)
+        b = start_driver(slow_study.path, store, GRID_TOY_STEP_SECONDS="0.15")
+        assert wait_for(lambda: any(_holder(store, r) == b.pid for r in others), timeout=60)  # B is past run 1
+        os.kill(a.pid, signal.SIGKILL)
+        a.wait()
+        out, err = b.communicate(timeout=120)
+    finally:
+        _kill(a)
+        if b is not None:
+            _kill(b)
+    assert b.returncode == 0, err
+    assert plan_study(slow_study, store).done == 4  # nothing abandoned while a worker lives
+    assert [e["pid"] for e in _events(store, first) if e["event"] == "done"] == [b.pid]
+
+
+@pytest.mark.slow
+def test_an_owner_paused_past_its_heartbeat_stops_at_its_next_write_and_never_writes_a_result(slow_study, tmp_path):
+    store = tmp_path / "toy.runs"
+    first = expand_runs(slow_study)[0].run_id
+    a = start_driver(slow_study.path, store, GRID_TOY_STEP_SECONDS="0.15")
+    b = None
+    try:
+        assert wait_for(lambda: _resumable(store, first), timeout=60)
+        os.kill(a.pid, signal.SIGSTOP)  # a Slurm suspend, a VM freeze
+        b = start_driver(slow_study.path, store, GRID_TOY_STEP_SECONDS="0.15")
+        assert wait_for(lambda: any(e["event"] == "start" and e["pid"] == b.pid for e in _events(store, first)),
+                        timeout=60)  # B took the run over once A's heartbeat went stale
+        os.kill(a.pid, signal.SIGCONT)
+        outputs = [p.communicate(timeout=120) for p in (a, b)]
+    finally:
+        for process in (a, b):
+            if process is not None:
+                os.kill(process.pid, signal.SIGCONT) if process.poll() is None else None
+                _kill(process)
+    assert (a.returncode, b.returncode) == (0, 0), outputs
+    events = _events(store, first)
+    by_a = [e["event"] for e in events if e["pid"] == a.pid]
+    assert "done" not in by_a and "lost" in by_a, events  # A stopped at its next write
+    assert [e["pid"] for e in events if e["event"] == "done"] == [b.pid]
+    starts = {e["pid"]: e.get("generation") for e in events if e["event"] == "start"}
+    assert starts[b.pid] > starts[a.pid]  # B's claim is a later generation
+    assert plan_study(slow_study, store).done == 4
