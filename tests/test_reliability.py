@@ -3,13 +3,17 @@ records, debris-free takeover. Each test reproduces one break of the earlier cod
 
 import json
 import os
+import shutil
 import signal
 
 import pytest
-from grid_factory import make_prepared, start_driver, wait_for, write_study
+from grid_factory import TOY, make_prepared, start_driver, wait_for, write_study
 
 from crossling import paths
-from crossling.grid import plan_study
+from crossling.cli import main
+from crossling.grid import plan_study, run_study
+from crossling.results import load_results_table
+from crossling.stats import split_missing
 from crossling.store import Store
 from crossling.study import expand_runs, load_study
 
@@ -92,3 +96,45 @@ def test_an_owner_paused_past_its_heartbeat_stops_at_its_next_write_and_never_wr
     starts = {e["pid"]: e.get("generation") for e in events if e["event"] == "start"}
     assert starts[b.pid] > starts[a.pid]  # B's claim is a later generation
     assert plan_study(slow_study, store).done == 4
+
+
+def test_a_corrupt_result_or_torn_attempt_log_is_quarantined_reported_and_rerun(tmp_path, capsys):
+    make_prepared(tmp_path / "prepared", counts=(1, 1, 1))
+    study = load_study(write_study(tmp_path / "toy.toml", ["toy/a", "toy/b"]))
+    store = Store(tmp_path / "toy.runs")
+    run_study(study, store.root, run_function=TOY)
+    truncated, torn, *_ = [run.run_id for run in expand_runs(study)]
+    result = paths.run_result_path(store.run_dir(truncated))
+    result.write_text(result.read_text()[:40])  # a disk that lost the end of the file
+    paths.run_result_path(store.run_dir(torn)).unlink()  # an interrupted run ...
+    with open(paths.store_attempts_path(store.root, torn), "a") as log:
+        log.write('{"event": "start", "ti')  # ... whose last attempt line was torn by a crash
+
+    assert main(["study", "status", str(study.path), "--store", str(store.root)]) == 0
+    out = capsys.readouterr().out
+    assert "2 done, 0 failed, 0 running, 2 pending" in out and f"corrupt  {truncated}: renamed aside result.json" in out
+    assert [p.name.split(".corrupt-")[0] for p in store.quarantined(truncated)] == ["result.json"]
+    table = load_results_table(study, store.root)
+    usable, missing = split_missing(table)
+    assert list(missing["run_id"]) == [truncated, torn] and missing["reason"].iloc[0] == "status quarantined"
+
+    summary = run_study(study, store.root, run_function=TOY)  # the grid carries on
+    assert (summary.executed, summary.done, summary.failed) == (2, 4, 0)
+    assert [p.name.split(".corrupt-")[0] for p in store.quarantined(torn)] == ["attempts.jsonl"]
+    events = [e["event"] for e in store.attempts(torn)]
+    assert events == ["start", "done", "start", "done"]  # the good lines kept, the torn one set aside
+    assert paths.store_attempts_path(store.root, torn).read_text().endswith("\n")
+
+
+def test_a_result_copied_from_another_run_is_not_this_runs(tmp_path):
+    make_prepared(tmp_path / "prepared", counts=(1, 1, 1))
+    study = load_study(write_study(tmp_path / "toy.toml", ["toy/a", "toy/b"], languages=("aa",)))
+    store = Store(tmp_path / "toy.runs")
+    first, second = [run.run_id for run in expand_runs(study)]
+    run_study(study, store.root, run_function=TOY, shard=(0, 2))
+    copy = paths.run_result_path(store.run_dir(second))
+    copy.parent.mkdir(parents=True)
+    shutil.copy(paths.run_result_path(store.run_dir(first)), copy)
+    assert store.state(second) == "pending" and store.quarantined(second)
+    assert run_study(study, store.root, run_function=TOY).executed == 1
+    assert store.result(second).identity == expand_runs(study)[1].identity

@@ -420,6 +420,9 @@ def _cmd_study_status(args) -> int:
                 f" CER {run.cer:.4f}; {run.wall_seconds:.0f} s, {run.device_hours:.3f} device h, "
                 f"{run.audio_seconds_per_second:.0f} audio s/s, peak {run.peak_memory_mb:.0f} MB")
             print(f"  {run.state:<8} {run.run_id}{cost} {run.owner}{run.error}")
+        if run.quarantined:
+            print(f"  corrupt  {run.run_id}: renamed aside {', '.join(run.quarantined)}"
+                  + (" (the run runs again)" if run.state != "done" else ""))
     return 0
 
 

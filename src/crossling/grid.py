@@ -3,6 +3,7 @@ finished runs and resuming interrupted ones) and status (states, cost, projected
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import statistics
 import threading
@@ -381,6 +382,7 @@ class RunStatus:
     cer: float | None = None
     error: str = ""
     owner: str = ""
+    quarantined: tuple[str, ...] = ()  # records of this run renamed aside as corrupt
 
 
 @dataclass(frozen=True)
@@ -425,6 +427,12 @@ def _mean_or_none(values: list[float | None]) -> float | None:
 
 def run_status(store: Store, run_id: str) -> RunStatus:
     state = store.state(run_id)
+    quarantined = tuple(path.name for path in store.quarantined(run_id))
+    status = _state_status(store, run_id, state)
+    return dataclasses.replace(status, quarantined=quarantined) if quarantined else status
+
+
+def _state_status(store: Store, run_id: str, state: str) -> RunStatus:
     if state == DONE:
         result = store.result(run_id)
         cost = result.cost
