@@ -13,7 +13,7 @@ from grid_factory import environment, toy_record
 from crossling import paths
 from crossling.atomic import write_json_atomic
 from crossling.config import TrainConfig
-from crossling.errors import ConfigError
+from crossling.errors import ConfigError, OutputError
 from crossling.records import StudyPlan, run_identity
 from crossling.store import Store
 
@@ -137,3 +137,33 @@ def test_attempt_log_and_bad_timing(tmp_path):
     assert store.read_plan() == plan
     with pytest.raises(ConfigError, match="must exceed two heartbeats"):
         Store(tmp_path, heartbeat_seconds=10, stale_seconds=15)
+
+
+def test_takeover_needs_no_inode_markers_and_leaves_one_file_a_run(tmp_path):
+    """Each round a claimer dies between creating its claim file and writing it (an empty file, which the
+    earlier code named by its inode number -- reused by ext4 at once, so such a claim could never be
+    taken over again). Every such claim is taken over once stale, and nothing piles up in claims/."""
+    store = Store(tmp_path, heartbeat_seconds=1, stale_seconds=30)
+    folder = paths.store_claims_dir(tmp_path, "r1")
+    for generation in range(1, 40, 2):
+        crashed = paths.store_claim_path(tmp_path, "r1", generation)
+        crashed.parent.mkdir(parents=True, exist_ok=True)
+        crashed.touch()
+        assert store.try_claim("r1") is None  # fresh: its claimer may still be writing it
+        os.utime(crashed, (time.time() - 60, time.time() - 60))
+        claim = store.try_claim("r1")
+        assert claim is not None and claim.generation == generation + 1
+        store.release(claim)
+        assert [p.name for p in folder.iterdir()] == [f"{generation + 1}.released"]
+    assert sorted(p.name for p in (tmp_path / "claims").iterdir()) == ["r1"]
+    store.close()
+
+
+def test_a_claim_location_of_the_wrong_type_is_a_clear_error(tmp_path):
+    store = Store(tmp_path)
+    paths.store_claim_path(tmp_path, "r1", 1).mkdir(parents=True)  # a folder where a claim file belongs
+    with pytest.raises(OutputError, match=r"1\.claim: expected a claim file, found a directory"):
+        store.try_claim("r1")
+    (tmp_path / "claims" / "r2").write_text("")  # a file where the run's claim folder belongs
+    with pytest.raises(OutputError, match=r"claims/r2: cannot use this claim location"):
+        store.try_claim("r2")
