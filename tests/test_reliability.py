@@ -138,3 +138,62 @@ def test_a_result_copied_from_another_run_is_not_this_runs(tmp_path):
     assert store.state(second) == "pending" and store.quarantined(second)
     assert run_study(study, store.root, run_function=TOY).executed == 1
     assert store.result(second).identity == expand_runs(study)[1].identity
+
+
+# --- checkpoints that would run code -------------------------------------------------------------------
+
+
+class _Payload:
+    """Unpickling this runs `touch <marker>`."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _crafted(path, marker):
+    import torch
+
+    torch.save({"model": {}, "x": _Payload(marker)}, path)
+
+
+@pytest.mark.slow
+def test_finetune_refuses_a_crafted_resume_file_naming_it(tmp_path, capsys):
+    from tinydata_factory import make_prepared as make_tiny_language
+    from tinydata_factory import make_tiny_checkpoint
+
+    prepared = make_tiny_language(tmp_path / "prepared", "xx", n_train=4, n_dev=2, n_test=2)
+    checkpoint = make_tiny_checkpoint(tmp_path / "ckpt", "wav2vec2")
+    out, marker = tmp_path / "run", tmp_path / "code-ran"
+    out.mkdir()
+    crafted = out / "checkpoint.pt"  # the name earlier versions gave the resume file (still read)
+    _crafted(crafted, marker)
+    argv = ["finetune", "--data", str(prepared), "--language", "xx", "--model", str(checkpoint), "--out", str(out),
+            "--steps", "2", "--device", "cpu"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{crafted}: refused to load" in err and "Traceback" not in err
+    assert not marker.exists() and crafted.exists()  # nothing ran, nothing deleted
+
+
+@pytest.mark.slow
+def test_finetune_and_evaluate_refuse_crafted_model_weights_naming_the_file(tmp_path, capsys):
+    from tinydata_factory import make_prepared as make_tiny_language
+    from tinydata_factory import make_tiny_checkpoint
+
+    prepared = make_tiny_language(tmp_path / "prepared", "xx", n_train=4, n_dev=2, n_test=2)
+    checkpoint = make_tiny_checkpoint(tmp_path / "ckpt", "wav2vec2")
+    for weights in checkpoint.glob("*.safetensors"):
+        weights.unlink()
+    marker = tmp_path / "code-ran"
+    _crafted(checkpoint / "pytorch_model.bin", marker)
+    finetune = ["finetune", "--data", str(prepared), "--language", "xx", "--model", str(checkpoint),
+                "--out", str(tmp_path / "run"), "--steps", "2", "--device", "cpu"]
+    evaluate = ["evaluate", str(checkpoint), "--data", str(prepared), "--language", "xx", "--device", "cpu"]
+    for argv in (finetune, evaluate):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"{checkpoint / 'pytorch_model.bin'}: refused to load" in err and "Traceback" not in err, err
+    assert not marker.exists()

@@ -47,6 +47,7 @@ from crossling.records import (
     same_run,
 )
 from crossling.registry import find_checkpoint
+from crossling.safeload import load_resume_file
 from crossling.schedule import describe, learning_rate
 
 # Before torch loads OpenMP (none of the crossling modules above imports torch at module level).
@@ -341,7 +342,7 @@ class ResumeFile:
         path = self._existing()
         if path is None:
             return None
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = load_resume_file(path)  # never unpickles code: a crafted file is a clear error
         if not self.job.owns(_stored_identity(checkpoint, path)):
             raise ConfigError(f"{path} belongs to a different run (model, data, seed or recipe); use a new --out")
         if path != self.path:
