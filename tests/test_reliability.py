@@ -197,3 +197,78 @@ def test_finetune_and_evaluate_refuse_crafted_model_weights_naming_the_file(tmp_
         err = capsys.readouterr().err
         assert f"{checkpoint / 'pytorch_model.bin'}: refused to load" in err and "Traceback" not in err, err
     assert not marker.exists()
+
+
+# --- OS errors and wrong file types: clear errors, exit 2 ------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_read_only_out_is_a_clear_error_for_every_command_that_writes(tmp_path, capsys):
+    from cvfactory import standard_splits, write_release
+    from faults import tmpfs
+    from tinydata_factory import make_prepared as make_tiny_language
+    from tinydata_factory import make_tiny_checkpoint
+
+    release = write_release(tmp_path / "cv", {"pt": standard_splits("pt", train=4, dev=2, test=2)})
+    make_prepared(tmp_path / "prepared", counts=(8, 1, 1))  # a batch of 8 clips to pre-train on
+    study = write_study(tmp_path / "toy.toml", ["toy/a"], languages=("aa",))
+    run_study(load_study(study), tmp_path / "toy.runs", run_function=TOY)
+    tiny = make_tiny_language(tmp_path / "tiny", "xx", n_train=4, n_dev=2, n_test=2)
+    checkpoint = make_tiny_checkpoint(tmp_path / "ckpt", "wav2vec2")
+    with tmpfs(tmp_path / "ro", read_only=True) as ro:
+        commands = {
+            "prepare": ["prepare", str(release), "--languages", "pt", "--out", str(ro / "p"), "--workers", "1"],
+            "finetune": ["finetune", "--data", str(tiny), "--language", "xx", "--model", str(checkpoint),
+                         "--out", str(ro / "run"), "--steps", "2", "--device", "cpu"],
+            "pretrain": ["pretrain", "--data", str(tmp_path / "prepared"), "--languages", "aa", "--config", "micro",
+                         "--out", str(ro / "pt"), "--steps", "2", "--threads", "1"],
+            "results": ["results", str(study), "--store", str(tmp_path / "toy.runs"), "--out", str(ro / "r.csv")],
+            "report": ["report", str(study), "--store", str(tmp_path / "toy.runs"), "--out", str(ro / "rep")],
+            "study plan": ["study", "plan", str(study), "--store", str(ro / "store")],
+            "study run": ["study", "run", str(study), "--store", str(ro / "store")],
+        }
+        for name, argv in commands.items():
+            assert main(argv) == 2, name
+            err = capsys.readouterr().err
+            assert str(ro) in err and ("read-only" in err.lower()), (name, err)
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_a_clear_error_and_the_run_resumes_once_there_is_space(tmp_path, capsys):
+    from faults import tmpfs
+    from tinydata_factory import make_prepared as make_tiny_language
+    from tinydata_factory import make_tiny_checkpoint
+
+    tiny = make_tiny_language(tmp_path / "tiny", "xx", n_train=4, n_dev=2, n_test=2)
+    checkpoint = make_tiny_checkpoint(tmp_path / "ckpt", "wav2vec2")
+    with tmpfs(tmp_path / "small", size="400k") as small:
+        argv = ["finetune", "--data", str(tiny), "--language", "xx", "--model", str(checkpoint),
+                "--out", str(small / "run"), "--steps", "2", "--device", "cpu"]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "no space left on the device" in err and str(small / "run") in err, err
+        assert not [p for p in (small / "run").iterdir() if p.name.endswith(".tmp")]  # no half-written file left
+
+
+@pytest.mark.slow
+def test_wrong_file_types_and_bad_seeds_are_clear_errors_before_any_work(tmp_path, capsys):
+    from tinydata_factory import make_prepared as make_tiny_language
+    from tinydata_factory import make_tiny_checkpoint
+
+    tiny = make_tiny_language(tmp_path / "tiny", "xx", n_train=2, n_dev=1, n_test=1)
+    checkpoint = make_tiny_checkpoint(tmp_path / "ckpt", "wav2vec2")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "model").write_text("my notes")  # a file where the fine-tuned model folder goes
+    argv = ["finetune", "--data", str(tiny), "--language", "xx", "--model", str(checkpoint),
+            "--out", str(out), "--steps", "2", "--device", "cpu"]
+    assert main(argv) == 2
+    assert f"{out / 'model'}: expected the folder crossling saves the fine-tuned model in" in capsys.readouterr().err
+    assert (out / "model").read_text() == "my notes"
+    with pytest.raises(SystemExit) as exit_code:
+        main([*argv[:-4], "--seed", "-1"])
+    assert exit_code.value.code == 2 and "a seed must be an integer from 0 to 4294967295" in capsys.readouterr().err
+    make_prepared(tmp_path / "prepared", counts=(1, 1, 1))
+    study = write_study(tmp_path / "neg.toml", ["toy/a"], seeds=(-1,))
+    assert main(["study", "plan", str(study)]) == 2
+    assert f"{study}: seeds: a seed must be an integer" in capsys.readouterr().err

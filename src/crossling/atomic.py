@@ -33,7 +33,7 @@ TEMPORARY_MARK = "crossling-"
 REPLACE, IN_PLACE, SOCKET, TO_STDOUT = "replace", "in place", "socket", "stdout"
 
 
-def _current_umask() -> int:
+def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -91,6 +91,10 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
             if _writing_failed(error, tmp_path):
                 raise _output_error(Path(target), error) from None
             raise
+        except Exception:  # a writer that hides the OS error (torch.save raises RuntimeError on a full disk)
+            if (full := out_of_space(Path(target), tmp_path.parent)) is not None:
+                raise full from None
+            raise
         check_write(destination)  # again at the commit point: the block may have taken long
         try:
             _replace(tmp_path, destination) if kind == REPLACE else _deliver(tmp_path, kind, destination)
@@ -137,7 +141,7 @@ def _replace(tmp_path: Path, destination: Path) -> None:
     try:
         mode = stat.S_IMODE(os.stat(destination).st_mode)
     except FileNotFoundError:
-        mode = 0o666 & ~_current_umask()
+        mode = 0o666 & ~current_umask()
     os.chmod(tmp_path, mode)
     with open(tmp_path, "rb+") as handle:
         os.fsync(handle.fileno())
@@ -158,6 +162,18 @@ def _deliver(tmp_path: Path, kind: str, destination: Path) -> None:
         else:
             with open(destination, "wb") as out:
                 shutil.copyfileobj(source, out)
+
+
+def out_of_space(target: Path, directory: Path) -> OutputError | None:
+    """The `OutputError` for `target` if the file system of `directory` is full (under 64 KiB free), else
+    None: for writers whose own error does not say so."""
+    try:
+        info = os.statvfs(directory)
+    except OSError:
+        return None
+    if info.f_bavail * info.f_frsize >= 64 * 1024:
+        return None
+    return _output_error(target, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
 
 
 _REASONS = {
