@@ -5,9 +5,13 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
-from grid_factory import TOY, make_prepared, start_driver, wait_for, write_study
+from grid_factory import TOY, environment, make_prepared, start_driver, wait_for, write_study
 
 from crossling import paths
 from crossling.cli import main
@@ -272,3 +276,45 @@ def test_wrong_file_types_and_bad_seeds_are_clear_errors_before_any_work(tmp_pat
     study = write_study(tmp_path / "neg.toml", ["toy/a"], seeds=(-1,))
     assert main(["study", "plan", str(study)]) == 2
     assert f"{study}: seeds: a seed must be an integer" in capsys.readouterr().err
+
+
+# --- child processes end with crossling -------------------------------------------------------------------
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "stat").read_text().rsplit(")", 1)[1].split()[1] == str(pid):
+                found.append(int(entry.name))
+        except (OSError, IndexError):
+            continue
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+def test_synthesis_workers_end_when_crossling_is_killed(tmp_path):
+    parent = subprocess.Popen([sys.executable, "-m", "crossling", "synth", "--languages", "es", "tr", "--hours", "0.5",
+                               "--out", str(tmp_path / "corpus"), "--workers", "2"], env=environment(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    children = []
+    try:
+        assert wait_for(lambda: len(_children(parent.pid)) >= 2, timeout=120)
+        time.sleep(2)  # the workers are rendering
+        children = _children(parent.pid)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        assert wait_for(lambda: not any(_alive(c) for c in children), timeout=15), \
+            [c for c in children if _alive(c)]
+    finally:
+        _kill(parent)
+        for child in children:  # the earlier code's orphans: ours to end
+            if _alive(child):
+                os.kill(child, signal.SIGKILL)
