@@ -318,3 +318,58 @@ def test_synthesis_workers_end_when_crossling_is_killed(tmp_path):
         for child in children:  # the earlier code's orphans: ours to end
             if _alive(child):
                 os.kill(child, signal.SIGKILL)
+
+
+# --- only what the run made is removed; run directories are shared-store friendly; one finetune per --out ---
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from crossling.rundir import exclusive
+with exclusive(Path(sys.argv[1])):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+@pytest.mark.slow
+def test_finetune_removes_only_its_own_temporaries_and_saves_the_model_with_the_umasks_permissions(tmp_path):
+    from tinydata_factory import make_prepared as make_tiny_language
+    from tinydata_factory import make_tiny_checkpoint
+
+    tiny = make_tiny_language(tmp_path / "tiny", "xx", n_train=4, n_dev=2, n_test=2)
+    checkpoint = make_tiny_checkpoint(tmp_path / "ckpt", "wav2vec2")
+    out = tmp_path / "thesis"
+    (out / ".model.backup").mkdir(parents=True)
+    (out / ".model.backup" / "weights.bin").write_text("mine")
+    (out / ".thesis.tex.tmp").write_text("my draft")
+    (out / ".result.json.crossling-abcd1234.tmp").write_text("{")  # what a killed run of ours leaves
+    previous = os.umask(0o022)
+    try:
+        argv = ["finetune", "--data", str(tiny), "--language", "xx", "--model", str(checkpoint), "--out", str(out),
+                "--steps", "2", "--device", "cpu"]
+        assert main(argv) == 0
+    finally:
+        os.umask(previous)
+    assert (out / ".model.backup" / "weights.bin").read_text() == "mine"
+    assert (out / ".thesis.tex.tmp").read_text() == "my draft"
+    assert not (out / ".result.json.crossling-abcd1234.tmp").exists()
+    assert (paths.run_model_dir(out).stat().st_mode & 0o777) == 0o755  # readable by others on a shared store
+
+
+@pytest.mark.slow
+def test_a_second_finetune_on_the_same_out_is_refused_while_the_first_runs(tmp_path, capsys):
+    from tinydata_factory import make_prepared as make_tiny_language
+
+    tiny = make_tiny_language(tmp_path / "tiny", "xx", n_train=2, n_dev=1, n_test=1)
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out)], env=environment(), stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        argv = ["finetune", "--data", str(tiny), "--language", "xx", "--model", "ckpt", "--out", str(out)]
+        assert main(argv) == 2
+        assert f"{out}: another crossling finetune (pid {holder.pid}) is working in this folder" in \
+            capsys.readouterr().err
+    finally:
+        _kill(holder)
