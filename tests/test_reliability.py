@@ -373,3 +373,45 @@ def test_a_second_finetune_on_the_same_out_is_refused_while_the_first_runs(tmp_p
             capsys.readouterr().err
     finally:
         _kill(holder)
+
+
+RAY_DRIVER = """
+import sys
+from crossling.executors import RayExecutor
+from crossling.grid import run_study
+from crossling.study import load_study
+run_study(load_study(sys.argv[1]), sys.argv[2], executor=RayExecutor(workers=1), run_function=sys.argv[3])
+"""
+
+
+def _descendants(pid: int) -> list[int]:
+    found, queue = [], [pid]
+    while queue:
+        children = _children(queue.pop())
+        found.extend(children)
+        queue.extend(children)
+    return found
+
+
+@pytest.mark.slow
+def test_killing_a_ray_driver_leaves_none_of_the_processes_of_the_ray_instance_it_started(slow_study, tmp_path):
+    pytest.importorskip("ray")
+    store = tmp_path / "toy.runs"
+    first = expand_runs(slow_study)[0].run_id
+    driver = subprocess.Popen([sys.executable, "-c", RAY_DRIVER, str(slow_study.path), str(store), TOY],
+                              env=environment(GRID_TOY_STEP_SECONDS="0.5"), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    tree = []
+    try:
+        assert wait_for(lambda: _resumable(store, first), timeout=180)  # a Ray worker is mid-run
+        tree = _descendants(driver.pid)
+        assert len(tree) >= 3
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait()
+        assert wait_for(lambda: not any(_alive(p) for p in tree), timeout=60), \
+            [Path(f"/proc/{p}/cmdline").read_text().replace("\\0", " ")[:60] for p in tree if _alive(p)]
+    finally:
+        _kill(driver)
+        for pid in tree:  # the earlier code's orphans: ours to end
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)

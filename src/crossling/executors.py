@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from crossling import paths
+from crossling.children import descendants, start_reaper
 from crossling.errors import ConfigError, CrosslingError
 from crossling.fence import ClaimLost, check_write, fenced, still_held
 from crossling.progress import Track, no_progress
@@ -322,7 +323,10 @@ class RayExecutor:
 
     def execute(self, work: GridWork) -> None:
         ray = _import_ray()
+        before = set(_children())
         started_here = self._connect(ray)
+        # Ray's agents outlive a killed driver (they ignore SIGTERM): a reaper ends what was started here
+        reaper = start_reaper(sorted(set(_children()) - before)) if started_here else None
         try:
             _check_resources(ray.cluster_resources(), cpus=self.cpus_per_run, gpus=self.gpus_per_run)
             task = ray.remote(num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run,
@@ -331,6 +335,8 @@ class RayExecutor:
         finally:
             if started_here:
                 ray.shutdown()
+            if reaper is not None:
+                reaper.stdin.close()  # the reaper ends whatever Ray left behind, then exits
 
     def cancel(self) -> None:
         """No new task is submitted; tasks in flight are cancelled (their runs resume later)."""
@@ -370,6 +376,11 @@ class RayExecutor:
 
 
 
+
+
+def _children() -> list[int]:
+    """The pids of this process's children."""
+    return [pid for pid in descendants([os.getpid()]) if pid != os.getpid()]
 
 
 def _import_ray():
