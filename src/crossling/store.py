@@ -1,5 +1,6 @@
-"""The results store: one directory per run (result.json = done, error.json = failed), claim files
-with a heartbeat so that processes on any machine sharing the filesystem never run a run twice."""
+"""The results store: one directory per run (result.json = done, error.json = failed; a corrupt record is
+renamed aside), and numbered claim generations with a heartbeat, so that processes on any machine sharing
+the filesystem never run a run twice and take over the runs of dead owners."""
 
 from __future__ import annotations
 
