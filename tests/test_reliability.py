@@ -228,6 +228,7 @@ def test_a_read_only_out_is_a_clear_error_for_every_command_that_writes(tmp_path
                          "--out", str(ro / "pt"), "--steps", "2", "--threads", "1"],
             "results": ["results", str(study), "--store", str(tmp_path / "toy.runs"), "--out", str(ro / "r.csv")],
             "report": ["report", str(study), "--store", str(tmp_path / "toy.runs"), "--out", str(ro / "rep")],
+            "synth": ["synth", "--languages", "es", "--hours", "0.001", "--out", str(ro / "corpus"), "--workers", "1"],
             "study plan": ["study", "plan", str(study), "--store", str(ro / "store")],
             "study run": ["study", "run", str(study), "--store", str(ro / "store")],
         }
@@ -252,6 +253,8 @@ def test_a_full_disk_is_a_clear_error_and_the_run_resumes_once_there_is_space(tm
         err = capsys.readouterr().err
         assert "no space left on the device" in err and str(small / "run") in err, err
         assert not [p for p in (small / "run").iterdir() if p.name.endswith(".tmp")]  # no half-written file left
+        subprocess.run(["mount", "-o", "remount,size=64m", str(small)], check=True)  # space is freed
+        assert main(argv) == 0 and paths.run_result_path(small / "run").is_file()
 
 
 @pytest.mark.slow
