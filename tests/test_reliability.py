@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -418,3 +419,28 @@ def test_killing_a_ray_driver_leaves_none_of_the_processes_of_the_ray_instance_i
         for pid in tree:  # the earlier code's orphans: ours to end
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_run_whose_claim_is_taken_over_stops_at_its_next_write(tmp_path, monkeypatch):
+    """The fence in one process: the owner's heartbeat stops (as in a freeze), another store takes the claim
+    over, and the execution ends 'lost' at its next resume-file write without a result."""
+    from crossling.executors import ExecOptions, execute_run
+
+    monkeypatch.setenv("GRID_TOY_STEP_SECONDS", "0.1")
+    make_prepared(tmp_path / "prepared", counts=(1, 1, 1))
+    study = load_study(write_study(tmp_path / "toy.toml", ["toy/a"], languages=("aa",)))
+    run = expand_runs(study)[0]
+    owner, taker = (Store(tmp_path / "store", heartbeat_seconds=0.1, stale_seconds=1.0) for _ in range(2))
+    claim = owner.try_claim(run.run_id)
+    options = ExecOptions(owner.root, tmp_path / "prepared", TOY, "cpu", heartbeat_seconds=0.1, stale_seconds=1.0)
+    box = {}
+    worker = threading.Thread(target=lambda: box.update(outcome=execute_run(run, claim, options)))
+    worker.start()
+    owner._stop.set()  # the heartbeat stops; the run goes on
+    assert wait_for(lambda: taker.try_claim(run.run_id) is not None, timeout=10)
+    worker.join(timeout=30)
+    assert box["outcome"].status == "lost"
+    assert not paths.run_result_path(owner.run_dir(run.run_id)).exists()
+    assert [(e["event"], e["generation"]) for e in owner.attempts(run.run_id)] == [("start", 1), ("lost", 1)]
+    assert taker.state(run.run_id) == "running" and taker.claim_owner(run.run_id)["generation"] == 2
+    taker.close()
