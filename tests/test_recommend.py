@@ -40,7 +40,50 @@ def test_measured_language_uses_its_runs(table):
     assert top.predicted == pytest.approx(runs.mean())
     assert top.uncertainty == pytest.approx(runs.std(ddof=1) / math.sqrt(3))
     assert "3 run(s)" in top.evidence
-    assert [c.rank for c in result.candidates] == list(range(1, 17))
+    ranks = [c.rank for c in result.candidates]
+    assert ranks == sorted(ranks) and ranks[0] == 1
+
+
+def test_measured_ranks_come_from_the_tests_and_ties_are_shared():
+    """Rank = 1 + the number of checkpoints with a significantly lower CER (Conover-Iman, Holm): two
+    checkpoints no test separates share rank 1 whatever their names and means; a clearly worse one is 3rd.
+    With the alphabet or the means deciding, "b-close" (higher mean) would be 2nd."""
+    rows = [("b-close", 0.50 + d) for d in (0.00, 0.02, 0.04, 0.06)] + \
+           [("a-best", 0.49 + d) for d in (0.00, 0.03, 0.05, 0.06)] + \
+           [("c-worse", 0.90 + d) for d in (0.00, 0.01, 0.02, 0.03)]
+    runs = pd.DataFrame([{"language": "pt", "checkpoint": c, "seed": i % 4, "cer": v, "status": "done"}
+                         for i, (c, v) in enumerate(rows)])
+    result = recommend("pt", runs)
+    assert {c.checkpoint: c.rank for c in result.candidates} == {"a-best": 1, "b-close": 1, "c-worse": 3}
+    assert result.best() == ("a-best", "b-close")
+    sentences = result.sentences()
+    assert sentences[0].startswith("Lowest CER on pt: a-best and b-close (no test separates them)")
+    assert any(s.startswith("No evidence that a-best and b-close differ in CER on pt") for s in sentences)
+    assert any(s.startswith("On pt, b-close has a lower CER than c-worse") for s in sentences)
+    payload = result.to_dict()
+    assert payload["best"] == ["a-best", "b-close"] and len(payload["findings"]) == 3
+
+
+def test_no_direction_when_the_language_test_is_not_significant():
+    """Every CER within noise: one shared rank, no sentence names a direction."""
+    rng = np.random.default_rng(0)
+    runs = pd.DataFrame([{"language": "pt", "checkpoint": c, "seed": s, "cer": 0.5 + rng.normal(0, 0.05),
+                          "status": "done"} for c in ("x", "y", "z") for s in range(3)])
+    result = recommend("pt", runs)
+    assert {c.rank for c in result.candidates} == {1}
+    assert all("lower CER than" not in s and "higher CER than" not in s for s in result.sentences())
+
+
+def test_predicted_and_prior_orders_are_not_tests_and_equal_scores_share_a_rank(table):
+    predicted = recommend("pt", table[table["language"] != "pt"])
+    assert "not a tested difference" in predicted.notes and predicted.sentences() == []
+    from crossling.recommend import _ranked
+
+    rows = [dict(checkpoint=name, predicted=0.5, uncertainty=0.1, score=0.5, basis="predicted", evidence="",
+                 pretrain_distance=0.1) for name in ("b", "a")] + \
+           [dict(checkpoint="c", predicted=0.6, uncertainty=0.1, score=0.6, basis="predicted", evidence="",
+                 pretrain_distance=0.1)]
+    assert [(c.checkpoint, c.rank) for c in _ranked(rows)] == [("a", 1), ("b", 1), ("c", 3)]
 
 
 def test_alias_spelling_matches_the_results(table):
@@ -107,3 +150,60 @@ def test_recommend_cli(table, tmp_path, capsys):
     assert main(["recommend", "--language", "pt", "--top", "3"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "prior" in lines[0] and len(lines) == 4 and lines[1].lstrip().startswith("1. ")
+
+
+# --- from a rank record of the user's own audio --------------------------------------------------------
+
+
+def test_rank_record_ranks_an_unmeasured_language_and_says_so(table):
+    from rank_factory import make_record
+
+    record = make_record({"xlsr53": 2.0, "vp-es": 2.0, "random-init": 0.5})
+    result = recommend("pt", table[table["language"] != "pt"], rank=record)
+    assert [(c.rank, c.checkpoint, c.basis) for c in result.candidates] == [
+        (1, "xlsr53", "rank"), (1, "vp-es", "rank"), (3, "random-init", "rank")]
+    first = result.candidates[0]
+    assert "rank score (logme) 2.00000 at layer 1, 0.00000 below the best" in first.evidence
+    assert "not separable from vp-es" in first.evidence
+    assert ("0 checkpoint(s) score higher beyond the paired bootstrap's 95 % interval of the difference (200 "
+            "resamples of 100 utterances)") in first.evidence
+    assert "2 checkpoint(s) score higher" in result.candidates[2].evidence
+    assert "cer predicted from" in first.evidence and math.isfinite(first.predicted)  # measured elsewhere
+    assert "ranked on your own pt audio" in result.notes and "only the checkpoints that were ranked" in result.notes
+
+
+def test_rank_record_without_results_and_a_measured_language_keeps_measurements_first(table):
+    from rank_factory import make_record
+
+    record = make_record({"xlsr53": 1.0, "random-init": 2.0})  # disagrees with the runs on purpose
+    alone = recommend("pt", None, rank=record)
+    assert [c.checkpoint for c in alone.candidates] == ["random-init", "xlsr53"] and math.isnan(alone.candidates[0].predicted)
+    measured = recommend("pt", table, rank=record)
+    assert measured.candidates[0].basis == "measured" and measured.candidates[-1].checkpoint == "random-init"
+    shown = {c.checkpoint: c.evidence for c in measured.candidates}
+    assert "rank score (logme)" in shown["random-init"] and "rank score" not in shown["vp-es"]
+
+
+def test_rank_record_of_another_language_is_refused(table):
+    from rank_factory import make_record
+
+    from crossling.errors import DataError
+
+    with pytest.raises(DataError, match="rank record is for 'nl'"):
+        recommend("pt", table, rank=make_record({"xlsr53": 1.0}, language="nl"))
+
+
+def test_recommend_cli_reads_the_rank_record_of_the_prepared_data(tmp_path, capsys):
+    from rank_factory import make_record
+
+    from crossling import paths
+    from crossling.cli import main
+    from crossling.rankrecord import write_record
+
+    assert main(["recommend", "--language", "pt", "--data", str(tmp_path)]) == 2
+    assert "no rank record" in capsys.readouterr().err
+    write_record(make_record({"xlsr53": 2.0, "random-init": 1.0}), paths.rank_record_path(tmp_path, "pt"))
+    assert main(["recommend", "--language", "pt", "--data", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "ranked on your own pt audio" in lines[0]
+    assert lines[1].split()[:4] == ["1.", "xlsr53", "2.00000", "score"] and " rank " in lines[1]

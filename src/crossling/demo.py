@@ -66,6 +66,7 @@ def _run_grid(study: Study, store_dir: Path, workers: int, progress: Progress | 
 def _analyse(study: Study, store_dir: Path, report_dir: Path):
     """The results table, its analysis (statistics and findings) and the written report's page."""
     from crossling.methods import StudyFiles, prepared_root
+    from crossling.rank import rank_study
     from crossling.report import analyse, write_analysis
     from crossling.results import load_results_table
 
@@ -74,7 +75,8 @@ def _analyse(study: Study, store_dir: Path, report_dir: Path):
         raise DataError(f"no demo run finished; see the error.json files under {store_dir / 'runs'}")
     analysis = analyse(table)
     files = StudyFiles(store_dir, prepared_root(study, store_dir))
-    write_analysis(analysis, report_dir, title=f"crossling {study.name}: mini-zoo x synthetic languages", files=files)
+    write_analysis(analysis, report_dir, title=f"crossling {study.name}: mini-zoo x synthetic languages",
+                   rank_records=rank_study(study, store_dir), files=files)  # ranking: frozen features only
     return table, analysis, paths.report_page_path(report_dir, "html")
 
 

@@ -19,6 +19,7 @@ import pandas as pd
 
 from crossling import paths
 from crossling.atomic import write_text_atomic
+from crossling.fence import check_write
 from crossling.records import SplitScores
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class MetricsLog:
         self.close()
 
     def _write(self, record: dict) -> None:
+        check_write(self.path)  # a run that lost its claim appends nothing (ClaimLost, as at its next save)
         clean = {k: _json_number(v) for k, v in record.items()}
         self._file.write(json.dumps(clean, allow_nan=False) + "\n")
         self._file.flush()

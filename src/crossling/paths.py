@@ -6,7 +6,10 @@ Run directory:  <run>/config.json, resume.pt, model/ (+ README.md model card), s
                 hypotheses-<split>.jsonl, train.log, metrics.jsonl, tensorboard/, result.json (written
                 last), error.json (failed runs)
 Study store:    <store>/plan.json, <store>/runs/<run id>/ (a run directory + attempts.jsonl),
-                <store>/claims/<run id>.claim, <store>/data/<source>-<hash>/ (prepared data)
+                <store>/claims/<run id>/<generation>.claim (or .released),
+                <store>/data/<source>-<hash>/ (prepared data),
+                <store>/rank/<lang>.json (checkpoints ranked before fine-tuning)
+Rank record:    <prepared>/_rank/<lang>.json (crossling rank)
 Pre-training:   <out>/model/, resume.pt, pretrain.json (written last)
 
 A "checkpoint" is a pre-trained model a run starts from; the file a killed run resumes from is its
@@ -119,8 +122,19 @@ def store_run_dir(store_root: Path, run_id: str) -> Path:
     return Path(store_root) / "runs" / run_id
 
 
-def store_claim_path(store_root: Path, run_id: str) -> Path:
-    return Path(store_root) / "claims" / f"{run_id}.claim"
+def store_claims_dir(store_root: Path, run_id: str) -> Path:
+    """A run's claim files, one per claim generation (only the newest is kept)."""
+    return Path(store_root) / "claims" / run_id
+
+
+def store_claim_path(store_root: Path, run_id: str, generation: int, released: bool = False) -> Path:
+    """The claim of `run_id`'s `generation` (1, 2, ...): `<n>.claim` while held, `<n>.released` after."""
+    return store_claims_dir(store_root, run_id) / f"{generation}.{'released' if released else 'claim'}"
+
+
+def quarantine_path(path: Path, stamp: str) -> Path:
+    """Where a corrupt record is renamed aside: `<name>.corrupt-<stamp>` beside it."""
+    return Path(path).with_name(f"{Path(path).name}.corrupt-{stamp}")
 
 
 # --- self-supervised pre-training ------------------------------------------------------------------
@@ -241,3 +255,16 @@ def zoo_pretrain_dir(work_dir: Path, alias: str) -> Path:
 def prepare_lock_path(prepared_root: Path, language: str) -> Path:
     """Empty file a running `crossling prepare` holds an advisory lock on, per language."""
     return Path(prepared_root) / ".locks" / f"{language}.prepare"
+
+
+# --- ranking checkpoints before fine-tuning (crossling rank) -------------------------------------------
+
+
+def rank_record_path(prepared_root: Path, language: str) -> Path:
+    """The latest `crossling rank` record of a prepared language (read by `crossling recommend --data`)."""
+    return Path(prepared_root) / "_rank" / f"{language}.json"
+
+
+def store_rank_path(store_root: Path, language: str) -> Path:
+    """A study's rank record of one language (the demo writes it; the report compares it with the runs)."""
+    return Path(store_root) / "rank" / f"{language}.json"

@@ -1,19 +1,25 @@
 """Which checkpoint to fine-tune for a target language: measured CERs when the results have them,
-otherwise a prediction from typologically nearest measured languages, otherwise a prior from the
-registry's facts and typology. Inputs: a language code and (optionally) the tidy results table."""
+otherwise the ranking of the user's own audio (a `crossling rank` record) when there is one, otherwise a
+prediction from typologically nearest measured languages, otherwise a prior from the registry's facts and
+typology. Inputs: a language code, optionally the tidy results table and a rank record."""
 
 from __future__ import annotations
 
+import itertools
 import math
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import asdict, dataclass, replace
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from crossling import findings as fd
 from crossling import stats, typology
+from crossling.errors import DataError
 from crossling.languages import find_language
+from crossling.rankrecord import RankRecord, ranking
 
 #: Nearest measured languages used for an unmeasured target, and the softness of their weights
 #: w = exp(−d / TEMPERATURE) where d is the mean of the five URIEL distances (0..1).
@@ -28,8 +34,9 @@ PRIOR_WEIGHTS = {"distance": 1.0, "multilingual": 0.5, "log10_hours": 0.1}
 @dataclass(frozen=True)
 class Candidate:
     """One ranked checkpoint. `predicted` is the expected test CER (NaN for a prior-only ranking);
-    `uncertainty` its standard error (measured) or leave-one-language-out RMSE (predicted);
-    `basis` is 'measured', 'predicted' or 'prior'; `evidence` says what it rests on."""
+    `uncertainty` its standard error (measured), leave-one-language-out RMSE (predicted) or the paired
+    bootstrap sd of its rank score minus the best one (rank); `basis` is 'measured', 'rank', 'predicted' or 'prior'; `evidence` says
+    what it rests on."""
 
     rank: int
     checkpoint: str
@@ -43,19 +50,40 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Recommendation:
+    """The ranked candidates. Measured ranks come from `findings` (the pair tests on the target language):
+    rank = 1 + the number of checkpoints with a significantly lower CER, so checkpoints no test separates
+    share a rank. Predicted and prior orderings are not tests; `notes` says so."""
+
     language: str
     candidates: tuple[Candidate, ...]
     neighbours: tuple[tuple[str, float, float], ...]  # (language, distance, weight) used for predictions
     loo_rmse: float  # leave-one-language-out RMSE of the neighbour prediction over all checkpoints
     notes: str
+    findings: tuple[fd.Finding, ...] = ()
 
     def table(self) -> pd.DataFrame:
         return pd.DataFrame([asdict(c) for c in self.candidates])
 
+    def best(self) -> tuple[str, ...]:
+        """The checkpoints sharing rank 1."""
+        return tuple(c.checkpoint for c in self.candidates if c.rank == 1)
+
+    def sentences(self) -> list[str]:
+        """What the tests on the target language support about the best checkpoints: which share rank 1
+        and why, then every pair finding that involves one of them (none without measured runs)."""
+        if not self.findings:
+            return []
+        best = self.best()
+        first = self.findings[0]
+        head = (f"Lowest CER on {self.language}: {fd.names(best)}" + (" (no test separates them)" if len(best) > 1 else "")
+                + f" — {first.test}, {first.adjustment or 'no correction'}, alpha {first.alpha}.")
+        return [head, *(f.sentence() for f in self.findings if set(f.subject[1:]) & set(best))]
+
     def to_dict(self) -> dict:
         return {"language": self.language, "loo_rmse": self.loo_rmse, "notes": self.notes,
                 "neighbours": [{"language": n, "distance": d, "weight": w} for n, d, w in self.neighbours],
-                "candidates": [asdict(c) for c in self.candidates]}
+                "candidates": [asdict(c) for c in self.candidates], "best": list(self.best()),
+                "sentences": self.sentences(), "findings": [f.to_json() for f in self.findings]}
 
 
 # --- distances ---------------------------------------------------------------------------------------
@@ -137,19 +165,38 @@ def leave_one_language_out(matrix: pd.DataFrame) -> pd.Series:
 # --- recommend -------------------------------------------------------------------------------------
 
 
-def recommend(language: str, results: pd.DataFrame | None = None, metric: str = "cer") -> Recommendation:
+def recommend(language: str, results: pd.DataFrame | None = None, metric: str = "cer",
+              rank: RankRecord | None = None, alpha: float = 0.05) -> Recommendation:
     """Rank checkpoints for `language` (best first).
 
-    With results: checkpoints measured on the language are ranked by their mean (uncertainty = standard
-    error over seeds); the others by a prediction from the nearest measured languages by URIEL distance,
+    With results: checkpoints measured on the language are ranked by the Conover-Iman tests between them
+    at `alpha` (Holm over the language's pairs, gated by Kruskal-Wallis; see `Recommendation`), shown with
+    their mean (uncertainty = standard error over seeds); the others by a prediction from the nearest measured languages by URIEL distance,
     shifted by how much closer or farther the checkpoint's pre-training languages are to the target
     (uncertainty = that checkpoint's leave-one-language-out RMSE). Without results: a prior ranking
-    from registry facts and typology (no CER is predicted)."""
-    lang = find_language(language)
-    code = lang.code if lang is not None else language
+    from registry facts and typology (no CER is predicted). With a rank record of the language and no
+    measured runs on it: the record's checkpoints in the record's ranking (see `from_rank`); with both,
+    the measured ranking, each candidate's evidence also giving its rank score."""
+    code = _code(language)
+    if rank is not None and _code(rank.language) != code:
+        raise DataError(f"the rank record is for {rank.language!r}, not {code!r}; run `crossling rank --language {code}`")
     usable = stats.split_missing(results, metric)[0] if results is not None else None
-    if usable is None or usable.empty:
+    usable = None if usable is None or usable.empty else usable
+    measured = usable is not None and _match(code, list(usable["language"].astype(str).unique())) is not None
+    if rank is not None and not measured:
+        return from_rank(code, rank, usable, metric)
+    if usable is None:
         return _prior(code)
+    recommendation = _from_results(code, usable, metric, alpha)
+    return recommendation if rank is None else _with_rank_evidence(recommendation, rank)
+
+
+def _code(language: str) -> str:
+    found = find_language(language)
+    return found.code if found is not None else language
+
+
+def _from_results(code: str, usable: pd.DataFrame, metric: str, alpha: float) -> Recommendation:
     usable = stats.primary_slice(usable)
     matrix = stats.cell_means(usable, metric)
     target = _match(code, list(matrix.index))
@@ -157,12 +204,32 @@ def recommend(language: str, results: pd.DataFrame | None = None, metric: str = 
     pooled_sd = math.sqrt(np.nanmean(summary["sd"] ** 2)) if summary["sd"].notna().any() else math.nan
     loo = leave_one_language_out(matrix) if len(matrix.index) >= 3 else pd.Series(math.nan, index=matrix.columns)
     beta = _transfer_slope(matrix.drop(index=[target]) if target else matrix)
-    rows = [_candidate(matrix, summary, target or code, c, beta, loo[c], pooled_sd) for c in matrix.columns]
+    rows = [_candidate(matrix, summary, target or code, c, beta=beta, loo_error=loo[c], pooled_sd=pooled_sd)
+            for c in matrix.columns]
     neighbours = tuple(_neighbours(code, [x for x in matrix.index if x != target]))
-    notes = (f"measured on {target}" if target else f"{code} not measured: predicted from its nearest measured "
-             f"languages (transfer slope beta = {beta:.3f} {metric} per unit of distance)")
     overall = math.sqrt(np.nanmean(np.square(loo))) if loo.notna().any() else math.nan
-    return Recommendation(code, _ranked(rows), neighbours, overall, notes)
+    if target is None:
+        notes = (f"{code} not measured: CER predicted from its nearest measured languages (transfer slope beta = "
+                 f"{beta:.3f} {metric} per unit of distance); the order is a prediction, not a tested difference")
+        return Recommendation(code, _ranked(rows), neighbours, overall, notes)
+    part = usable[usable["language"] == target].assign(cer=lambda t: t[metric])
+    ranks, pairs = tested_ranks(part, alpha=alpha)
+    notes = (f"measured on {target}: rank = 1 + the number of checkpoints with a significantly lower {metric} "
+             f"(shared ranks: no test separates them)")
+    return Recommendation(target, _ranked(rows, ranks), neighbours, overall, notes, findings=pairs)
+
+
+def tested_ranks(part: pd.DataFrame, *, alpha: float, p_adjust: str = "holm") -> tuple[dict[str, int], tuple]:
+    """One language's runs -> (checkpoint -> 1 + the number of checkpoints with a significantly lower CER,
+    the pair findings behind it): Conover-Iman with `p_adjust` over the language's pairs, gated by its
+    Kruskal-Wallis test, exactly as the report's letters."""
+    posthoc = stats.conover(part, "cer", p_adjust)
+    omnibus = stats.kruskal(part["cer"], part["checkpoint"]).p
+    names = sorted(part["checkpoint"].astype(str).unique())
+    pairs = tuple(fd.pair_finding(part, a, b, pvalue=float(posthoc.loc[a, b]), omnibus_p=omnibus, alpha=alpha,
+                                  p_adjust=p_adjust) for a, b in itertools.combinations(names, 2))
+    beaten = Counter(f.subject[2] if f.sign < 0 else f.subject[1] for f in pairs if f.verdict == fd.SUPPORTED)
+    return {name: 1 + beaten[name] for name in names}, pairs
 
 
 def _match(code: str, languages: list[str]) -> str | None:
@@ -189,10 +256,22 @@ def _candidate(matrix, summary, target, checkpoint, beta, loo_error, pooled_sd) 
                 basis="predicted", evidence=evidence, pretrain_distance=distance)
 
 
-def _ranked(rows: list[dict]) -> tuple[Candidate, ...]:
-    rows = sorted(rows, key=lambda r: (math.isnan(r["score"]), r["score"] if not math.isnan(r["score"]) else 0.0,
-                                       r["checkpoint"]))
-    return tuple(Candidate(rank=i + 1, **row) for i, row in enumerate(rows))
+def _ranked(rows: list[dict], tested: dict[str, int] | None = None) -> tuple[Candidate, ...]:
+    """Candidates best first. Checkpoints in `tested` take their tested rank; the rest follow, ranked by
+    score, equal scores sharing a rank (names only order the display of a tie, never its rank)."""
+    tested = tested or {}
+
+    def score(row: dict) -> float:
+        return math.inf if math.isnan(row["score"]) else row["score"]
+
+    measured = sorted((r for r in rows if r["checkpoint"] in tested),
+                      key=lambda r: (tested[r["checkpoint"]], score(r), r["checkpoint"]))
+    others = sorted((r for r in rows if r["checkpoint"] not in tested), key=lambda r: (score(r), r["checkpoint"]))
+    ranked = [Candidate(rank=tested[r["checkpoint"]], **r) for r in measured]
+    for position, row in enumerate(others):
+        tie = position > 0 and score(row) == score(others[position - 1])
+        ranked.append(Candidate(rank=ranked[-1].rank if tie else len(measured) + position + 1, **row))
+    return tuple(ranked)
 
 
 def _prior(code: str) -> Recommendation:
@@ -214,9 +293,65 @@ def _prior(code: str) -> Recommendation:
     return Recommendation(code, _ranked(rows), (), math.nan, notes)
 
 
-def recommend_from(language: str, source: str | Path | None = None, store: Path | None = None) -> Recommendation:
+# --- from a rank record of the user's own audio ---------------------------------------------------------
+
+
+def from_rank(code: str, record: RankRecord, usable: pd.DataFrame | None = None, metric: str = "cer") -> Recommendation:
+    """The record's checkpoints in its ranking (shared ranks where its estimator cannot separate them);
+    each candidate's evidence names the score, its bootstrap sd and interval, the layer and the sample, and
+    adds the CER predicted from the nearest measured languages when `usable` results allow one."""
+    predictions = _rank_predictions(code, record, usable, metric)
+    rows = []
+    for place in ranking(record):
+        predicted, evidence = predictions.get(place.checkpoint, (math.nan, ""))
+        rows.append(Candidate(rank=place.rank, checkpoint=place.checkpoint, predicted=predicted,
+                              uncertainty=place.gap_sd, score=place.score, basis="rank",
+                              evidence=_rank_evidence(record, place) + evidence,
+                              pretrain_distance=pretrain_distance(place.checkpoint, code)))
+    notes = (f"ranked on your own {code} audio by {record.estimator} ({record.utterances} train utterances, "
+             f"{record.audio_seconds:.0f} s, seed {record.seed}) before any fine-tuning; only the checkpoints "
+             f"that were ranked are listed")
+    return Recommendation(code, tuple(rows), (), math.nan, notes)
+
+
+def _rank_evidence(record: RankRecord, place) -> str:
+    """The score and where its rank comes from: how many checkpoints score higher beyond the paired
+    bootstrap's 95 % interval of the difference (utterances resampled), and those it cannot be told from."""
+    tied = f"; not separable from {', '.join(place.not_separable_from)}" if place.not_separable_from else ""
+    return (f"rank score ({record.estimator}) {place.score:.5f} at layer {place.layer}, {abs(place.gap):.5f} below the "
+            f"best (paired bootstrap sd {place.gap_sd:.5f}); {place.rank - 1} checkpoint(s) score higher beyond the "
+            f"paired bootstrap's 95 % interval of the difference ({record.bootstrap} resamples of "
+            f"{record.utterances} utterances){tied}")
+
+
+def _with_rank_evidence(recommendation: Recommendation, record: RankRecord) -> Recommendation:
+    """Measured candidates keep their ranking; those the record ranked also show their rank score."""
+    places = {place.checkpoint: place for place in ranking(record)}
+    candidates = tuple(replace(c, evidence=c.evidence + "; " + _rank_evidence(record, places[c.checkpoint]))
+                       if c.checkpoint in places else c for c in recommendation.candidates)
+    return replace(recommendation, candidates=candidates)
+
+
+def _rank_predictions(code: str, record: RankRecord, usable: pd.DataFrame | None, metric: str) -> dict:
+    """checkpoint -> (CER predicted from neighbours, evidence text) for the ranked checkpoints measured elsewhere."""
+    if usable is None:
+        return {}
+    matrix = stats.cell_means(stats.primary_slice(usable), metric)
+    beta = _transfer_slope(matrix)
+    out = {}
+    for checkpoint in (c.checkpoint for c in record.checkpoints if c.checkpoint in matrix.columns):
+        predicted, used = _predict(matrix, code, checkpoint, beta)
+        if used:
+            out[checkpoint] = (predicted, f"; {metric} predicted from {', '.join(used)}: {predicted:.4f}")
+    return out
+
+
+def recommend_from(language: str, source: str | Path | None = None, store: Path | None = None,
+                   rank_record: Path | None = None) -> Recommendation:
     """`recommend` with the results table of `source` (a results file, store directory or study; see
-    `crossling.report.load_table`), or the prior when no source is given."""
+    `crossling.results.load_table`) and the rank record at `rank_record`, or the prior when neither is given."""
+    from crossling.rankrecord import read_record
     from crossling.results import load_table
 
-    return recommend(language, load_table(source, store) if source is not None else None)
+    record = read_record(rank_record) if rank_record is not None else None
+    return recommend(language, load_table(source, store) if source is not None else None, rank=record)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from crossling import design, factors, paths, stats
+from crossling import design, factors, paths, rankreport, stats
 from crossling import findings as findings_
 from crossling.atomic import atomic_path, write_text_atomic
 from crossling.errors import ConfigError, CrosslingError, DataError
@@ -436,9 +436,9 @@ def tables(a: Analysis) -> dict[str, tuple[Table, pd.DataFrame]]:
 
 TABLE_NAMES = ("setup", "data", "findings", "methods", "cer_table", "cer_wer", "wins", "kruskal", "friedman_ranks",
                "families", "transfer", "subgroup", "typology", "gender", "sensitivity", "variance",
-               "worst_utterances", "character_edits", "cost", "missing")
+               "worst_utterances", "character_edits", "cost", "missing", *rankreport.TABLE_NAMES)
 FIGURE_NAMES = ("critical_difference", "heatmap", "boxplots", "transfer", "families", "typology", "gender",
-                "variance", "training_loss", "dev_cer_curve", "cer_by_length", "cost")
+                "variance", "training_loss", "dev_cer_curve", "cer_by_length", "cost", *rankreport.FIGURE_NAMES)
 
 
 # --- figures and findings ----------------------------------------------------------------------------
@@ -521,6 +521,8 @@ _SECTIONS = (
     ("variance", "Variance decomposition", ("variance",), ("variance",)),
     ("curves", "Training curves", (), ("training_loss", "dev_cer_curve")),
     ("errors", "Error analysis", ("worst_utterances", "character_edits"), ("cer_by_length",)),
+    ("predicted", "Predicted vs measured: checkpoints ranked before fine-tuning",
+     ("rank_agreement", "rank_pooled", "rank_scores"), ("rank_vs_cer",)),
     ("cost", "Cost", ("cost",), ("cost",)),
     ("missing", "Missing runs", ("missing",), ()),
 )
@@ -565,7 +567,8 @@ def _table_html(table: Table) -> str:
     return f"{caption}\n<details><summary>Show all {len(table.rows)} rows</summary>\n{body}\n</details>"
 
 
-def render_html(title: str, a: Analysis, rendered: dict, figs: dict) -> str:
+def render_html(title: str, a: Analysis, rendered: dict, figs: dict, notes: dict | None = None) -> str:
+    """The page; `notes` adds sentences at the top of sections other than the summary ({section: [text]})."""
     parts = [f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
              f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">\n'
              f"<title>{html_escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<h1>{html_escape(title)}</h1>"]
@@ -575,6 +578,8 @@ def render_html(title: str, a: Analysis, rendered: dict, figs: dict) -> str:
         parts.append(f'<section id="{key}">\n<h2>{html_escape(heading)}</h2>')
         if key == "summary":
             parts.extend(_summary_html(a))
+        elif (notes or {}).get(key):
+            parts.append("<ul>\n" + "\n".join(f"<li>{html_escape(s)}</li>" for s in notes[key]) + "\n</ul>")
         parts.extend(_table_html(t) for t in chosen)
         for name, caption, png in pictures:
             data = base64.b64encode(png).decode("ascii")
@@ -585,30 +590,41 @@ def render_html(title: str, a: Analysis, rendered: dict, figs: dict) -> str:
     return "\n".join(parts)
 
 
-def render_markdown(title: str, a: Analysis, rendered: dict, figs: dict) -> str:
+def render_markdown(title: str, a: Analysis, rendered: dict, figs: dict, notes: dict | None = None) -> str:
     parts = [f"# {markdown_escape(title)}"]
     for key, heading, chosen, pictures in _sections(a, rendered, figs):
         parts.append(f"## {markdown_escape(heading)}")
         if key == "summary":
             parts.extend(_summary_markdown(a))
+        elif (notes or {}).get(key):
+            parts.append("\n".join(f"- {markdown_escape(s)}" for s in notes[key]))
         parts.extend(t.markdown() for t in chosen)
         parts.extend(f"![{markdown_escape(caption)}](figures/{name}.png)" for name, caption, _ in pictures)
     return "\n\n".join(parts) + "\n"
 
 
 def write_report(table: pd.DataFrame, out_dir: Path, title: str = "crossling study report", alpha: float = 0.05,
-                 p_adjust: str = "holm", seed: int = 0, files: StudyFiles | None = None) -> dict[str, Path]:
+                 p_adjust: str = "holm", seed: int = 0, rank_records: dict | None = None,
+                 files: StudyFiles | None = None) -> dict[str, Path]:
     """Analyse `table` and write report.html, report.md, figures/*.png and tables/*.{csv,tex} under
-    `out_dir` (report.html last); with the study's `files`, also the methods' data and setup, training
-    curves and error analysis. Returns {relative name: path} of every file written."""
-    return write_analysis(analyse(table, alpha=alpha, p_adjust=p_adjust, seed=seed), out_dir, title, files=files)
+    `out_dir` (report.html last). Returns {relative name: path} of every file written. With the
+    study's rank records ({language: RankRecord}) the report also sets them against the runs; with the
+    study's `files`, it adds the methods' data and setup, training curves and error analysis."""
+    return write_analysis(analyse(table, alpha=alpha, p_adjust=p_adjust, seed=seed), out_dir, title,
+                          rank_records=rank_records, files=files)
 
 
-def write_analysis(a: Analysis, out_dir: Path, title: str = "crossling study report", *,
-                   files: StudyFiles | None = None) -> dict[str, Path]:
+def write_analysis(a: Analysis, out_dir: Path, title: str = "crossling study report",
+                   rank_records: dict | None = None, *, files: StudyFiles | None = None) -> dict[str, Path]:
     """Write the report of an `Analysis` (see `write_report`)."""
     out_dir = Path(out_dir)
+    predicted = rankreport.rank_section(rank_records, a.runs, a.alpha) if rank_records else None
+    if predicted:  # its findings join the findings table; its sentences open its section
+        a = dataclasses.replace(a, findings=(*a.findings, *predicted.findings))
     rendered, figs, details = tables(a), make_figures(a), csv_only(a)
+    notes = {"predicted": list(predicted.sentences)} if predicted else {}
+    rendered.update(predicted.tables if predicted else {})
+    figs.update(predicted.figures if predicted else {})
     if files is not None:
         run_tables, run_figures, run_details = run_views(a, files)
         rendered, figs, details = {**run_tables, **rendered}, {**figs, **run_figures}, {**details, **run_details}
@@ -624,8 +640,8 @@ def write_analysis(a: Analysis, out_dir: Path, title: str = "crossling study rep
         record(_write_text(paths.report_table_path(out_dir, name, "tex"), rendered_table.latex()))
     for name, frame in details.items():
         record(_write_text(paths.report_table_path(out_dir, name, "csv"), _csv(frame)))
-    record(_write_text(paths.report_page_path(out_dir, "md"), render_markdown(title, a, rendered, figs)))
-    record(_write_text(paths.report_page_path(out_dir, "html"), render_html(title, a, rendered, figs)))
+    record(_write_text(paths.report_page_path(out_dir, "md"), render_markdown(title, a, rendered, figs, notes)))
+    record(_write_text(paths.report_page_path(out_dir, "html"), render_html(title, a, rendered, figs, notes)))
     log.info("report written to %s (%d files)", out_dir, len(written))
     return written
 
@@ -672,11 +688,13 @@ def _write_bytes(path: Path, data: bytes) -> Path:
 
 def report_from(source: str | Path, out_dir: Path, store: Path | None = None, title: str | None = None,
                 alpha: float = 0.05, p_adjust: str = "holm") -> dict[str, Path]:
-    """`write_report` on the table of `source` (see `crossling.results.load_table`); the title defaults to
-    its name."""
+    """`write_report` on the table of `source` (see `crossling.results.load_table`), the rank records of its
+    store, if any, and the study's own files (store, prepared data) where they can be found; the title
+    defaults to its name."""
     from crossling.methods import study_files
     from crossling.results import load_table
 
     table = load_table(source, store)
     return write_report(table, out_dir, title=title or f"crossling report: {Path(str(source)).stem}", alpha=alpha,
-                        p_adjust=p_adjust, files=study_files(source, store))
+                        p_adjust=p_adjust, rank_records=rankreport.source_records(source, store, table),
+                        files=study_files(source, store))
