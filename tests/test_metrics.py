@@ -191,3 +191,12 @@ def test_a_log_nobody_closes_is_closed_when_collected(tmp_path):
     gc.collect()
     assert handle.closed and threading.active_count() == before
     assert read_metrics(tmp_path)["step"].tolist() == [1]
+
+
+def test_a_metrics_file_that_cannot_be_written_is_a_clear_error(tmp_path):
+    from crossling.errors import OutputError
+
+    blocked = tmp_path / "run"
+    blocked.write_text("a file where the run folder should be")
+    with pytest.raises(OutputError, match=f"{blocked}.*cannot write the training metrics"):
+        MetricsLog(blocked, 0, tensorboard=False)

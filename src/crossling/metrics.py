@@ -19,6 +19,7 @@ import pandas as pd
 
 from crossling import paths
 from crossling.atomic import write_text_atomic
+from crossling.errors import OutputError
 from crossling.fence import check_write
 from crossling.records import SplitScores
 
@@ -38,8 +39,11 @@ class MetricsLog:
     def __init__(self, run_dir: Path, resume_step: int, tensorboard: bool = True) -> None:
         self.path = paths.run_metrics_path(run_dir)
         _keep_until(self.path, resume_step)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        except OSError as error:
+            raise _cannot_write(self.path, error) from None
         self._board = _tensorboard_writer(run_dir, resume_step) if tensorboard else None
         # a run that fails mid-training never calls close(): its file and TensorBoard thread are released
         # when the log is collected, not kept for the rest of a grid worker's life
@@ -64,12 +68,20 @@ class MetricsLog:
     def _write(self, record: dict) -> None:
         check_write(self.path)  # a run that lost its claim appends nothing (ClaimLost, as at its next save)
         clean = {k: _json_number(v) for k, v in record.items()}
-        self._file.write(json.dumps(clean, allow_nan=False) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps(clean, allow_nan=False) + "\n")
+            self._file.flush()
+        except OSError as error:
+            raise _cannot_write(self.path, error) from None
         if self._board is not None:
             for name in (TRAIN_FIELDS if record["kind"] == TRAIN else DEV_FIELDS):
                 if clean[name] is not None:
                     self._board.add_scalar(f"{record['kind']}/{name}", clean[name], record["step"])
+
+
+def _cannot_write(path: Path, error: OSError) -> OutputError:
+    return OutputError(f"{path}: cannot write the training metrics ({error.strerror or error}); the run resumes "
+                       "from its last resume file once it can")
 
 
 def _close(file, board) -> None:
