@@ -64,6 +64,15 @@ def test_quick_demo_end_to_end_and_its_headline_agrees_with_its_report(tmp_path,
     page = (tmp_path / "demo" / "report" / "report.md").read_text(encoding="utf-8")
     assert "## Predicted vs measured" in page and ("Cannot be tested here whether the ranking by logme before "
                                                     "fine-tuning agrees with the fine-tuned order on pt: 2 of") in page
+    # Issue 12: the demo's report has its methods, training curves (dev CER every 100 steps) and error
+    # analysis, and every run's model folder its model card.
+    for name in ("training_loss", "dev_cer_curve", "cer_by_length"):
+        assert (tmp_path / "demo" / "report" / "figures" / f"{name}.png").is_file(), name
+    for heading in ("## Methods", "## Training curves", "## Error analysis"):
+        assert heading in page, heading
+    data = (tmp_path / "demo" / "report" / "tables" / "data.csv").read_text(encoding="utf-8").splitlines()
+    assert [line.split(",")[:2] for line in data[1:]] == [["pt", "train"], ["pt", "dev"], ["pt", "test"]]
+    assert len(list((tmp_path / "demo" / "store" / "runs").glob("*/model/README.md"))) == 6
     # A second call finds every run done and only rebuilds the report.
     assert main(["demo", "--quick", "--out", str(tmp_path / "demo")]) == 0
     again = json.loads((tmp_path / "demo" / "demo.json").read_text())

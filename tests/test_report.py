@@ -386,6 +386,8 @@ def test_report_shows_training_curves_and_error_analysis_from_the_store(with_fil
             "tables/worst_utterances.tex", "tables/character_edits.csv", "tables/errors_worst_utterances.csv",
             "tables/errors_cer_by_length.csv"} <= set(paths)
     assert 'id="figure-training_loss"' in _section(html, "curves") and 'id="figure-dev_cer_curve"' in html
+    results = _section(html, "results")  # CER beside WER, and no WER for Japanese (written without spaces)
+    assert 'id="table-cer_wer"' in results and "No WER for ja" in results
     errors = _section(html, "errors")
     assert 'id="table-worst_utterances"' in errors and 'id="figure-cer_by_length"' in errors
     assert "lowest and highest mean test CER over seeds; descriptive" in errors
@@ -398,6 +400,7 @@ def test_methods_state_data_recipe_software_commit_hardware_and_compute(with_fil
     methods = _section(html, "methods")
     assert methods.index('id="table-setup"') < methods.index('id="table-data"') < methods.index('id="table-methods"')
     setup = pd.read_csv(paths["tables/setup.csv"]).set_index("item")["value"]
+    assert setup["seeds"].startswith("0, 1, 2 (repeated runs") and setup["languages"] == "de, ja"
     assert "max_steps = 100" in setup["recipe"] and "eval_every = 25" in setup["recipe"]
     assert "torch 2.13.0" in setup["software"] and setup["commit"] == "0123456789ab"
     assert "cpu (Test CPU 9000), 2 threads: 18 runs" == setup["hardware"]
