@@ -38,7 +38,8 @@ def dev_loss(model, prepared: Path, use_mask: bool) -> float:
     import soundfile
     import torch
 
-    from crossling.batching import normalize_waveform, open_prepared
+    from crossling.batching import open_prepared
+    from crossling.frontend import normalize_waveform
     from crossling.models import load_tokenizer
 
     data = open_prepared(prepared, common.LANGUAGE)

@@ -172,7 +172,7 @@ def train_step(model, optimizer, scaler, batch: dict, lr: float, config: TrainCo
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.zero_grad(set_to_none=True)
-    device_type = batch["input_values"].device.type
+    device_type = batch["labels"].device.type
     frames, features = batch.pop("frames"), batch.pop("features", None)
     replay = cache.replay(features) if features is not None else contextlib.nullcontext()
     with replay, torch.autocast(device_type=device_type, dtype=amp_dtype, enabled=amp_dtype is not None):
