@@ -17,8 +17,8 @@ from crossling import paths
 from crossling.atomic import read_json
 from crossling.config import TrainConfig
 from crossling.errors import DataError
-from crossling.manifest import SAMPLE_RATE, Utterance, read_manifest
 from crossling.frontend import input_name, model_input, pad_inputs, valid_input_length
+from crossling.manifest import SAMPLE_RATE, Utterance, read_manifest
 from crossling.models import FrozenFeatureCache, InputSpec, frames_for_samples
 
 log = logging.getLogger(__name__)
