@@ -49,15 +49,24 @@ def _cmd_models(args) -> int:
 
     checkpoints = all_checkpoints()
     if args.json:
-        print_json_lines({**asdict(c), "multilingual": c.multilingual} for c in checkpoints)
+        print_json_lines({**asdict(c), "uncertain": dict(c.uncertain), "multilingual": c.multilingual}
+                         for c in checkpoints)
         return 0
-    print(f"{'alias':<20} {'type':<14} {'hours':>9}  {'languages':<22} source")
+    print(f"{'alias':<20} {'type':<18} {'hours':>10}  {'languages':<22} {'params':>7}  {'licence':<13} source")
     for c in checkpoints:
         languages = ",".join(c.pretrain_languages) or "-"
         if c.pretrain_language_count > len(c.pretrain_languages):
-            languages = f"{c.pretrain_language_count} languages"
-        print(f"{c.alias:<20} {c.model_type:<14} {_pretrain_hours(c.pretrain_hours):>9}  {languages:<22} {c.source}")
+            languages = f"{c.pretrain_language_count:,} languages"
+        hours, params = _pretrain_hours(c.pretrain_hours), f"{c.parameters_millions:,.0f}M" if c.parameters_millions else "-"
+        print(f"{c.alias:<20} {c.model_type:<18} {_unsure(hours, c, 'pretrain_hours'):>10}  "
+              f"{_unsure(languages, c, 'pretrain_languages', 'pretrain_language_count'):<22} "
+              f"{_unsure(params, c, 'parameters_millions'):>7}  {_unsure(c.licence or '-', c, 'licence'):<13} {c.source}")
+    print("? = not confirmed offline (`crossling models --json` says why); sources per checkpoint in --json")
     return 0
+
+
+def _unsure(text: str, checkpoint, *fields: str) -> str:
+    return f"{text}?" if set(fields) & set(checkpoint.uncertain_fields) else text
 
 
 # --- prepare -------------------------------------------------------------------------------------
