@@ -73,9 +73,11 @@ def _unsure(text: str, checkpoint, *fields: str) -> str:
 
 
 def _add_prepare(sub) -> None:
-    parser = sub.add_parser("prepare", help="Common Voice release (folder or .tar.gz) -> prepared languages")
-    parser.add_argument("source", type=path_arg, metavar="CV_DIR_OR_TAR",
-                        help="cv-corpus-<ver>-<date>/ folder, a folder of <lang>/ folders, or a .tar.gz")
+    parser = sub.add_parser("prepare", help="a corpus (Common Voice, manifest folder, HF dataset, lhotse) -> "
+                                            "prepared languages")
+    parser.add_argument("source", type=path_arg, metavar="CORPUS",
+                        help="cv-corpus-<ver>-<date>/ folder or .tar.gz, or a folder of <lang>/ folders holding "
+                             "manifest.tsv|csv|jsonl, a saved `datasets` dataset or lhotse manifests")
     parser.add_argument("--languages", nargs="+", required=True, metavar="LANG", help="e.g. pt de sv-SE")
     parser.add_argument("--out", type=path_arg, required=True, help="prepared root (also holds the decode cache)")
     parser.add_argument("--train-hours", type=float, default=5.0, help="exact train budget (default 5)")
@@ -89,11 +91,23 @@ def _add_prepare(sub) -> None:
                         help="cap each speaker's share of the train subset")
     parser.add_argument("--vocab-threshold", type=float, default=1e-5,
                         help="minimum relative character frequency in train text (default 1e-5 = 0.001 %%)")
+    corpus = parser.add_argument_group("corpus format (see README: Your own corpus)")
+    corpus.add_argument("--format", choices=["cv", "manifest", "hf", "lhotse"], default=None,
+                        help="the corpus format (default: detected from the language folders)")
+    corpus.add_argument("--audio-column", default="audio", help="hf: the audio column (default audio)")
+    corpus.add_argument("--text-column", default="text", help="hf: the transcript column (default text)")
+    corpus.add_argument("--speaker-column", default="speaker", help="hf: the speaker column, if any (default speaker)")
+    corpus.add_argument("--gender-column", default="gender", help="hf: the gender column, if any (default gender)")
+    corpus.add_argument("--held-out-speakers", type=float, default=0.1, metavar="FRACTION",
+                        help="a corpus without splits: the fraction of speakers drawn for each of dev and test "
+                             "(default 0.1)")
+    corpus.add_argument("--split-seed", type=int, default=0, help="seed of those drawn speakers (default 0)")
     parser.add_argument("--json", action="store_true", help="one JSON object per language")
     parser.set_defaults(handler=_cmd_prepare)
 
 
 def _cmd_prepare(args) -> int:
+    from crossling.corpora import CorpusOptions
     from crossling.prepare import prepare_release
 
     summaries = prepare_release(
@@ -101,6 +115,9 @@ def _cmd_prepare(args) -> int:
         workers=args.workers, dev_max=args.dev_max, test_max=args.test_max,
         max_hours_per_speaker=args.max_hours_per_speaker, vocab_threshold=args.vocab_threshold,
         eval_seed=args.eval_seed, track=tqdm_track,
+        corpus=CorpusOptions(format=args.format, audio_column=args.audio_column, text_column=args.text_column,
+                             speaker_column=args.speaker_column, gender_column=args.gender_column,
+                             held_out_speakers=args.held_out_speakers, split_seed=args.split_seed),
     )
     if args.json:
         print_json_lines(summaries)

@@ -1,5 +1,6 @@
-"""Common Voice release -> prepared languages: manifests of an exact N-hour train subset and dev/test,
-vocab.json and prepared.json (written last) under the prepared root (see `crossling.paths`)."""
+"""A corpus (Common Voice release, manifest folder, `datasets` dataset, lhotse manifests: `crossling.corpora`)
+-> prepared languages: manifests of an exact N-hour train subset and dev/test, vocab.json and prepared.json
+(written last) under the prepared root (see `crossling.paths`)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from pathlib import Path
 from crossling import paths
 from crossling.atomic import write_json_atomic
 from crossling.audio import CORRUPT, EMPTY, ClipCache, ClipJob, decode_stream
-from crossling.commonvoice import ClipRow, LanguageSource, open_release
+from crossling.commonvoice import ClipRow, LanguageSource
+from crossling.corpora import CorpusOptions, open_corpus
 from crossling.errors import ConfigError, DataError
 from crossling.manifest import Utterance, total_hours, write_manifest
 from crossling.progress import Track, no_progress
@@ -56,8 +58,10 @@ class _Candidate:
 def prepare_release(source: Path, languages: list[str], out: Path, train_hours: float = 5.0, seed: int = 0,
                     workers: int | None = None, dev_max: int | None = None, test_max: int | None = None,
                     max_hours_per_speaker: float | None = None, vocab_threshold: float = DEFAULT_THRESHOLD,
-                    eval_seed: int | None = None, track: Track = no_progress) -> list[dict]:
-    """Prepare each of `languages` from the release at `source` (folder or tar) into `out`.
+                    eval_seed: int | None = None, track: Track = no_progress,
+                    corpus: CorpusOptions | None = None) -> list[dict]:
+    """Prepare each of `languages` from the corpus at `source` (a Common Voice folder or tar, or another
+    format `corpus` names or that is detected) into `out`.
 
     Returns one summary dict per language (prepared.json plus cache statistics). Languages are done one
     after another; a failure leaves earlier languages, older preparations and the decode cache intact."""
@@ -75,7 +79,7 @@ def prepare_release(source: Path, languages: list[str], out: Path, train_hours: 
             return caches[lang].lookup(clip, size, mtime_ns) is None
 
         staging = out / f".staging-{os.getpid()}"
-        with open_release(Path(source), languages, staging, keep_clip) as release:
+        with open_corpus(Path(source), languages, staging, keep_clip, corpus) as release:
             return [prepare_language(release[lang], caches[lang], out, options, str(source), track)
                     for lang in languages]
 
@@ -126,7 +130,7 @@ def prepare_language(src: LanguageSource, cache: ClipCache, out: Path, options: 
         cache.save()  # decoded clips stay reusable even when this language fails
     vocab = build_vocab([u.text for u in train], options.vocab_threshold)
     splits = {split: _mapped(utts, vocab) for split, utts in (("train", train), ("dev", dev), ("test", test))}
-    summary = _summary(src.language, source, options, splits, vocab, skipped)
+    summary = {**_summary(src.language, source, options, splits, vocab, skipped), "format": src.format}
     _write_language(out, src.language, splits, vocab, summary)
     log.info("%s: %.3f h train, %d dev, %d test utterances; %d chars", src.language,
              summary["train_hours"], len(dev), len(test), len(vocab.chars))
@@ -141,7 +145,7 @@ def _select_train(src: LanguageSource, cache: ClipCache, options: PrepareOptions
     candidates = _candidates(src, "train", skipped)
     ordered = seeded_order(candidates, options.seed, key=_clip_of)
     with closing(_utterances(src, ordered, cache, options.workers, skipped, track, "train")) as stream:
-        chosen = take_hours(stream, options.train_hours, f"{src.origin}/train.tsv", options.max_hours_per_speaker)
+        chosen = take_hours(stream, options.train_hours, src.split_origin("train"), options.max_hours_per_speaker)
     return _by_id(chosen)
 
 
@@ -151,7 +155,7 @@ def _select_eval(src: LanguageSource, split: str, max_items: int | None, cache: 
     with closing(_utterances(src, ordered, cache, options.workers, skipped, track, split)) as stream:
         chosen = take_count(stream, max_items)
     if not chosen:
-        raise DataError(f"{src.origin}/{split}.tsv: no usable utterances (see the warnings above)")
+        raise DataError(f"{src.split_origin(split)}: no usable {split} utterances (see the warnings above)")
     return _by_id(chosen)
 
 
@@ -166,7 +170,7 @@ def _candidates(src: LanguageSource, split: str, skipped: Counter) -> list[_Cand
         elif row.clip in seen:
             _skip(skipped, DUPLICATE, row, f"clip {row.clip} already listed earlier in this file")
         elif stat is None:
-            _skip(skipped, MISSING, row, f"clip {row.clip} not found in {src.origin}/clips/")
+            _skip(skipped, MISSING, row, f"clip {row.clip} not found ({src.clip_path(row.clip)})")
         else:
             seen.add(row.clip)
             candidates.append(_Candidate(row, text, *stat))
