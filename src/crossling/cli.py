@@ -132,6 +132,23 @@ def _cmd_prepare(args) -> int:
     return 0
 
 
+def _add_export(sub) -> None:
+    parser = sub.add_parser("export", help="a prepared language -> lhotse manifests or a Hugging Face dataset")
+    parser.add_argument("prepared", type=path_arg, metavar="PREPARED", help="prepared root (crossling prepare --out)")
+    parser.add_argument("--language", required=True, help="a language prepared there")
+    parser.add_argument("--to", required=True, choices=["lhotse", "hf"], help="lhotse manifests or an HF dataset")
+    parser.add_argument("--out", type=path_arg, required=True, help="folder to write into")
+    parser.set_defaults(handler=_cmd_export)
+
+
+def _cmd_export(args) -> int:
+    from crossling.export import export_prepared
+
+    for path in export_prepared(args.prepared, args.language, args.to, args.out):
+        print(path)
+    return 0
+
+
 # --- finetune / evaluate -------------------------------------------------------------------------
 
 

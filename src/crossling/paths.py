@@ -5,6 +5,7 @@ Decode cache:   <prepared>/_audio/<lang>/<clip stem>.wav  (+ index.jsonl of deco
 Run directory:  <run>/config.json, checkpoint.pt, model/, scores.json, hypotheses-<split>.jsonl,
                 train.log, result.json (written last), error.json (failed runs)
 Study store:    <store>/runs/<run id>/ (a run directory), <store>/claims/<run id>.claim
+Exports:        <out>/<lang>_{recordings,supervisions}_<split>.jsonl.gz (lhotse), <out>/<lang>/ (HF dataset)
 """
 
 from __future__ import annotations
@@ -208,3 +209,18 @@ def zoo_pretrain_dir(work_dir: Path, alias: str) -> Path:
 def prepare_lock_path(prepared_root: Path, language: str) -> Path:
     """Empty file a running `crossling prepare` holds an advisory lock on, per language."""
     return Path(prepared_root) / ".locks" / f"{language}.prepare"
+
+
+# --- exports of a prepared language ------------------------------------------------------------------
+
+
+def export_lhotse_path(out_dir: Path, language: str, kind: str, split: str) -> Path:
+    """A lhotse manifest named as lhotse recipes name theirs: `<lang>_<recordings|supervisions>_<split>.jsonl.gz`."""
+    if kind not in ("recordings", "supervisions"):
+        raise ValueError(f"unknown lhotse manifest kind {kind!r}")
+    return Path(out_dir) / f"{language}_{kind}_{split}.jsonl.gz"
+
+
+def export_hf_dir(out_dir: Path, language: str) -> Path:
+    """A prepared language as a Hugging Face `datasets` DatasetDict saved with save_to_disk."""
+    return Path(out_dir) / language
