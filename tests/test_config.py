@@ -67,10 +67,45 @@ def test_from_mapping_checks_required_keys_and_fixed_length_tuples():
 
 
 @pytest.mark.parametrize(("values", "message"), [
-    ({"learning_rate": float("nan")}, "learning_rate must be > 0, got nan"),
-    ({"warmup_fraction": float("nan")}, "must sum to 1, got nan"),
+    ({"learning_rate": float("nan")}, "learning_rate must be a finite number > 0, got nan"),
+    ({"warmup_fraction": float("nan")}, "warmup_fraction must be a finite number >= 0 and <= 1, got nan"),
 ])
 def test_nan_recipe_values_are_refused(values, message):
     # TOML can spell nan; a NaN learning rate or schedule fraction compared false with every bound.
     with pytest.raises(ConfigError, match=message):
         TrainConfig(**values)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("learning_rate", "inf", "learning_rate must be a finite number > 0, got inf"),
+    ("learning_rate", "nan", "learning_rate must be a finite number > 0, got nan"),
+    ("max_grad_norm", "nan", "max_grad_norm must be a finite number > 0, got nan"),
+    ("adam_beta1", "1.5", "adam_beta1 must be a finite number >= 0 and < 1, got 1.5"),
+    ("checkpoint_every", "0", "checkpoint_every must be a finite number >= 1, got 0"),
+    ("mask_time_length", "0", "mask_time_length must be a finite number >= 1, got 0"),
+    ("mask_time_prob", "5.0", "mask_time_prob must be a finite number >= 0 and <= 1, got 5.0"),
+    ("layerdrop", "2.0", "layerdrop must be a finite number >= 0 and < 1, got 2.0"),
+    ("batch_seconds", "-1.0", "batch_seconds must be a finite number > 0, got -1.0"),
+    ("max_steps", "-5", "max_steps must be a finite number >= 1, got -5"),
+])
+def test_out_of_range_recipe_values_are_refused_naming_the_file_and_key(tmp_path, key, value, message):
+    """Each of these was accepted once and failed at run time, or ran to 'done' with non-finite steps."""
+    path = tmp_path / "run.toml"
+    path.write_text(f"[recipe]\n{key} = {value}\n")
+    with pytest.raises(ConfigError, match=rf"run.toml \[recipe\]: {message}"):
+        load_train_config(path)
+
+
+def test_negative_schedule_fractions_and_a_zero_exponential_floor_are_refused(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text("warmup_fraction = -0.5\nhold_fraction = 1.0\ndecay_fraction = 0.5\n")
+    with pytest.raises(ConfigError, match="run.toml: warmup_fraction must be a finite number >= 0"):
+        load_train_config(path)
+    path.write_text('schedule = "tri_stage_exponential"\nfinal_lr_scale = 0.0\n')
+    with pytest.raises(ConfigError, match="run.toml: final_lr_scale must be > 0 with schedule"):
+        load_train_config(path)
+
+
+def test_a_bad_command_line_value_says_it_came_from_the_command_line():
+    with pytest.raises(ConfigError, match="command-line values for learning_rate: learning_rate must be"):
+        load_train_config(None, {"learning_rate": float("nan"), "max_steps": None})

@@ -73,7 +73,7 @@ def test_resume_after_kill_equals_uninterrupted(prepared, tmp_path):
     child.send_signal(signal.SIGKILL)
     assert child.wait() == -signal.SIGKILL, "the child finished before it could be killed"
     assert not paths.pretrain_record_path(killed).exists()
-    interrupted_at = torch.load(paths.pretrain_checkpoint_path(killed), weights_only=False)["step"]
+    interrupted_at = torch.load(paths.pretrain_checkpoint_path(killed), weights_only=True)["step"]
     assert 0 < interrupted_at < steps
     resumed = run_pretrain(prepared, killed, steps=steps)
     straight = run_pretrain(prepared, tmp_path / "straight", steps=steps)
@@ -141,3 +141,25 @@ def test_recipe_bounds_refuse_nan(values):
 
     with pytest.raises(ConfigError, match="learning_rate and crop_seconds must be > 0"):
         PretrainConfig(**values)
+
+
+class _Payload:
+    """Unpickling this calls `Path.touch` on a marker: what a crafted checkpoint could do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_crafted_resume_file_is_refused_without_running_its_code(prepared, tmp_path):
+    out, marker = tmp_path / "pt", tmp_path / "code-ran"
+    out.mkdir()
+    torch.save({"step": 5, "payload": _Payload(marker)}, paths.pretrain_checkpoint_path(out))
+    with pytest.raises(ConfigError, match=r"checkpoint.pt: refused to load: it holds more than tensors"):
+        run_pretrain(prepared, out, steps=20)
+    assert not marker.exists()
+    paths.pretrain_checkpoint_path(out).write_bytes(b"\x80\x02truncated")
+    with pytest.raises(ConfigError, match=r"checkpoint.pt: (cannot read this resume file|refused to load)"):
+        run_pretrain(prepared, out, steps=20)

@@ -1,14 +1,18 @@
 """The tidy results table: one row per planned run (done, failed and pending), the contract's columns,
 sweep settings, exports, and no torch import."""
 
+import io
 import json
 import math
+import os
+import stat
 import subprocess
 import sys
+import threading
 
 import pandas as pd
 import pytest
-from grid_factory import TOY, environment, make_prepared, write_study
+from grid_factory import TOY, environment, make_prepared, wait_for, write_study
 
 from crossling.cli import main
 from crossling.errors import ConfigError, DataError
@@ -70,15 +74,60 @@ def test_exports_round_trip(partial_store, tmp_path, format):
         export_results(table, tmp_path / "x", "xlsx")
 
 
-def test_results_cli_prints_and_writes(partial_store, tmp_path, capsys):
+def test_results_cli_prints_and_writes(partial_store, tmp_path, capsys, monkeypatch):
     assert main(["results", str(partial_store), "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 8 and {row["status"] for row in rows} == {"done", "failed", "pending"}
     assert main(["results", str(tmp_path / "toy.runs"), "--format", "parquet", "--out", str(tmp_path / "r.pq")]) == 0
     assert len(pd.read_parquet(tmp_path / "r.pq")) == 8
-    assert main(["results", str(partial_store), "--format", "parquet"]) == 2  # binary needs --out
-    assert "pass --out" in capsys.readouterr().err
     assert math.isnan(pd.read_parquet(tmp_path / "r.pq")["cer"].iloc[-1])
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert main(["results", str(partial_store), "--format", "parquet"]) == 2  # binary on a terminal
+    assert "redirect standard output to a file, or pass --out FILE" in capsys.readouterr().err
+    (tmp_path / "folder").mkdir()
+    assert main(["results", str(partial_store), "--out", str(tmp_path / "folder")]) == 2
+    assert "folder: is a directory; expected a file name" in capsys.readouterr().err
+
+
+def _results_cli(*args: str, **popen) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "crossling", "results", *args], env=environment(),
+                            stderr=subprocess.PIPE, **popen)
+
+
+def test_dash_and_a_link_to_standard_output_print_the_table_and_the_link_stays(partial_store, tmp_path):
+    """`--out -` and `--out /dev/stdout` (here: our own link to /proc/self/fd/1, the same as /dev/stdout,
+    so that no test ever points at the machine's device files) print the table into the pipe."""
+    link = tmp_path / "stdout"
+    link.symlink_to("/proc/self/fd/1")
+    for out in ("-", str(link)):
+        child = _results_cli(str(partial_store), "--format", "csv", "--out", out, stdout=subprocess.PIPE)
+        printed, errors = child.communicate(timeout=120)
+        assert child.returncode == 0, errors
+        assert printed.decode().splitlines()[0].startswith("run_id,checkpoint,language,seed,status")
+        assert len(printed.decode().splitlines()) == 9 and b"Traceback" not in errors
+    assert link.is_symlink() and os.readlink(link) == "/proc/self/fd/1"
+    child = _results_cli(str(partial_store), "--format", "parquet", "--out", "-", stdout=subprocess.PIPE)
+    parquet, _ = child.communicate(timeout=120)
+    assert child.returncode == 0 and len(pd.read_parquet(io.BytesIO(parquet))) == 8
+
+
+def test_a_fifo_receives_the_table_and_stays_a_fifo(partial_store, tmp_path):
+    fifo = tmp_path / "table.fifo"
+    os.mkfifo(fifo)
+    received = []  # the reader blocks until a writer opens the FIFO, then reads to its end
+    threading.Thread(target=lambda: received.append(fifo.read_text()), daemon=True).start()
+    child = _results_cli(str(partial_store), "--out", str(fifo), stdout=subprocess.DEVNULL)
+    assert child.wait(timeout=120) == 0
+    assert wait_for(lambda: received, timeout=10), "nothing reached the FIFO's reader"
+    assert received[0].startswith("run_id,") and len(received[0].splitlines()) == 9
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(partial_store):
+    child = _results_cli(str(partial_store), "--format", "json", "--out", "-", stdout=subprocess.PIPE)
+    child.stdout.close()  # like `| head -0`: nobody reads what follows
+    errors = child.stderr.read()
+    assert child.wait(timeout=120) == 141 and b"Traceback" not in errors and b"BrokenPipe" not in errors
 
 
 def test_results_and_the_grid_import_no_torch():

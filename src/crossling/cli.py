@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -387,22 +388,22 @@ def _add_results(sub) -> None:
     parser.add_argument("study", metavar="STUDY", help="study file, shipped example name, or a store directory")
     parser.add_argument("--store", type=path_arg, default=None, help="results store (default: the study's)")
     parser.add_argument("--format", choices=["csv", "parquet", "json"], default="csv", help="default csv")
-    parser.add_argument("--out", type=path_arg, default=None, help="write here (default: print; parquet needs it)")
+    parser.add_argument("--out", type=output_arg, default="-", metavar="FILE",
+                        help="write the table to FILE; '-' (the default) prints it to standard output")
     parser.set_defaults(handler=_cmd_results)
 
 
 def _cmd_results(args) -> int:
-    from crossling.results import export_results, load_results_table, render_results
+    from crossling.atomic import STDOUT
+    from crossling.results import export_results, load_results_table
     from crossling.study import find_study
 
     source = args.study if Path(args.study).is_dir() else find_study(args.study)
     table = load_results_table(source, args.store)
-    if args.out is None:
-        print(render_results(table, args.format), end="")
-        return 0
     export_results(table, args.out, args.format)
-    done = int((table["status"] == "done").sum())
-    print(f"{len(table)} runs ({done} done) -> {args.out}", file=sys.stderr)
+    if str(args.out) != STDOUT:
+        done = int((table["status"] == "done").sum())
+        print(f"{len(table)} runs ({done} done) -> {args.out}", file=sys.stderr)
     return 0
 
 
@@ -574,7 +575,27 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _reader_went_away()
+
+
+#: Exit status of a process whose output pipe closed early, as for Unix tools killed by SIGPIPE.
+EXIT_BROKEN_PIPE = 128 + 13
+
+
+def _reader_went_away() -> int:
+    """The reader of our standard output stopped early (`crossling ... | head`): end quietly. Later
+    writes (Python flushes stdout at exit) go to /dev/null instead of raising again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_BROKEN_PIPE
 
 
 def path_arg(value: str) -> Path:
     return Path(value).expanduser()
+
+
+def output_arg(value: str) -> Path | str:
+    """An output file: a path, or '-' for standard output."""
+    return value if value == "-" else path_arg(value)

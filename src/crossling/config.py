@@ -5,6 +5,7 @@ Defaults are the reference study's recipe; every value can be overridden from a 
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -56,15 +57,52 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("precision", self.precision, PRECISIONS)
+        for name, bounds in _RANGES.items():
+            bounds.check(name, getattr(self, name))
         fractions = self.warmup_fraction + self.hold_fraction + self.decay_fraction
         if not abs(fractions - 1.0) <= 1e-6:  # written so that NaN fails too
             raise ConfigError(
                 f"warmup_fraction + hold_fraction + decay_fraction must sum to 1, got {fractions:g}"
             )
-        if self.max_steps < 1:
-            raise ConfigError(f"max_steps must be >= 1, got {self.max_steps}")
-        if not self.learning_rate > 0:
-            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.schedule == "tri_stage_exponential" and not self.final_lr_scale > 0:
+            raise ConfigError("final_lr_scale must be > 0 with schedule = 'tri_stage_exponential' (it decays "
+                              f"exponentially towards final_lr_scale x the peak; 0 is never reached), got "
+                              f"{self.final_lr_scale:g}")
+
+
+@dataclass(frozen=True)
+class _Bounds:
+    """The valid values of a numeric field: finite, from `low` (excluded if `low_open`) to `high`
+    (excluded if `high_open`)."""
+
+    low: float
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = True
+
+    def check(self, name: str, value: float) -> None:
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        if not (math.isfinite(value) and above and below):  # NaN fails every comparison
+            upper = "" if math.isinf(self.high) else f" and {'<' if self.high_open else '<='} {self.high:g}"
+            raise ConfigError(f"{name} must be a finite number {'>' if self.low_open else '>='} {self.low:g}"
+                              f"{upper}, got {value!r}")
+
+
+_POSITIVE, _COUNT, _FRACTION, _PROBABILITY = _Bounds(0, low_open=True), _Bounds(1), _Bounds(0, 1, high_open=False), _Bounds(0, 1)
+#: The numeric recipe fields' valid values (a probability of dropping must stay below 1).
+_RANGES: dict[str, _Bounds] = {
+    "learning_rate": _POSITIVE, "max_steps": _COUNT,
+    "warmup_fraction": _FRACTION, "hold_fraction": _FRACTION, "decay_fraction": _FRACTION,
+    "final_lr_scale": _FRACTION, "adam_beta1": _PROBABILITY, "adam_beta2": _PROBABILITY,
+    "adam_epsilon": _POSITIVE, "weight_decay": _Bounds(0), "max_grad_norm": _POSITIVE,
+    "batch_seconds": _POSITIVE, "max_utterance_seconds": _POSITIVE,
+    "mask_time_prob": _FRACTION, "mask_time_length": _COUNT, "mask_feature_prob": _FRACTION,
+    "mask_feature_length": _COUNT, "layerdrop": _PROBABILITY, "hidden_dropout": _PROBABILITY,
+    "activation_dropout": _PROBABILITY, "attention_dropout": _PROBABILITY, "feat_proj_dropout": _PROBABILITY,
+    "final_dropout": _PROBABILITY, "checkpoint_every": _COUNT, "eval_batch_seconds": _POSITIVE,
+    "collapse_patience": _COUNT,
+}
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -96,7 +134,10 @@ def from_mapping(cls: type[T], values: dict[str, Any], where: str) -> T:
     check_keys(values, tuple(sorted(f.name for f in fields)), where, required)
     hints = typing.get_type_hints(cls)
     checked = {key: _coerce(hints[key], value, f"{where}: {key}") for key, value in values.items()}
-    return cls(**checked)
+    try:
+        return cls(**checked)
+    except ConfigError as error:  # a value out of range: say where it was written
+        raise ConfigError(f"{where}: {error}") from None
 
 
 def _coerce(expected: Any, value: Any, where: str) -> Any:
@@ -149,5 +190,7 @@ def load_train_config(path: Path | None, overrides: dict[str, Any] | None = None
                 raise ConfigError(f"{path}: unknown top-level key(s) {', '.join(sorted(data))}; valid: recipe")
             if not isinstance(values, dict):
                 raise ConfigError(f"{where} must be a table, got {type(values).__name__} {values!r}")
-    values = {**values, **{k: v for k, v in (overrides or {}).items() if v is not None}}
-    return from_mapping(TrainConfig, values, where)
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if given:
+        where = f"{where} with command-line values for {', '.join(sorted(given))}"
+    return from_mapping(TrainConfig, {**values, **given}, where)

@@ -19,3 +19,7 @@ class ConfigError(CrosslingError):
 
 class ModelError(CrosslingError):
     """A checkpoint cannot be resolved or does not fit the data."""
+
+
+class OutputError(CrosslingError):
+    """An output cannot be written where the user pointed it (a directory, read-only, full disk)."""

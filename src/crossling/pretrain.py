@@ -9,6 +9,7 @@ import dataclasses
 import json
 import logging
 import math
+import pickle
 import platform
 import random
 import shutil
@@ -266,7 +267,8 @@ def _save_checkpoint(out: Path, model, optimizer, step: int, history: list[dict]
     checkpoint = {
         "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
         "wall_seconds": wall_seconds,
-        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+        # plain tensors, lists and numbers only, so that resuming never needs to unpickle code
+        "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_state(), "python": random.getstate()},
         "history": history, **state,
     }
     with atomic_path(paths.pretrain_checkpoint_path(out)) as tmp:
@@ -278,7 +280,7 @@ def _load_checkpoint(out: Path, model, optimizer, state: dict) -> tuple[int, lis
     path = paths.pretrain_checkpoint_path(out)
     if not path.is_file():
         return 0, [], 0.0
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = load_checkpoint_file(path)
     for key in ("recipe", "architecture", "mix", "seed"):
         if checkpoint.get(key) != state[key]:
             raise ConfigError(f"{path} belongs to a different pre-training run ({key} differs: "
@@ -286,10 +288,37 @@ def _load_checkpoint(out: Path, model, optimizer, state: dict) -> tuple[int, lis
     model.load_state_dict(checkpoint["model"])
     optimizer.load_state_dict(checkpoint["optimizer"])
     torch.set_rng_state(checkpoint["rng"]["torch"])
-    np.random.set_state(checkpoint["rng"]["numpy"])
-    random.setstate(checkpoint["rng"]["python"])
+    name, keys, *rest = checkpoint["rng"]["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
+    random.setstate(_as_tuples(checkpoint["rng"]["python"]))
     log.info("resuming pre-training from step %d (%s)", checkpoint["step"], path)
     return checkpoint["step"], checkpoint["history"], checkpoint["wall_seconds"]
+
+
+def _numpy_state() -> tuple:
+    name, keys, *rest = np.random.get_state()
+    return (name, keys.tolist(), *rest)
+
+
+def _as_tuples(value):
+    """`random.setstate` wants the nested tuples it gave out (a save/load round trip may yield lists)."""
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, list | tuple) else value
+
+
+def load_checkpoint_file(path: Path) -> dict:
+    """A resume file read without executing code (`weights_only=True`): one holding anything but tensors,
+    numbers, strings and containers — such as a crafted pickle — is refused with an error naming it."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ConfigError(f"{path}: refused to load: it holds more than tensors and numbers (crossling did not "
+                          "write it this way); delete it to start afresh") from None
+    except Exception as error:  # noqa: BLE001 - a torn or foreign file fails in many ways (EOF, index, zip)
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ConfigError(f"{path}: cannot read this resume file ({reason}); delete it to start afresh") from None
+    if not isinstance(checkpoint, dict):
+        raise ConfigError(f"{path}: not a crossling resume file; delete it to start afresh")
+    return checkpoint
 
 
 def save_model(model, out_dir: Path) -> None:

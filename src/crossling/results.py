@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from crossling.atomic import STDOUT, atomic_path
 from crossling.errors import ConfigError, DataError
 from crossling.store import DONE, FAILED, Store
 from crossling.study import Study, default_store, expand_runs, load_study
@@ -75,13 +77,13 @@ def _scores(result: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def export_results(table: pd.DataFrame, path: Path | str, format: str = "csv") -> Path:
-    """Write the table as CSV, Parquet (needs pyarrow) or JSON (a list of row objects, NaN -> null)."""
+def export_results(table: pd.DataFrame, path: Path | str, format: str = "csv") -> Path | str:
+    """Write the table as CSV, Parquet (needs pyarrow) or JSON (a list of row objects, NaN -> null) to
+    `path`, or to standard output when `path` is '-' (see `crossling.atomic` for how targets are written)."""
     if format not in FORMATS:
         raise ConfigError(f"format {format!r} is not valid; choose one of {', '.join(FORMATS)}")
-    from crossling.atomic import atomic_path
-
-    path = Path(path)
+    if format == "parquet" and str(path) == STDOUT and sys.stdout.isatty():
+        raise ConfigError("parquet is a binary format: redirect standard output to a file, or pass --out FILE")
     with atomic_path(path) as tmp:
         if format == "csv":
             table.to_csv(tmp, index=False)
@@ -90,14 +92,3 @@ def export_results(table: pd.DataFrame, path: Path | str, format: str = "csv") -
         else:
             table.to_json(tmp, orient="records", indent=1, force_ascii=False)
     return path
-
-
-def render_results(table: pd.DataFrame, format: str = "csv") -> str:
-    """The table as CSV or JSON text (for printing; Parquet is binary and needs a file)."""
-    if format == "parquet":
-        raise ConfigError("parquet is a binary format: pass --out FILE")
-    if format not in FORMATS:
-        raise ConfigError(f"format {format!r} is not valid; choose one of {', '.join(FORMATS)}")
-    if format == "csv":
-        return table.to_csv(index=False)
-    return table.to_json(orient="records", indent=1, force_ascii=False)

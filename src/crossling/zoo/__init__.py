@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from crossling import paths
-from crossling.atomic import write_text_atomic
+from crossling.atomic import write_bytes_atomic, write_text_atomic
 from crossling.config import check_keys, from_mapping, read_toml
 from crossling.errors import ConfigError
 from crossling.progress import Track, no_progress
@@ -83,7 +83,7 @@ def build_zoo(work: Path, out: Path | None = None, recipe_path: Path | None = No
         _export(model, record, paths.zoo_pretrain_dir(work, model.alias), out / model.alias, recipe)
     write_text_atomic(out / "zoo.toml", zoo_toml(recipe, records))
     if recipe_path is not None or out != zoo_dir():
-        shutil.copyfile(recipe_path or zoo_dir() / "recipe.toml", out / "recipe.toml")
+        write_bytes_atomic(out / "recipe.toml", Path(recipe_path or zoo_dir() / "recipe.toml").read_bytes())
     return records
 
 
