@@ -171,9 +171,11 @@ def _prepare(study: Study, root: Path, languages: list[str], track: Track) -> No
 
     options = study.data.options
     extra: dict[str, Any] = {}
-    if study.data.kind == "common-voice":
-        source = study.data.resolve(options.release)
+    if study.data.kind in ("common-voice", "corpus"):
+        source = study.data.resolve(options.release if study.data.kind == "common-voice" else options.path)
         extra = {"eval_seed": options.eval_seed, "max_hours_per_speaker": options.max_hours_per_speaker}
+        if study.data.kind == "corpus":
+            extra["corpus"] = options.corpus_options()
     else:
         from crossling.synth import synthesize_corpus
 

@@ -22,7 +22,7 @@ from crossling.errors import ConfigError
 from crossling.registry import find_checkpoint, weights_source
 
 TOP_LEVEL_KEYS = ("name", "description", "checkpoints", "languages", "seeds", "data", "recipe", "sweep", "store")
-DATA_SOURCES = ("prepared", "common-voice", "synthetic")
+DATA_SOURCES = ("prepared", "common-voice", "corpus", "synthetic")
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,41 @@ class CommonVoiceData:
     max_hours_per_speaker: float | None = None
     vocab_threshold: float = 1e-5
     out: str = ""  # the prepared dir; '' = <store>/prepared
+
+
+@dataclass(frozen=True)
+class CorpusData:
+    """A corpus in any format `crossling prepare` reads (`crossling.corpora`: a manifest folder, a saved
+    `datasets` dataset, lhotse manifests, or Common Voice), prepared by the grid before the runs with the
+    same options as a release; `format` '' is detected."""
+
+    path: str
+    format: str = ""
+    audio_column: str = "audio"
+    text_column: str = "text"
+    speaker_column: str = "speaker"
+    gender_column: str = "gender"
+    held_out_speakers: float = 0.1
+    split_seed: int = 0
+    train_hours: float = 5.0
+    seed: int = 0
+    dev_max: int | None = None
+    test_max: int | None = None
+    eval_seed: int | None = None
+    max_hours_per_speaker: float | None = None
+    vocab_threshold: float = 1e-5
+    out: str = ""  # the prepared dir; '' = under <store>/data
+
+    def corpus_options(self):
+        """How `crossling.corpora` reads it."""
+        from crossling.corpora import CorpusOptions, check_format
+
+        if self.format:
+            check_format(self.format)
+        return CorpusOptions(format=self.format or None, audio_column=self.audio_column,
+                             text_column=self.text_column, speaker_column=self.speaker_column,
+                             gender_column=self.gender_column, held_out_speakers=self.held_out_speakers,
+                             split_seed=self.split_seed)
 
 
 @dataclass(frozen=True)
@@ -69,6 +104,7 @@ class PreparedData:
 _DATA_CLASSES: dict[str, type] = {
     "prepared": PreparedData,
     "common-voice": CommonVoiceData,
+    "corpus": CorpusData,
     "synthetic": SyntheticData,
 }
 
@@ -79,7 +115,7 @@ class DataSource:
     which relative paths are resolved."""
 
     kind: str
-    options: PreparedData | CommonVoiceData | SyntheticData
+    options: PreparedData | CommonVoiceData | CorpusData | SyntheticData
     base: Path
 
     def identity(self) -> dict[str, Any]:
@@ -237,6 +273,11 @@ def _parse_data(values: dict[str, Any], where: str, base: Path) -> DataSource:
     if kind not in DATA_SOURCES:
         raise ConfigError(f"{where}: source must be one of {', '.join(DATA_SOURCES)}, got {kind!r}")
     options = from_mapping(_DATA_CLASSES[kind], values, f"{where} (source = {kind!r})")
+    if kind == "corpus":
+        try:
+            options.corpus_options()
+        except ConfigError as error:
+            raise ConfigError(f"{where}: {error}") from None
     return DataSource(kind=kind, options=options, base=base)
 
 
