@@ -111,7 +111,8 @@ def test_transcripts_do_not_depend_on_batching(prepared, tmp_path, model_type, n
     calls = []
     model.register_forward_hook(lambda module, args, output: calls.append(output.logits.shape[0]))
     batched = best_paths(model, waveforms, spec, batch_seconds=100.0)
-    if model_type in ("data2vec-audio", "wav2vec2-conformer"):  # padding reaches their last frames
+    if model_type in ("data2vec-audio", "wav2vec2-conformer", "wav2vec2-bert"):  # padding reaches their last
+        # frames (the tiny w2v-BERT has the adapter its fine-tuning recipe adds)
         assert calls == [1] * len(waveforms)
     else:
         assert max(calls) >= 5  # utterances really shared a forward pass

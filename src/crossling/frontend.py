@@ -51,9 +51,11 @@ def takes_attention_mask(model_config) -> bool:
 def padding_invariant(model_config) -> bool:
     """Whether an utterance's outputs are the same padded in a batch as alone. Not so for transformers'
     data2vec-audio (its stack of positional convolutions carries the padded frames' values into the last
-    real frames) and Wav2Vec2-Conformer (its depthwise convolutions see the padding unmasked); decoding runs
-    those one utterance at a time, as transformers' pipeline does, while training batches them as the
-    transformers recipes do."""
+    real frames), Wav2Vec2-Conformer (its depthwise convolutions see the padding unmasked) and w2v-BERT with
+    its adapter (the adapter's strided convolutions see the padded rows); decoding runs those one utterance
+    at a time, as transformers' pipeline does, while training batches them as the transformers recipes do."""
+    if model_config.model_type == "wav2vec2-bert":
+        return not getattr(model_config, "add_adapter", False)
     return model_config.model_type not in PADDING_SENSITIVE_TYPES
 
 
