@@ -69,3 +69,17 @@ def test_models_command_lists_todays_checkpoints_with_facts(capsys):
     assert main(["models"]) == 0
     table = capsys.readouterr().out
     assert "mms-300m" in table and "1,400 languages?" in table and "cc-by-nc-4.0" in table
+
+
+def test_a_study_may_name_a_random_architecture(tmp_path):
+    from crossling.errors import ConfigError
+    from crossling.study import expand_runs, load_study
+
+    path = tmp_path / "s.toml"
+    path.write_text('checkpoints = ["random:w2v-bert-2", "mms-1b"]\nlanguages = ["sw"]\nseeds = [0]\n'
+                    '[data]\nsource = "prepared"\npath = "p"\n')
+    runs = expand_runs(load_study(path))
+    assert [r.model for r in runs] == ["random:w2v-bert-2", "mms-1b"]
+    path.write_text(path.read_text().replace("random:w2v-bert-2", "random:nothing"))
+    with pytest.raises(ConfigError, match=r"checkpoints: --model 'random:nothing': no packaged architecture"):
+        load_study(path)
