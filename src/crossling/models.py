@@ -17,6 +17,8 @@ from crossling.config import TrainConfig
 from crossling.errors import ModelError
 from crossling.frontend import (
     LOG_MEL,
+    MEL_BINS,
+    MEL_STACK,
     WAVEFORM,
     adapter_frames,
     conv_frames,
@@ -392,7 +394,7 @@ class FrozenFeatureCache:
     def bytes_per_utterance(model_config, spec: InputSpec, num_samples: int) -> int:
         """Memory one cached utterance takes (float32)."""
         if spec.features == LOG_MEL:
-            return log_mel_rows(num_samples)[0] * 2 * 80 * 4
+            return log_mel_rows(num_samples)[0] * MEL_STACK * MEL_BINS * 4
         return frames_for_samples(model_config, num_samples) * model_config.conv_dim[-1] * 4
 
     def features(self, key, model_input):
