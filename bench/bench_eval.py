@@ -26,8 +26,8 @@ def make_model_dir(work: Path, size: str, prepared: Path) -> Path:
     import torch
     from transformers import Wav2Vec2ForCTC
 
-    from crossling.batching import open_prepared
     from crossling.models import InputSpec, build_processor, load_tokenizer
+    from crossling.prepared import open_prepared
 
     target = work / f"ctc-model-{size}"
     if (target / "config.json").is_file():
@@ -45,16 +45,16 @@ def make_model_dir(work: Path, size: str, prepared: Path) -> Path:
 
 
 def waveforms_of(prepared: Path) -> list:
-    from crossling.batching import load_audio, open_prepared
+    from crossling.prepared import load_audio, open_prepared
 
     data = open_prepared(prepared, common.LANGUAGE)
     return [load_audio(prepared, u) for u in data.split("test")]
 
 
 def crossling_decode(model_dir: Path, waveforms: list, device: str, batch_seconds: float = 400.0):
-    from crossling.batching import open_prepared  # noqa: F401 - same import cost for both sides
     from crossling.decoding import transcribe
     from crossling.models import load_finetuned
+    from crossling.prepared import open_prepared  # noqa: F401 - same import cost for both sides
 
     model, processor, spec = load_finetuned(model_dir)
     model.to(device)

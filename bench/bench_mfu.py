@@ -19,7 +19,7 @@ from bench import bench_train, common
 def flops_per_audio_second(size: str, prepared: Path, vocab_size: int) -> dict:
     """Model FLOPs per second of training audio over the train split (unpadded), split into the frozen
     CNN's forward and the trainable part's forward + backward."""
-    from crossling.batching import open_prepared
+    from crossling.prepared import open_prepared
 
     config = common.model_config(size)
     lengths = [u.num_samples for u in open_prepared(prepared, common.LANGUAGE).split("train")]

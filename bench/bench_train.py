@@ -38,9 +38,9 @@ def dev_loss(model, prepared: Path, use_mask: bool) -> float:
     import soundfile
     import torch
 
-    from crossling.batching import open_prepared
     from crossling.frontend import normalize_waveform
     from crossling.models import load_tokenizer
+    from crossling.prepared import open_prepared
 
     data = open_prepared(prepared, common.LANGUAGE)
     tokenizer = load_tokenizer(data.vocab_file)
@@ -93,19 +93,20 @@ def child_crossling(args) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     clock = {"cpu": 0.0, "wall": 0.0}
     timed(module, "train", clock, +1)  # the training loop as a whole…
-    timed(module, "save_checkpoint", clock, -1)  # …less checkpoint writing (the baseline writes none)
+    timed(module.ResumeFile, "save", clock, -1)  # …less resume-file writing (the baseline writes none)
     config = TrainConfig(learning_rate=args.lr, max_steps=args.steps, batch_seconds=args.batch_seconds,
                          precision=args.precision,
                          checkpoint_every=args.steps, eval_batch_seconds=args.batch_seconds,
                          collapse_patience=10**6)
-    record = finetune(Path(args.prepared), common.LANGUAGE, args.checkpoint, args.seed, out, config, device="auto")
-    cost = record["cost"]
-    peak = cost["peak_memory_mb"]
+    record = finetune(Path(args.prepared), common.LANGUAGE, args.checkpoint, seed=args.seed, out=out, config=config,
+                      device="auto")
+    cost = record.cost
     model, _, spec = load_finetuned(paths.run_model_dir(out))
-    return {"audio_seconds": cost["audio_seconds_trained"], "train_seconds": clock["wall"], "cpu_seconds": clock["cpu"],
-            "steps": record["steps"], "dev_loss": dev_loss(model.to(cost["device"]), Path(args.prepared),
-                                                           spec.use_attention_mask),
-            "peak_mb": peak, "device": cost["device"], "threads": cost["threads"], "openmp_waits": openmp_waits()}
+    return {"audio_seconds": cost.audio_seconds_trained, "train_seconds": clock["wall"], "cpu_seconds": clock["cpu"],
+            "steps": record.steps, "dev_loss": dev_loss(model.to(cost.device), Path(args.prepared),
+                                                        spec.use_attention_mask),
+            "peak_mb": cost.peak_memory_mb, "device": cost.device, "threads": cost.threads,
+            "openmp_waits": openmp_waits()}
 
 
 def child_hf(args) -> dict:
@@ -123,8 +124,8 @@ def child_hf(args) -> dict:
         set_seed,
     )
 
-    from crossling.batching import open_prepared
     from crossling.config import TrainConfig
+    from crossling.prepared import open_prepared
     from crossling.schedule import stages as schedule_stages
 
     set_seed(args.seed)
@@ -208,7 +209,8 @@ def settings(size: str, quick: bool) -> dict:
 def batch_seconds_for(prepared: Path, s: dict) -> float:
     """crossling batches by padded seconds, the baseline by 8 utterances: the smallest `batch_seconds`
     whose length-sorted batches hold at least as much audio per step as 8 average utterances."""
-    from crossling.batching import length_sorted_batches, open_prepared
+    from crossling.batching import length_sorted_batches
+    from crossling.prepared import open_prepared
 
     seconds = [u.duration for u in open_prepared(prepared, common.LANGUAGE).split("train")]
     wanted = BATCH_UTTERANCES * statistics.fmean(seconds)

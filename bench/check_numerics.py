@@ -50,9 +50,9 @@ def main(argv=None) -> int:
         module.make_optimizer, decoding.CPU_BATCH_SECONDS = optimizer, batch_cap
         out = work / f"run-{name}"
         shutil.rmtree(out, ignore_errors=True)  # a finished run would be returned as it is
-        record = module.finetune(prepared, "xx", str(checkpoint), 0, out, config, device="cpu")
+        record = module.finetune(prepared, "xx", str(checkpoint), seed=0, out=out, config=config, device="cpu")
         rows = paths.run_hypotheses_path(out, "test").read_text().splitlines()
-        results[name] = {"dev_cer": record["scores"]["dev"]["cer"], "test_cer": record["scores"]["test"]["cer"],
+        results[name] = {"dev_cer": record.scores["dev"].cer, "test_cer": record.scores["test"].cer,
                          "hypotheses": [json.loads(row)["hypothesis"] for row in rows]}
     now, before = results["now"], results["before"]
     same = sum(a == b for a, b in zip(now["hypotheses"], before["hypotheses"], strict=True))

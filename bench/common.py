@@ -174,6 +174,7 @@ def make_prepared(root: Path, counts: dict[str, int], low: float, high: float, s
     from crossling import paths
     from crossling.atomic import write_json_atomic
     from crossling.manifest import Utterance, write_manifest
+    from crossling.records import PreparedSummary
 
     if paths.prepared_summary_path(root, LANGUAGE).is_file():
         return root
@@ -192,11 +193,11 @@ def make_prepared(root: Path, counts: dict[str, int], low: float, high: float, s
         write_manifest(paths.manifest_path(root, LANGUAGE, split), utterances)
     vocab = {"<pad>": 0, "<unk>": 1, "|": 2, **{c: 3 + i for i, c in enumerate(sorted(CHARS))}}
     write_json_atomic(paths.vocab_path(root, LANGUAGE), vocab)
-    summary = {"language": LANGUAGE, "source": "bench", "seed": seed, "train_hours": 0.0,
-               "train_utterances": counts["train"], "dev_utterances": counts["dev"],
-               "test_utterances": counts["test"], "vocab": sorted(CHARS), "vocab_threshold": 0.0,
-               "char_map": {}, "oov_rate": {"dev": 0.0, "test": 0.0}, "skipped": {}, "normalization": {}}
-    write_json_atomic(paths.prepared_summary_path(root, LANGUAGE), summary)
+    summary = PreparedSummary(language=LANGUAGE, source="bench", seed=seed, train_hours=0.0,
+                              train_utterances=counts["train"], dev_utterances=counts["dev"],
+                              test_utterances=counts["test"], vocab=sorted(CHARS), vocab_threshold=0.0, char_map={},
+                              oov_rate={"dev": 0.0, "test": 0.0}, skipped={}, normalization={})
+    write_json_atomic(paths.prepared_summary_path(root, LANGUAGE), summary.to_json())
     return root
 
 

@@ -16,9 +16,9 @@ import soundfile as sf
 
 from crossling import paths
 from crossling.atomic import read_json, write_json_atomic
-from crossling.config import TrainConfig
 from crossling.manifest import SAMPLE_RATE, Utterance, write_manifest
 from crossling.progress import no_progress
+from crossling.records import Collapse, PreparedSummary, RunCost, RunIdentity, RunRecord, SplitScores
 
 TESTS = Path(__file__).parent
 SRC = TESTS.parent / "src"
@@ -69,11 +69,13 @@ def _utterance(root: Path, language: str, split: str, i: int, rng, base: float) 
 
 
 def _summary(language: str, splits: dict) -> dict:
-    return {"language": language, "source": "grid_factory", "seed": 0,
-            "train_hours": sum(u.num_samples for u in splits["train"]) / SAMPLE_RATE / 3600,
-            "train_utterances": len(splits["train"]), "dev_utterances": len(splits["dev"]),
-            "test_utterances": len(splits["test"]), "vocab": list(LETTERS), "vocab_threshold": 1e-5,
-            "char_map": {}, "oov_rate": {"dev": 0.0, "test": 0.0}, "skipped": {}, "normalization": {}}
+    return PreparedSummary(
+        language=language, source="grid_factory", seed=0,
+        train_hours=sum(u.num_samples for u in splits["train"]) / SAMPLE_RATE / 3600,
+        train_utterances=len(splits["train"]), dev_utterances=len(splits["dev"]), test_utterances=len(splits["test"]),
+        vocab=list(LETTERS), vocab_threshold=1e-5, char_map={}, oov_rate={"dev": 0.0, "test": 0.0}, skipped={},
+        normalization={},
+    ).to_json()
 
 
 # --- study files ---------------------------------------------------------------------------------
@@ -97,17 +99,18 @@ def write_study(path: Path, checkpoints, languages=("aa", "bb"), seeds=(0,), rec
 # --- a quick run function with the real contract --------------------------------------------------
 
 
-def toy_finetune(prepared: Path, language: str, model: str, seed: int, out: Path, config: TrainConfig,
-                 device: str = "auto", track=no_progress) -> dict:
-    """Deterministic 'training': a hash chain over the steps, checkpointed every `checkpoint_every`
+def toy_finetune(*, identity: RunIdentity, model: str, prepared: Path, out: Path, device: str = "auto",
+                 track=no_progress) -> RunRecord:
+    """Deterministic 'training': a hash chain over the steps, with a resume file every `checkpoint_every`
     steps, so a resumed run ends exactly where an uninterrupted one does. Each step sleeps
     $GRID_TOY_STEP_SECONDS. Fails when `<prepared>/fail-<model>` exists."""
     if (Path(prepared) / f"fail-{model.replace('/', '_')}").exists():
         raise RuntimeError(f"deliberate failure of {model}")
+    config, language = identity.recipe, identity.language
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    checkpoint = paths.run_checkpoint_path(out)
-    state = read_json(checkpoint) if checkpoint.is_file() else {"step": 0, "value": seed + 7, "resumed_from": []}
+    resume = paths.run_resume_path(out)
+    state = read_json(resume) if resume.is_file() else {"step": 0, "value": identity.seed + 7, "resumed_from": []}
     if state["step"]:
         state["resumed_from"].append(state["step"])
     delay = float(os.environ.get("GRID_TOY_STEP_SECONDS", "0"))
@@ -116,27 +119,26 @@ def toy_finetune(prepared: Path, language: str, model: str, seed: int, out: Path
         state["step"] = step + 1
         time.sleep(delay)
         if state["step"] % config.checkpoint_every == 0:
-            write_json_atomic(checkpoint, state)
-    result = _toy_result(prepared, language, model, seed, config, state)
-    write_json_atomic(paths.run_result_path(out), result)
+            write_json_atomic(resume, state)
+    result = toy_record(identity, state["value"] / 1_000_003, steps=state["step"], resumed_from=state["resumed_from"])
+    write_json_atomic(paths.run_result_path(out), result.to_json())
     return result
 
 
-def _toy_result(prepared, language, model, seed, config, state) -> dict:
-    cer = state["value"] / 1_000_003
-    score = {"cer": cer, "wer": min(1.0, 2 * cer), "char_edits": round(cer * 100), "chars": 100,
-             "word_edits": round(min(1.0, 2 * cer) * 20), "words": 20, "utterances": 3}
-    return {
-        "run": {"model": model, "checkpoint": model, "language": language, "seed": seed,
-                "prepared": str(prepared), "config": {"learning_rate": config.learning_rate}, "schedule": "toy"},
-        "status": "done", "steps": state["step"],
-        "skipped": {"label_too_long": 0, "audio_too_long": 0, "nonfinite_loss_steps": 0},
-        "scores": {"test": {**score, "by_gender": {"female": score, "male": score}}, "dev": score},
-        "cost": {"wall_seconds": 1.5, "device": "cpu", "device_hours": 1.5 / 3600, "audio_seconds_trained": 30.0,
-                 "audio_seconds_per_second": 20.0, "peak_memory_mb": 100.0, "threads": 1},
-        "collapse": {"blank_only_fraction": 0.0, "warned": False},
-        "versions": {"crossling": "test"}, "resumed_from": state["resumed_from"],
-    }
+def toy_record(identity: RunIdentity, cer: float, steps: int, resumed_from=()) -> RunRecord:
+    """A finished run's record with test CER `cer` (1.5 s of wall time, 100 reference characters)."""
+    counts = {"cer": cer, "wer": min(1.0, 2 * cer), "char_edits": round(cer * 100), "chars": 100,
+              "word_edits": round(min(1.0, 2 * cer) * 20), "words": 20, "utterances": 3}
+    group = SplitScores(**counts)
+    return RunRecord(
+        identity=identity, steps=steps,
+        skipped={"label_too_long": 0, "audio_too_long": 0, "nonfinite_loss_steps": 0},
+        scores={"test": SplitScores(**counts, by_gender={"female": group, "male": group}), "dev": group},
+        cost=RunCost(wall_seconds=1.5, device="cpu", device_hours=1.5 / 3600, audio_seconds_trained=30.0,
+                     audio_seconds_per_second=20.0, peak_memory_mb=100.0, threads=1),
+        collapse=Collapse(blank_only_fraction=0.0, warned=False), versions={"crossling": "test"},
+        schedule="toy", resumed_from=tuple(resumed_from),
+    )
 
 
 # --- grid processes -------------------------------------------------------------------------------
@@ -155,7 +157,7 @@ if go:  # a start line: several drivers reach their first claim at the same mome
     while not Path(go).exists():
         time.sleep(0.005)
 summary = run_study(study, store, run_function=sys.argv[3])
-print(summary.executed, summary.done, summary.failed, flush=True)
+print(summary.executed, summary.done_now, summary.failed, flush=True)
 """
 
 
@@ -229,6 +231,14 @@ def cli(*args: str, **env: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def forgetful_finetune(**run) -> dict:
+def threads_finetune(**run) -> RunRecord:
+    """`toy_finetune`, also writing the torch thread count of the process into `<out>/threads.txt`."""
+    import torch
+
+    (Path(run["out"]) / "threads.txt").parent.mkdir(parents=True, exist_ok=True)
+    (Path(run["out"]) / "threads.txt").write_text(str(torch.get_num_threads()))
+    return toy_finetune(**run)
+
+
+def forgetful_finetune(**run) -> None:
     """A broken run function: returns without writing result.json."""
-    return {"status": "done"}

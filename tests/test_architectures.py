@@ -42,11 +42,12 @@ def test_every_architecture_finetunes_and_evaluates_through_the_cli(prepared, tm
 def _one_step(alias, tmp_path):
     """One training step of `random:<alias>` (its packaged real config values) through crossling's loading,
     batching and update path, then greedy decoding of one utterance; returns the model's parameter count."""
-    from crossling.batching import load_audio, make_batch, open_prepared, training_data
+    from crossling.batching import make_batch, training_data
     from crossling.config import TrainConfig
     from crossling.decoding import best_paths
     from crossling.finetune import make_optimizer, train_step
     from crossling.models import load_for_finetuning, load_tokenizer, resolve
+    from crossling.prepared import load_audio, open_prepared
 
     prepared = make_prepared(tmp_path / "prepared", n_train=2, n_dev=1, n_test=1)
     data = open_prepared(prepared, "xx")

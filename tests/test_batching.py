@@ -1,22 +1,14 @@
-import json
 
 import numpy as np
-import pytest
-import soundfile
-from tinydata_factory import make_prepared
 
-from crossling import paths
 from crossling.batching import (
     BatchPlan,
     DataPosition,
     ctc_min_frames,
     filter_for_ctc,
     length_sorted_batches,
-    load_audio,
-    open_prepared,
     pad_labels,
 )
-from crossling.errors import DataError
 from crossling.frontend import normalize_waveform, pad_inputs
 from crossling.manifest import Utterance
 
@@ -92,21 +84,3 @@ def test_padding_gives_bool_masks_and_ignored_labels():
     assert mask.sum().item() == 8 and values[0, 3:].abs().sum() == 0
     labels = pad_labels([[3, 4], [5]])
     assert labels.tolist() == [[3, 4], [5, -100]]
-
-
-def test_prepared_language_and_audio_errors(tmp_path):
-    root = make_prepared(tmp_path, "xx", n_train=2, n_dev=1, n_test=1)
-    data = open_prepared(root, "xx")
-    first = data.split("train")[0]
-    assert len(load_audio(root, first)) == first.num_samples
-    with pytest.raises(DataError, match=r"'de' is not prepared .*prepared languages there: xx"):
-        open_prepared(root, "de")
-    soundfile.write(root / first.audio, np.zeros(800, np.float32), 8000)
-    with pytest.raises(DataError, match="expected 16 kHz mono"):
-        load_audio(root, first)
-    (root / first.audio).unlink()
-    with pytest.raises(DataError, match="cannot read audio"):
-        load_audio(root, first)
-    paths.vocab_path(root, "xx").write_text(json.dumps({"a": 0, "<unk>": 1, "|": 2}))
-    with pytest.raises(DataError, match="<pad>=0"):
-        open_prepared(root, "xx")

@@ -12,7 +12,7 @@ from crossling.cli import main
 from crossling.corpora import CorpusOptions, detect_format
 from crossling.errors import ConfigError, DataError
 from crossling.manifest import read_manifest
-from crossling.prepare import prepare_release
+from crossling.prepare import PrepareOptions, prepare_release
 
 HOURS = 12 / 3600  # 12 s of training audio
 
@@ -22,9 +22,11 @@ def prepared_split(out, language, split):
 
 
 def prepare(source, out, language="sw", **options):
+    """prepare_release's result for one language in its JSON form (prepared.json's record plus cache counts)."""
     corpus = CorpusOptions(**{k: options.pop(k) for k in list(options) if k in CorpusOptions.__dataclass_fields__})
-    return prepare_release(source, [language], out, train_hours=options.pop("train_hours", HOURS),
-                           workers=1, corpus=corpus, **options)[0]
+    options.setdefault("train_hours", HOURS)
+    (prepared,) = prepare_release(source, [language], out, PrepareOptions(**options), corpus=corpus, workers=1)
+    return prepared.to_json()
 
 
 # --- manifest folders ----------------------------------------------------------------------------

@@ -6,11 +6,11 @@ import torch
 from tinydata_factory import ALL_MODEL_TYPES, make_prepared, make_tiny_checkpoint
 
 from crossling import paths
-from crossling.batching import load_audio, open_prepared
 from crossling.config import TrainConfig
 from crossling.errors import DataError, ModelError
 from crossling.evaluate import evaluate
 from crossling.finetune import finetune
+from crossling.prepared import load_audio, open_prepared
 
 # a few steps only: the fresh random head then emits varied characters, which makes the comparison
 # with plain transformers meaningful (a blank-only model would agree trivially)
@@ -42,11 +42,12 @@ def plain_transformers_transcripts(model_dir, waveforms):
     return by_pipeline, by_model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("model_type", "norm"), [(t, "layer") for t in ALL_MODEL_TYPES] + [("wav2vec2", "group")])
 def test_saved_model_transcribes_the_same_with_plain_transformers(prepared, tmp_path, model_type, norm):
     checkpoint = make_tiny_checkpoint(tmp_path / "ckpt", model_type, feat_extract_norm=norm)
     run = tmp_path / "run"
-    finetune(prepared, "xx", str(checkpoint), 0, run, FEW_STEPS, device="cpu")
+    finetune(prepared, "xx", str(checkpoint), out=run, config=FEW_STEPS, device="cpu")
     result = evaluate(run, prepared, "xx", splits=("test",), out=tmp_path / "eval", device="cpu")
     rows = [json.loads(line) for line in paths.run_hypotheses_path(tmp_path / "eval", "test").read_text().splitlines()]
     ours = [row["hypothesis"] for row in rows]
@@ -55,7 +56,7 @@ def test_saved_model_transcribes_the_same_with_plain_transformers(prepared, tmp_
     waveforms = [load_audio(prepared, u) for u in data.split("test")]
     by_pipeline, by_model = plain_transformers_transcripts(paths.run_model_dir(run), waveforms)
     assert ours == by_pipeline == by_model
-    assert result["steps"] == 3 and result["scores"]["test"]["utterances"] == 10
+    assert result.run.steps == 3 and result.scores["test"].utterances == 10
     # the run's own evaluation (in-memory model) agrees with the reloaded one
     run_rows = [json.loads(line) for line in paths.run_hypotheses_path(run, "test").read_text().splitlines()]
     assert [row["hypothesis"] for row in run_rows] == ours
@@ -65,23 +66,26 @@ def test_saved_model_transcribes_the_same_with_plain_transformers(prepared, tmp_
     assert feature_extractor["feature_extractor"]["feature_extractor_type"] == expected
 
 
+@pytest.mark.slow
 def test_scores_are_recomputable_from_the_hypotheses(prepared, tmp_path):
     from crossling.scoring import for_scoring, score
 
     checkpoint = make_tiny_checkpoint(tmp_path / "ckpt", "wav2vec2")
-    finetune(prepared, "xx", str(checkpoint), 0, tmp_path / "run", FEW_STEPS, device="cpu")
+    finetune(prepared, "xx", str(checkpoint), out=tmp_path / "run", config=FEW_STEPS, device="cpu")
     result = evaluate(tmp_path / "run" / "model", prepared, "xx", out=tmp_path / "eval", device="cpu")
     for split in ("dev", "test"):
         rows = [json.loads(line) for line in paths.run_hypotheses_path(tmp_path / "eval", split).read_text().splitlines()]
         again = score([r["reference"] for r in rows], [for_scoring(r["hypothesis"]) for r in rows])
-        assert again.to_dict() == {k: v for k, v in result["scores"][split].items() if k != "by_gender"}
-    assert json.loads(paths.run_scores_path(tmp_path / "eval").read_text()) == result["scores"]
-    assert result["steps"] is None  # a bare model directory has no run record
+        assert again.to_dict() == {k: v for k, v in result.scores[split].to_json().items() if k != "by_gender"}
+    on_disk = json.loads(paths.run_scores_path(tmp_path / "eval").read_text())
+    assert on_disk == {split: s.to_json() for split, s in result.scores.items()}
+    assert result.run is None and result.to_json()["steps"] is None  # a bare model directory has no run record
 
 
+@pytest.mark.slow
 def test_vocabulary_mismatch_is_refused(prepared, tmp_path):
     checkpoint = make_tiny_checkpoint(tmp_path / "ckpt", "wav2vec2")
-    finetune(prepared, "xx", str(checkpoint), 0, tmp_path / "run", FEW_STEPS, device="cpu")
+    finetune(prepared, "xx", str(checkpoint), out=tmp_path / "run", config=FEW_STEPS, device="cpu")
     with pytest.raises(ModelError, match=r"does not match .*yy.*vocab\.json.*\['x', 'y', 'z'\]"):
         evaluate(tmp_path / "run", prepared, "yy", device="cpu")
 
@@ -93,6 +97,7 @@ def test_missing_language_and_model_errors(prepared, tmp_path):
         evaluate(tmp_path, prepared, "xx")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("model_type", "norm"), [("wav2vec2", "layer"), ("wav2vec2", "group"), ("hubert", "group"),
                                                   ("data2vec-audio", "layer"), ("wav2vec2-conformer", "layer"),
                                                   ("wav2vec2-bert", "layer")])
@@ -103,7 +108,7 @@ def test_transcripts_do_not_depend_on_batching(prepared, tmp_path, model_type, n
     from crossling.models import load_finetuned
 
     checkpoint = make_tiny_checkpoint(tmp_path / "ckpt", model_type, feat_extract_norm=norm)
-    finetune(prepared, "xx", str(checkpoint), 0, tmp_path / "run", FEW_STEPS, device="cpu")
+    finetune(prepared, "xx", str(checkpoint), out=tmp_path / "run", config=FEW_STEPS, device="cpu")
     model, _, spec = load_finetuned(paths.run_model_dir(tmp_path / "run"))
     assert spec.use_attention_mask is (norm == "layer")
     data = open_prepared(prepared, "xx")
@@ -125,11 +130,12 @@ def test_transcripts_do_not_depend_on_batching(prepared, tmp_path, model_type, n
     assert len({len(w) for w in waveforms}) > 1 and np.isfinite(waveforms[0]).all()
 
 
+@pytest.mark.slow
 def test_cli_evaluate(prepared, tmp_path, capsys):
     from crossling.cli import main
 
     checkpoint = make_tiny_checkpoint(tmp_path / "ckpt", "unispeech")
-    finetune(prepared, "xx", str(checkpoint), 0, tmp_path / "run", FEW_STEPS, device="cpu")
+    finetune(prepared, "xx", str(checkpoint), out=tmp_path / "run", config=FEW_STEPS, device="cpu")
     assert main(["evaluate", str(tmp_path / "run"), "--data", str(prepared), "--language", "xx", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["steps"] == 3 and printed["cer"] == printed["scores"]["test"]["cer"]

@@ -20,7 +20,14 @@ from grid_factory import (
 
 from crossling import paths
 from crossling.errors import ConfigError
-from crossling.executors import ExecOptions, execute_run, resolve_function
+from crossling.executors import (
+    ExecOptions,
+    ProcessExecutor,
+    RayExecutor,
+    execute_run,
+    resolve_function,
+    usable_cores,
+)
 from crossling.grid import plan_study, run_study
 from crossling.store import Store
 from crossling.study import expand_runs, load_study
@@ -50,6 +57,58 @@ def test_execute_run_records_attempts_and_errors(tmp_path):
     assert "without writing" in execute_run(bad, "token-3", silent).error  # no result.json = failed
 
 
+# --- local grid processes (--workers N) ---------------------------------------------------------------
+
+
+def test_worker_processes_share_the_store_and_their_events_reach_this_process(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRID_TOY_STEP_SECONDS", "0.02")  # the processes inherit it: runs overlap in time
+    make_prepared(tmp_path / "prepared", counts=(1, 1, 1))
+    study = load_study(write_study(tmp_path / "toy.toml", ["toy/a", "toy/b", "toy/c"], seeds=(0, 1)))
+    events = []
+    summary = run_study(study, executor=ProcessExecutor(workers=2, threads=2), progress=events.append,
+                        run_function="grid_factory:threads_finetune")
+    assert (summary.total, summary.executed, summary.done, summary.failed) == (12, 12, 12, 0)
+    store = Store(tmp_path / "toy.runs")
+    pids = {starts(store.root, run.run_id)[0]["pid"] for run in expand_runs(study)}
+    assert len(pids) == 2 and os.getpid() not in pids  # two grid processes did the work
+    assert all(len(starts(store.root, run.run_id)) == 1 for run in expand_runs(study))  # each run once
+    assert {(store.run_dir(run.run_id) / "threads.txt").read_text() for run in expand_runs(study)} == {"2"}
+    ended = [e for e in events if e.event == "done"]
+    assert sorted(e.run_id for e in ended) == sorted(run.run_id for run in expand_runs(study))
+    assert {e.worker for e in ended} == {0, 1} and all(e.seconds > 0 for e in ended)
+    assert sum(e.event == "started" for e in events) == 12
+    for event in events:  # every event's counts cover the grid
+        assert event.done + event.failed + event.running + event.elsewhere + event.pending == 12
+    assert events[-1].done == 12 and events[-1].eta_seconds == 0.0
+    assert not list((store.root / "claims").glob("*.claim"))
+
+
+def test_worker_processes_get_usable_cores_over_workers_threads_by_default():
+    assert ProcessExecutor(workers=3).threads == max(1, usable_cores() // 3)
+    assert ProcessExecutor(workers=10 * usable_cores()).threads == 1
+    with pytest.raises(ConfigError, match="threads per worker must be >= 1"):
+        ProcessExecutor(workers=1, threads=0)
+
+
+def test_cancelling_worker_processes_releases_their_runs_which_resume_later(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRID_TOY_STEP_SECONDS", "0.1")
+    make_prepared(tmp_path / "prepared", counts=(1, 1, 1))
+    study = load_study(write_study(tmp_path / "toy.toml", ["toy/a", "toy/b"], languages=("aa",)))
+    executor = ProcessExecutor(workers=2, threads=1)
+    grid, box = in_thread(run_study, study=study, executor=executor, run_function=TOY)
+    store = Store(tmp_path / "toy.runs")
+    assert wait_for(lambda: any(paths.run_resume_path(store.run_dir(r.run_id)).exists() for r in expand_runs(study)),
+                    timeout=60)
+    executor.cancel()
+    grid.join(timeout=60)
+    assert not grid.is_alive() and box["summary"].done < 2
+    assert not list((store.root / "claims").glob("*.claim"))  # released on the way out
+    assert {store.state(r.run_id) for r in expand_runs(study)} <= {"pending", "done"}
+    monkeypatch.setenv("GRID_TOY_STEP_SECONDS", "0")
+    again = run_study(study, run_function=TOY)
+    assert again.done == 2 and any(store.result(r.run_id).resumed_from for r in expand_runs(study))
+
+
 @pytest.fixture(scope="module")
 def ray_instance():
     """One real local Ray instance for the module; its workers import crossling and the test helpers."""
@@ -69,7 +128,7 @@ def ray_instance():
 def kill_worker_mid_run(store_root, run_id, grid: threading.Thread) -> int:
     """Wait until `run_id` has written a checkpoint, then SIGKILL the Ray worker executing it."""
     run_dir = Store(store_root).run_dir(run_id)
-    assert wait_for(lambda: paths.run_checkpoint_path(run_dir).exists() or not grid.is_alive(), timeout=180)
+    assert wait_for(lambda: paths.run_resume_path(run_dir).exists() or not grid.is_alive(), timeout=180)
     assert not paths.run_result_path(run_dir).exists(), "the run finished before it could be killed"
     pid = starts(store_root, run_id)[0]["pid"]
     assert pid != os.getpid()
@@ -84,35 +143,37 @@ def in_thread(function, **kwargs) -> tuple[threading.Thread, dict]:
     return thread, box
 
 
+@pytest.mark.slow
 def test_ray_executor_runs_the_grid_in_ray_workers(ray_instance, tmp_path):
     make_prepared(tmp_path / "prepared", counts=(1, 1, 1))
     study = load_study(write_study(tmp_path / "toy.toml", ["toy/a", "toy/b", "toy/broken"], languages=("aa", "bb")))
     (tmp_path / "prepared" / "fail-toy_broken").touch()
-    summary = run_study(study, executor="ray", workers=2, run_function=TOY)
+    summary = run_study(study, executor=RayExecutor(workers=2), run_function=TOY)
     assert (summary.executed, summary.done, summary.failed) == (6, 4, 2)
     store = Store(tmp_path / "toy.runs")
     pids = {starts(store.root, run.run_id)[0]["pid"] for run in expand_runs(study)}
     assert os.getpid() not in pids  # executed in Ray worker processes
-    assert "deliberate failure" in store.error(expand_runs(study)[-1].run_id)["traceback"]
+    assert "deliberate failure" in store.error(expand_runs(study)[-1].run_id).traceback
     assert not list((store.root / "claims").glob("*.claim"))
 
 
+@pytest.mark.slow
 def test_ray_reschedules_a_killed_worker_and_the_run_resumes(ray_instance, tmp_path):
     make_prepared(tmp_path / "prepared", counts=(1, 1, 1))
     study = load_study(write_study(tmp_path / "toy.toml", ["toy/a", "toy/b"], recipe={"max_steps": 40,
                                                                                       "checkpoint_every": 4}))
     victim = expand_runs(study)[0].run_id
-    grid, box = in_thread(run_study, study=study, executor="ray", workers=2, run_function=TOY)
+    grid, box = in_thread(run_study, study=study, executor=RayExecutor(workers=2), run_function=TOY)
     killed = kill_worker_mid_run(tmp_path / "toy.runs", victim, grid)
     grid.join(timeout=180)
     assert box["summary"].done == 4 and box["summary"].failed == 0
     attempts = starts(tmp_path / "toy.runs", victim)
     assert [a["pid"] == killed for a in attempts] == [True, False] and attempts[1]["resumed"]
     result = Store(tmp_path / "toy.runs").result(victim)
-    assert result["resumed_from"] and result["steps"] == 40
+    assert result.resumed_from and result.steps == 40
     reference = run_study(study, tmp_path / "reference", run_function=TOY)  # in-process, uninterrupted
     assert reference.done == 4
-    assert result["scores"] == Store(tmp_path / "reference").result(victim)["scores"]
+    assert result.scores == Store(tmp_path / "reference").result(victim).scores
 
 
 @pytest.mark.slow
@@ -121,7 +182,7 @@ def test_ray_real_grid_with_a_killed_worker_matches_the_uninterrupted_grid(ray_i
 
     study = load_study(make_real_grid(tmp_path))
     victim = expand_runs(study)[0].run_id
-    grid, box = in_thread(run_study, study=study, store=tmp_path / "ray", executor="ray", workers=2)
+    grid, box = in_thread(run_study, study=study, store=tmp_path / "ray", executor=RayExecutor(workers=2))
     kill_worker_mid_run(tmp_path / "ray", victim, grid)
     grid.join(timeout=300)
     assert box["summary"].done == 4 and box["summary"].failed == 0
@@ -136,13 +197,14 @@ def test_ray_real_grid_with_a_killed_worker_matches_the_uninterrupted_grid(ray_i
     assert plan_study(study, tmp_path / "local").done == 4
     for run in expand_runs(study):
         ray_run, local_run = (Store(tmp_path / s).run_dir(run.run_id) for s in ("ray", "local"))
-        assert Store(tmp_path / "ray").result(run.run_id)["scores"] == Store(tmp_path / "local").result(run.run_id)["scores"]
+        assert Store(tmp_path / "ray").result(run.run_id).scores == Store(tmp_path / "local").result(run.run_id).scores
         assert model_digest(ray_run) == model_digest(local_run)
 
 
+@pytest.mark.slow
 def test_ray_refuses_a_request_no_node_can_satisfy(ray_instance, tmp_path):
     make_prepared(tmp_path / "prepared", counts=(1, 1, 1))
     study = load_study(write_study(tmp_path / "toy.toml", ["toy/a"], languages=("aa",)))
     with pytest.raises(ConfigError, match=r"requests 1 GPU\(s\) but the Ray cluster has 0"):
-        run_study(study, executor="ray", gpus_per_run=1, run_function=TOY)
+        run_study(study, executor=RayExecutor(gpus_per_run=1), run_function=TOY)
     assert plan_study(study).pending == 1 and not list((tmp_path / "toy.runs" / "claims").glob("*.claim"))

@@ -8,19 +8,20 @@ import soundfile
 from corpus_factory import entries, write_manifest_folder
 
 from crossling import paths
-from crossling.batching import load_audio, open_prepared
 from crossling.cli import main
 from crossling.corpora import CorpusOptions
 from crossling.errors import ConfigError
 from crossling.export import export_prepared
-from crossling.prepare import prepare_release
+from crossling.prepare import PrepareOptions, prepare_release
+from crossling.prepared import load_audio, open_prepared
 
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     source = write_manifest_folder(root / "corpus", "sw", entries())
-    prepare_release(source, ["sw"], root / "prepared", train_hours=12 / 3600, workers=1, corpus=CorpusOptions())
+    prepare_release(source, ["sw"], root / "prepared", PrepareOptions(train_hours=12 / 3600), corpus=CorpusOptions(),
+                    workers=1)
     return root / "prepared"
 
 
@@ -41,8 +42,8 @@ def test_lhotse_export_loads_back_in_lhotse_and_prepares_again(prepared, tmp_pat
             assert cut.supervisions[0].text == utterance.text and cut.supervisions[0].speaker == utterance.speaker
             np.testing.assert_allclose(cut.load_audio()[0], load_audio(prepared, utterance), atol=1e-4)
     # crossling reads its own export: the same train subset, dev and test
-    prepare_release(tmp_path / "lh", ["sw"], tmp_path / "again", train_hours=data.summary["train_hours"] * 0.999,
-                    workers=1, corpus=CorpusOptions(format="lhotse"))
+    prepare_release(tmp_path / "lh", ["sw"], tmp_path / "again", PrepareOptions(train_hours=data.summary.train_hours * 0.999),
+                    corpus=CorpusOptions(format="lhotse"), workers=1)
     for split in ("dev", "test"):
         again = open_prepared(tmp_path / "again", "sw").split(split)
         assert [(u.text, u.num_samples) for u in again] == [(u.text, u.num_samples) for u in data.split(split)]
@@ -64,10 +65,10 @@ def test_hf_export_loads_back_in_datasets(prepared, tmp_path):
         np.testing.assert_array_equal(first[0], load_audio(prepared, utterances[0]))
     assert loaded["train"].features["audio"].sampling_rate == 16_000
     # and crossling reads it as a corpus: dev and test come back unchanged
-    prepare_release(tmp_path / "hf", ["sw"], tmp_path / "again", train_hours=data.summary["train_hours"] * 0.999,
-                    workers=1, corpus=CorpusOptions())
+    prepare_release(tmp_path / "hf", ["sw"], tmp_path / "again", PrepareOptions(train_hours=data.summary.train_hours * 0.999),
+                    corpus=CorpusOptions(), workers=1)
     again = open_prepared(tmp_path / "again", "sw")
-    assert again.summary["format"] == "hf"
+    assert again.summary.format == "hf"
     assert [(u.text, u.num_samples) for u in again.split("test")] == [(u.text, u.num_samples)
                                                                         for u in data.split("test")]
 

@@ -66,7 +66,10 @@ def test_transfer_matrix_and_same_subgroup_advantage():
     assert relation[("vp-nl", "pt")] == "other subgroup"
     same = cells[cells["relation"] == "same subgroup"]["relative"]
     assert same.median() < cells[cells["relation"] == "other subgroup"]["relative"].median()
-    assert result.p < 0.001 and result.effect < 0
+    # languages are the blocks: every target with both kinds of checkpoint favours its own subgroup
+    blocks = factors.subgroup_blocks(cells)
+    assert result.n == len(blocks) == 8 and (blocks["difference"] < 0).all()
+    assert result.p == pytest.approx(2 / 2**8) and result.effect == pytest.approx(-1.0)
 
 
 # --- typology, gender, settings, variance ----------------------------------------------------------
@@ -112,10 +115,11 @@ def test_gender_gap_matches_scipy_wilcoxon():
     table = synthetic_table(checkpoints=("xlsr53", "lv60"), languages=("de", "ja", "fr"), gender_gap=0.01)
     table.loc[0, "cer_male"] = math.nan
     runs, result = factors.gender_gap(table)
-    gaps = (table["cer_female"] - table["cer_male"]).dropna()
-    assert result.n == len(table) - 1
-    assert result.p == pytest.approx(st.wilcoxon(gaps).pvalue)
-    assert result.effect > 0.9 and result.p < 0.001
+    table["gap"] = table["cer_female"] - table["cer_male"]
+    cells = table.dropna(subset=["gap"]).groupby(["checkpoint", "language"])["gap"].mean()
+    assert result.n == len(cells) == 6  # checkpoint x language cells, not 17 runs sharing 3 test sets
+    assert result.p == pytest.approx(st.wilcoxon(cells).pvalue) == pytest.approx(2 / 2**6)
+    assert result.effect == pytest.approx(1.0)
     no_gap = synthetic_table(checkpoints=("xlsr53", "lv60"), languages=("de", "ja", "fr"), gender_gap=0.0)
     assert factors.gender_gap(no_gap)[1].p > 0.01
 
@@ -161,9 +165,21 @@ def test_variance_decomposition_unbalanced_matches_statsmodels():
 
 
 def test_gender_effect_size_by_hand():
-    table = _runs({("a", "de"): [0.2, 0.2, 0.2]})
-    table["cer_female"] = [0.21, 0.22, 0.17]  # gaps +0.01, +0.02, -0.03: signed ranks +1 +2 -3
-    table["cer_male"] = [0.2, 0.2, 0.2]
+    table = _runs({("a", "de"): [0.2], ("b", "de"): [0.2], ("c", "de"): [0.2, 0.2]})
+    table["cer_female"] = [0.21, 0.22, 0.17, 0.17]  # cell gaps +0.01, +0.02, -0.03: signed ranks +1 +2 -3
+    table["cer_male"] = [0.2, 0.2, 0.2, 0.2]
     runs, result = factors.gender_gap(table)
-    assert list(runs["gap"]) == pytest.approx([0.01, 0.02, -0.03])
+    assert list(runs["gap"]) == pytest.approx([0.01, 0.02, -0.03, -0.03])
+    assert result.n == 3  # the two runs of cell c share its test set: one observation
     assert result.effect == pytest.approx(0.0) and result.statistic == pytest.approx(3.0)
+
+
+def test_typology_ignores_a_missing_cell_instead_of_returning_nan():
+    """pandas 3's stack() keeps NaN cells: one missing cell used to make scipy's p NaN for every distance."""
+    table = synthetic_table(checkpoints=("vp-es", "vp-nl", "vp-fr"), languages=("pt", "nl", "ja", "de"))
+    table.loc[(table["checkpoint"] == "vp-fr") & (table["language"] == "ja"), "status"] = "failed"
+    distances = pd.DataFrame([{"checkpoint": c, "language": lang, "genetic": 0.1 * i + 0.03 * j}
+                              for i, c in enumerate(("vp-es", "vp-nl", "vp-fr")) for j, lang in
+                              enumerate(("pt", "nl", "ja", "de"))])
+    result = factors.typology_correlation(table, distances, n_permutations=199).iloc[0]
+    assert result["n"] == 11 and math.isfinite(result["p_scipy"]) and math.isfinite(result["p_holm"])

@@ -24,7 +24,7 @@ def test_report_files_live_under_the_report_folder():
 
 def test_every_run_artifact_is_inside_the_run_directory():
     run = Path("/runs/a")
-    builders = [paths.run_config_path, paths.run_checkpoint_path, paths.run_model_dir, paths.run_scores_path,
+    builders = [paths.run_config_path, paths.run_resume_path, paths.run_legacy_resume_path, paths.run_model_dir, paths.run_scores_path,
                 paths.run_log_path, paths.run_result_path, paths.run_error_path]
     built = [build(run) for build in builders] + [paths.run_hypotheses_path(run, "test")]
     assert all(path.parent == run for path in built)

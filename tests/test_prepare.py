@@ -13,7 +13,7 @@ from crossling.atomic import read_json
 from crossling.cli import main
 from crossling.errors import DataError
 from crossling.manifest import read_manifest
-from crossling.prepare import prepare_release
+from crossling.prepare import PrepareOptions, prepare_release
 
 HOURS = 0.005  # 18 s of the 33 s each generated train split holds
 CONTRACT_KEYS = {"language", "source", "seed", "train_hours", "train_utterances", "dev_utterances",
@@ -21,10 +21,11 @@ CONTRACT_KEYS = {"language", "source", "seed", "train_hours", "train_utterances"
                  "normalization"}
 
 
-def _prepare(release, out, languages=("pt",), **kwargs):
-    kwargs.setdefault("train_hours", HOURS)
-    kwargs.setdefault("workers", 1)
-    return prepare_release(release, list(languages), out, **kwargs)
+def _prepare(release, out, languages=("pt",), workers=1, **options):
+    """prepare_release's results in their JSON form (prepared.json's record plus cache counts)."""
+    options.setdefault("train_hours", HOURS)
+    prepared = prepare_release(release, list(languages), out, PrepareOptions(**options), workers=workers)
+    return [language.to_json() for language in prepared]
 
 
 def _files(root):

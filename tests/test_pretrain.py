@@ -37,6 +37,7 @@ def run_pretrain(prepared: Path, out: Path, steps: int) -> dict:
     return pretrain(prepared, ["aa", "bb"], [0.003], config=CONFIG, out=out, steps=steps, seed=3)
 
 
+@pytest.mark.slow
 def test_loss_decreases_and_model_loads_for_ctc(prepared, tmp_path):
     from transformers import AutoModelForCTC
 
@@ -50,7 +51,7 @@ def test_loss_decreases_and_model_loads_for_ctc(prepared, tmp_path):
     model = AutoModelForCTC.from_pretrained(model_dir, vocab_size=7, pad_token_id=0)
     logits = model(torch.zeros(1, 16000)).logits
     assert logits.shape[-1] == 7 and torch.isfinite(logits).all()
-    assert not paths.pretrain_checkpoint_path(tmp_path / "pt").exists()
+    assert not paths.pretrain_resume_path(tmp_path / "pt").exists()
 
 
 _CHILD = """
@@ -61,6 +62,7 @@ test_pretrain.run_pretrain(Path({prepared!r}), Path({out!r}), steps={steps})
 """
 
 
+@pytest.mark.slow
 def test_resume_after_kill_equals_uninterrupted(prepared, tmp_path):
     from safetensors.torch import load_file
 
@@ -68,19 +70,22 @@ def test_resume_after_kill_equals_uninterrupted(prepared, tmp_path):
     code = _CHILD.format(tests=str(Path(__file__).parent), prepared=str(prepared), out=str(killed), steps=steps)
     child = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "OMP_NUM_THREADS": "1"})
     deadline = time.time() + 120
-    while not paths.pretrain_checkpoint_path(killed).exists() and child.poll() is None and time.time() < deadline:
+    while not paths.pretrain_resume_path(killed).exists() and child.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     child.send_signal(signal.SIGKILL)
     assert child.wait() == -signal.SIGKILL, "the child finished before it could be killed"
     assert not paths.pretrain_record_path(killed).exists()
-    interrupted_at = torch.load(paths.pretrain_checkpoint_path(killed), weights_only=True)["step"]
+    interrupted_at = torch.load(paths.pretrain_resume_path(killed), weights_only=True)["step"]
     assert 0 < interrupted_at < steps
+    # resumed under the name earlier versions gave the file: it is read, and takes the new name
+    os.replace(paths.pretrain_resume_path(killed), paths.pretrain_legacy_resume_path(killed))
     resumed = run_pretrain(prepared, killed, steps=steps)
     straight = run_pretrain(prepared, tmp_path / "straight", steps=steps)
     assert resumed["final"] == straight["final"]
     a = load_file(paths.pretrain_model_dir(killed) / "model.safetensors")
     b = load_file(paths.pretrain_model_dir(tmp_path / "straight") / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not paths.pretrain_resume_path(killed).exists() and not paths.pretrain_legacy_resume_path(killed).exists()
 
 
 def test_mix_selects_seeded_hours_per_language(prepared):
@@ -110,6 +115,7 @@ def test_bad_mixes_and_configs_are_errors_for_people(prepared, tmp_path):
         pretrain(prepared, ["zz"], None, config="micro", out=tmp_path / "z")
 
 
+@pytest.mark.slow
 def test_cli_pretrain_prints_the_record(prepared, tmp_path, capsys):
     from crossling.cli import main
 
@@ -153,13 +159,15 @@ class _Payload:
         return (Path.touch, (self.marker,))
 
 
-def test_a_crafted_resume_file_is_refused_without_running_its_code(prepared, tmp_path):
+@pytest.mark.parametrize("where", [paths.pretrain_resume_path, paths.pretrain_legacy_resume_path])
+def test_a_crafted_resume_file_is_refused_without_running_its_code(prepared, tmp_path, where):
     out, marker = tmp_path / "pt", tmp_path / "code-ran"
     out.mkdir()
-    torch.save({"step": 5, "payload": _Payload(marker)}, paths.pretrain_checkpoint_path(out))
-    with pytest.raises(ConfigError, match=r"checkpoint.pt: refused to load: it holds more than tensors"):
+    name = where(out).name
+    torch.save({"step": 5, "payload": _Payload(marker)}, where(out))
+    with pytest.raises(ConfigError, match=rf"{name}: refused to load: it holds more than tensors"):
         run_pretrain(prepared, out, steps=20)
     assert not marker.exists()
-    paths.pretrain_checkpoint_path(out).write_bytes(b"\x80\x02truncated")
-    with pytest.raises(ConfigError, match=r"checkpoint.pt: (cannot read this resume file|refused to load)"):
+    where(out).write_bytes(b"\x80\x02truncated")
+    with pytest.raises(ConfigError, match=rf"{name}: (cannot read this resume file|refused to load)"):
         run_pretrain(prepared, out, steps=20)

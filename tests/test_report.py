@@ -14,7 +14,7 @@ from analysis_factory import synthetic_table
 
 from crossling.errors import ConfigError, DataError
 from crossling.markup import latex_escape, markdown_escape
-from crossling.report import findings, write_report
+from crossling.report import analyse, summary_sentences, write_report
 
 EVIL = '<script>alert("x")</script> & 100%_$x$ #{1}~^\\'
 
@@ -89,8 +89,8 @@ def test_summary_states_findings_with_p_values(study):
     _, out, _, _ = study
     html = (out / "report.html").read_text(encoding="utf-8")
     summary = html.split('<section id="summary">')[1].split("</section>")[0]
-    assert "Friedman chi2" in summary and "xlsr300m" in summary
-    assert re.search(r"best or tied best on \d+ of 18 languages", summary)
+    assert "Friedman (languages as blocks), chi2 = " in summary and "xlsr300m" in summary
+    assert re.search(r"best or tied best on the most languages \(\d+ of 18 each\): xlsr300m and xlsr53", summary)
     assert "Indo-European targets" in summary and "Wilcoxon" in summary and "Spearman" in summary
     assert "1 runs missing" in summary
     missing = pd.read_csv(out / "tables" / "missing.csv")
@@ -182,9 +182,7 @@ def test_significance_level_outside_0_1_is_a_config_error(tmp_path, alpha):
 
 
 def test_findings_are_plain_sentences():
-    from crossling.report import analyse
-
-    sentences = findings(analyse(_small()))
+    sentences = summary_sentences(analyse(_small()))
     assert all(isinstance(s, str) and s.endswith(".") for s in sentences)
 
 
@@ -276,7 +274,8 @@ def test_report_cli_on_a_study_file_and_its_store(toy_study, tmp_path, capsys):
     assert set(cer["checkpoint"]) == {"toy/a", "toy/bb"} and (cer["n"] == 3).all()
     html = _visible_text((tmp_path / "a" / "report.html").read_text(encoding="utf-8"))
     assert "bonferroni" in html and not re.search(r"\bnan\b", html, re.IGNORECASE)
-    assert "No Friedman test" in html  # two checkpoints: the report says why, instead of failing
+    # two checkpoints: the report says why the across-language question cannot be tested, instead of failing
+    assert "Cannot be tested here whether checkpoints differ in CER across languages: Friedman test needs" in html
     assert main(["report", str(toy_study.parent / "toy.runs"), "--out", str(tmp_path / "b"), "--title", "t"]) == 0
     assert (tmp_path / "b" / "tables" / "cer_table.csv").read_bytes() == (tmp_path / "a" / "tables" / "cer_table.csv").read_bytes()
 
@@ -307,7 +306,8 @@ def test_report_cli_errors_are_for_people(tmp_path, capsys):
 
 def test_analysis_modules_never_import_torch(tmp_path):
     _small().to_csv(tmp_path / "ok.csv", index=False)
-    code = ("import sys; from crossling import languages, typology, stats, factors, recommend, report, figures; "
+    code = ("import sys; from crossling import languages, typology, stats, factors, findings, design, recommend, "
+            "report, figures; from crossling.study import find_study; design.design_check(find_study('demo')); "
             "report.report_from(sys.argv[1], sys.argv[2]); recommend.recommend_from('pt', sys.argv[1]); "
             "sys.exit(1 if 'torch' in sys.modules or 'transformers' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code, str(tmp_path / "ok.csv"), str(tmp_path / "o")]).returncode == 0
@@ -322,3 +322,31 @@ def test_degenerate_grids_still_report(tmp_path, checkpoints, languages, seeds):
     html = _visible_text(paths["report.html"].read_text(encoding="utf-8"))
     assert not re.search(r"\bnan\b", html, re.IGNORECASE)
     assert len(pd.read_csv(paths["tables/cer_table.csv"])) == len(checkpoints) * len(languages)
+
+
+def test_an_unknown_table_or_figure_in_a_section_is_an_error(monkeypatch, tmp_path):
+    from crossling import report
+
+    a = analyse(_small())
+    assert set(report.tables(a)) <= set(report.TABLE_NAMES)
+    assert set(report.make_figures(a)) <= set(report.FIGURE_NAMES)
+    monkeypatch.setattr(report, "_SECTIONS", (*report._SECTIONS, ("extra", "Extra", ("cer_tabel",), ())))
+    with pytest.raises(LookupError, match="cer_tabel"):
+        report.write_analysis(a, tmp_path)
+
+
+def test_report_has_findings_and_methods_with_units(tmp_path):
+    paths = write_report(_small(), tmp_path)
+    found = pd.read_csv(paths["tables/findings.csv"], keep_default_na=False)
+    assert {"supported", "not supported", "cannot be tested here"} >= set(found["verdict"])
+    assert (found[found["key"] == "gender"]["unit"].str.startswith("checkpoint x language cells")).all()
+    html = _visible_text(paths["report.html"].read_text(encoding="utf-8"))
+    assert 'id="table-methods"' in html and "unit of analysis" in html
+    summary = html.split('<section id="summary">')[1].split("</section>")[0]
+    from crossling.markup import html_escape
+
+    headline = found[found["key"].isin(["friedman", "ranking", "families", "subgroup", "gender"]) |
+                     found["key"].str.startswith(("baseline/", "typology/"))]
+    assert len(headline) >= 5
+    for sentence in headline["sentence"]:  # the summary states each headline finding exactly as rendered
+        assert html_escape(sentence) in summary, sentence

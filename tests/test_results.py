@@ -128,9 +128,3 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(partial_store):
     child.stdout.close()  # like `| head -0`: nobody reads what follows
     errors = child.stderr.read()
     assert child.wait(timeout=120) == 141 and b"Traceback" not in errors and b"BrokenPipe" not in errors
-
-
-def test_results_and_the_grid_import_no_torch():
-    code = ("import sys, crossling.results, crossling.grid, crossling.store, crossling.study, crossling.executors; "
-            "sys.exit(1 if 'torch' in sys.modules or 'transformers' in sys.modules else 0)")
-    assert subprocess.run([sys.executable, "-c", code], env=environment()).returncode == 0

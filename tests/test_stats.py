@@ -237,3 +237,68 @@ def test_single_runs_make_conover_untestable_not_significant():
     assert np.isnan(p.loc["a", "c"]) and p.loc["a", "a"] == 1.0
     groups = stats.language_groups(part)
     assert groups["best"].all() and set(groups["letters"]) == {"a"}
+
+
+# --- regressions (issue 11) ------------------------------------------------------------------------
+
+
+def test_an_infinite_cer_is_missing_not_averaged_in():
+    table = _runs({("a", "de"): [0.1, 0.2, 0.3], ("b", "de"): [0.4, 0.5, 0.6]})
+    table.loc[0, "cer"] = math.inf
+    usable, missing = stats.split_missing(table)
+    assert list(missing["reason"]) == ["cer is infinite"] and len(usable) == 5
+    summary = stats.cell_summary(table).set_index("checkpoint")
+    assert summary.loc["a", "mean"] == pytest.approx(0.25) and summary.loc["a", "n"] == 2
+
+
+@pytest.mark.parametrize(("column", "values", "expected"), [
+    ("setting.learning_rate", (1e-4, 6e-5), 6e-5), ("setting.max_steps", (500, 1000), 500),
+    ("setting.schedule", ("tri_stage_linear", "tri_stage_exponential"), "tri_stage_exponential"),
+])
+def test_primary_slice_breaks_a_tie_by_the_smallest_value_as_a_number(column, values, expected):
+    base = _runs({("a", "de"): [0.1, 0.2], ("b", "de"): [0.3, 0.4]})
+    table = pd.concat([base.assign(**{column: value}) for value in values])
+    assert set(stats.primary_slice(table)[column]) == {expected}
+
+
+def _valid_and_irredundant(order, pvalues, letters, alpha=0.05) -> tuple[bool, bool]:
+    share = {(a, b): bool(set(letters[a]) & set(letters[b])) for a in order for b in order if a != b}
+    valid = all(share[a, b] == (not pvalues.loc[a, b] < alpha) for a, b in share)
+    redundant = False
+    for name in order:
+        for letter in letters[name]:
+            rest = letters[name].replace(letter, "")
+            if rest and all(set(rest) & set(letters[b]) for b in order if b != name and share[name, b]):
+                redundant = True  # dropping this letter from this checkpoint loses no pair
+    return valid, not redundant
+
+
+def test_compact_letters_are_valid_and_irredundant_on_random_patterns():
+    rng = np.random.default_rng(11)
+    for _ in range(3000):
+        k = int(rng.integers(3, 8))
+        order = [f"c{i}" for i in range(k)]
+        upper = np.triu(rng.random((k, k)) < rng.uniform(0.1, 0.7), 1)
+        pvalues = pd.DataFrame(np.where(upper | upper.T, 0.001, 0.5), index=order, columns=order)
+        letters = stats.compact_letters(order, pvalues)
+        valid, irredundant = _valid_and_irredundant(order, pvalues, letters)
+        assert valid and irredundant, (pvalues.to_numpy() < 0.05, letters)
+        assert "a" in letters[order[0]]
+
+
+def test_compact_letters_sweep_removes_a_redundant_letter():
+    """Insert-and-absorb alone gives c3 'abcd' here (c0 ab, c1 cd, c2 ac, c4 bd); two of its letters are
+    redundant and the sweep drops them."""
+    order = ["c0", "c1", "c2", "c3", "c4"]
+    significant = {("c0", "c1"), ("c2", "c4")}
+    pvalues = pd.DataFrame(0.5, index=order, columns=order)
+    for a, b in significant:
+        pvalues.loc[a, b] = pvalues.loc[b, a] = 0.001
+    letters = stats.compact_letters(order, pvalues)
+    assert _valid_and_irredundant(order, pvalues, letters) == (True, True)
+    assert len(letters["c3"]) == 2 and letters["c0"] == "ab"
+
+
+def test_friedman_with_every_cer_equal_is_no_evidence_not_nan():
+    result = stats.friedman(_runs({(c, lang): [0.5, 0.5] for c in "abc" for lang in ("de", "fr")}))
+    assert result.result.statistic == 0 and result.result.p == 1 and result.kendall_w == 0

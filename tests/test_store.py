@@ -13,6 +13,7 @@ from grid_factory import environment
 from crossling import paths
 from crossling.atomic import write_json_atomic
 from crossling.errors import ConfigError
+from crossling.records import StudyPlan
 from crossling.store import Store
 
 
@@ -26,7 +27,7 @@ def test_states_follow_the_files(tmp_path):
     store.release(claim)
     assert store.state("r1") == "failed"
     error = store.error("r1")
-    assert error["error"] == "ValueError: bad value" and "Traceback" in error["traceback"]
+    assert error.error == "ValueError: bad value" and "Traceback" in error.traceback and error.pid == os.getpid()
     write_json_atomic(paths.run_result_path(store.run_dir("r1")), {"status": "done"})
     assert store.state("r1") == "done"
     store.close()
@@ -126,7 +127,8 @@ def test_attempt_log_and_bad_timing(tmp_path):
     store.log_attempt("r1", "done", token="abc", attempt=1, seconds=2.0)
     events = store.attempts("r1")
     assert [e["event"] for e in events] == ["start", "done"] and events[0]["pid"] == os.getpid()
-    store.write_plan({"runs": []})
-    assert store.read_plan() == {"runs": []}
+    plan = StudyPlan(study="s", study_file="", data={"source": "prepared", "path": "p"}, sweep=(), runs=())
+    store.write_plan(plan)
+    assert store.read_plan() == plan
     with pytest.raises(ConfigError, match="must exceed two heartbeats"):
         Store(tmp_path, heartbeat_seconds=10, stale_seconds=15)

@@ -1,6 +1,8 @@
 """Study files: strict reading, expansion into runs, and run ids that change exactly when results would."""
 
 import dataclasses
+import json
+from pathlib import Path
 
 import pytest
 from grid_factory import write_study
@@ -19,7 +21,7 @@ def test_reference_study_is_the_864_run_grid():
     recipe = study.recipe
     assert (recipe.learning_rate, recipe.max_steps) == (6e-5, 4000)
     assert (recipe.warmup_fraction, recipe.hold_fraction, recipe.decay_fraction) == (0.1, 0.4, 0.5)
-    assert study.data.kind == "common-voice" and study.data.options.train_hours == 5.0
+    assert study.data.kind == "common-voice" and study.data.options.prepare.train_hours == 5.0
     assert len({run.run_id for run in runs}) == 864
     assert runs[0].run_id.startswith("lv60-ar-s0-")
 
@@ -56,9 +58,9 @@ def test_changed_values_give_new_run_ids_and_only_for_affected_runs(tmp_path):
 
 def test_where_the_weights_come_from_is_part_of_the_run_id(tmp_path, monkeypatch):
     """Re-pointing an alias (zoo-random once loaded fixed weights) must not reuse the old results."""
-    import crossling.finetune
-    import crossling.study
+    import crossling.records
     from crossling.config import TrainConfig
+    from crossling.records import run_identity
     from crossling.registry import weights_source
 
     assert weights_source("zoo-random") == "random:zoo:zoo-random"
@@ -66,11 +68,10 @@ def test_where_the_weights_come_from_is_part_of_the_run_id(tmp_path, monkeypatch
     assert weights_source("/some/dir") == "/some/dir"
     path = write_study(tmp_path / "a.toml", ["xlsr53"], seeds=(0,))
     before = ids(path)
-    run_before = crossling.finetune.run_identity(tmp_path, "aa", "xlsr53", 0, TrainConfig())
-    monkeypatch.setattr(crossling.study, "weights_source", lambda model: "zoo:elsewhere")
-    monkeypatch.setattr(crossling.finetune, "weights_source", lambda model: "zoo:elsewhere")
+    run_before = run_identity(model="xlsr53", language="aa", seed=0, recipe=TrainConfig(), data={})
+    monkeypatch.setattr(crossling.records, "weights_source", lambda model: "zoo:elsewhere")
     assert not set(ids(path).values()) & set(before.values())
-    assert crossling.finetune.run_identity(tmp_path, "aa", "xlsr53", 0, TrainConfig()) != run_before
+    assert run_identity(model="xlsr53", language="aa", seed=0, recipe=TrainConfig(), data={}) != run_before
 
 
 def test_data_identity_is_part_of_the_run_id(tmp_path):
@@ -178,3 +179,27 @@ def test_mini_study_is_the_zoo_on_synthetic_data():
     assert get_checkpoint("zoo-random").pretrain_hours == 0.0
     assert study.data.kind == "synthetic" and study.recipe.learning_rate == 2e-3
     assert study.store_dir.name == "mini.runs" and study.store_dir.parent != example_study_path("mini").parent
+
+
+# --- run ids of existing stores never change -------------------------------------------------------
+
+FROZEN_RUN_IDS = Path(__file__).parent / "data" / "run_ids.json"
+
+
+@pytest.mark.parametrize("name", ["demo", "demo-quick", "mini", "reference"])
+def test_run_ids_of_the_shipped_studies_are_frozen(tmp_path, name):
+    """The shipped study files as they were when the records were typed, and their run ids then: stores
+    run with them stay usable (a study file edited since gets new run ids, as it should)."""
+    frozen = json.loads(FROZEN_RUN_IDS.read_text())[name]
+    path = tmp_path / f"{name}.toml"
+    path.write_text(frozen["study"])
+    assert [run.run_id for run in expand_runs(load_study(path))] == frozen["run_ids"]
+
+
+def test_run_ids_of_hand_made_studies_are_frozen_wherever_the_project_lives(tmp_path):
+    from run_id_studies import hand_made_studies
+
+    frozen = json.loads(FROZEN_RUN_IDS.read_text())
+    for where in (tmp_path / "here", tmp_path / "moved" / "elsewhere"):
+        for name, path in hand_made_studies(where).items():
+            assert [run.run_id for run in expand_runs(load_study(path))] == frozen[name]["run_ids"], name

@@ -15,7 +15,15 @@ from crossling.errors import ConfigError
 from crossling.espeak import Voice
 from crossling.manifest import read_manifest, total_hours
 from crossling.sentences import LANGUAGES, _capitalize, build_lexicon, sentences, synth_language
-from crossling.synth import TSV_COLUMNS, ClipJob, Room, make_speakers, render_clip, synthesize_corpus
+from crossling.synth import (
+    TSV_COLUMNS,
+    ClipJob,
+    Room,
+    SynthOptions,
+    make_speakers,
+    render_clip,
+    synthesize_corpus,
+)
 
 HOURS = 0.004  # 14.4 s of train audio per language
 SMALL = dict(hours=HOURS, seed=3, dev_fraction=0.5, test_fraction=0.5, speakers=(4, 2, 2))
@@ -26,7 +34,7 @@ CV_AGES = {"", "teens", "twenties", "thirties", "fourties", "fifties", "sixties"
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("synth") / "corpus"
-    summary = synthesize_corpus(out, LANGS, workers=1, **SMALL)
+    summary = synthesize_corpus(out, LANGS, SynthOptions(**SMALL), workers=1)
     return out, summary
 
 
@@ -82,12 +90,12 @@ def test_clips_are_48khz_mp3_of_sane_length_reaching_the_hours(corpus, lang):
 
 
 def test_prepare_reads_the_synthetic_corpus(corpus, tmp_path):
-    from crossling.prepare import prepare_release
+    from crossling.prepare import PrepareOptions, prepare_release
 
     out, _ = corpus
-    summaries = prepare_release(out, ["es"], tmp_path / "prepared", train_hours=HOURS, seed=0, workers=1)
-    assert summaries[0]["train_hours"] >= HOURS
-    assert not any(summaries[0]["skipped"].values())
+    (prepared,) = prepare_release(out, ["es"], tmp_path / "prepared", PrepareOptions(train_hours=HOURS), workers=1)
+    assert prepared.summary.train_hours >= HOURS
+    assert not any(prepared.summary.skipped.values())
     tsv = _split_rows(out, "es")
     for split in ("dev", "test"):
         utterances = read_manifest(paths.manifest_path(tmp_path / "prepared", "es", split))
@@ -109,7 +117,7 @@ def _files(root: Path) -> dict[str, bytes]:
 def test_same_seed_gives_identical_files_whatever_the_worker_count(corpus, tmp_path):
     out, _ = corpus
     again = tmp_path / "again"
-    synthesize_corpus(again, LANGS, workers=2, **SMALL)
+    synthesize_corpus(again, LANGS, SynthOptions(**SMALL), workers=2)
     first, second = _files(out), _files(again)
     assert first.keys() == second.keys()
     assert [name for name in first if first[name] != second[name]] == []
@@ -118,7 +126,7 @@ def test_same_seed_gives_identical_files_whatever_the_worker_count(corpus, tmp_p
 def test_another_seed_gives_other_sentences_and_speakers(corpus, tmp_path):
     out, _ = corpus
     other = tmp_path / "other"
-    synthesize_corpus(other, ["es"], workers=1, **{**SMALL, "seed": 4})
+    synthesize_corpus(other, ["es"], SynthOptions(**{**SMALL, "seed": 4}), workers=1)
     a, b = _split_rows(out, "es")["train"], _split_rows(other, "es")["train"]
     assert {r["sentence"] for r in a}.isdisjoint({r["sentence"] for r in b})
     assert {r["client_id"] for r in a}.isdisjoint({r["client_id"] for r in b})
@@ -126,10 +134,10 @@ def test_another_seed_gives_other_sentences_and_speakers(corpus, tmp_path):
 
 def test_finished_language_is_reused_and_other_settings_refused(corpus):
     out, _ = corpus
-    summary = synthesize_corpus(out, ["es"], workers=1, **SMALL)
+    summary = synthesize_corpus(out, ["es"], SynthOptions(**SMALL), workers=1)
     assert summary["languages"]["es"]["reused"] and summary["synthesized_seconds"] == 0
     with pytest.raises(ConfigError, match="other settings"):
-        synthesize_corpus(out, ["es"], workers=1, **{**SMALL, "seed": 9})
+        synthesize_corpus(out, ["es"], SynthOptions(**{**SMALL, "seed": 9}), workers=1)
 
 
 # --- speakers and sentences -------------------------------------------------------------------------
@@ -218,13 +226,13 @@ def test_room_changes_audio_deterministically():
 
 def test_language_without_word_list_is_refused_before_writing(tmp_path):
     with pytest.raises(ConfigError, match=r"'et'.*wordfreq.*supported: .*es"):
-        synthesize_corpus(tmp_path / "c", ["es", "et"], hours=0.01)
+        synthesize_corpus(tmp_path / "c", ["es", "et"], SynthOptions(hours=0.01))
     assert not (tmp_path / "c").exists()
 
 
 def test_unknown_language_lists_the_supported_ones(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown synthesis language 'xx'; supported: .*sv-SE.*zh-CN"):
-        synthesize_corpus(tmp_path / "c", ["xx"], hours=0.01)
+        synthesize_corpus(tmp_path / "c", ["xx"], SynthOptions(hours=0.01))
 
 
 def test_wordfreq_without_the_list_is_refused(monkeypatch, tmp_path):
@@ -232,7 +240,7 @@ def test_wordfreq_without_the_list_is_refused(monkeypatch, tmp_path):
 
     monkeypatch.setattr(wordfreq, "available_languages", lambda *a, **k: {"en": "en"})
     with pytest.raises(ConfigError, match="no word list 'es'"):
-        synthesize_corpus(tmp_path / "c", ["es"], hours=0.01)
+        synthesize_corpus(tmp_path / "c", ["es"], SynthOptions(hours=0.01))
 
 
 @pytest.mark.parametrize("bad", [dict(hours=0), dict(hours=float("inf")), dict(hours=0.01, dev_fraction=0),
@@ -240,7 +248,7 @@ def test_wordfreq_without_the_list_is_refused(monkeypatch, tmp_path):
                                  dict(hours=0.01, speakers=(4, 2)), dict(hours=0.01, word_range=(3,))])
 def test_bad_sizes_are_config_errors(tmp_path, bad):
     with pytest.raises(ConfigError):
-        synthesize_corpus(tmp_path / "c", ["es"], **bad)
+        synthesize_corpus(tmp_path / "c", ["es"], SynthOptions(**bad))
 
 
 # --- command line ---------------------------------------------------------------------------------------

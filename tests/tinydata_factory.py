@@ -12,6 +12,7 @@ import soundfile
 
 from crossling import paths
 from crossling.manifest import SAMPLE_RATE, Utterance, write_manifest
+from crossling.records import PreparedSummary
 
 CHARS = "abcdefg"
 CHAR_SECONDS = 0.07
@@ -56,13 +57,12 @@ def make_prepared(root: Path, language: str = "xx", n_train: int = 32, n_dev: in
         write_manifest(paths.manifest_path(root, language, split), utterances)
     vocab = {"<pad>": 0, "<unk>": 1, "|": 2, **{c: 3 + i for i, c in enumerate(sorted(chars))}}
     paths.vocab_path(root, language).write_text(json.dumps(vocab), encoding="utf-8")
-    summary = {
-        "language": language, "source": "tinydata", "seed": seed, "train_hours": 0.0,
-        "train_utterances": n_train + too_long, "dev_utterances": n_dev, "test_utterances": n_test,
-        "vocab": sorted(chars), "vocab_threshold": 0.0, "char_map": {}, "oov_rate": {"dev": 0.0, "test": 0.0},
-        "skipped": {}, "normalization": {},
-    }
-    paths.prepared_summary_path(root, language).write_text(json.dumps(summary), encoding="utf-8")
+    summary = PreparedSummary(
+        language=language, source="tinydata", seed=seed, train_hours=0.0, train_utterances=n_train + too_long,
+        dev_utterances=n_dev, test_utterances=n_test, vocab=sorted(chars), vocab_threshold=0.0, char_map={},
+        oov_rate={"dev": 0.0, "test": 0.0}, skipped={}, normalization={},
+    )
+    paths.prepared_summary_path(root, language).write_text(json.dumps(summary.to_json()), encoding="utf-8")
     return root
 
 

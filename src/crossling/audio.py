@@ -199,4 +199,4 @@ def _finish(job: ClipJob, outcome: Decoded | Future, cache: ClipCache) -> Decode
         return outcome
     num_samples, error, detail = outcome.result()
     cache.decoded += 1
-    return cache.record(Decoded(job.clip, job.size, job.mtime_ns, num_samples, error, detail))
+    return cache.record(Decoded(job.clip, job.size, job.mtime_ns, num_samples=num_samples, error=error, detail=detail))

@@ -1,5 +1,5 @@
-"""Batches: a prepared language -> CTC-feasibility filter (with counts) -> length-sorted batches of at
-most `batch_seconds` of padded audio in a seeded order resumable from a `DataPosition` -> model inputs
+"""Batches: a prepared language's train split -> CTC-feasibility filter (with counts) -> length-sorted
+batches of at most `batch_seconds` of padded audio in a seeded order resumable from a `DataPosition` -> model inputs
 (padded waveforms or log-mel rows, or cached features) for training."""
 
 from __future__ import annotations
@@ -8,88 +8,22 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import soundfile
 
-from crossling import paths
-from crossling.atomic import read_json
 from crossling.config import TrainConfig
 from crossling.errors import DataError
 from crossling.frontend import input_name, model_input, pad_inputs, valid_input_length
-from crossling.manifest import SAMPLE_RATE, Utterance, read_manifest
+from crossling.manifest import Utterance
 from crossling.models import FrozenFeatureCache, InputSpec, frames_for_samples
+from crossling.prepared import PreparedLanguage, load_audio
+
+if TYPE_CHECKING:  # torch and transformers load only where batches are made
+    from torch import nn
+    from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PreparedLanguage:
-    """A language written by `crossling prepare`: its root, vocabulary {token: id} and summary."""
-
-    root: Path
-    language: str
-    vocab: dict
-    summary: dict
-
-    @property
-    def vocab_file(self) -> Path:
-        return paths.vocab_path(self.root, self.language)
-
-    def split(self, name: str) -> list[Utterance]:
-        return read_manifest(paths.manifest_path(self.root, self.language, name))
-
-
-def open_prepared(root: Path, language: str) -> PreparedLanguage:
-    """Check that `language` was prepared completely under `root` (prepared.json is written last) and
-    read its vocabulary; a missing language lists the ones that are there."""
-    root = Path(root)
-    summary_path = paths.prepared_summary_path(root, language)
-    if not summary_path.is_file():
-        ready = sorted(p.parent.name for p in root.glob("*/prepared.json")) if root.is_dir() else []
-        raise DataError(
-            f"{summary_path}: language {language!r} is not prepared under {root} (run `crossling prepare`); "
-            f"prepared languages there: {', '.join(ready) or 'none'}"
-        )
-    vocab = read_json(paths.vocab_path(root, language))
-    expected = {"<pad>": 0, "<unk>": 1, "|": 2}
-    if any(vocab.get(token) != index for token, index in expected.items()):
-        raise DataError(f"{paths.vocab_path(root, language)}: expected <pad>=0, <unk>=1, |=2 at the start")
-    if sorted(vocab.values()) != list(range(len(vocab))):
-        raise DataError(f"{paths.vocab_path(root, language)}: token ids must be 0..{len(vocab) - 1} without gaps")
-    return PreparedLanguage(root=root, language=language, vocab=vocab, summary=read_json(summary_path))
-
-
-def load_audio(prepared_root: Path, utterance: Utterance) -> np.ndarray:
-    """The utterance's 16 kHz mono waveform as float32 in [-1, 1]."""
-    path = Path(prepared_root) / utterance.audio
-    try:
-        audio, rate = soundfile.read(path, dtype="float32", always_2d=False)
-    except (OSError, RuntimeError) as error:  # soundfile raises LibsndfileError (a RuntimeError)
-        raise DataError(f"{path}: cannot read audio of utterance {utterance.id!r} ({error})") from None
-    if rate != SAMPLE_RATE or audio.ndim != 1:
-        raise DataError(f"{path}: expected 16 kHz mono audio, got {rate} Hz with shape {audio.shape}")
-    return audio
-
-
-class SplitAudio(Sequence):
-    """The waveforms of some utterances, read from disk when indexed, so that a whole dev or test set
-    need not sit in memory."""
-
-    def __init__(self, prepared_root: Path, utterances: Sequence[Utterance]) -> None:
-        self.root = Path(prepared_root)
-        self.utterances = list(utterances)
-
-    def __len__(self) -> int:
-        return len(self.utterances)
-
-    def __getitem__(self, index: int) -> np.ndarray:
-        return load_audio(self.root, self.utterances[index])
-
-    def lengths(self) -> list[int]:
-        """Sample counts from the manifest (no audio is read)."""
-        return [u.num_samples for u in self.utterances]
 
 
 def ctc_min_frames(labels: Sequence[int]) -> int:
@@ -186,14 +120,15 @@ class TrainingData:
     """The filtered training set: waveforms are read on demand, labels are token ids."""
 
     data: PreparedLanguage
-    utterances: list
-    labels: list
-    skipped: dict
+    utterances: list[Utterance]
+    labels: list[list[int]]
+    skipped: dict[str, int]
     plan: BatchPlan
-    model_config: object
+    model_config: PretrainedConfig
 
 
-def training_data(data: PreparedLanguage, tokenizer, model_config, config: TrainConfig, seed: int) -> TrainingData:
+def training_data(data: PreparedLanguage, tokenizer: PreTrainedTokenizerBase, model_config: PretrainedConfig,
+                  config: TrainConfig, seed: int) -> TrainingData:
     """The train split encoded and filtered (counts of what was left out), with its batch plan."""
     utterances = data.split("train")
     labels = [tokenizer(u.text).input_ids for u in utterances]
@@ -204,10 +139,12 @@ def training_data(data: PreparedLanguage, tokenizer, model_config, config: Train
     utterances = [utterances[i] for i in kept]
     labels = [labels[i] for i in kept]
     plan = BatchPlan([u.duration for u in utterances], config.batch_seconds, seed)
-    return TrainingData(data, utterances, labels, skipped, plan, model_config)
+    return TrainingData(data=data, utterances=utterances, labels=labels, skipped=skipped, plan=plan,
+                        model_config=model_config)
 
 
-def feature_cache(model, spec: InputSpec, config: TrainConfig, training: TrainingData) -> FrozenFeatureCache | None:
+def feature_cache(model: nn.Module, spec: InputSpec, config: TrainConfig,
+                  training: TrainingData) -> FrozenFeatureCache | None:
     """A cache of features that are a fixed function of the audio (frozen CNN outputs, log-mel rows) when
     that is exact and the train set's features fit in memory."""
     if not FrozenFeatureCache.applies(model, spec, config):
@@ -220,7 +157,8 @@ def feature_cache(model, spec: InputSpec, config: TrainConfig, training: Trainin
     return FrozenFeatureCache(model, spec)
 
 
-def make_batch(training: TrainingData, indices: list[int], spec: InputSpec, device: str, cache=None) -> dict:
+def make_batch(training: TrainingData, indices: list[int], spec: InputSpec, device: str,
+               cache: FrozenFeatureCache | None = None) -> dict:
     """Model inputs of one batch: padded waveforms or log-mel rows (or cached features), labels, the mask
     (if the checkpoint takes one) and each utterance's frame count (for the blank-only check)."""
     if cache is not None:
@@ -239,7 +177,8 @@ def make_batch(training: TrainingData, indices: list[int], spec: InputSpec, devi
     return batch
 
 
-def _cached_batch(training: TrainingData, indices: list[int], spec: InputSpec, device: str, cache) -> dict:
+def _cached_batch(training: TrainingData, indices: list[int], spec: InputSpec, device: str,
+                  cache: FrozenFeatureCache) -> dict:
     """As `make_batch`, with the cached features (CNN outputs replayed into the model, or log-mel rows)."""
     utterances = [training.utterances[i] for i in indices]
     features = [cache.features(i, lambda u=u: model_input(load_audio(training.data.root, u), spec))

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from crossling import paths
-from crossling.errors import CrosslingError
+from crossling.errors import ConfigError, CrosslingError
 
 
 def tqdm_track(items: Iterable, total: int, description: str) -> Iterable:
@@ -74,6 +74,8 @@ def _unsure(text: str, checkpoint, *fields: str) -> str:
 
 
 def _add_prepare(sub) -> None:
+    from crossling.corpora import FORMATS
+
     parser = sub.add_parser("prepare", help="a corpus (Common Voice, manifest folder, HF dataset, lhotse) -> "
                                             "prepared languages")
     parser.add_argument("source", type=path_arg, metavar="CORPUS",
@@ -81,56 +83,60 @@ def _add_prepare(sub) -> None:
                              "manifest.tsv|csv|jsonl, a saved `datasets` dataset or lhotse manifests")
     parser.add_argument("--languages", nargs="+", required=True, metavar="LANG", help="e.g. pt de sv-SE")
     parser.add_argument("--out", type=path_arg, required=True, help="prepared root (also holds the decode cache)")
-    parser.add_argument("--train-hours", type=float, default=5.0, help="exact train budget (default 5)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the train subset (default 0)")
+    parser.add_argument("--train-hours", type=float, help="exact train budget (default 5)")
+    parser.add_argument("--seed", type=int, help="seed of the train subset (default 0)")
     parser.add_argument("--workers", type=int, default=None, help="decoding processes (default: CPU count)")
-    parser.add_argument("--dev-max", type=int, default=None, metavar="K", help="keep the first K dev utterances")
-    parser.add_argument("--test-max", type=int, default=None, metavar="K", help="keep the first K test utterances")
-    parser.add_argument("--eval-seed", type=int, default=None,
+    parser.add_argument("--dev-max", type=int, metavar="K", help="keep the first K dev utterances")
+    parser.add_argument("--test-max", type=int, metavar="K", help="keep the first K test utterances")
+    parser.add_argument("--eval-seed", type=int,
                         help="with --dev-max/--test-max: pick K utterances with this seed instead of the first K")
-    parser.add_argument("--max-hours-per-speaker", type=float, default=None, metavar="H",
+    parser.add_argument("--max-hours-per-speaker", type=float, metavar="H",
                         help="cap each speaker's share of the train subset")
-    parser.add_argument("--vocab-threshold", type=float, default=1e-5,
+    parser.add_argument("--vocab-threshold", type=float,
                         help="minimum relative character frequency in train text (default 1e-5 = 0.001 %%)")
     corpus = parser.add_argument_group("corpus format (see README: Your own corpus)")
-    corpus.add_argument("--format", choices=["cv", "manifest", "hf", "lhotse"], default=None,
+    corpus.add_argument("--format", choices=FORMATS,
                         help="the corpus format (default: detected from the language folders)")
-    corpus.add_argument("--audio-column", default="audio", help="hf: the audio column (default audio)")
-    corpus.add_argument("--text-column", default="text", help="hf: the transcript column (default text)")
-    corpus.add_argument("--speaker-column", default="speaker", help="hf: the speaker column, if any (default speaker)")
-    corpus.add_argument("--gender-column", default="gender", help="hf: the gender column, if any (default gender)")
-    corpus.add_argument("--held-out-speakers", type=float, default=0.1, metavar="FRACTION",
+    corpus.add_argument("--audio-column", help="hf: the audio column (default audio)")
+    corpus.add_argument("--text-column", help="hf: the transcript column (default text)")
+    corpus.add_argument("--speaker-column", help="hf: the speaker column, if any (default speaker)")
+    corpus.add_argument("--gender-column", help="hf: the gender column, if any (default gender)")
+    corpus.add_argument("--held-out-speakers", type=float, metavar="FRACTION",
                         help="a corpus without splits: the fraction of speakers drawn for each of dev and test "
                              "(default 0.1)")
-    corpus.add_argument("--split-seed", type=int, default=0, help="seed of those drawn speakers (default 0)")
+    corpus.add_argument("--split-seed", type=int, help="seed of those drawn speakers (default 0)")
     parser.add_argument("--json", action="store_true", help="one JSON object per language")
     parser.set_defaults(handler=_cmd_prepare)
 
 
 def _cmd_prepare(args) -> int:
     from crossling.corpora import CorpusOptions
-    from crossling.prepare import prepare_release
+    from crossling.prepare import PrepareOptions, prepare_release
 
-    summaries = prepare_release(
-        args.source, args.languages, args.out, train_hours=args.train_hours, seed=args.seed,
-        workers=args.workers, dev_max=args.dev_max, test_max=args.test_max,
-        max_hours_per_speaker=args.max_hours_per_speaker, vocab_threshold=args.vocab_threshold,
-        eval_seed=args.eval_seed, track=tqdm_track,
-        corpus=CorpusOptions(format=args.format, audio_column=args.audio_column, text_column=args.text_column,
-                             speaker_column=args.speaker_column, gender_column=args.gender_column,
-                             held_out_speakers=args.held_out_speakers, split_seed=args.split_seed),
-    )
+    prepared = prepare_release(args.source, args.languages, args.out, _options_from_flags(PrepareOptions, args),
+                               corpus=_options_from_flags(CorpusOptions, args), workers=args.workers,
+                               track=tqdm_track)
     if args.json:
-        print_json_lines(summaries)
+        print_json_lines(p.to_json() for p in prepared)
         return 0
-    for s in summaries:
-        skipped = ", ".join(f"{k} {v}" for k, v in s["skipped"].items() if v) or "none"
-        print(f"{s['language']}: {s['train_hours']:.3f} h train ({s['train_utterances']} utts, "
-              f"{s['train_speakers']} speakers), {s['dev_utterances']} dev, {s['test_utterances']} test; "
-              f"{len(s['vocab'])} chars, OOV dev {s['oov_rate']['dev']:.2%} test {s['oov_rate']['test']:.2%}; "
+    for s in (p.summary for p in prepared):
+        skipped = ", ".join(f"{k} {v}" for k, v in s.skipped.items() if v) or "none"
+        print(f"{s.language}: {s.train_hours:.3f} h train ({s.train_utterances} utts, "
+              f"{s.train_speakers} speakers), {s.dev_utterances} dev, {s.test_utterances} test; "
+              f"{len(s.vocab)} chars, OOV dev {s.oov_rate['dev']:.2%} test {s.oov_rate['test']:.2%}; "
               f"skipped: {skipped}")
-    print(f"prepared {len(summaries)} language(s) in {args.out}")
+    print(f"prepared {len(prepared)} language(s) in {args.out}")
     return 0
+
+
+def _options_from_flags(options_class: type, args) -> object:
+    """A stage's options dataclass from the flags of the same names that were given; the others keep the
+    dataclass's defaults (declared there only)."""
+    import dataclasses
+
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(options_class)
+             if getattr(args, f.name, None) is not None}
+    return options_class(**{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()})
 
 
 def _add_export(sub) -> None:
@@ -174,21 +180,26 @@ def _cmd_finetune(args) -> int:
     from crossling.finetune import finetune
 
     config = load_train_config(args.config, {"max_steps": args.steps, "learning_rate": args.lr})
-    record = finetune(args.data, args.language, args.model, args.seed, args.out, config,
+    record = finetune(args.data, args.language, args.model, seed=args.seed, out=args.out, config=config,
                       device=args.device, track=tqdm_track)
-    test = record["scores"]["test"]
+    test, dev = record.scores["test"], record.scores["dev"]
     if args.json:
-        print(json.dumps({"cer": test["cer"], "wer": test["wer"], **record}, ensure_ascii=False))
+        print(json.dumps({"cer": test.cer, "wer": test.wer, **record.to_json()}, ensure_ascii=False))
         return 0
-    skipped = ", ".join(f"{k} {v}" for k, v in record["skipped"].items() if v) or "none"
-    print(f"{args.model} on {args.language} (seed {args.seed}): test CER {test['cer']:.4f} WER {test['wer']:.4f}, "
-          f"dev CER {record['scores']['dev']['cer']:.4f}; {record['steps']} steps, skipped: {skipped}; "
-          f"{record['cost']['wall_seconds']:.0f} s on {record['cost']['device']}")
-    if record["collapse"]["warned"]:
+    skipped = ", ".join(f"{k} {v}" for k, v in record.skipped.items() if v) or "none"
+    print(f"{args.model} on {args.language} (seed {args.seed}): test CER {_rate(test.cer)} WER {_rate(test.wer)}, "
+          f"dev CER {_rate(dev.cer)}; {record.steps} steps, skipped: {skipped}; "
+          f"{record.cost.wall_seconds:.0f} s on {record.cost.device}")
+    if record.collapse.warned:
         print(f"warning: output was blank-only for long stretches "
-              f"(blank-only test fraction {record['collapse']['blank_only_fraction']:.2f})")
-    print(f"model + processor: {args.out / 'model'}")
+              f"(blank-only test fraction {record.collapse.blank_only_fraction:.2f})")
+    print(f"model + processor: {paths.run_model_dir(args.out)}")
     return 0
+
+
+def _rate(value: float | None) -> str:
+    """An error rate as printed; '-' where there was no reference text to score."""
+    return "-" if value is None else f"{value:.4f}"
 
 
 def _add_evaluate(sub) -> None:
@@ -209,11 +220,11 @@ def _cmd_evaluate(args) -> int:
     result = evaluate(args.model, args.data, args.language, splits=tuple(args.splits), out=args.out,
                       device=args.device, track=tqdm_track)
     if args.json:
-        print(json.dumps(result, ensure_ascii=False))
+        print(json.dumps(result.to_json(), ensure_ascii=False))
         return 0
-    for split, s in result["scores"].items():
-        genders = "; ".join(f"{g} {v['cer']:.4f}" for g, v in s["by_gender"].items())
-        print(f"{args.language} {split}: CER {s['cer']:.4f} WER {s['wer']:.4f} ({s['utterances']} utterances"
+    for split, s in result.scores.items():
+        genders = "; ".join(f"{g} {_rate(v.cer)}" for g, v in s.by_gender.items())
+        print(f"{args.language} {split}: CER {_rate(s.cer)} WER {_rate(s.wer)} ({s.utterances} utterances"
               + (f"; by gender: {genders})" if genders else ")"))
     return 0
 
@@ -226,27 +237,27 @@ def _add_synth(sub) -> None:
     parser.add_argument("--languages", nargs="+", required=True, metavar="LANG", help="e.g. es it pt nl de fi tr")
     parser.add_argument("--hours", type=float, required=True, help="train hours per language (dev/test: 10 %% each)")
     parser.add_argument("--out", type=path_arg, required=True, help="corpus root: <out>/<lang>/clips, *.tsv")
-    parser.add_argument("--seed", type=int, default=0, help="seed of sentences, speakers and audio (default 0)")
+    parser.add_argument("--seed", type=int, help="seed of sentences, speakers and audio (default 0)")
     parser.add_argument("--workers", type=int, default=None, help="synthesis processes (default: CPU count)")
-    parser.add_argument("--dev-fraction", type=float, default=0.1, help="dev hours as a fraction of --hours")
-    parser.add_argument("--test-fraction", type=float, default=0.1, help="test hours as a fraction of --hours")
-    parser.add_argument("--speakers", type=int, nargs=3, default=(24, 6, 6), metavar=("TRAIN", "DEV", "TEST"),
+    parser.add_argument("--dev-fraction", type=float, help="dev hours as a fraction of --hours (default 0.1)")
+    parser.add_argument("--test-fraction", type=float, help="test hours as a fraction of --hours (default 0.1)")
+    parser.add_argument("--speakers", type=int, nargs=3, metavar=("TRAIN", "DEV", "TEST"),
                         help="disjoint speakers per split (default 24 6 6)")
-    parser.add_argument("--words", type=int, nargs=2, default=(3, 6), metavar=("MIN", "MAX"),
+    parser.add_argument("--words", type=int, nargs=2, metavar=("MIN", "MAX"), dest="word_range",
                         help="words per sentence (default 3 6, about 2 s per clip)")
-    parser.add_argument("--noise", action="store_true", help="give each speaker a light room (reverb + noise)")
+    parser.add_argument("--vocabulary", type=int, metavar="N",
+                        help="draw the words from the N most frequent of the language (default 5000)")
+    parser.add_argument("--noise", action="store_true", default=None,
+                        help="give each speaker a light room (reverb + noise)")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     parser.set_defaults(handler=_cmd_synth)
 
 
 def _cmd_synth(args) -> int:
-    from crossling.synth import synthesize_corpus
+    from crossling.synth import SynthOptions, synthesize_corpus
 
-    summary = synthesize_corpus(
-        args.out, args.languages, args.hours, seed=args.seed, workers=args.workers,
-        dev_fraction=args.dev_fraction, test_fraction=args.test_fraction, speakers=tuple(args.speakers),
-        word_range=tuple(args.words), noise=args.noise, track=tqdm_track,
-    )
+    options = _options_from_flags(SynthOptions, args)
+    summary = synthesize_corpus(args.out, args.languages, options, workers=args.workers, track=tqdm_track)
     if args.json:
         print(json.dumps(summary, ensure_ascii=False))
         return 0
@@ -274,15 +285,25 @@ def _add_study(sub) -> None:
         command.add_argument("study", metavar="STUDY", help="study file (.toml) or a shipped example: reference, mini")
         command.add_argument("--store", type=path_arg, default=None,
                              help="results store (default: [store] dir of the study, else <study>.runs/ beside it)")
-    run.add_argument("--executor", choices=["local", "ray"], default="local", help="local (default) or ray")
-    run.add_argument("--workers", type=int, default=1, help="runs at once (ray executor; default 1)")
+    run.add_argument("--executor", choices=["local", "ray"], default="local",
+                     help="local (default): in this process, or N grid processes with --workers N; ray: Ray tasks")
+    run.add_argument("--workers", type=int, default=1,
+                     help="runs at once (default 1); local: N grid processes sharing the store, each with "
+                          "--threads torch threads")
+    run.add_argument("--threads", type=int, default=None,
+                     help="local --workers N > 1: torch threads per grid process (default: usable cores / N, "
+                          "at least 1)")
     run.add_argument("--shard", type=_shard_arg, default=(0, 1), metavar="i/n",
                      help="run only shard i of n (0-based: 0/4 ... 3/4), e.g. one per machine")
     run.add_argument("--retry-failed", action="store_true", help="run failed runs again")
-    run.add_argument("--address", default=None, help="join this Ray cluster (e.g. auto or HEAD:6379)")
-    run.add_argument("--cpus-per-run", type=float, default=1.0, help="Ray CPUs per run (default 1)")
-    run.add_argument("--gpus-per-run", type=float, default=0.0, help="Ray GPUs per run (default 0; 1 on GPU nodes)")
+    run.add_argument("--address", default=None, help="ray: join this Ray cluster (e.g. auto or HEAD:6379)")
+    run.add_argument("--cpus-per-run", type=float, default=None, help="ray: CPUs per run (default 1)")
+    run.add_argument("--gpus-per-run", type=float, default=None, help="ray: GPUs per run (default 0; 1 on GPU nodes)")
     run.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    plan.add_argument("--json", action="store_true", help="print the design checks and cost as one JSON object")
+    plan.add_argument("--alpha", type=float, default=0.05, help="significance level of the design checks (default 0.05)")
+    plan.add_argument("--seed-sd", type=float, default=None, metavar="CER",
+                      help="prior sd of test CER over seeds (default: the bundled measurement for the model size)")
     status.add_argument("--runs", action="store_true", help="also list every run with its state and cost")
     status.add_argument("--json", action="store_true", help="print the status as one JSON object")
     plan.set_defaults(handler=_cmd_study_plan)
@@ -298,38 +319,99 @@ def _shard_arg(value: str) -> tuple[int, int]:
 
 
 def _cmd_study_plan(args) -> int:
+    from crossling.design import design_check
     from crossling.grid import plan_study
     from crossling.study import find_study
 
-    counts = plan_study(find_study(args.study), args.store)
+    study = find_study(args.study)
+    counts = plan_study(study, args.store)
+    check = design_check(study, alpha=args.alpha, seed_sd=args.seed_sd)
+    if args.json:
+        from dataclasses import asdict
+
+        print(json.dumps({"runs": asdict(counts), "design": check.to_json()}, ensure_ascii=False, allow_nan=False))
+        return 0
     print(f"{counts.total} runs: {counts.done} done, {counts.failed} failed, {counts.running} running, "
           f"{counts.pending} pending")
+    _print_design(check)
     return 0
+
+
+def _print_design(check) -> None:
+    """The design checks: per question whether it can reach alpha, power, Holm families and cost."""
+    print(f"\ndesign: {check.checkpoints} checkpoints x {check.languages} languages x {check.seeds} seeds; "
+          f"can each question reach alpha {check.alpha}?")
+    for q in check.questions:
+        verdict = "yes" if q.testable else "NO "
+        extra = "; ".join(x for x in (q.reason, q.note) if x)
+        holm = f" after Holm x{q.family}" if q.family > 1 else ""
+        print(f"  {verdict} {q.question}: {q.test}; unit {q.unit} ({q.n}); smallest p{holm} {_p(q.min_p)}"
+              + (f" ({extra})" if extra else ""))
+    families = ", ".join(f"{name} {size}" for name, size in check.holm_families.items())
+    print(f"Holm families: {families}")
+    power = check.power
+    cer = f" = {power.cer:.3f} CER (seed sd {power.seed_sd:.4f}; {power.prior})" if power.cer == power.cer else \
+        f" ({power.prior})"
+    print(f"detectable with 80 % power, per language and pair (alpha {power.alpha_per_pair:.2g} per pair): a mean "
+          f"CER difference of {power.in_seed_sd:.2f} seed sds{cer}")
+    cost = check.cost
+    if cost.unsized:
+        print(f"cost: cannot be estimated for {cost.runs} runs: " + "; ".join(cost.unsized))
+        return
+    per = "; ".join(f"{c.checkpoint} {c.parameters / 1e6:.3g}M params" for c in cost.checkpoints[:1])
+    print(f"cost: {cost.runs} runs x {cost.steps} steps of {cost.batch_seconds:g} s of audio ({per}, "
+          f"{cost.checkpoints[0].step_flops:.3g} FLOP per step, {cost.total_flops:.3g} FLOP in all)")
+    for device in cost.devices:
+        machine = f"; {_duration(device.wall_hours * 3600)} wall with {device.at_once} at once" if device.at_once > 1 else ""
+        print(f"  {device.device}: {device.hours_per_run:.3g} h per run, {device.device_hours:.3g} device-hours"
+              f"{machine} ({device.source})")
+
+
+def _p(value: float) -> str:
+    return "n/a" if value != value else f"{value:.2g}" if value < 0.001 else f"{value:.3f}"
 
 
 def _cmd_study_run(args) -> int:
     from crossling.grid import run_study
     from crossling.study import find_study
 
+    executor = _executor(args)
     display = _GridDisplay()
     # Each run's log goes to its train.log; the console shows the live display (and warnings).
     handlers = {handler: handler.level for handler in logging.getLogger().handlers}
     for handler in handlers if not args.verbose else ():
         handler.setLevel(max(handler.level, logging.WARNING))
     try:
-        summary = run_study(
-            find_study(args.study), args.store, executor=args.executor, workers=args.workers, shard=args.shard,
-            retry_failed=args.retry_failed, address=args.address, progress=display, device=args.device,
-            cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run, track=tqdm_track,
-        )
+        summary = run_study(find_study(args.study), args.store, executor=executor, shard=args.shard,
+                            retry_failed=args.retry_failed, progress=display, device=args.device, track=tqdm_track)
     finally:
         display.close()
         for handler, level in handlers.items():
             handler.setLevel(level)
-    print(f"{summary.executed} run(s) executed in {_duration(summary.wall_seconds)}: {summary.done} done, "
+    print(f"{summary.executed} run(s) executed in {_duration(summary.wall_seconds)}: {summary.done_now} done, "
           f"{summary.failed} failed; {summary.already_done} already done, {summary.elsewhere} running elsewhere, "
           f"{summary.skipped_failed} failed before (--retry-failed runs them again)")
     return 1 if summary.failed else 0
+
+
+_RAY_FLAGS = {"address": "--address", "cpus_per_run": "--cpus-per-run", "gpus_per_run": "--gpus-per-run"}
+
+
+def _executor(args):
+    """The executor the flags ask for; a flag of another executor is an error, not silently ignored."""
+    from crossling.executors import LocalExecutor, ProcessExecutor, RayExecutor
+
+    if args.executor == "ray":
+        if args.threads is not None:
+            raise ConfigError("--threads applies to the local executor (Ray gives each run --cpus-per-run CPUs)")
+        given = {name: getattr(args, name) for name in _RAY_FLAGS if getattr(args, name) is not None}
+        return RayExecutor(workers=args.workers, **given)
+    stray = [flag for name, flag in _RAY_FLAGS.items() if getattr(args, name) is not None]
+    if stray:
+        raise ConfigError(f"{', '.join(stray)} apply to --executor ray only")
+    if args.workers == 1 and args.threads is None:
+        return LocalExecutor()
+    return ProcessExecutor(workers=args.workers, threads=args.threads)
 
 
 class _GridDisplay:
@@ -427,7 +509,8 @@ def _add_report(sub) -> None:
 def _cmd_report(args) -> int:
     from crossling.report import report_from
 
-    paths = report_from(args.source, args.out, args.store, args.title, args.alpha, args.p_adjust)
+    paths = report_from(args.source, args.out, store=args.store, title=args.title, alpha=args.alpha,
+                        p_adjust=args.p_adjust)
     print(f"{len(paths)} files written; open {paths['report.html']}")
     return 0
 
@@ -528,11 +611,13 @@ def _cmd_demo(args) -> int:
 
     summary = run_demo(args.out, quick=args.quick, workers=args.workers, track=tqdm_track)
     languages = summary["languages"]
-    print(f"{'mean test CER':<16}" + "".join(f"{lang:>8}" for lang in languages))
+    print(f"{'mean test CER':<16}" + "".join(f"{lang:>10}" for lang in languages))
     for checkpoint, row in summary["mean_test_cer"].items():
-        print(f"{checkpoint:<16}" + "".join(f"{_cer(row[lang]):>8}" for lang in languages))
-    beats = summary["pretrained_beats_random"]
-    print("pre-trained beats random init: " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in beats.items()))
+        letters = summary["letters"][checkpoint]
+        print(f"{checkpoint:<16}" + "".join(f"{_cer(row[lang]) + ' ' + letters[lang]:>10}" for lang in languages))
+    print("(same letter on a language: no evidence of a difference; Conover-Iman, Holm, alpha 0.05)")
+    for sentence in summary["headline"]:
+        print(f"- {sentence}")
     print(f"{summary['done']}/{summary['runs']} runs done in {summary['wall_seconds'] / 60:.1f} min; "
           f"report: {summary['report']}")
     return 0 if summary["failed"] == 0 else 1

@@ -221,7 +221,7 @@ def _extract_tar(source: Path, languages: list[str], staging: Path,
                 present.add(lang)
                 prefixes.add(prefix)
                 if lang in stats and member.isfile():
-                    _extract_member(archive, member, lang, rest, staging, stats[lang], keep_clip)
+                    _extract_member(archive, member, lang, rest, staging=staging, stats=stats[lang], keep_clip=keep_clip)
     except (tarfile.TarError, EOFError, OSError) as error:
         raise DataError(f"{source}: cannot read archive ({error})") from None
     if len(prefixes) > 1:
@@ -246,7 +246,7 @@ def _locate_member(source: Path, member: tarfile.TarInfo) -> tuple[tuple[str, ..
     return None
 
 
-def _extract_member(archive: tarfile.TarFile, member: tarfile.TarInfo, lang: str, rest: str, staging: Path,
+def _extract_member(archive: tarfile.TarFile, member: tarfile.TarInfo, lang: str, rest: str, *, staging: Path,
                     stats: dict[str, tuple[int, int]], keep_clip: KeepClip) -> None:
     mtime_ns = int(member.mtime) * 1_000_000_000
     if rest.startswith("clips/"):

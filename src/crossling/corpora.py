@@ -14,7 +14,7 @@ import re
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 from crossling.commonvoice import ClipRow, KeepClip, open_release
@@ -31,11 +31,12 @@ _SPLIT_ALIASES = {"train": "train", "dev": "dev", "validation": "dev", "valid": 
 _LANGUAGE_CODE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*$")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CorpusOptions:
-    """How to read a corpus: its `format` (None = detected), the column names of a `datasets` dataset, and
-    the fraction of speakers held out for each of dev and test (drawn with `split_seed`) when the corpus has
-    no splits."""
+    """How to read a corpus (the one declaration of these options; `crossling prepare` flags and a study
+    file's [data] table are built from it): its `format` (None = detected), the column names of a
+    `datasets` dataset, and the fraction of speakers held out for each of dev and test (drawn with
+    `split_seed`) when the corpus has no splits."""
 
     format: str | None = None
     audio_column: str = "audio"
@@ -45,6 +46,13 @@ class CorpusOptions:
     held_out_speakers: float = 0.1
     split_seed: int = 0  # of the drawn dev/test speakers; apart from the train subset's seed, so that
     # preparing another subset never moves speakers between train and test
+
+    def __post_init__(self) -> None:
+        if self.format is not None:
+            check_format(self.format)
+        if not 0 < self.held_out_speakers < 0.5:
+            raise ConfigError(f"held_out_speakers (--held-out-speakers) must be in (0, 0.5), "
+                              f"got {self.held_out_speakers}")
 
 
 @dataclass(frozen=True)
@@ -127,7 +135,8 @@ def open_corpus(source: Path, languages: list[str], staging: Path, keep_clip: Ke
         check_language_code(language)
     try:
         single = len(languages) == 1
-        yield {lang: _open_language(source, lang, corpus_format, staging / lang, keep_clip, options, single)
+        yield {lang: _open_language(source, lang, corpus_format, staging=staging / lang, keep_clip=keep_clip,
+                                    options=options, single=single)
                for lang in languages}
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -135,7 +144,8 @@ def open_corpus(source: Path, languages: list[str], staging: Path, keep_clip: Ke
 
 def check_format(corpus_format: str) -> None:
     if corpus_format not in FORMATS:
-        raise ConfigError(f"--format {corpus_format!r} is not a corpus format; choose one of {', '.join(FORMATS)}")
+        raise ConfigError(f"format (--format) {corpus_format!r} is not a corpus format; "
+                          f"choose one of {', '.join(FORMATS)}")
 
 
 def check_language_code(code: str) -> None:
@@ -177,7 +187,7 @@ def _language_folder(source: Path, language: str, single: bool) -> Path:
     return folder
 
 
-def _open_language(source: Path, language: str, corpus_format: str, staging: Path, keep_clip: KeepClip | None,
+def _open_language(source: Path, language: str, corpus_format: str, *, staging: Path, keep_clip: KeepClip | None,
                    options: CorpusOptions, single: bool) -> CorpusLanguage:
     folder = _language_folder(source, language, single)
     if not folder.is_dir():
@@ -189,7 +199,8 @@ def _open_language(source: Path, language: str, corpus_format: str, staging: Pat
     splits = settle_splits(rows, options.held_out_speakers, options.split_seed, str(folder))
     clips = _unique_clips(rows)
     log.info("%s (%s): %s", folder, corpus_format, ", ".join(f"{s} {len(splits[s])} rows" for s in SPLITS))
-    return CorpusLanguage(language, str(folder), corpus_format, splits, clips, origins, keep_clip)
+    return CorpusLanguage(language=language, origin=str(folder), format=corpus_format, splits=splits, clips=clips,
+                          split_origins=origins, keep_clip=keep_clip)
 
 
 def _unique_clips(rows: list[_Row]) -> dict[str, ClipSource]:
@@ -217,8 +228,6 @@ def settle_splits(rows: list[_Row], held_out: float, seed: int, where: str) -> d
 
 
 def _draw_speakers(rows: list[_Row], held_out: float, seed: int, where: str) -> dict[str, str]:
-    if not 0 < held_out < 0.5:
-        raise ConfigError(f"held-out speaker fraction must be in (0, 0.5), got {held_out}")
     speakers = sorted({_speaker_key(row) for row in rows})
     if len(speakers) < 3:
         raise DataError(f"{where}: {len(speakers)} speaker(s) cannot be split into disjoint train, dev and test "
@@ -238,7 +247,7 @@ def _speaker_key(row: _Row) -> str:
 
 
 def _with_split(row: _Row, split: str) -> _Row:
-    return _Row(row.where, row.clip, row.sentence, row.audio, row.speaker, row.gender, split)
+    return replace(row, split=split)
 
 
 def _split_name(value: str, where: str) -> str:
@@ -395,12 +404,11 @@ def _hf_rows(dataset, split: str, where: str, staging: Path, options: CorpusOpti
     rows = []
     for index, record in enumerate(dataset):
         given = str(record.get("split") or "") if not split else ""
-        row_where = f"{where} row {index}"
+        row_where, clip = f"{where} row {index}", f"{split or 'all'}-{index:07d}"
         rows.append(_Row(
-            where=(where, index), clip=f"{split or 'all'}-{index:07d}",
-            sentence=str(record[options.text_column] or "").strip(),
-            audio=_hf_audio(record[options.audio_column], dataset, index, options.audio_column, staging,
-                            f"{split or 'all'}-{index:07d}", row_where),
+            where=(where, index), clip=clip, sentence=str(record[options.text_column] or "").strip(),
+            audio=_hf_audio(record[options.audio_column], reread=lambda i=index: dataset[i][options.audio_column],
+                            target=staging / "clips" / clip, where=row_where),
             speaker=str(record.get(options.speaker_column) or "").strip(),
             gender=str(record.get(options.gender_column) or "").strip().lower(),
             split=split or (_split_name(given, row_where) if given else ""),
@@ -408,13 +416,14 @@ def _hf_rows(dataset, split: str, where: str, staging: Path, options: CorpusOpti
     return rows
 
 
-def _hf_audio(value, dataset, index: int, column: str, staging: Path, clip: str, where: str) -> ClipSource:
-    """Embedded bytes are staged on demand (keyed by their content hash); a path is read in place."""
+def _hf_audio(value, *, reread: Callable[[], dict], target: Path, where: str) -> ClipSource:
+    """Embedded bytes are staged on demand (keyed by their content hash; `reread` gives the row's audio value
+    again when it is written, so that the bytes of every row need not sit in memory); a path is read in place."""
     if isinstance(value, dict) and value.get("bytes"):
         data = value["bytes"]
         suffix = Path(value.get("path") or "").suffix or ".audio"
-        return ClipSource(staging / "clips" / f"{clip}{suffix}", (len(data), _content_key(data)),
-                          write=lambda path: path.write_bytes(dataset[index][column]["bytes"]))
+        return ClipSource(target.with_name(f"{target.name}{suffix}"), (len(data), _content_key(data)),
+                          write=lambda path: path.write_bytes(reread()["bytes"]))
     path = value.get("path") if isinstance(value, dict) else value
     if not isinstance(path, str) or not path:
         raise DataError(f"{where}: audio column holds neither bytes nor a file path ({type(value).__name__})")

@@ -43,7 +43,7 @@ def best_paths(model, waveforms: Sequence[np.ndarray], spec: InputSpec, device: 
                track: Track = no_progress) -> list[list[int]]:
     """Frame-wise argmax ids of each waveform (cut to the frame count it gets alone), in input order.
 
-    `waveforms` may read from disk when indexed (e.g. `batching.SplitAudio`); `lengths` (samples) then
+    `waveforms` may read from disk when indexed (e.g. `prepared.SplitAudio`); `lengths` (samples) then
     orders them without reading. Batches are length-sorted to limit padding, and padding never changes
     an utterance's output (see `batch_logits`); models whose outputs depend on padding
     (`frontend.padding_invariant`) decode one utterance at a time."""

@@ -1,28 +1,41 @@
-"""Executors: take claimed runs from the grid and execute them, in this process (`local`) or as
-Ray tasks (`ray`); each execution records its attempt, its error or the run function's result."""
+"""Executors: execute the runs of a grid behind one small interface (`execute` until nothing is left,
+`cancel`) -- in this process (`LocalExecutor`), in N grid processes sharing the store
+(`ProcessExecutor`), or as Ray tasks (`RayExecutor`). Each execution records its attempt, its error or
+the run function's result; every start and end reaches the grid as an event."""
 
 from __future__ import annotations
 
 import importlib
 import logging
+import os
+import queue
+import signal
+import threading
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from crossling import paths
-from crossling.errors import ConfigError
-from crossling.progress import no_progress
+from crossling.errors import ConfigError, CrosslingError
+from crossling.progress import Track, no_progress
 from crossling.store import DONE, FAILED, Claim, Store
-from crossling.study import Run
+
+if TYPE_CHECKING:
+    from crossling.grid import GridSpec
+    from crossling.study import Run
 
 log = logging.getLogger(__name__)
 
 EXECUTORS = ("local", "ray")
-#: The function one run calls, as 'module:attribute' so a Ray worker can import it by name.
-DEFAULT_RUN_FUNCTION = "crossling.finetune:finetune"
+#: The outcome of a run stopped by `cancel`: neither done nor failed (it resumes later).
+CANCELLED = "cancelled"
+#: The function one run calls, as 'module:attribute' so a worker process can import it by name. It is
+#: called with keywords: identity (`records.RunIdentity`), model (what to load), prepared (root), out (the
+#: run directory), device and track, resumes from the run directory's resume file, writes result.json last.
+DEFAULT_RUN_FUNCTION = "crossling.finetune:run_finetune"
 
 
 @dataclass(frozen=True)
@@ -53,6 +66,47 @@ class ExecOptions:
     device: str = "auto"
 
 
+@dataclass(frozen=True)
+class RunEvent:
+    """One run started, ended or was skipped in a grid process (`worker`): 'started', 'done', 'failed'
+    or 'skipped' (then `state` is why: done, failed or running elsewhere)."""
+
+    run_id: str
+    event: str
+    worker: int = 0
+    state: str = ""
+    outcome: Outcome | None = None
+
+
+class GridWork(Protocol):
+    """What an executor gets from the grid: claimed jobs, where their outcomes go, and (for grid
+    processes) what a grid process needs and where its events go."""
+
+    options: ExecOptions
+    spec: GridSpec
+    track: Track
+
+    def next_job(self) -> Job | None: ...
+
+    def finish(self, job: Job, outcome: Outcome) -> None: ...
+
+    def relay(self, event: RunEvent) -> None: ...
+
+
+class Executor(Protocol):
+    """Executes a grid's runs: `execute` claims and runs them until none is left (or `cancel` is called:
+    no new run starts; runs in flight are stopped and resume from their resume files later)."""
+
+    workers: int  # runs at once
+
+    def execute(self, work: GridWork) -> None: ...
+
+    def cancel(self) -> None: ...
+
+
+# --- one run -------------------------------------------------------------------------------------------
+
+
 def resolve_function(name: str) -> Callable[..., Any]:
     """'package.module:function' -> the function."""
     module_name, _, attribute = name.partition(":")
@@ -64,19 +118,19 @@ def resolve_function(name: str) -> Callable[..., Any]:
         raise ConfigError(f"cannot load run function {name!r}: {error}") from None
 
 
-def execute_run(run: Run, token: str, options: ExecOptions) -> Outcome:
+def execute_run(run: Run, token: str, options: ExecOptions, track: Track = no_progress) -> Outcome:
     """Execute one claimed run in this process: the run function resumes from the run directory's
-    checkpoint if one exists and writes result.json last. Exceptions become error.json."""
+    resume file if one exists and writes result.json last. Exceptions become error.json."""
     store = Store(options.store_root)
     run_dir = store.run_dir(run.run_id)
     attempt = sum(a["event"] == "start" for a in store.attempts(run.run_id)) + 1
-    store.log_attempt(run.run_id, "start", token=token, attempt=attempt,
-                      resumed=paths.run_checkpoint_path(run_dir).is_file())
+    resumable = (paths.run_resume_path(run_dir), paths.run_legacy_resume_path(run_dir))
+    store.log_attempt(run.run_id, "start", token=token, attempt=attempt, resumed=any(p.is_file() for p in resumable))
     started = time.monotonic()
     try:
         function = resolve_function(options.run_function)
-        function(prepared=Path(options.prepared), language=run.language, model=run.model, seed=run.seed,
-                 out=run_dir, config=run.config, device=options.device, track=no_progress)
+        function(identity=run.identity, model=run.model, prepared=Path(options.prepared), out=run_dir,
+                 device=options.device, track=track)
         if not paths.run_result_path(run_dir).is_file():
             raise RuntimeError(f"{options.run_function} returned without writing {paths.run_result_path(run_dir)}")
     except Exception as error:  # a failing run is recorded and the grid carries on
@@ -91,42 +145,197 @@ def execute_run(run: Run, token: str, options: ExecOptions) -> Outcome:
     return Outcome(run.run_id, DONE, seconds)
 
 
-NextJob = Callable[[], Job | None]
-Finish = Callable[[Job, Outcome], None]
+# --- in this process -------------------------------------------------------------------------------------
 
 
-def run_local(next_job: NextJob, finish: Finish, options: ExecOptions) -> None:
-    """In-process and sequential: claim one run, execute it, repeat."""
-    while (job := next_job()) is not None:
-        finish(job, execute_run(job.run, job.claim.token, options))
+class LocalExecutor:
+    """In this process, one run at a time: claim one, execute it, repeat. The grid's `track` shows the
+    run's own progress (its training steps)."""
+
+    workers = 1
+
+    def __init__(self) -> None:
+        self._cancelled = threading.Event()
+
+    def execute(self, work: GridWork) -> None:
+        while not self._cancelled.is_set() and (job := work.next_job()) is not None:
+            work.finish(job, execute_run(job.run, job.claim.token, work.options, work.track))
+
+    def cancel(self) -> None:
+        self._cancelled.set()
 
 
-@dataclass(frozen=True)
-class RayOptions:
-    """Ray scheduling: `workers` runs in flight at once, each requesting `cpus_per_run` CPUs and
-    `gpus_per_run` GPUs; a task whose worker process dies is retried up to `max_retries` times."""
-
-    workers: int = 1
-    address: str | None = None
-    cpus_per_run: float = 1.0
-    gpus_per_run: float = 0.0
-    max_retries: int = 3
+# --- N grid processes on one store -----------------------------------------------------------------------
 
 
-def run_ray(next_job: NextJob, finish: Finish, options: ExecOptions, ray_options: RayOptions) -> None:
-    """Each run a Ray task. Claims stay with this (driver) process, so a task rescheduled after its
-    worker died still runs under the same claim, and resumes from the run's checkpoint."""
-    ray = _import_ray()
-    started_here = _connect(ray, ray_options)
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask: taskset, cgroup cpusets)."""
     try:
-        _check_resources(ray.cluster_resources(), ray_options)
-        task = ray.remote(
-            num_cpus=ray_options.cpus_per_run, num_gpus=ray_options.gpus_per_run, max_retries=ray_options.max_retries
-        )(execute_run)
-        _drive(ray, task, next_job, finish, options, ray_options.workers)
-    finally:
-        if started_here:
-            ray.shutdown()
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+class ProcessExecutor:
+    """`workers` grid processes on the same store, as `workers` `crossling study run` processes would be:
+    each claims runs itself (so a dead process's runs are taken over, never run twice) and executes them
+    with `threads` torch threads (default: the usable cores / workers, at least 1). Their events reach
+    this process's grid."""
+
+    def __init__(self, workers: int, threads: int | None = None) -> None:
+        if workers < 1:
+            raise ConfigError(f"workers must be >= 1, got {workers}")
+        if threads is not None and threads < 1:
+            raise ConfigError(f"threads per worker must be >= 1, got {threads}")
+        self.workers = workers
+        self.threads = threads if threads is not None else max(1, usable_cores() // workers)
+        self._cancelled = threading.Event()
+        self._processes: list[Any] = []
+
+    def execute(self, work: GridWork) -> None:
+        from multiprocessing import get_context
+
+        context = get_context("spawn")  # a fresh interpreter: torch's threads and OpenMP set before it loads
+        events = context.Queue()
+        self._processes = [context.Process(target=grid_process, args=(work.spec, self.threads, events, index),
+                                           name=f"crossling-grid-{index}") for index in range(self.workers)]
+        for process in self._processes:
+            process.start()
+        try:
+            errors = self._relay(events, work)
+        except BaseException:
+            self.cancel()
+            raise
+        finally:
+            for process in self._processes:
+                process.join()
+        if errors:
+            raise errors[0]
+
+    def _relay(self, events, work: GridWork) -> list[BaseException]:
+        """Pass the processes' events to the grid until every process has ended; returns their errors."""
+        errors: list[BaseException] = []
+        while True:
+            try:
+                message = events.get(timeout=0.2)
+            except queue.Empty:
+                if not any(process.is_alive() for process in self._processes):
+                    break
+                continue
+            if isinstance(message, BaseException):
+                errors.append(message)
+            else:
+                work.relay(message)
+        crashed = [p for p in self._processes if p.exitcode not in (0, None)]
+        if crashed and not errors and not self._cancelled.is_set():
+            errors.append(RuntimeError(f"grid process {crashed[0].name} ended with exit code {crashed[0].exitcode}"))
+        return errors
+
+    def cancel(self) -> None:
+        """Stop every grid process (each releases its claims; interrupted runs resume later)."""
+        self._cancelled.set()
+        for process in self._processes:
+            if process.is_alive():
+                process.terminate()
+
+
+def grid_process(spec: GridSpec, threads: int, events, index: int) -> None:
+    """One grid process of a `ProcessExecutor`: torch will start with `threads` threads (OMP_NUM_THREADS,
+    read when torch loads, with the OpenMP setting); every run event and a grid error go to `events`."""
+    import crossling
+
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    crossling.short_openmp_spin()
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        from crossling.grid import run_grid
+
+        run_grid(spec, LocalExecutor(), events=lambda event: events.put(_as_worker(event, index)))
+    except KeyboardInterrupt:
+        return  # cancelled: the claims were released on the way out
+    except CrosslingError as error:
+        events.put(error)
+    except Exception as error:
+        events.put(RuntimeError(f"grid process {index}: {type(error).__name__}: {error}\n{traceback.format_exc()}"))
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _as_worker(event: RunEvent, index: int) -> RunEvent:
+    return RunEvent(event.run_id, event.event, worker=index, state=event.state, outcome=event.outcome)
+
+
+# --- Ray -------------------------------------------------------------------------------------------------
+
+
+class RayExecutor:
+    """Each run a Ray task: `workers` in flight at once, each requesting `cpus_per_run` CPUs and
+    `gpus_per_run` GPUs; a task whose worker process dies is retried up to `max_retries` times. Claims
+    stay with this (driver) process, so a task rescheduled after its worker died still runs under the
+    same claim, and resumes from the run's resume file. `address`: join that cluster (default: a Ray
+    instance already connected, else a local one started here)."""
+
+    def __init__(self, workers: int = 1, address: str | None = None, cpus_per_run: float = 1.0,
+                 gpus_per_run: float = 0.0, max_retries: int = 3) -> None:
+        if workers < 1:
+            raise ConfigError(f"workers must be >= 1, got {workers}")
+        self.workers, self.address, self.max_retries = workers, address, max_retries
+        self.cpus_per_run, self.gpus_per_run = cpus_per_run, gpus_per_run
+        self._cancelled = threading.Event()
+        self._in_flight: dict[Any, Job] = {}
+
+    def execute(self, work: GridWork) -> None:
+        ray = _import_ray()
+        started_here = self._connect(ray)
+        try:
+            _check_resources(ray.cluster_resources(), cpus=self.cpus_per_run, gpus=self.gpus_per_run)
+            task = ray.remote(num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run,
+                              max_retries=self.max_retries)(execute_run)
+            self._drive(ray, task, work)
+        finally:
+            if started_here:
+                ray.shutdown()
+
+    def cancel(self) -> None:
+        """No new task is submitted; tasks in flight are cancelled (their runs resume later)."""
+        self._cancelled.set()
+        if self._in_flight:
+            ray = _import_ray()
+            for ref in list(self._in_flight):
+                ray.cancel(ref, force=True)
+
+    def _connect(self, ray) -> bool:
+        """Join `address`, reuse a running connection, or start a local instance; True if started here."""
+        if ray.is_initialized():
+            return False
+        if self.address:
+            ray.init(address=self.address, log_to_driver=False)
+            return False
+        ray.init(num_cpus=max(1, round(self.workers * self.cpus_per_run)), include_dashboard=False,
+                 log_to_driver=False)
+        return True
+
+    def _drive(self, ray, task, work: GridWork) -> None:
+        exhausted = False
+        while self._in_flight or not exhausted:
+            while not exhausted and not self._cancelled.is_set() and len(self._in_flight) < self.workers:
+                job = work.next_job()
+                if job is None:
+                    exhausted = True
+                else:
+                    self._in_flight[task.remote(job.run, job.claim.token, work.options)] = job
+            exhausted = exhausted or self._cancelled.is_set()
+            if not self._in_flight:
+                break
+            ready, _ = ray.wait(list(self._in_flight), num_returns=1)
+            for ref in ready:
+                job = self._in_flight.pop(ref)
+                work.finish(job, _ray_outcome(ray, ref, job, work.options))
+
+
+
 
 
 def _import_ray():
@@ -137,24 +346,9 @@ def _import_ray():
     return ray
 
 
-def _connect(ray, ray_options: RayOptions) -> bool:
-    """Join `address`, reuse a running connection, or start a local instance; True if started here."""
-    if ray.is_initialized():
-        return False
-    if ray_options.address:
-        ray.init(address=ray_options.address, log_to_driver=False)
-        return False
-    ray.init(
-        num_cpus=max(1, round(ray_options.workers * ray_options.cpus_per_run)),
-        include_dashboard=False,
-        log_to_driver=False,
-    )
-    return True
-
-
-def _check_resources(available: dict[str, float], ray_options: RayOptions) -> None:
+def _check_resources(available: dict[str, float], *, cpus: float, gpus: float) -> None:
     """A request no node can satisfy would wait forever: refuse it with what the cluster has."""
-    for name, wanted in (("CPU", ray_options.cpus_per_run), ("GPU", ray_options.gpus_per_run)):
+    for name, wanted in (("CPU", cpus), ("GPU", gpus)):
         if wanted > available.get(name, 0.0):
             raise ConfigError(
                 f"each run requests {wanted:g} {name}(s) but the Ray cluster has {available.get(name, 0.0):g}; "
@@ -162,28 +356,13 @@ def _check_resources(available: dict[str, float], ray_options: RayOptions) -> No
             )
 
 
-def _drive(ray, task, next_job: NextJob, finish: Finish, options: ExecOptions, workers: int) -> None:
-    in_flight: dict[Any, Job] = {}
-    exhausted = False
-    while in_flight or not exhausted:
-        while not exhausted and len(in_flight) < workers:
-            job = next_job()
-            if job is None:
-                exhausted = True
-            else:
-                in_flight[task.remote(job.run, job.claim.token, options)] = job
-        if not in_flight:
-            break
-        ready, _ = ray.wait(list(in_flight), num_returns=1)
-        for ref in ready:
-            job = in_flight.pop(ref)
-            finish(job, _outcome(ray, ref, job, options))
-
-
-def _outcome(ray, ref, job: Job, options: ExecOptions) -> Outcome:
-    """The task's outcome; a task Ray gave up on (worker died more than max_retries times) is failed."""
+def _ray_outcome(ray, ref, job: Job, options: ExecOptions) -> Outcome:
+    """The task's outcome; a task Ray gave up on (its worker died more than max_retries times) is failed,
+    a cancelled one is neither done nor failed (it resumes later)."""
     try:
         return ray.get(ref)
+    except ray.exceptions.TaskCancelledError:
+        return Outcome(job.run.run_id, CANCELLED, 0.0)
     except ray.exceptions.RayError as error:
         Store(options.store_root).write_error(job.run.run_id, error, traceback.format_exc())
         return Outcome(job.run.run_id, FAILED, 0.0, f"{type(error).__name__}: {error}")

@@ -8,9 +8,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from crossling import paths
-from crossling.batching import open_prepared
 from crossling.errors import ConfigError
 from crossling.manifest import Utterance
+from crossling.prepared import open_prepared
 
 log = logging.getLogger(__name__)
 

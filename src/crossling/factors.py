@@ -13,6 +13,7 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 from scipy import stats as st
+from statsmodels.stats.multitest import multipletests
 
 from crossling.stats import KEYS, TestResult, cell_means, kruskal, swept_settings, usable_runs
 
@@ -28,10 +29,10 @@ def mann_whitney(a: Sequence[float], b: Sequence[float]) -> TestResult:
     """Two-sided Mann-Whitney U of a vs b with the rank-biserial effect size (> 0: a higher)."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     if len(a) == 0 or len(b) == 0:
-        return TestResult("mannwhitneyu", math.nan, math.nan, math.nan, "rank_biserial", len(a) + len(b))
+        return TestResult(test="mannwhitneyu", effect_name="rank_biserial", n=len(a) + len(b))
     u, p = st.mannwhitneyu(a, b, alternative="two-sided")
-    return TestResult("mannwhitneyu", float(u), float(p), rank_biserial(float(u), len(a), len(b)),
-                      "rank_biserial", len(a) + len(b))
+    return TestResult(test="mannwhitneyu", effect_name="rank_biserial", n=len(a) + len(b), statistic=float(u),
+                      p=float(p), effect=rank_biserial(float(u), len(a), len(b)))
 
 
 def indo_european(language: str) -> str:
@@ -48,13 +49,30 @@ def group_comparison(table: pd.DataFrame, grouping: Callable[[str], str] | Mappi
 
     Samples are languages: per checkpoint its seed-mean cells, overall each language's mean over
     checkpoints (so no language counts more than once). Two groups → Mann-Whitney U + rank-biserial
-    (first group in sorted order vs second); more → Kruskal-Wallis + ε²."""
+    (first group in sorted order vs second); more → Kruskal-Wallis + ε². `p_holm` adjusts the
+    per-checkpoint rows together (the overall row is the one primary test and keeps its p)."""
     lookup = grouping.get if isinstance(grouping, Mapping) else grouping
     matrix = cell_means(table, metric)
     labels = pd.Series({lang: lookup(lang) for lang in matrix.index}, dtype=object)
-    columns = [(name, matrix[name]) for name in matrix.columns] + [("(all checkpoints)", matrix.mean(axis=1))]
-    rows = [_compare_groups(name, values.dropna(), labels) for name, values in columns]
-    return pd.DataFrame(rows)
+    columns = [(name, matrix[name]) for name in matrix.columns] + [(OVERALL, matrix.mean(axis=1))]
+    out = pd.DataFrame([_compare_groups(name, values.dropna(), labels) for name, values in columns])
+    per_checkpoint = out["checkpoint"] != OVERALL
+    out["p_holm"] = out["p"]
+    out.loc[per_checkpoint, "p_holm"] = holm(out.loc[per_checkpoint, "p"])
+    return out
+
+
+OVERALL = "(all checkpoints)"
+
+
+def holm(pvalues: Sequence[float] | pd.Series) -> np.ndarray:
+    """Holm-adjusted p-values (statsmodels); NaN stays NaN and is left out of the family."""
+    values = np.asarray(pvalues, float)
+    out = np.full(len(values), np.nan)
+    tested = np.isfinite(values)
+    if tested.any():
+        out[tested] = multipletests(values[tested], method="holm")[1]
+    return out
 
 
 def _compare_groups(name: str, values: pd.Series, labels: pd.Series) -> dict:
@@ -100,11 +118,13 @@ def transfer_matrix(table: pd.DataFrame, pretrain: Mapping[str, str] | None = No
 
 def subgroup_transfer(table: pd.DataFrame, pretrain: Mapping[str, str] | None = None,
                       metric: str = "cer") -> tuple[pd.DataFrame, TestResult]:
-    """Do monolingual checkpoints transfer better within their own subgroup (genus)?
+    """Do monolingual checkpoints transfer differently within their own subgroup (genus)?
 
     Each (monolingual checkpoint, target) cell is divided by the target's median over monolingual
     checkpoints (removing language difficulty) and labelled 'same language', 'same subgroup' or
-    'other subgroup'; Mann-Whitney U compares same- vs other-subgroup cells (same language excluded)."""
+    'other subgroup'. Target languages are the blocks: on each target having both kinds of checkpoint,
+    same-subgroup minus other-subgroup mean relative CER (`subgroup_blocks`); a Wilcoxon signed-rank
+    test over those targets (effect < 0: own subgroup lower CER). Same-language cells are left out."""
     from crossling.languages import find_language
 
     matrix = cell_means(table, metric)
@@ -121,9 +141,43 @@ def subgroup_transfer(table: pd.DataFrame, pretrain: Mapping[str, str] | None = 
             rows.append({"checkpoint": name, "pretrain_language": pretrain[name], "language": target,
                          "relative": float(value), "relation": relation})
     cells = pd.DataFrame(rows, columns=["checkpoint", "pretrain_language", "language", "relative", "relation"])
-    same = cells.loc[cells["relation"] == "same subgroup", "relative"]
-    other = cells.loc[cells["relation"] == "other subgroup", "relative"]
-    return cells, mann_whitney(same, other)
+    return cells, wilcoxon(subgroup_blocks(cells)["difference"])
+
+
+def subgroup_blocks(cells: pd.DataFrame) -> pd.DataFrame:
+    """Per target language with both same- and other-subgroup cells: their mean relative CER and the
+    difference same − other (the paired observations of the subgroup test)."""
+    kept = cells[cells["relation"].isin(["same subgroup", "other subgroup"])]
+    means = kept.pivot_table(index="language", columns="relation", values="relative", aggfunc="mean")
+    means = means.reindex(columns=["same subgroup", "other subgroup"]).dropna()
+    frame = means.rename(columns={"same subgroup": "same_subgroup", "other subgroup": "other_subgroup"})
+    frame["difference"] = frame["same_subgroup"] - frame["other_subgroup"]
+    return frame.rename_axis(columns=None).reset_index()
+
+
+def wilcoxon(differences: Sequence[float] | pd.Series) -> TestResult:
+    """Two-sided Wilcoxon signed-rank test of paired differences (scipy; zeros dropped, as Wilcox's
+    default) with the matched-pairs rank-biserial effect (> 0: positive differences dominate)."""
+    values = np.asarray(differences, float)
+    values = values[np.isfinite(values)]
+    nonzero = values[values != 0]
+    if len(nonzero) < 1:
+        return TestResult(test="wilcoxon", effect_name="rank_biserial", n=len(values))
+    w, p = st.wilcoxon(values)
+    return TestResult(test="wilcoxon", effect_name="rank_biserial", n=len(values), statistic=float(w), p=float(p),
+                      effect=matched_rank_biserial(nonzero))
+
+
+def matched_rank_biserial(differences: np.ndarray, axis: int = -1) -> np.ndarray | float:
+    """(sum of ranks of positive − of negative |differences|) / sum of all ranks; zeros excluded."""
+    values = np.asarray(differences, float)
+    ranks = st.rankdata(np.where(values == 0, np.nan, np.abs(values)), axis=axis, nan_policy="omit")
+    ranks = np.nan_to_num(ranks)
+    signed = (np.sign(values) * ranks).sum(axis=axis)
+    total = ranks.sum(axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        result = signed / total
+    return float(result) if np.ndim(result) == 0 else result
 
 
 # --- typology, demographics, settings, variance ----------------------------------------------------
@@ -140,7 +194,7 @@ def permutation_spearman(x: Sequence[float], y: Sequence[float], seed: int = 0, 
     x, y = x[keep], y[keep]
     labels = np.zeros(len(x)) if strata is None else np.asarray(strata)[keep]
     if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return TestResult("spearman_permutation", math.nan, math.nan, math.nan, "rho", len(x))
+        return TestResult(test="spearman_permutation", effect_name="rho", n=len(x))
     rx, ry = st.rankdata(x), st.rankdata(y)
     rho = float(np.corrcoef(rx, ry)[0, 1])
     rng = np.random.default_rng(seed)
@@ -151,7 +205,7 @@ def permutation_spearman(x: Sequence[float], y: Sequence[float], seed: int = 0, 
     centred = shuffled - shuffled.mean(axis=1, keepdims=True)
     null = centred @ (rx - rx.mean()) / (np.linalg.norm(centred, axis=1) * np.linalg.norm(rx - rx.mean()))
     p = (1 + int(np.sum(np.abs(null) >= abs(rho) - 1e-12))) / (1 + n_permutations)
-    return TestResult("spearman_permutation", rho, p, rho, "rho", len(x))
+    return TestResult(test="spearman_permutation", effect_name="rho", n=len(x), statistic=rho, p=p, effect=rho)
 
 
 def typology_correlation(table: pd.DataFrame, distances: pd.DataFrame, metric: str = "cer", seed: int = 0,
@@ -160,11 +214,12 @@ def typology_correlation(table: pd.DataFrame, distances: pd.DataFrame, metric: s
     language, <distance kinds…>), with scipy's p and a within-language permutation p (seeded).
 
     `relative` divides each cell by its language's median over checkpoints first, so ρ is not driven
-    by some languages being harder than others."""
+    by some languages being harder than others. The distances are one family: `p_holm` adjusts the
+    permutation p-values together (Holm)."""
     matrix = cell_means(table, metric)
     if relative:
         matrix = matrix.div(matrix.median(axis=1), axis=0)
-    cells = matrix.stack().rename("value").reset_index()
+    cells = matrix.stack().rename("value").dropna().reset_index()  # pandas 3 keeps NaN cells in stack()
     merged = cells.merge(distances, on=["checkpoint", "language"], how="inner")
     rows = []
     for kind in [c for c in distances.columns if c not in ("checkpoint", "language")]:
@@ -172,34 +227,38 @@ def typology_correlation(table: pd.DataFrame, distances: pd.DataFrame, metric: s
         result = permutation_spearman(part[kind], part["value"], seed, n_permutations, part["language"])
         scipy_p = st.spearmanr(part[kind], part["value"]).pvalue if result.n >= 3 else math.nan
         rows.append({"distance": kind, "rho": result.statistic, "p_permutation": result.p,
-                     "p_scipy": float(scipy_p), "n": result.n})
-    return pd.DataFrame(rows, columns=["distance", "rho", "p_permutation", "p_scipy", "n"])
+                     "p_scipy": float(scipy_p), "n": result.n, "languages": part["language"].nunique()})
+    out = pd.DataFrame(rows, columns=["distance", "rho", "p_permutation", "p_scipy", "n", "languages"])
+    out.insert(3, "p_holm", holm(out["p_permutation"]))
+    return out
 
 
 def gender_gap(table: pd.DataFrame) -> tuple[pd.DataFrame, TestResult]:
-    """Per run female − male test CER, and a Wilcoxon signed-rank test over runs having both.
+    """Per run female − male test CER (paired within the run: one model, one test set), and a
+    Wilcoxon signed-rank test over checkpoint × language cells of seed-mean gaps (`gender_cells`):
+    runs of one cell share its test set, so seeds are averaged, not counted as samples.
 
     Effect: matched-pairs rank-biserial (> 0: women have the higher CER). Runs missing either gender
-    are left out of the test (their gap is NaN in the returned frame)."""
+    have a NaN gap and are left out."""
     usable = usable_runs(table, "cer")
     for column in ("cer_female", "cer_male"):
         if column not in usable:
             usable[column] = np.nan
     runs = usable[[c for c in ("run_id", *KEYS, "cer_female", "cer_male") if c in usable]].copy()
     runs["gap"] = runs["cer_female"].astype(float) - runs["cer_male"].astype(float)
-    gaps = runs["gap"].dropna().to_numpy()
-    nonzero = gaps[gaps != 0]
-    if len(nonzero) < 1:
-        return runs, TestResult("wilcoxon", math.nan, math.nan, math.nan, "rank_biserial", len(gaps))
-    w, p = st.wilcoxon(gaps)
-    ranks = st.rankdata(np.abs(nonzero))
-    effect = float((ranks[nonzero > 0].sum() - ranks[nonzero < 0].sum()) / ranks.sum())
-    return runs, TestResult("wilcoxon", float(w), float(p), effect, "rank_biserial", len(gaps))
+    return runs, wilcoxon(gender_cells(runs)["gap"])
+
+
+def gender_cells(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per checkpoint × language: the mean gap over its runs having both genders, and how many."""
+    known = runs.dropna(subset=["gap"])
+    return (known.groupby(["checkpoint", "language"])["gap"].agg(gap="mean", runs="size").reset_index())
 
 
 def setting_sensitivity(table: pd.DataFrame, metric: str = "cer") -> pd.DataFrame:
     """For each swept `setting.*` column: Kendall's τ between the checkpoint rankings (by average rank
-    over languages of seed-mean cells) obtained under each pair of its values."""
+    over languages of seed-mean cells) obtained under each pair of its values; `p_holm` adjusts the
+    pairs of one setting together."""
     usable = usable_runs(table, metric)
     rows = []
     for column in swept_settings(usable):
@@ -209,7 +268,9 @@ def setting_sensitivity(table: pd.DataFrame, metric: str = "cer") -> pd.DataFram
             tau, p = st.kendalltau(rankings[a][common], rankings[b][common]) if len(common) >= 2 else (math.nan, math.nan)
             rows.append({"setting": column.removeprefix("setting."), "value_a": a, "value_b": b,
                          "tau": float(tau), "p": float(p), "n_checkpoints": len(common)})
-    return pd.DataFrame(rows, columns=["setting", "value_a", "value_b", "tau", "p", "n_checkpoints"])
+    out = pd.DataFrame(rows, columns=["setting", "value_a", "value_b", "tau", "p", "n_checkpoints"])
+    out["p_holm"] = out.groupby("setting")["p"].transform(holm) if len(out) else out["p"]
+    return out
 
 
 def _checkpoint_ranking(part: pd.DataFrame, metric: str) -> pd.Series:

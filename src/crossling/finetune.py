@@ -1,43 +1,52 @@
 """One run: (checkpoint, prepared language, seed, recipe) -> a run directory with the fine-tuned model +
-processor (HF format), hypotheses, scores, logs and result.json (written last). A periodic atomic
-checkpoint (model, optimizer, step, RNG states, data position) lets a killed run resume exactly."""
+processor (HF format), hypotheses, scores, logs and result.json (written last). A periodic atomic resume
+file (model, optimizer, step, RNG states, data position) lets a killed run resume exactly."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import math
+import os
 import random
 import resource
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import crossling
 from crossling import paths
-from crossling.atomic import atomic_path, read_json, write_json_atomic
-from crossling.batching import (
-    DataPosition,
-    TrainingData,
-    feature_cache,
-    make_batch,
-    open_prepared,
-    training_data,
-)
+from crossling.atomic import atomic_path, write_json_atomic
+from crossling.batching import DataPosition, TrainingData, feature_cache, make_batch, training_data
 from crossling.config import TrainConfig
 from crossling.errors import ConfigError
 from crossling.evaluate import evaluate_model, pick_device
 from crossling.models import (
+    FrozenFeatureCache,
     InputSpec,
+    ModelSource,
     build_processor,
     load_for_finetuning,
     load_tokenizer,
     resolve,
 )
+from crossling.prepared import PreparedLanguage, open_prepared
 from crossling.progress import Track, no_progress
-from crossling.registry import find_checkpoint, weights_source
+from crossling.records import (
+    Collapse,
+    LegacyIdentity,
+    RunCost,
+    RunIdentity,
+    RunRecord,
+    SplitScores,
+    run_identity,
+    same_run,
+)
+from crossling.registry import find_checkpoint
 from crossling.schedule import describe, learning_rate
 
 # Before torch loads OpenMP (none of the crossling modules above imports torch at module level).
@@ -45,10 +54,12 @@ crossling.short_openmp_spin()
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = 1
+#: 2: the identity is a `RunIdentity`; 1 (files named checkpoint.pt): the legacy identity dict.
+RESUME_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -60,84 +71,119 @@ class TrainState:
     nonfinite_steps: int = 0
     audio_seconds: float = 0.0
     train_seconds: float = 0.0
-    wall_seconds: float = 0.0  # of all processes so far, up to their last checkpoint
+    wall_seconds: float = 0.0  # of all processes so far, up to their last resume file
     blank_streak: int = 0
     collapse_warned: bool = False
     last_loss: float = math.nan
+    resumed_from: tuple[int, ...] = ()  # the steps at which this run was resumed
 
 
-def finetune(
-    prepared: Path,
-    language: str,
-    model: str,
-    seed: int,
-    out: Path,
-    config: TrainConfig,
-    device: str = "auto",
-    track: Track = no_progress,
-) -> dict:
+@dataclass(frozen=True)
+class FinetuneJob:
+    """One run to execute: its identity, and where its model (`resolve`-able) and prepared data are."""
+
+    identity: RunIdentity
+    model: str
+    prepared: Path
+
+    def owns(self, stored: RunIdentity | LegacyIdentity) -> bool:
+        """Whether a resume file or result with identity `stored` is this run's."""
+        return same_run(stored, self.identity, prepared=self.prepared, model=self.model)
+
+
+@dataclass(frozen=True)
+class Learner:
+    """What one optimisation step needs: the model, its optimizer and loss scaler, and how its inputs are
+    made (the checkpoint's input spec, the device, autocast, the frozen CNN's feature cache)."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    spec: InputSpec
+    device: str
+    amp_dtype: torch.dtype | None = None
+    cache: FrozenFeatureCache | None = None
+
+
+def finetune(prepared: Path, language: str, model: str, *, out: Path, config: TrainConfig, seed: int = 0,
+             device: str = "auto", track: Track = no_progress) -> RunRecord:
     """Fine-tune `model` on `language`, evaluate dev/test, save everything under `out`; returns the result
-    record. Resumes from the run's checkpoint if present; a finished run returns its record unchanged."""
-    out = Path(out)
-    identity = run_identity(prepared, language, model, seed, config)
-    finished = _finished_record(out, identity)
+    record. Resumes from the run's resume file if present; a finished run returns its record unchanged."""
+    identity = standalone_identity(open_prepared(prepared, language), model, seed, config)
+    return run_finetune(identity=identity, model=model, prepared=prepared, out=out, device=device, track=track)
+
+
+def run_finetune(*, identity: RunIdentity, model: str, prepared: Path, out: Path, device: str = "auto",
+                 track: Track = no_progress) -> RunRecord:
+    """The grid's run function: the run `identity` (built from the study), loading `model` and reading
+    data from `prepared`, in the run directory `out`."""
+    job, out = FinetuneJob(identity, model, Path(prepared)), Path(out)
+    finished = _finished_record(out, job)
     if finished is not None:
         return finished
     handler = _attach_log(out)
     _remove_stale_temporaries(out)
     try:
-        return _run(prepared, language, model, seed, out, config, pick_device(device), identity, track)
+        return _run(job, out, pick_device(device), track)
     finally:
         logging.getLogger("crossling").removeHandler(handler)
         handler.close()
 
 
-def run_identity(prepared: Path, language: str, model: str, seed: int, config: TrainConfig) -> dict:
-    """What makes a run this run; a checkpoint or result of another identity is never reused."""
-    checkpoint = find_checkpoint(model)
-    return {
-        "model": model,
-        "checkpoint": checkpoint.alias if checkpoint else model,
-        "weights": weights_source(model),
-        "language": language,
-        "seed": seed,
-        "prepared": str(Path(prepared).resolve()),  # the same data named from another directory is the same run
-        "config": asdict(config),
-        "schedule": describe(config),
-    }
+def standalone_identity(data: PreparedLanguage, model: str, seed: int, config: TrainConfig) -> RunIdentity:
+    """The identity of a run started by hand (`crossling finetune`): the data named by the fingerprint of
+    the prepared files' content, a local checkpoint directory by its files' content, so that the run
+    resumes wherever the project is moved (a study's runs are named by the study file's declarations)."""
+    local = Path(model).expanduser()
+    weights = None
+    if find_checkpoint(model) is None and local.is_dir():
+        model, weights = local.resolve().name, f"local:{directory_fingerprint(local)}"
+    return run_identity(model=model, weights=weights, language=data.language, seed=seed, recipe=config,
+                        data={"source": "prepared", "content": data.fingerprint()})
 
 
-def _run(prepared, language, model_name, seed, out, config, device, identity, track) -> dict:
+def directory_fingerprint(directory: Path) -> str:
+    """16 hex digits of SHA-256 over the names and contents of a directory's visible files."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(directory).iterdir() if p.is_file() and not p.name.startswith(".")):
+        with open(path, "rb") as handle:
+            digest.update(path.name.encode() + b"\0" + hashlib.file_digest(handle, "sha256").digest())
+    return digest.hexdigest()[:16]
+
+
+def _run(job: FinetuneJob, out: Path, device: str, track: Track) -> RunRecord:
     started = time.monotonic()
+    config, seed = job.identity.recipe, job.identity.seed
     seed_everything(seed)
-    data = open_prepared(prepared, language)
-    source = resolve(model_name)
+    data = open_prepared(job.prepared, job.identity.language)
+    source = resolve(job.model)
     tokenizer = load_tokenizer(data.vocab_file)
     model, spec = load_for_finetuning(source, len(data.vocab), config, seed)
     model.to(device)
     amp_dtype = autocast_dtype(config, device)
     training = training_data(data, tokenizer, model.config, config, seed)
-    cache = feature_cache(model, spec, config, training)
-    resolved = _resolved_config(identity, source, spec, device, amp_dtype, cache is not None)
-    write_json_atomic(paths.run_config_path(out), resolved)
-    optimizer = make_optimizer(model, config)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    state = restore(paths.run_checkpoint_path(out), identity, model, optimizer, scaler) or TrainState()
+    learner = Learner(model=model, optimizer=make_optimizer(model, config), spec=spec, device=device,
+                      scaler=torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16),
+                      amp_dtype=amp_dtype, cache=feature_cache(model, spec, config, training))
+    write_json_atomic(paths.run_config_path(out), _resolved_config(job.identity, source, learner))
+    resume = ResumeFile(out, job)
+    state = resume.restore(learner) or TrainState()
     previous_wall = state.wall_seconds
 
     def wall() -> float:
         return previous_wall + time.monotonic() - started
 
-    state = train(model, optimizer, scaler, training, cache, spec, config, state, out, identity, device,
-                  amp_dtype, wall, track)
-    scores, hypotheses = evaluate_model(model, spec, data, ("dev", "test"), out, device,
-                                        config.eval_batch_seconds, amp_dtype, track)
+    state = train(learner, training, state, resume=resume, wall=wall, track=track)
+    scores, hypotheses = evaluate_model(model, spec, data, splits=("dev", "test"), out=out, device=device,
+                                        batch_seconds=config.eval_batch_seconds, autocast_dtype=amp_dtype,
+                                        track=track)
     save_hf(model, build_processor(tokenizer, spec), paths.run_model_dir(out))
-    record = result_record(identity, state, training.skipped, scores, hypotheses, device, wall())
-    write_json_atomic(paths.run_result_path(out), record)
-    # the record now marks the run finished; the checkpoint (weights + Adam state) would only take space
-    paths.run_checkpoint_path(out).unlink(missing_ok=True)
-    log.info("run done: test CER %s, %d steps", record["scores"]["test"]["cer"], state.step)
+    record = result_record(job.identity, state, skipped=training.skipped, scores=scores,
+                           blank_fraction=_blank_fraction(hypotheses["test"]), device=device, wall=wall())
+    write_json_atomic(paths.run_result_path(out), record.to_json())
+    # the record now marks the run finished; the resume file (weights + Adam state) would only take space
+    resume.remove()
+    log.info("run done: test CER %s, %d steps", record.test_cer(), state.step)
     return record
 
 
@@ -148,34 +194,38 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train(model, optimizer, scaler, training: TrainingData, cache, spec: InputSpec, config: TrainConfig,
-          state: TrainState, out: Path, identity: dict, device: str, amp_dtype, wall, track: Track) -> TrainState:
-    """The loop: batch -> lr(step) -> forward/backward -> clip -> Adam step; checkpoint periodically."""
-    model.train()
+def train(learner: Learner, training: TrainingData, state: TrainState, *, resume: ResumeFile,
+          wall: Callable[[], float], track: Track = no_progress) -> TrainState:
+    """The loop: batch -> lr(step) -> forward/backward -> clip -> Adam step; a resume file periodically."""
+    config = resume.job.identity.recipe
+    learner.model.train()
     steps = range(state.step, config.max_steps)
     for step in track(steps, len(steps), "fine-tuning"):
         tick = time.monotonic()
         indices, position = training.plan.take(state.position)
-        batch = make_batch(training, indices, spec, device, cache)
-        loss, blank_only = train_step(model, optimizer, scaler, batch, learning_rate(step, config), config,
-                                      amp_dtype, cache)
-        state = _advance(state, step, position, loss, blank_only, training, indices, tick, config)
+        batch = make_batch(training, indices, learner.spec, learner.device, learner.cache)
+        loss, blank_only = train_step(learner, batch, learning_rate(step, config), config)
+        audio = sum(training.utterances[i].duration for i in indices)
+        done = StepDone(step, position, loss, blank_only, audio_seconds=audio, seconds=time.monotonic() - tick)
+        state = _advance(state, done, config)
         if state.step % config.checkpoint_every == 0 or state.step == config.max_steps:
             state = replace(state, wall_seconds=wall())
-            save_checkpoint(paths.run_checkpoint_path(out), identity, model, optimizer, scaler, state)
+            resume.save(learner, state)
     return state
 
 
-def train_step(model, optimizer, scaler, batch: dict, lr: float, config: TrainConfig, amp_dtype, cache=None):
+def train_step(learner: Learner, batch: dict, lr: float, config: TrainConfig) -> tuple[float, bool]:
     """One update -> (loss, whether the batch's greedy output was blank-only); a non-finite loss or
     gradient leaves the weights untouched and returns loss = nan."""
+    model, optimizer, scaler = learner.model, learner.optimizer, learner.scaler
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.zero_grad(set_to_none=True)
     device_type = batch["labels"].device.type
     frames, features = batch.pop("frames"), batch.pop("features", None)
-    replay = cache.replay(features) if features is not None else contextlib.nullcontext()
-    with replay, torch.autocast(device_type=device_type, dtype=amp_dtype, enabled=amp_dtype is not None):
+    replay = learner.cache.replay(features) if features is not None else contextlib.nullcontext()
+    with replay, torch.autocast(device_type=device_type, dtype=learner.amp_dtype,
+                                enabled=learner.amp_dtype is not None):
         output = model(**batch)
     blank_only = all(not row[:n].any() for row, n in zip(output.logits.argmax(-1), frames, strict=True))
     if not torch.isfinite(output.loss):
@@ -192,31 +242,43 @@ def train_step(model, optimizer, scaler, batch: dict, lr: float, config: TrainCo
     return float(output.loss.detach()), blank_only
 
 
-def _advance(state: TrainState, step: int, position: DataPosition, loss: float, blank_only: bool,
-             training: TrainingData, indices: list[int], tick: float, config: TrainConfig) -> TrainState:
-    """The state after `step`; logs progress and warns once when output stays blank-only."""
+@dataclass(frozen=True)
+class StepDone:
+    """What one training step did: where the data stream stands after it, its loss (nan: skipped as
+    non-finite), whether its greedy output was blank-only, the audio it saw and the time it took."""
+
+    step: int
+    position: DataPosition
+    loss: float
+    blank_only: bool
+    audio_seconds: float
+    seconds: float
+
+
+def _advance(state: TrainState, done: StepDone, config: TrainConfig) -> TrainState:
+    """The state after step `done.step`; logs progress and warns once when output stays blank-only."""
+    step, loss = done.step, done.loss
     finite = math.isfinite(loss)
     if not finite:
         log.warning("step %d: non-finite loss or gradient, update skipped", step)
-    streak = state.blank_streak + 1 if blank_only else 0
+    streak = state.blank_streak + 1 if done.blank_only else 0
     warn = streak >= config.collapse_patience and not state.collapse_warned
     if warn:
         log.warning("step %d: output has been blank-only for %d steps (collapse?); check the learning rate",
                     step, streak)
     if step % 50 == 0 or step + 1 == config.max_steps:
-        log.info("step %d lr %.3g loss %.4f blank-only %s", step, learning_rate(step, config), loss, blank_only)
+        log.info("step %d lr %.3g loss %.4f blank-only %s", step, learning_rate(step, config), loss, done.blank_only)
     return replace(
-        state, step=step + 1, position=position, nonfinite_steps=state.nonfinite_steps + (not finite),
-        audio_seconds=state.audio_seconds + sum(training.utterances[i].duration for i in indices),
-        train_seconds=state.train_seconds + time.monotonic() - tick, blank_streak=streak,
-        collapse_warned=state.collapse_warned or warn, last_loss=loss,
+        state, step=step + 1, position=done.position, nonfinite_steps=state.nonfinite_steps + (not finite),
+        audio_seconds=state.audio_seconds + done.audio_seconds, train_seconds=state.train_seconds + done.seconds,
+        blank_streak=streak, collapse_warned=state.collapse_warned or warn, last_loss=loss,
     )
 
 
-# --- data ------------------------------------------------------------------------------------------
+# --- optimizer and precision -----------------------------------------------------------------------
 
 
-def make_optimizer(model, config: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """Adam over the trainable parameters (the frozen feature encoder is left out), as torch's fused kernel
     where the device has one: one pass over all tensors instead of a Python loop per tensor (2-4x faster
     steps of the optimizer, same update up to float rounding)."""
@@ -226,7 +288,7 @@ def make_optimizer(model, config: TrainConfig) -> torch.optim.Optimizer:
                             eps=config.adam_epsilon, weight_decay=config.weight_decay, fused=fused)
 
 
-def autocast_dtype(config: TrainConfig, device: str):
+def autocast_dtype(config: TrainConfig, device: str) -> torch.dtype | None:
     """bf16 (or fp16 where bf16 is missing) autocast on GPU, fp32 on CPU, unless the recipe says otherwise."""
     on_gpu = device.startswith("cuda")
     if config.precision == "fp32" or (config.precision == "auto" and not on_gpu):
@@ -238,41 +300,81 @@ def autocast_dtype(config: TrainConfig, device: str):
     return torch.bfloat16 if config.precision == "bf16" else torch.float16
 
 
-# --- checkpoint ------------------------------------------------------------------------------------
+# --- the resume file --------------------------------------------------------------------------------
 
 
-def save_checkpoint(path: Path, identity: dict, model, optimizer, scaler, state: TrainState) -> None:
-    """Everything needed to continue exactly, as one dict, written atomically."""
-    numpy_state = np.random.get_state()
-    checkpoint = {
-        "format": CHECKPOINT_FORMAT,
-        "identity": identity,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict(),
-        "state": {**asdict(state), "position": asdict(state.position)},
-        "rng": {
-            "python": random.getstate(),
-            "numpy": (numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]),
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        },
-        "threads": torch.get_num_threads(),
-    }
-    with atomic_path(path) as tmp:
-        torch.save(checkpoint, tmp)
+@dataclass(frozen=True)
+class ResumeFile:
+    """A run's resume file (`paths.run_resume_path`): everything needed to continue exactly, as one dict
+    written atomically, under the run's identity. A run interrupted before the file got its name left a
+    `checkpoint.pt` (`paths.run_legacy_resume_path`); it is taken over when it is this run's."""
 
+    run_dir: Path
+    job: FinetuneJob
 
-def restore(path: Path, identity: dict, model, optimizer, scaler) -> TrainState | None:
-    """Load the run's checkpoint into model/optimizer/RNGs -> its TrainState (None if there is none)."""
-    if not path.is_file():
+    @property
+    def path(self) -> Path:
+        return paths.run_resume_path(self.run_dir)
+
+    def save(self, learner: Learner, state: TrainState) -> None:
+        numpy_state = np.random.get_state()
+        checkpoint = {
+            "format": RESUME_FORMAT,
+            "identity": self.job.identity.to_json(),
+            "model": learner.model.state_dict(),
+            "optimizer": learner.optimizer.state_dict(),
+            "scaler": learner.scaler.state_dict(),
+            "state": asdict(state),
+            "rng": {
+                "python": random.getstate(),
+                "numpy": (numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]),
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
+            "threads": torch.get_num_threads(),
+        }
+        with atomic_path(self.path) as tmp:
+            torch.save(checkpoint, tmp)
+
+    def restore(self, learner: Learner) -> TrainState | None:
+        """Load the resume file into the learner and the RNGs -> its TrainState (None if there is none)."""
+        path = self._existing()
+        if path is None:
+            return None
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        if not self.job.owns(_stored_identity(checkpoint, path)):
+            raise ConfigError(f"{path} belongs to a different run (model, data, seed or recipe); use a new --out")
+        if path != self.path:
+            os.replace(path, self.path)  # a legacy name: from now on the file is this run's resume file
+        _load_into(learner, checkpoint)
+        values = checkpoint["state"]
+        state = TrainState(**{**values, "position": DataPosition(**values["position"]),
+                              "resumed_from": tuple(values.get("resumed_from", ()))})
+        log.info("resumed from %s at step %d", path, state.step)
+        return replace(state, resumed_from=(*state.resumed_from, state.step))
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    def _existing(self) -> Path | None:
+        for path in (self.path, paths.run_legacy_resume_path(self.run_dir)):
+            if path.is_file():
+                return path
         return None
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if checkpoint.get("format") != CHECKPOINT_FORMAT or checkpoint["identity"] != identity:
-        raise ConfigError(f"{path} belongs to a different run (model, data, seed or recipe); use a new --out")
-    model.load_state_dict(checkpoint["model"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    scaler.load_state_dict(checkpoint["scaler"])
+
+
+def _stored_identity(checkpoint: dict, path: Path) -> RunIdentity | LegacyIdentity:
+    if checkpoint.get("format") == RESUME_FORMAT:
+        return RunIdentity.from_json(checkpoint["identity"], f"{path} identity")
+    if checkpoint.get("format") == 1 and isinstance(checkpoint.get("identity"), dict):
+        return LegacyIdentity(checkpoint["identity"])
+    raise ConfigError(f"{path} is not a crossling resume file of a known format; use a new --out")
+
+
+def _load_into(learner: Learner, checkpoint: dict) -> None:
+    learner.model.load_state_dict(checkpoint["model"])
+    learner.optimizer.load_state_dict(checkpoint["optimizer"])
+    learner.scaler.load_state_dict(checkpoint["scaler"])
     rng = checkpoint["rng"]
     random.setstate(_as_tuples(rng["python"]))
     name, keys, *rest = rng["numpy"]
@@ -281,12 +383,8 @@ def restore(path: Path, identity: dict, model, optimizer, scaler) -> TrainState 
     if rng["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
     if checkpoint["threads"] != torch.get_num_threads():
-        log.warning("resuming with %d threads, checkpoint written with %d: results may differ in the last digits",
+        log.warning("resuming with %d threads, resume file written with %d: results may differ in the last digits",
                     torch.get_num_threads(), checkpoint["threads"])
-    values = checkpoint["state"]
-    state = TrainState(**{**values, "position": DataPosition(**values["position"])})
-    log.info("resumed from %s at step %d", path, state.step)
-    return state
 
 
 def _as_tuples(value):
@@ -297,7 +395,7 @@ def _as_tuples(value):
 # --- outputs ---------------------------------------------------------------------------------------
 
 
-def save_hf(model, processor, target: Path) -> None:
+def save_hf(model: nn.Module, processor, target: Path) -> None:
     """Model + processor in Hugging Face format, built in a temporary sibling and renamed into place."""
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
@@ -308,33 +406,26 @@ def save_hf(model, processor, target: Path) -> None:
     staging.rename(target)
 
 
-def result_record(identity: dict, state: TrainState, skipped: dict, scores: dict, hypotheses: dict,
-                  device: str, wall: float) -> dict:
-    """The run's record (see the brief's contract). `wall` counts every process the run took, each up to
-    its last checkpoint (work lost to a kill after it is not counted)."""
-    test_hyps = hypotheses["test"]
-    return {
-        "run": identity,
-        "status": "done",
-        "steps": state.step,
-        "skipped": {**skipped, "nonfinite_loss_steps": state.nonfinite_steps},
-        "scores": scores,
-        "cost": {
-            "wall_seconds": wall,
-            "device": device,
-            "device_hours": wall / 3600.0,
-            "audio_seconds_trained": state.audio_seconds,
-            "audio_seconds_per_second": state.audio_seconds / state.train_seconds if state.train_seconds else 0.0,
-            "peak_memory_mb": peak_memory_mb(device),
-            "threads": torch.get_num_threads(),
-        },
-        "collapse": {
-            "blank_only_fraction": sum(not h for h in test_hyps) / len(test_hyps) if test_hyps else 0.0,
-            "warned": state.collapse_warned,
-        },
-        "versions": {"crossling": crossling.__version__, "torch": torch.__version__,
-                     "transformers": _transformers_version()},
-    }
+def result_record(identity: RunIdentity, state: TrainState, *, skipped: dict[str, int],
+                  scores: dict[str, SplitScores], blank_fraction: float, device: str, wall: float) -> RunRecord:
+    """The run's record. `wall` counts every process the run took, each up to its last resume file (work
+    lost to a kill after it is not counted)."""
+    cost = RunCost(
+        wall_seconds=wall, device=device, device_hours=wall / 3600.0, audio_seconds_trained=state.audio_seconds,
+        audio_seconds_per_second=state.audio_seconds / state.train_seconds if state.train_seconds else 0.0,
+        peak_memory_mb=peak_memory_mb(device), threads=torch.get_num_threads(),
+    )
+    return RunRecord(
+        identity=identity, steps=state.step, skipped={**skipped, "nonfinite_loss_steps": state.nonfinite_steps},
+        scores=scores, cost=cost, collapse=Collapse(blank_only_fraction=blank_fraction, warned=state.collapse_warned),
+        versions={"crossling": crossling.__version__, "torch": torch.__version__,
+                  "transformers": _transformers_version()},
+        schedule=describe(identity.recipe), resumed_from=state.resumed_from,
+    )
+
+
+def _blank_fraction(hypotheses: list[str]) -> float:
+    return sum(not h for h in hypotheses) / len(hypotheses) if hypotheses else 0.0
 
 
 def peak_memory_mb(device: str) -> float:
@@ -349,25 +440,27 @@ def _transformers_version() -> str:
     return transformers.__version__
 
 
-def _resolved_config(identity: dict, source, spec: InputSpec, device: str, amp_dtype, cached: bool) -> dict:
+def _resolved_config(identity: RunIdentity, source: ModelSource, learner: Learner) -> dict:
+    """config.json of the run: its identity and how it was executed (what loaded, where, how)."""
     return {
-        **identity,
+        **identity.to_json(),
+        "schedule": describe(identity.recipe),
         "source": asdict(source),
-        "input": asdict(spec),
-        "device": device,
-        "precision": str(amp_dtype).removeprefix("torch.") if amp_dtype else "fp32",
+        "input": asdict(learner.spec),
+        "device": learner.device,
+        "precision": str(learner.amp_dtype).removeprefix("torch.") if learner.amp_dtype else "fp32",
         "threads": torch.get_num_threads(),
         "ctc_loss_reduction": "mean",
-        "feature_cache": cached,
+        "feature_cache": learner.cache is not None,
     }
 
 
-def _finished_record(out: Path, identity: dict) -> dict | None:
+def _finished_record(out: Path, job: FinetuneJob) -> RunRecord | None:
     path = paths.run_result_path(out)
     if not path.is_file():
         return None
-    record = read_json(path)
-    if record.get("run") != identity:
+    record = RunRecord.read(path)
+    if not job.owns(record.identity):
         raise ConfigError(f"{path}: {out} holds a finished run of another model, data, seed or recipe")
     log.info("%s is already finished; returning its record", out)
     return record

@@ -3,37 +3,39 @@ finished runs and resuming interrupted ones) and status (states, cost, projected
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import statistics
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from crossling import paths
-from crossling.errors import ConfigError, DataError
+from crossling.errors import ConfigError
 from crossling.executors import (
+    CANCELLED,
     DEFAULT_RUN_FUNCTION,
-    EXECUTORS,
     ExecOptions,
+    Executor,
     Job,
+    LocalExecutor,
     Outcome,
-    RayOptions,
-    run_local,
-    run_ray,
+    RunEvent,
 )
 from crossling.progress import Track, no_progress
+from crossling.sources import prepare_source
 from crossling.store import DONE, FAILED, PENDING, RUNNING, Store
-from crossling.study import Run, Study, default_store, expand_runs, identity_hash
+from crossling.study import Run, Study, default_store, expand_runs, study_plan
 
 log = logging.getLogger(__name__)
+
+#: A selected run held by a process outside this grid (its state in the store is 'running').
+ELSEWHERE = "elsewhere"
 
 
 @dataclass(frozen=True)
 class PlanCounts:
-    """How many of a study's runs are in each state."""
+    """How many of a study's runs are in each state (`running`: held by any process)."""
 
     total: int
     done: int
@@ -42,28 +44,35 @@ class PlanCounts:
     pending: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class GridProgress:
-    """A progress event for a live display: counts over the runs this process was asked for, the
-    run the event is about and what happened to it, and the estimated time to finish (None: unknown)."""
+    """A progress event for a live display: the states of the grid's runs now -- `done` (finished,
+    now or before), `failed`, `running` in this grid, `elsewhere` (held by another process), `pending`;
+    they sum to `total` -- the run the event is about (`event`: started, done, failed or skipped, with
+    `state` why; `worker`: the grid process) and the projected time to finish (None: unknown)."""
 
     total: int
     done: int
     failed: int
     running: int
+    elsewhere: int
     pending: int
     eta_seconds: float | None
     run_id: str = ""
     event: str = ""
+    state: str = ""
+    worker: int = 0
+    seconds: float | None = None  # of the execution that just ended
 
 
 Progress = Callable[[GridProgress], None]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class GridSummary:
-    """What one `run_study` call did: `executed` runs (done + failed now); `already_done` skipped;
-    `elsewhere` held by another worker; `skipped_failed` failed before and not retried."""
+    """What one grid did: of its `total` runs, `done` are finished (`already_done` of them before it
+    started), it `executed` some (`outcomes`; `failed` of them failed), `elsewhere` were held by another
+    process and `skipped_failed` had failed before and were not retried."""
 
     total: int
     executed: int
@@ -74,6 +83,20 @@ class GridSummary:
     skipped_failed: int
     wall_seconds: float
     outcomes: tuple[Outcome, ...] = ()
+
+    @property
+    def done_now(self) -> int:
+        """Runs this grid executed to completion."""
+        return self.done - self.already_done
+
+
+def remaining_seconds(mean_run_seconds: float | None, runs_to_do: int, workers: int = 1) -> float | None:
+    """The projected time to finish `runs_to_do` runs (pending or running; failed runs run again only with
+    --retry-failed), each taking the mean wall time of a done run, `workers` at once (None: no run is done
+    yet to measure)."""
+    if mean_run_seconds is None:
+        return None
+    return mean_run_seconds * runs_to_do / max(1, workers)
 
 
 def open_store(study: Study, store: Store | Path | str | None) -> Store:
@@ -90,7 +113,7 @@ def plan_study(study: Study, store: Store | Path | str | None = None) -> PlanCou
     """Expand the study, record its plan in the store, and count its runs by state."""
     store = open_store(study, store)
     runs = expand_runs(study)
-    store.write_plan(plan_record(study, runs))
+    store.write_plan(study_plan(study, runs))
     return count_states(store, runs)
 
 
@@ -102,21 +125,6 @@ def _counts(states: list[str]) -> PlanCounts:
     return PlanCounts(len(states), states.count(DONE), states.count(FAILED), states.count(RUNNING), states.count(PENDING))
 
 
-def plan_record(study: Study, runs: list[Run]) -> dict[str, Any]:
-    """The plan as JSON: enough to list every planned run from the store alone."""
-    return {
-        "study": study.name,
-        "study_file": str(study.path) if study.path else "",
-        "data": study.data.identity(),
-        "sweep": [name for name, _ in study.sweep],
-        "runs": [
-            {"run_id": r.run_id, "checkpoint": r.checkpoint, "model": r.model, "language": r.language,
-             "seed": r.seed, "settings": r.settings_dict, "config": dataclasses.asdict(r.config)}
-            for r in runs
-        ],
-    }
-
-
 def select_shard(runs: list[Run], shard: tuple[int, int]) -> list[Run]:
     """Runs i, i+n, i+2n, ... of the study's stable order (shard i of n, 0-based)."""
     index, count = shard
@@ -125,237 +133,197 @@ def select_shard(runs: list[Run], shard: tuple[int, int]) -> list[Run]:
     return runs[index::count]
 
 
-# --- data ------------------------------------------------------------------------------------------
-
-
-def prepare_data(study: Study, store: Store, track: Track = no_progress) -> Path:
-    """The prepared root holding every study language, preparing what is missing (once, under a
-    store claim, when several grid processes start together)."""
-    data = study.data
-    if data.kind == "prepared":
-        root = data.resolve(data.options.path)
-        _require_prepared(root, study.languages, f"[data] path = {data.options.path!r}")
-        return root
-    root = _prepared_root(study, store)
-    missing = [lang for lang in study.languages if not paths.prepared_summary_path(root, lang).is_file()]
-    if missing:
-        _prepare_under_claim(study, store, root, missing, track)
-    _require_prepared(root, study.languages, str(root))
-    return root
-
-
-def _prepared_root(study: Study, store: Store) -> Path:
-    """[data] out, or a folder of the store named after the data identity (a changed option never
-    reuses data prepared with the old one)."""
-    data = study.data
-    if data.options.out:
-        return data.resolve(data.options.out)
-    return paths.store_prepared_dir(store.root, data.kind, identity_hash(data.identity()))
-
-
-def _prepare_under_claim(study: Study, store: Store, root: Path, missing: list[str], track: Track) -> None:
-    claim_name = f"_prepare-{root.name}"
-    while (claim := store.try_claim(claim_name, owner="prepare")) is None:
-        log.info("another process is preparing %s; waiting", root)
-        time.sleep(min(5.0, store.heartbeat_seconds))
-    try:
-        missing = [lang for lang in missing if not paths.prepared_summary_path(root, lang).is_file()]
-        if missing:
-            _prepare(study, root, missing, track)
-    finally:
-        store.release(claim)
-
-
-def _prepare(study: Study, root: Path, languages: list[str], track: Track) -> None:
-    from crossling.prepare import prepare_release
-
-    options = study.data.options
-    extra: dict[str, Any] = {}
-    if study.data.kind in ("common-voice", "corpus"):
-        source = study.data.resolve(options.release if study.data.kind == "common-voice" else options.path)
-        extra = {"eval_seed": options.eval_seed, "max_hours_per_speaker": options.max_hours_per_speaker}
-        if study.data.kind == "corpus":
-            extra["corpus"] = options.corpus_options()
-    else:
-        from crossling.synth import synthesize_corpus
-
-        source = paths.store_corpus_dir(root)
-        synthesize_corpus(source, languages, options.hours, seed=options.seed, dev_fraction=options.dev_fraction,
-                          test_fraction=options.test_fraction, speakers=options.speakers, noise=options.noise,
-                          track=track)
-    prepare_release(source, languages, root, train_hours=options.train_hours, seed=options.seed,
-                    dev_max=options.dev_max, test_max=options.test_max, vocab_threshold=options.vocab_threshold,
-                    track=track, **extra)
-
-
-def _require_prepared(root: Path, languages: tuple[str, ...], where: str) -> None:
-    missing = [lang for lang in languages if not paths.prepared_summary_path(root, lang).is_file()]
-    if missing:
-        raise DataError(
-            f"{where}: language(s) {', '.join(missing)} not prepared in {root} (no prepared.json); "
-            f"run `crossling prepare ... --languages {' '.join(missing)} --out {root}`"
-        )
-
-
 # --- run -------------------------------------------------------------------------------------------
 
 
-class _Tracker:
-    """Counts and ETA over the selected runs while the grid runs; emits `GridProgress` events."""
+@dataclass(frozen=True, kw_only=True)
+class GridSpec:
+    """Everything a grid process needs (picklable: `ProcessExecutor` starts grid processes from it):
+    the study, the store, which runs (shard), whether failures recorded before `since` are retried,
+    the run function and the device."""
 
-    def __init__(self, store: Store, runs: list[Run], workers: int, progress: Progress | None):
-        self.store, self.workers, self.progress = store, max(1, workers), progress
-        self.total = len(runs)
-        self.done = self.failed = self.running = 0
-        self.already_done = self.elsewhere = self.skipped_failed = 0
-        self.outcomes: list[Outcome] = []
-        self.prior_seconds = _mean_cost(store, runs)
-
-    @property
-    def pending(self) -> int:
-        return self.total - self.done - self.failed - self.running - self.elsewhere - self.skipped_failed
-
-    def eta(self) -> float | None:
-        seconds = [o.seconds for o in self.outcomes if o.status == DONE] or self.prior_seconds
-        if not seconds:
-            return None
-        return statistics.fmean(seconds) * (self.pending + self.running) / self.workers
-
-    def emit(self, run_id: str, event: str) -> None:
-        if self.progress is not None:
-            self.progress(GridProgress(self.total, self.done, self.failed, self.running, self.pending,
-                                       self.eta(), run_id, event))
-
-
-def _mean_cost(store: Store, runs: list[Run]) -> list[float]:
-    """Wall seconds of the selected runs already done (the ETA's prior before this session finishes one)."""
-    seconds = []
-    for run in runs:
-        result = store.result(run.run_id)
-        if result is not None and "cost" in result:
-            seconds.append(float(result["cost"].get("wall_seconds", 0.0)))
-    return seconds
-
-
-def _next_job_factory(store: Store, runs: list[Run], retry: _Retry, tracker: _Tracker) -> Callable[[], Job | None]:
-    """Walk the runs; claim the next one that needs doing (skipping done, failed and others' runs)."""
-    candidates: Iterator[Run] = iter(runs)
-
-    def next_job() -> Job | None:
-        for run in candidates:
-            if (job := _try_job(store, run, retry, tracker)) is not None:
-                tracker.running += 1
-                tracker.emit(run.run_id, "started")
-                return job
-        return None
-
-    return next_job
-
-
-def _try_job(store: Store, run: Run, retry: _Retry, tracker: _Tracker) -> Job | None:
-    state = store.state(run.run_id)
-    if state == PENDING or (state == FAILED and retry(run.run_id)):
-        claim = store.try_claim(run.run_id, owner="study run")
-        if claim is None:
-            state = RUNNING
-        else:
-            # Re-check under the claim: another worker may have finished or failed it meanwhile.
-            state = store.recorded_state(run.run_id)
-            if state == PENDING or (state == FAILED and retry(run.run_id)):
-                return Job(run, claim)
-            store.release(claim)
-    _count_skip(tracker, run.run_id, state)
-    return None
-
-
-_Retry = Callable[[str], bool]
-
-
-def _retry_policy(store: Store, retry_failed: bool, since: float) -> _Retry:
-    """With --retry-failed, retry failures recorded before this grid started (a failure recorded
-    since then is another worker's retry, and is not repeated)."""
-
-    def retry(run_id: str) -> bool:
-        error = store.error(run_id) if retry_failed else None
-        return error is not None and float(error.get("time", 0.0)) < since
-
-    return retry
-
-
-def _count_skip(tracker: _Tracker, run_id: str, state: str) -> None:
-    if state == DONE:
-        tracker.done += 1
-        tracker.already_done += 1
-    elif state == FAILED:
-        tracker.skipped_failed += 1
-    else:
-        tracker.elsewhere += 1
-    tracker.emit(run_id, f"skipped ({state})")
-
-
-def _finish_factory(store: Store, tracker: _Tracker) -> Callable[[Job, Outcome], None]:
-    def finish(job: Job, outcome: Outcome) -> None:
-        store.release(job.claim)
-        tracker.running -= 1
-        tracker.outcomes.append(outcome)
-        if outcome.status == DONE:
-            tracker.done += 1
-        else:
-            tracker.failed += 1
-        tracker.emit(job.run.run_id, outcome.status)
-
-    return finish
+    study: Study
+    store_root: Path
+    shard: tuple[int, int] = (0, 1)
+    retry_failed: bool = False
+    since: float = 0.0
+    run_function: str = DEFAULT_RUN_FUNCTION
+    device: str = "auto"
 
 
 def run_study(
     study: Study,
     store: Store | Path | str | None = None,
-    executor: str = "local",
-    workers: int = 1,
+    *,
+    executor: Executor | None = None,
     shard: tuple[int, int] = (0, 1),
     retry_failed: bool = False,
-    address: str | None = None,
     progress: Progress | None = None,
     run_function: str = DEFAULT_RUN_FUNCTION,
     device: str = "auto",
-    cpus_per_run: float = 1.0,
-    gpus_per_run: float = 0.0,
-    max_retries: int = 3,
     track: Track = no_progress,
 ) -> GridSummary:
-    """Run the study's runs (shard i of n) that are not done, through `executor`; returns a summary.
+    """Run the study's runs (shard i of n) that are not done, through `executor` (default: in this
+    process, one at a time); returns a summary. `progress` receives a `GridProgress` event whenever a run
+    starts, ends or is skipped; `track` shows data preparation (and, in this process, each run's steps).
 
     Safe to start many times, in parallel, on many machines sharing the store: claims make every
-    run execute once; a killed grid resumes its interrupted runs from their checkpoints."""
-    if executor not in EXECUTORS:
-        raise ConfigError(f"executor {executor!r} is not valid; choose one of {', '.join(EXECUTORS)}")
-    if workers < 1:
-        raise ConfigError(f"workers must be >= 1, got {workers}")
-    if executor == "local" and workers != 1:
-        raise ConfigError("the local executor runs one run at a time; use --executor ray for --workers N, "
-                          "or start N `crossling study run` processes on the same store")
-    store = open_store(study, store)
-    runs = expand_runs(study)
-    store.write_plan(plan_record(study, runs))
-    selected = select_shard(runs, shard)
-    started, since = time.monotonic(), time.time()
-    options = ExecOptions(store.root.resolve(), prepare_data(study, store, track).resolve(), run_function, device)
-    tracker = _Tracker(store, selected, workers, progress)
-    next_job = _next_job_factory(store, selected, _retry_policy(store, retry_failed, since), tracker)
-    finish = _finish_factory(store, tracker)
+    run execute once; a killed grid resumes its interrupted runs from their resume files."""
+    root = open_store(study, store).root
+    spec = GridSpec(study=study, store_root=root, shard=shard, retry_failed=retry_failed, since=time.time(),
+                    run_function=run_function, device=device)
+    return run_grid(spec, executor or LocalExecutor(), progress=progress, track=track)
+
+
+def run_grid(spec: GridSpec, executor: Executor, *, progress: Progress | None = None,
+             events: Callable[[RunEvent], None] | None = None, track: Track = no_progress) -> GridSummary:
+    """`run_study` from a `GridSpec` (what a grid process runs); `events` also receives every run event."""
+    store = Store(spec.store_root)
+    runs = expand_runs(spec.study)
+    store.write_plan(study_plan(spec.study, runs))
+    selected = select_shard(runs, spec.shard)
+    started = time.monotonic()
     try:
-        if executor == "local":
-            run_local(next_job, finish, options)
-        else:
-            run_ray(next_job, finish, options, RayOptions(workers, address, cpus_per_run, gpus_per_run, max_retries))
+        prepared = prepare_source(spec.study.data, spec.study.languages, store, track).resolve()
+        work = _Grid(spec, store, selected, ExecOptions(store.root.resolve(), prepared, spec.run_function, spec.device),
+                     tracker=_Tracker(store, selected, executor.workers, progress, events), track=track)
+        executor.execute(work)
     finally:
         store.close()
-    return GridSummary(
-        total=len(selected), executed=len(tracker.outcomes), done=sum(o.status == DONE for o in tracker.outcomes),
-        failed=tracker.failed, already_done=tracker.already_done, elsewhere=tracker.elsewhere,
-        skipped_failed=tracker.skipped_failed, wall_seconds=time.monotonic() - started,
-        outcomes=tuple(tracker.outcomes),
-    )
+    return work.tracker.summary(time.monotonic() - started)
+
+
+class _Tracker:
+    """The states of the grid's runs as this grid sees them (from its own claims and executions, or
+    the events of its grid processes); emits `GridProgress` events and makes the summary."""
+
+    def __init__(self, store: Store, runs: list[Run], workers: int, progress: Progress | None,
+                 events: Callable[[RunEvent], None] | None) -> None:
+        self.store, self.workers, self.progress, self.events = store, workers, progress, events
+        self.states = {run.run_id: PENDING for run in runs}
+        self.already_done: set[str] = set()
+        self.skipped_failed: set[str] = set()
+        self.outcomes: list[Outcome] = []
+        self.run_seconds = _done_seconds(store, runs)
+        self._lock = threading.Lock()  # events may come from an executor's threads
+
+    def record(self, event: RunEvent) -> None:
+        with self._lock:
+            self._apply(event)
+            update = self._progress(event)
+        if self.events is not None:
+            self.events(event)
+        if self.progress is not None:
+            self.progress(update)
+
+    def _apply(self, event: RunEvent) -> None:
+        run_id, current = event.run_id, self.states[event.run_id]
+        if event.event == "started":
+            self.states[run_id] = RUNNING
+        elif event.event == "skipped":
+            self._skipped(run_id, current, event.state)
+        elif event.outcome is not None:
+            self._ended(event.outcome)
+
+    def _skipped(self, run_id: str, current: str, state: str) -> None:
+        if state == DONE and current in (PENDING, ELSEWHERE):
+            self.states[run_id] = DONE
+            self.already_done.add(run_id)
+        elif state == FAILED and current in (PENDING, ELSEWHERE):
+            self.states[run_id] = FAILED
+            self.skipped_failed.add(run_id)
+        elif state == RUNNING and current == PENDING:  # another process holds it (maybe one of ours)
+            self.states[run_id] = ELSEWHERE
+
+    def _ended(self, outcome: Outcome) -> None:
+        if outcome.status == CANCELLED:
+            self.states[outcome.run_id] = PENDING
+            return
+        self.states[outcome.run_id] = outcome.status
+        self.skipped_failed.discard(outcome.run_id)
+        self.outcomes.append(outcome)
+        result = self.store.result(outcome.run_id) if outcome.status == DONE else None
+        if result is not None:
+            self.run_seconds.append(result.cost.wall_seconds)
+
+    def count(self, state: str) -> int:
+        return sum(value == state for value in self.states.values())
+
+    def _progress(self, event: RunEvent) -> GridProgress:
+        mean = statistics.fmean(self.run_seconds) if self.run_seconds else None
+        running, pending = self.count(RUNNING), self.count(PENDING)
+        return GridProgress(
+            total=len(self.states), done=self.count(DONE), failed=self.count(FAILED), running=running,
+            elsewhere=self.count(ELSEWHERE), pending=pending,
+            eta_seconds=remaining_seconds(mean, pending + running, self.workers), run_id=event.run_id,
+            event=event.event, state=event.state, worker=event.worker,
+            seconds=event.outcome.seconds if event.outcome else None,
+        )
+
+    def summary(self, wall_seconds: float) -> GridSummary:
+        return GridSummary(
+            total=len(self.states), executed=len(self.outcomes), done=self.count(DONE),
+            failed=sum(o.status == FAILED for o in self.outcomes), already_done=len(self.already_done),
+            elsewhere=self.count(ELSEWHERE), skipped_failed=len(self.skipped_failed), wall_seconds=wall_seconds,
+            outcomes=tuple(self.outcomes),
+        )
+
+
+def _done_seconds(store: Store, runs: list[Run]) -> list[float]:
+    """Wall seconds of the runs already done (the ETA's measure before this grid finishes one)."""
+    results = (store.result(run.run_id) for run in runs)
+    return [result.cost.wall_seconds for result in results if result is not None]
+
+
+class _Grid:
+    """The grid as its executor sees it (`executors.GridWork`): claims the next run that needs doing
+    (skipping done, failed and others' runs), takes outcomes back, relays grid processes' events."""
+
+    def __init__(self, spec: GridSpec, store: Store, runs: list[Run], options: ExecOptions, *,
+                 tracker: _Tracker, track: Track) -> None:
+        self.spec, self.store, self.options, self.tracker, self.track = spec, store, options, tracker, track
+        self._candidates: Iterator[Run] = iter(runs)
+        self._claiming = threading.Lock()
+
+    def next_job(self) -> Job | None:
+        with self._claiming:
+            for run in self._candidates:
+                if (job := self._try_job(run)) is not None:
+                    self.tracker.record(RunEvent(run.run_id, "started"))
+                    return job
+            return None
+
+    def finish(self, job: Job, outcome: Outcome) -> None:
+        self.store.release(job.claim)
+        self.tracker.record(RunEvent(job.run.run_id, outcome.status, outcome=outcome))
+
+    def relay(self, event: RunEvent) -> None:
+        self.tracker.record(event)
+
+    def _try_job(self, run: Run) -> Job | None:
+        state = self.store.state(run.run_id)
+        if self._wanted(run.run_id, state):
+            claim = self.store.try_claim(run.run_id, owner="study run")
+            if claim is None:
+                state = RUNNING
+            else:
+                # Re-check under the claim: another worker may have finished or failed it meanwhile.
+                state = self.store.recorded_state(run.run_id)
+                if self._wanted(run.run_id, state):
+                    return Job(run, claim)
+                self.store.release(claim)
+        self.tracker.record(RunEvent(run.run_id, "skipped", state=state))
+        return None
+
+    def _wanted(self, run_id: str, state: str) -> bool:
+        """Pending, or failed before this grid started and --retry-failed was given (a failure recorded
+        since then is another worker's retry, and is not repeated)."""
+        if state == PENDING:
+            return True
+        if state != FAILED or not self.spec.retry_failed:
+            return False
+        error = self.store.error(run_id)
+        return error is not None and error.time < self.spec.since
 
 
 # --- status ----------------------------------------------------------------------------------------
@@ -379,7 +347,7 @@ class RunStatus:
 @dataclass(frozen=True)
 class StudyStatus:
     """The study's counts, per-run cost, totals over done runs, and the projected remaining time
-    (mean wall time of the done runs x the runs still to do, for one worker; divide by workers)."""
+    (`remaining_seconds` for one worker; divide by the number of workers)."""
 
     counts: PlanCounts
     runs: tuple[RunStatus, ...]
@@ -407,7 +375,7 @@ def study_status(study: Study, store: Store | Path | str | None = None) -> Study
         audio_seconds_per_second=_mean_or_none([s.audio_seconds_per_second for s in done]),
         peak_memory_mb=max((s.peak_memory_mb for s in done if s.peak_memory_mb is not None), default=None),
         mean_run_seconds=mean,
-        remaining_seconds=None if mean is None else mean * (counts.pending + counts.running + counts.failed),
+        remaining_seconds=remaining_seconds(mean, counts.pending + counts.running),
     )
 
 
@@ -419,15 +387,17 @@ def _mean_or_none(values: list[float | None]) -> float | None:
 def run_status(store: Store, run_id: str) -> RunStatus:
     state = store.state(run_id)
     if state == DONE:
-        result = store.result(run_id) or {}
-        cost = result.get("cost", {})
+        result = store.result(run_id)
+        cost = result.cost
         return RunStatus(
-            run_id, state, cost.get("wall_seconds"), cost.get("device_hours"), cost.get("audio_seconds_per_second"),
-            cost.get("peak_memory_mb"), result.get("scores", {}).get("test", {}).get("cer"),
+            run_id=run_id, state=state, wall_seconds=cost.wall_seconds, device_hours=cost.device_hours,
+            audio_seconds_per_second=cost.audio_seconds_per_second, peak_memory_mb=cost.peak_memory_mb,
+            cer=result.test_cer(),
         )
     if state == FAILED:
-        return RunStatus(run_id, state, error=(store.error(run_id) or {}).get("error", ""))
+        failure = store.error(run_id)
+        return RunStatus(run_id=run_id, state=state, error=failure.error if failure else "")
     if state == RUNNING:
         owner = store.claim_owner(run_id) or {}
-        return RunStatus(run_id, state, owner=f"{owner.get('host', '?')}:{owner.get('pid', '?')}")
-    return RunStatus(run_id, state)
+        return RunStatus(run_id=run_id, state=state, owner=f"{owner.get('host', '?')}:{owner.get('pid', '?')}")
+    return RunStatus(run_id=run_id, state=state)

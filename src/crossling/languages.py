@@ -178,7 +178,7 @@ STUDY_LANGUAGES = tuple("ar de en es et fa fr id it ja nl pl pt ru sv-SE th uk z
 def _parse(line: str) -> Language:
     code, name, iso, family, subgroup, script, uriel = line.split("|")
     uriel = "" if uriel == "-" else (uriel or iso)
-    return Language(code, name, iso, family, subgroup, script, uriel)
+    return Language(code=code, name=name, iso639_3=iso, family=family, subgroup=subgroup, script=script, uriel=uriel)
 
 
 @cache

@@ -2,10 +2,15 @@
 
 Prepared data:  <prepared>/<lang>/{train,dev,test}.jsonl, vocab.json, prepared.json
 Decode cache:   <prepared>/_audio/<lang>/<clip stem>.wav  (+ index.jsonl of decoded lengths)
-Run directory:  <run>/config.json, checkpoint.pt, model/, scores.json, hypotheses-<split>.jsonl,
+Run directory:  <run>/config.json, resume.pt, model/, scores.json, hypotheses-<split>.jsonl,
                 train.log, result.json (written last), error.json (failed runs)
-Study store:    <store>/runs/<run id>/ (a run directory), <store>/claims/<run id>.claim
+Study store:    <store>/plan.json, <store>/runs/<run id>/ (a run directory + attempts.jsonl),
+                <store>/claims/<run id>.claim, <store>/data/<source>-<hash>/ (prepared data)
+Pre-training:   <out>/model/, resume.pt, pretrain.json (written last)
 Exports:        <out>/<lang>_{recordings,supervisions}_<split>.jsonl.gz (lhotse), <out>/<lang>/ (HF dataset)
+
+A "checkpoint" is a pre-trained model a run starts from; the file a killed run resumes from is its
+"resume file" (named checkpoint.pt by earlier versions, and still read under that name).
 """
 
 from __future__ import annotations
@@ -56,7 +61,13 @@ def run_config_path(run_dir: Path) -> Path:
     return Path(run_dir) / "config.json"
 
 
-def run_checkpoint_path(run_dir: Path) -> Path:
+def run_resume_path(run_dir: Path) -> Path:
+    """Everything an interrupted run continues from (weights, optimizer, RNG states, data position)."""
+    return Path(run_dir) / "resume.pt"
+
+
+def run_legacy_resume_path(run_dir: Path) -> Path:
+    """The resume file's name in earlier versions: read (and renamed) when a run resumes."""
     return Path(run_dir) / "checkpoint.pt"
 
 
@@ -105,7 +116,13 @@ def pretrain_model_dir(pretrain_dir: Path) -> Path:
     return Path(pretrain_dir) / "model"
 
 
-def pretrain_checkpoint_path(pretrain_dir: Path) -> Path:
+def pretrain_resume_path(pretrain_dir: Path) -> Path:
+    """Everything interrupted pre-training continues from."""
+    return Path(pretrain_dir) / "resume.pt"
+
+
+def pretrain_legacy_resume_path(pretrain_dir: Path) -> Path:
+    """The pre-training resume file's name in earlier versions: read (and renamed) on resume."""
     return Path(pretrain_dir) / "checkpoint.pt"
 
 

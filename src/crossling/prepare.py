@@ -10,17 +10,18 @@ import os
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, closing, contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from crossling import paths
 from crossling.atomic import write_json_atomic
 from crossling.audio import CORRUPT, EMPTY, ClipCache, ClipJob, decode_stream
 from crossling.commonvoice import ClipRow, LanguageSource
-from crossling.corpora import CorpusOptions, open_corpus
+from crossling.corpora import CorpusLanguage, CorpusOptions, open_corpus
 from crossling.errors import ConfigError, DataError
 from crossling.manifest import Utterance, total_hours, write_manifest
 from crossling.progress import Track, no_progress
+from crossling.records import PreparedSummary
 from crossling.subset import eval_order, seeded_order, take_count, take_hours
 from crossling.text import normalization_info, normalize
 from crossling.vocab import DEFAULT_THRESHOLD, Vocab, apply_char_map, build_vocab, oov_rate, write_vocab_json
@@ -31,18 +32,48 @@ MISSING, EMPTY_SENTENCE, DUPLICATE = "missing_clip", "empty_sentence", "duplicat
 SKIP_REASONS = (MISSING, CORRUPT, EMPTY, EMPTY_SENTENCE, DUPLICATE)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PrepareOptions:
-    """How a language is prepared; `eval_seed` None takes the first K dev/test rows, else a seeded K."""
+    """How a language is prepared: everything that changes the prepared files (the one declaration of
+    these options; `crossling prepare` flags and a study file's [data] table are built from it).
+
+    `train_hours` exactly, drawn with `seed`, at most `max_hours_per_speaker` per speaker; dev/test whole,
+    or `dev_max`/`test_max` utterances (the first K, or K drawn with `eval_seed`); the vocabulary keeps
+    characters with relative train frequency >= `vocab_threshold`."""
 
     train_hours: float = 5.0
     seed: int = 0
-    workers: int | None = None
-    dev_max: int | None = None
+    dev_max: int | None = None  # None: the full split
     test_max: int | None = None
     eval_seed: int | None = None
     max_hours_per_speaker: float | None = None
     vocab_threshold: float = DEFAULT_THRESHOLD
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One language prepared: its summary (as written to prepared.json) and how many clips were decoded
+    now or found in the decode cache."""
+
+    summary: PreparedSummary
+    decoded: int
+    reused: int
+
+    def to_json(self) -> dict:
+        return {**self.summary.to_json(), "cache": {"decoded": self.decoded, "reused": self.reused}}
+
+
+@dataclass
+class _Language:
+    """One language being prepared: its source, decode cache, options, decoding processes, progress and
+    the counts of what was skipped."""
+
+    src: LanguageSource | CorpusLanguage
+    cache: ClipCache
+    options: PrepareOptions
+    workers: int | None
+    track: Track
+    skipped: Counter = field(default_factory=lambda: Counter({reason: 0 for reason in SKIP_REASONS}))
 
 
 @dataclass(frozen=True)
@@ -55,18 +86,16 @@ class _Candidate:
     mtime_ns: int
 
 
-def prepare_release(source: Path, languages: list[str], out: Path, train_hours: float = 5.0, seed: int = 0,
-                    workers: int | None = None, dev_max: int | None = None, test_max: int | None = None,
-                    max_hours_per_speaker: float | None = None, vocab_threshold: float = DEFAULT_THRESHOLD,
-                    eval_seed: int | None = None, track: Track = no_progress,
-                    corpus: CorpusOptions | None = None) -> list[dict]:
+def prepare_release(source: Path, languages: list[str], out: Path, options: PrepareOptions | None = None, *,
+                    corpus: CorpusOptions | None = None, workers: int | None = None,
+                    track: Track = no_progress) -> list[Prepared]:
     """Prepare each of `languages` from the corpus at `source` (a Common Voice folder or tar, or another
-    format `corpus` names or that is detected) into `out`.
+    format `corpus` names or that is detected) into `out`, decoding with `workers` processes (default: one
+    per CPU).
 
-    Returns one summary dict per language (prepared.json plus cache statistics). Languages are done one
-    after another; a failure leaves earlier languages, older preparations and the decode cache intact."""
-    options = PrepareOptions(train_hours, seed, workers, dev_max, test_max, eval_seed,
-                             max_hours_per_speaker, vocab_threshold)
+    Languages are done one after another; a failure leaves earlier languages, older preparations and the
+    decode cache intact."""
+    options = options or PrepareOptions()
     languages = _check_request(languages, options)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -79,8 +108,8 @@ def prepare_release(source: Path, languages: list[str], out: Path, train_hours: 
             return caches[lang].lookup(clip, size, mtime_ns) is None
 
         staging = out / f".staging-{os.getpid()}"
-        with open_corpus(Path(source), languages, staging, keep_clip, corpus) as release:
-            return [prepare_language(release[lang], caches[lang], out, options, str(source), track)
+        with open_corpus(Path(source), languages, staging, keep_clip, options=corpus) as release:
+            return [prepare_language(_Language(release[lang], caches[lang], options, workers, track), out, str(source))
                     for lang in languages]
 
 
@@ -105,7 +134,7 @@ def _preparing(out: Path, language: str) -> Iterator[None]:
 
 def _check_request(languages: list[str], options: PrepareOptions) -> list[str]:
     if not languages:
-        raise ConfigError("no languages given; pass --languages with one or more Common Voice codes")
+        raise ConfigError("no languages given; pass --languages with one or more language codes")
     if options.train_hours <= 0:
         raise ConfigError(f"--train-hours must be > 0, got {options.train_hours}")
     if options.max_hours_per_speaker is not None and options.max_hours_per_speaker <= 0:
@@ -118,48 +147,44 @@ def _check_request(languages: list[str], options: PrepareOptions) -> list[str]:
     return list(dict.fromkeys(languages))
 
 
-def prepare_language(src: LanguageSource, cache: ClipCache, out: Path, options: PrepareOptions,
-                     source: str, track: Track = no_progress) -> dict:
-    """Select, decode, build the vocabulary and write one prepared language; returns its summary."""
-    skipped: Counter[str] = Counter({reason: 0 for reason in SKIP_REASONS})
+def prepare_language(job: _Language, out: Path, source: str) -> Prepared:
+    """Select, decode, build the vocabulary and write one prepared language."""
     try:
-        train = _select_train(src, cache, options, skipped, track)
-        dev = _select_eval(src, "dev", options.dev_max, cache, options, skipped, track)
-        test = _select_eval(src, "test", options.test_max, cache, options, skipped, track)
+        train = _select_train(job)
+        dev = _select_eval(job, "dev", job.options.dev_max)
+        test = _select_eval(job, "test", job.options.test_max)
     finally:
-        cache.save()  # decoded clips stay reusable even when this language fails
-    vocab = build_vocab([u.text for u in train], options.vocab_threshold)
+        job.cache.save()  # decoded clips stay reusable even when this language fails
+    vocab = build_vocab([u.text for u in train], job.options.vocab_threshold)
     splits = {split: _mapped(utts, vocab) for split, utts in (("train", train), ("dev", dev), ("test", test))}
-    summary = {**_summary(src.language, source, options, splits, vocab, skipped), "format": src.format}
-    _write_language(out, src.language, splits, vocab, summary)
-    log.info("%s: %.3f h train, %d dev, %d test utterances; %d chars", src.language,
-             summary["train_hours"], len(dev), len(test), len(vocab.chars))
-    return {**summary, "cache": {"decoded": cache.decoded, "reused": cache.reused}}
+    summary = _summary(job, source, splits, vocab)
+    _write_language(out, job.src.language, splits, vocab, summary)
+    log.info("%s: %.3f h train, %d dev, %d test utterances; %d chars", job.src.language,
+             summary.train_hours, len(dev), len(test), len(vocab.chars))
+    return Prepared(summary, decoded=job.cache.decoded, reused=job.cache.reused)
 
 
 # --- choosing utterances -----------------------------------------------------------------------------
 
 
-def _select_train(src: LanguageSource, cache: ClipCache, options: PrepareOptions, skipped: Counter,
-                  track: Track) -> list[Utterance]:
-    candidates = _candidates(src, "train", skipped)
-    ordered = seeded_order(candidates, options.seed, key=_clip_of)
-    with closing(_utterances(src, ordered, cache, options.workers, skipped, track, "train")) as stream:
+def _select_train(job: _Language) -> list[Utterance]:
+    src, options = job.src, job.options
+    ordered = seeded_order(_candidates(src, "train", job.skipped), options.seed, key=_clip_of)
+    with closing(_utterances(job, ordered, "train")) as stream:
         chosen = take_hours(stream, options.train_hours, src.split_origin("train"), options.max_hours_per_speaker)
     return _by_id(chosen)
 
 
-def _select_eval(src: LanguageSource, split: str, max_items: int | None, cache: ClipCache,
-                 options: PrepareOptions, skipped: Counter, track: Track) -> list[Utterance]:
-    ordered = eval_order(_candidates(src, split, skipped), options.eval_seed, key=_clip_of)
-    with closing(_utterances(src, ordered, cache, options.workers, skipped, track, split)) as stream:
+def _select_eval(job: _Language, split: str, max_items: int | None) -> list[Utterance]:
+    ordered = eval_order(_candidates(job.src, split, job.skipped), job.options.eval_seed, key=_clip_of)
+    with closing(_utterances(job, ordered, split)) as stream:
         chosen = take_count(stream, max_items)
     if not chosen:
-        raise DataError(f"{src.split_origin(split)}: no usable {split} utterances (see the warnings above)")
+        raise DataError(f"{job.src.split_origin(split)}: no usable {split} utterances (see the warnings above)")
     return _by_id(chosen)
 
 
-def _candidates(src: LanguageSource, split: str, skipped: Counter) -> list[_Candidate]:
+def _candidates(src: LanguageSource | CorpusLanguage, split: str, skipped: Counter) -> list[_Candidate]:
     """Rows with a non-empty normalized sentence and an existing, not yet seen clip."""
     candidates, seen = [], set()
     for row in src.read_split(split):
@@ -177,19 +202,18 @@ def _candidates(src: LanguageSource, split: str, skipped: Counter) -> list[_Cand
     return candidates
 
 
-def _utterances(src: LanguageSource, candidates: list[_Candidate], cache: ClipCache, workers: int | None,
-                skipped: Counter, track: Track, split: str) -> Iterator[Utterance]:
+def _utterances(job: _Language, candidates: list[_Candidate], split: str) -> Iterator[Utterance]:
     """Decode candidates lazily (in order) and yield the usable ones as Utterances."""
     by_clip = {c.row.clip: c for c in candidates}
-    shown = track(candidates, len(candidates), f"{src.language} {split}")
-    jobs = (ClipJob(c.row.clip, src.clip_path(c.row.clip), c.size, c.mtime_ns) for c in shown)
-    with closing(decode_stream(jobs, cache, workers)) as decoded:
+    shown = job.track(candidates, len(candidates), f"{job.src.language} {split}")
+    jobs = (ClipJob(c.row.clip, job.src.clip_path(c.row.clip), c.size, c.mtime_ns) for c in shown)
+    with closing(decode_stream(jobs, job.cache, job.workers)) as decoded:
         for outcome in decoded:
             candidate = by_clip[outcome.clip]
             if outcome.error:
-                _skip(skipped, outcome.error, candidate.row, f"clip {outcome.clip}: {outcome.detail}")
+                _skip(job.skipped, outcome.error, candidate.row, f"clip {outcome.clip}: {outcome.detail}")
                 continue
-            yield _utterance(candidate, outcome.num_samples, cache)
+            yield _utterance(candidate, outcome.num_samples, job.cache)
 
 
 def _utterance(candidate: _Candidate, num_samples: int, cache: ClipCache) -> Utterance:
@@ -222,28 +246,26 @@ def _mapped(utterances: list[Utterance], vocab: Vocab) -> list[Utterance]:
     return [replace(u, text=apply_char_map(u.text, vocab.char_map)) for u in utterances]
 
 
-def _summary(language: str, source: str, options: PrepareOptions, splits: dict[str, list[Utterance]],
-             vocab: Vocab, skipped: Counter) -> dict:
-    train = splits["train"]
-    return {
-        "language": language, "source": source, "seed": options.seed,
-        "train_hours": round(total_hours(train), 6), "requested_train_hours": options.train_hours,
-        "train_utterances": len(train), "dev_utterances": len(splits["dev"]),
-        "test_utterances": len(splits["test"]), "train_speakers": len({u.speaker for u in train}),
-        "max_hours_per_speaker": options.max_hours_per_speaker,
-        "dev_max": options.dev_max, "test_max": options.test_max, "eval_seed": options.eval_seed,
-        "vocab": list(vocab.chars), "vocab_threshold": vocab.threshold, "char_map": dict(vocab.char_map),
-        "oov_rate": {split: oov_rate([u.text for u in splits[split]], vocab) for split in ("dev", "test")},
-        "skipped": dict(skipped), "normalization": normalization_info(language),
-    }
+def _summary(job: _Language, source: str, splits: dict[str, list[Utterance]], vocab: Vocab) -> PreparedSummary:
+    train, options = splits["train"], job.options
+    return PreparedSummary(
+        language=job.src.language, source=source, seed=options.seed,
+        train_hours=round(total_hours(train), 6), requested_train_hours=options.train_hours,
+        train_utterances=len(train), dev_utterances=len(splits["dev"]), test_utterances=len(splits["test"]),
+        train_speakers=len({u.speaker for u in train}), max_hours_per_speaker=options.max_hours_per_speaker,
+        dev_max=options.dev_max, test_max=options.test_max, eval_seed=options.eval_seed,
+        vocab=list(vocab.chars), vocab_threshold=vocab.threshold, char_map=dict(vocab.char_map),
+        oov_rate={split: oov_rate([u.text for u in splits[split]], vocab) for split in ("dev", "test")},
+        skipped=dict(job.skipped), normalization=normalization_info(job.src.language), format=job.src.format,
+    )
 
 
 def _write_language(out: Path, language: str, splits: dict[str, list[Utterance]], vocab: Vocab,
-                    summary: dict) -> None:
+                    summary: PreparedSummary) -> None:
     """Write the artifacts atomically, prepared.json last; the old marker goes first so a crash in
     between never leaves a prepared.json describing files from two different preparations."""
     paths.prepared_summary_path(out, language).unlink(missing_ok=True)
     for split, utterances in splits.items():
         write_manifest(paths.manifest_path(out, language, split), utterances)
     write_vocab_json(paths.vocab_path(out, language), vocab)
-    write_json_atomic(paths.prepared_summary_path(out, language), summary)
+    write_json_atomic(paths.prepared_summary_path(out, language), summary.to_json())

@@ -1,7 +1,7 @@
 """Self-supervised wav2vec 2.0 pre-training (contrastive + diversity loss) on prepared audio.
 
 Inputs: prepared languages (train manifests) and a controlled mix (languages x hours). Outputs, in `out`:
-`model/` (Hugging Face format, loadable by AutoModelForCTC), `checkpoint.pt` (exact resume), `pretrain.json`."""
+`model/` (Hugging Face format, loadable by AutoModelForCTC), `resume.pt` (exact resume), `pretrain.json`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import pickle
 import platform
 import random
@@ -18,16 +19,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import soundfile as sf
-import torch
-
+import crossling
 from crossling import paths
 from crossling.atomic import atomic_path, read_json, write_json_atomic
 from crossling.config import from_mapping, read_toml
 from crossling.errors import ConfigError, DataError
 from crossling.manifest import SAMPLE_RATE, Utterance, read_manifest
 from crossling.progress import Track, no_progress
+
+# Before torch loads OpenMP, as in `crossling.finetune` (none of the modules above imports torch).
+crossling.short_openmp_spin()
+
+import numpy as np  # noqa: E402
+import soundfile as sf  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +245,8 @@ def _contrastive_accuracy(outputs, mask: torch.Tensor, negatives: torch.Tensor) 
         return float(correct[mask].float().mean())
 
 
-def train_step(model, optimizer, batch, recipe: PretrainConfig, seed: int, step: int) -> dict[str, float]:
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: torch.Tensor, recipe: PretrainConfig, *,
+               seed: int, step: int) -> dict[str, float]:
     """One optimisation step; losses are per masked frame (transformers returns sums)."""
     for group in optimizer.param_groups:
         group["lr"] = learning_rate(step, recipe)
@@ -259,11 +266,11 @@ def train_step(model, optimizer, batch, recipe: PretrainConfig, seed: int, step:
             "accuracy": _contrastive_accuracy(outputs, mask, negatives), "lr": optimizer.param_groups[0]["lr"]}
 
 
-# --- checkpoints ---------------------------------------------------------------------------------------
+# --- the resume file -----------------------------------------------------------------------------------
 
 
-def _save_checkpoint(out: Path, model, optimizer, step: int, history: list[dict], state: dict,
-                     wall_seconds: float) -> None:
+def _save_resume(out: Path, model: nn.Module, optimizer: torch.optim.Optimizer, *, step: int,
+                 history: list[dict], state: dict, wall_seconds: float) -> None:
     checkpoint = {
         "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
         "wall_seconds": wall_seconds,
@@ -271,20 +278,24 @@ def _save_checkpoint(out: Path, model, optimizer, step: int, history: list[dict]
         "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_state(), "python": random.getstate()},
         "history": history, **state,
     }
-    with atomic_path(paths.pretrain_checkpoint_path(out)) as tmp:
+    with atomic_path(paths.pretrain_resume_path(out)) as tmp:
         torch.save(checkpoint, tmp)
 
 
-def _load_checkpoint(out: Path, model, optimizer, state: dict) -> tuple[int, list[dict], float]:
-    """Restore a checkpoint of the same run; one of a different run is an error, not silently reused."""
-    path = paths.pretrain_checkpoint_path(out)
-    if not path.is_file():
+def _load_resume(out: Path, model, optimizer, state: dict) -> tuple[int, list[dict], float]:
+    """Restore the resume file of the same run (under its earlier name too); one of a different run is an
+    error, not silently reused."""
+    path = next((p for p in (paths.pretrain_resume_path(out), paths.pretrain_legacy_resume_path(out))
+                 if p.is_file()), None)
+    if path is None:
         return 0, [], 0.0
     checkpoint = load_checkpoint_file(path)
     for key in ("recipe", "architecture", "mix", "seed"):
         if checkpoint.get(key) != state[key]:
             raise ConfigError(f"{path} belongs to a different pre-training run ({key} differs: "
                               f"{checkpoint.get(key)!r} vs {state[key]!r}); use another --out or delete it")
+    if path != paths.pretrain_resume_path(out):
+        os.replace(path, paths.pretrain_resume_path(out))
     model.load_state_dict(checkpoint["model"])
     optimizer.load_state_dict(checkpoint["optimizer"])
     torch.set_rng_state(checkpoint["rng"]["torch"])
@@ -364,7 +375,7 @@ def pretrain(prepared: Path, languages: list[str], hours_per_language: list[floa
              steps: int | None = None, recipe: dict[str, Any] | None = None, threads: int | None = None,
              track: Track = no_progress) -> dict:
     """Pre-train a wav2vec2 model from scratch on a mix of prepared languages; returns the pretrain.json
-    record. Resumes from `out/checkpoint.pt` if a previous run of the same recipe was interrupted."""
+    record. Resumes from `out/resume.pt` if a previous run of the same recipe was interrupted."""
     out = Path(out)
     architecture, settings = resolve_recipe(config, steps, recipe)
     chosen = select_utterances(Path(prepared), list(languages), hours_per_language, seed)
@@ -405,11 +416,11 @@ def _train(out: Path, clips: list[Clip], recipe: PretrainConfig, state: dict, tr
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay,
                                   betas=(recipe.adam_beta1, recipe.adam_beta2))
-    start, history, wall_before = _load_checkpoint(out, model, optimizer, state)
+    start, history, wall_before = _load_resume(out, model, optimizer, state)
     started = time.time() - wall_before
     for step in track(range(start, recipe.steps), recipe.steps - start, "pre-training"):
         metrics = train_step(model, optimizer, make_batch(clips, recipe, state["seed"], step), recipe,
-                             state["seed"], step)
+                             seed=state["seed"], step=step)
         if not math.isfinite(metrics["loss"]):
             raise DataError(f"pre-training loss became {metrics['loss']} at step {step}; lower the learning rate")
         history.append({"step": step, **{k: round(v, 6) for k, v in metrics.items()}})
@@ -417,19 +428,18 @@ def _train(out: Path, clips: list[Clip], recipe: PretrainConfig, state: dict, tr
             log.info("step %d loss %.4f acc %.3f ppl %.1f", step, metrics["loss"], metrics["accuracy"],
                      metrics["perplexity"])
         if (step + 1) % recipe.checkpoint_every == 0 and step + 1 < recipe.steps:
-            _save_checkpoint(out, model, optimizer, step + 1, history, state, time.time() - started)
+            _save_resume(out, model, optimizer, step=step + 1, history=history, state=state,
+                         wall_seconds=time.time() - started)
     save_model(model, paths.pretrain_model_dir(out))
-    record = _record(model, clips, recipe, state, history, time.time() - started)
+    record = _record(model, clips, recipe, state=state, history=history, wall_seconds=time.time() - started)
     write_json_atomic(paths.pretrain_record_path(out), record)
-    paths.pretrain_checkpoint_path(out).unlink(missing_ok=True)
+    paths.pretrain_resume_path(out).unlink(missing_ok=True)
     return record
 
 
-def _record(model, clips: list[Clip], recipe: PretrainConfig, state: dict, history: list[dict],
+def _record(model: nn.Module, clips: list[Clip], recipe: PretrainConfig, *, state: dict, history: list[dict],
             wall_seconds: float) -> dict:
     import transformers
-
-    import crossling
 
     tail = history[-min(len(history), max(1, recipe.steps // 10)):]
     head = history[:max(1, recipe.steps // 10)]

@@ -217,6 +217,6 @@ def _prior(code: str) -> Recommendation:
 def recommend_from(language: str, source: str | Path | None = None, store: Path | None = None) -> Recommendation:
     """`recommend` with the results table of `source` (a results file, store directory or study; see
     `crossling.report.load_table`), or the prior when no source is given."""
-    from crossling.report import load_table
+    from crossling.results import load_table
 
     return recommend(language, load_table(source, store) if source is not None else None)

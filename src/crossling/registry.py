@@ -151,54 +151,55 @@ _W2V_BERT_CARD_LANGUAGES = (
 )
 
 
-def _today(alias, hub_id, model_type, hours, languages, domain, *, language_count, parameters, licence, sources,
+def _today(alias, hub_id, model_type, *, hours, languages, domain, language_count, parameters, licence, sources,
            uncertain=(), notes="") -> Checkpoint:
-    return replace(_hub(alias, hub_id, model_type, hours, languages, domain, notes, language_count),
+    return replace(_hub(alias, hub_id, model_type, hours, languages, domain=domain, notes=notes,
+                        language_count=language_count),
                    parameters_millions=parameters, licence=licence, sources=tuple(sources),
                    uncertain=tuple(uncertain))
 
 
 #: Checkpoints of 2021-2024 that a study in 2026 compares besides the reference 15.
 TODAY_CHECKPOINTS: tuple[Checkpoint, ...] = (
-    _today("mms-300m", "facebook/mms-300m", "wav2vec2", 500_000, STUDY_LANGUAGES, _MMS_DOMAIN,
-           language_count=1_400, parameters=300, licence="cc-by-nc-4.0",
+    _today("mms-300m", "facebook/mms-300m", "wav2vec2", hours=500_000, languages=STUDY_LANGUAGES,
+           domain=_MMS_DOMAIN, language_count=1_400, parameters=300, licence="cc-by-nc-4.0",
            sources=("hub card facebook/mms-300m", _MMS_PAPER), uncertain=_MMS_UNCERTAIN,
            notes="'over 1,400 languages' (card); only the study targets are listed (partial list); the XLS-R "
                  "300M architecture (config values inferred, not read)"),
-    _today("mms-1b", "facebook/mms-1b", "wav2vec2", 500_000, STUDY_LANGUAGES, _MMS_DOMAIN,
-           language_count=1_400, parameters=1_000, licence="cc-by-nc-4.0",
+    _today("mms-1b", "facebook/mms-1b", "wav2vec2", hours=500_000, languages=STUDY_LANGUAGES,
+           domain=_MMS_DOMAIN, language_count=1_400, parameters=1_000, licence="cc-by-nc-4.0",
            sources=("hub card facebook/mms-1b", _MMS_PAPER), uncertain=_MMS_UNCERTAIN,
            notes="'over 1,400 languages' (card); only the study targets are listed (partial list); the XLS-R "
                  "1B architecture (48 layers, hidden 1280)"),
-    _today("w2v-bert-2", "facebook/w2v-bert-2.0", "wav2vec2-bert", 4_500_000,
-           _card_languages(_W2V_BERT_CARD_LANGUAGES), "unlabelled audio of many sources (not itemised on the card)",
-           language_count=143, parameters=600, licence="mit",
+    _today("w2v-bert-2", "facebook/w2v-bert-2.0", "wav2vec2-bert", hours=4_500_000,
+           languages=_card_languages(_W2V_BERT_CARD_LANGUAGES),
+           domain="unlabelled audio of many sources (not itemised on the card)", language_count=143, parameters=600, licence="mit",
            sources=("hub card facebook/w2v-bert-2.0", _SEAMLESS_PAPER),
            uncertain=(("pretrain_language_count", "the card says 'more than 143 languages'"),
                       ("domain", "the card does not itemise the 4.5M hours")),
            notes="Conformer encoder over 80-dim log-mel frames stacked in pairs (no CNN); the card's language "
                  "tags that crossling knows are listed (partial list)"),
-    _today("xlsr-1b", "facebook/wav2vec2-xls-r-1b", "wav2vec2", 436_000, STUDY_LANGUAGES,
-           "mixed (VoxPopuli, MLS, Common Voice, BABEL, VoxLingua107)", language_count=128, parameters=1_000,
+    _today("xlsr-1b", "facebook/wav2vec2-xls-r-1b", "wav2vec2", hours=436_000, languages=STUDY_LANGUAGES,
+           domain="mixed (VoxPopuli, MLS, Common Voice, BABEL, VoxLingua107)", language_count=128, parameters=1_000,
            licence="apache-2.0", sources=("hub card facebook/wav2vec2-xls-r-1b", _XLSR_PAPER),
            notes="same data as XLS-R 300M; 128 languages covering all 18 study targets (partial list); "
                  "48 layers, hidden 1280"),
-    _today("xlsr-2b", "facebook/wav2vec2-xls-r-2b", "wav2vec2", 436_000, STUDY_LANGUAGES,
-           "mixed (VoxPopuli, MLS, Common Voice, BABEL, VoxLingua107)", language_count=128, parameters=2_000,
+    _today("xlsr-2b", "facebook/wav2vec2-xls-r-2b", "wav2vec2", hours=436_000, languages=STUDY_LANGUAGES,
+           domain="mixed (VoxPopuli, MLS, Common Voice, BABEL, VoxLingua107)", language_count=128, parameters=2_000,
            licence="apache-2.0", sources=(_XLSR_PAPER, "hub card facebook/wav2vec2-xls-r-2b (not read)"),
            uncertain=(("licence", "taken from the XLS-R 300M/1B cards; the 2B card was not read"),),
            notes="same data as XLS-R 300M; 48 layers, hidden 1920; does not fit a 24 GiB CPU machine for "
                  "fine-tuning in fp32 with Adam"),
-    _today("data2vec-large", "facebook/data2vec-audio-large", "data2vec-audio", 960, ["en"],
-           "read audiobooks (LibriSpeech)", language_count=1, parameters=0, licence="apache-2.0",
+    _today("data2vec-large", "facebook/data2vec-audio-large", "data2vec-audio", hours=960, languages=["en"],
+           domain="read audiobooks (LibriSpeech)", language_count=1, parameters=0, licence="apache-2.0",
            sources=("hub card facebook/data2vec-audio-large", _DATA2VEC_PAPER),
            uncertain=(("pretrain_hours", "the card tags LibriSpeech (960 h); the paper also pre-trains Large "
                                          "models on Libri-Light (60k h) and which one this checkpoint is was "
                                          "not confirmed"),
                       ("parameters_millions", "not stated; its packaged architecture counts 313M")),
            notes="24 layers, hidden 1024; CNN with layer norm in every layer"),
-    _today("data2vec-base", "facebook/data2vec-audio-base", "data2vec-audio", 960, ["en"],
-           "read audiobooks (LibriSpeech)", language_count=1, parameters=0, licence="apache-2.0",
+    _today("data2vec-base", "facebook/data2vec-audio-base", "data2vec-audio", hours=960, languages=["en"],
+           domain="read audiobooks (LibriSpeech)", language_count=1, parameters=0, licence="apache-2.0",
            sources=("hub card facebook/data2vec-audio-base (not read)", _DATA2VEC_PAPER),
            uncertain=(("licence", "taken from the data2vec-audio-large card"),
                       ("parameters_millions", "not stated; its packaged architecture counts 93M")),

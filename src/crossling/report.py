@@ -4,6 +4,7 @@ figures/*.png and tables/*.{csv,tex}. All text from the data is escaped; output 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -12,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from crossling import factors, paths, stats
+from crossling import design, factors, paths, stats
+from crossling import findings as findings_
 from crossling.atomic import atomic_path, write_text_atomic
 from crossling.errors import ConfigError, CrosslingError, DataError
 from crossling.markup import Cell, Table, fmt, fmt_p, html_escape, markdown_escape
@@ -23,9 +25,10 @@ log = logging.getLogger(__name__)
 # --- the analyses --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Analysis:
-    """Every statistic the report shows, computed once from the table (None / empty when not applicable)."""
+    """Every statistic the report shows, computed once from the table (None / empty when not applicable),
+    and the findings stated from them."""
 
     runs: pd.DataFrame
     missing: pd.DataFrame
@@ -33,6 +36,7 @@ class Analysis:
     swept: tuple[str, ...]
     summary: pd.DataFrame
     omnibus: pd.DataFrame
+    posthoc_matrices: dict[str, pd.DataFrame]
     posthoc: pd.DataFrame
     groups: pd.DataFrame
     wins: pd.DataFrame
@@ -41,42 +45,49 @@ class Analysis:
     families: pd.DataFrame
     transfer: pd.DataFrame
     subgroup_cells: pd.DataFrame
+    subgroup_blocks: pd.DataFrame
     subgroup_test: stats.TestResult
     distances: pd.DataFrame
     typology: pd.DataFrame
     gender_runs: pd.DataFrame
+    gender_cells: pd.DataFrame
     gender_test: stats.TestResult
     sensitivity: pd.DataFrame
     variance: pd.DataFrame
     cost: pd.DataFrame
+    baseline: str | None
     alpha: float
     p_adjust: str
+    seed: int = 0
+    findings: tuple[findings_.Finding, ...] = ()
 
 
 def analyse(table: pd.DataFrame, alpha: float = 0.05, p_adjust: str = "holm", seed: int = 0) -> Analysis:
-    """Run every analysis on the usable runs (missing ones listed, not propagated)."""
+    """Run every analysis on the usable runs (missing ones listed, not propagated), then state the findings."""
     if not 0 < alpha < 1:
         raise ConfigError(f"alpha (the significance level) must be between 0 and 1, e.g. 0.05; got {alpha}")
     usable, missing = stats.split_missing(table)
     if usable.empty:
         raise DataError(f"no usable run in the results table ({len(table)} rows, none with status 'done' and a CER)")
-    swept = tuple(stats.swept_settings(usable))
     runs = stats.primary_slice(usable)
     friedman, note = _friedman(runs, alpha, p_adjust)
     posthoc = stats.conover_by_language(runs, p_adjust=p_adjust)
     groups = stats.language_groups(runs, alpha=alpha, p_adjust=p_adjust, posthoc=posthoc)
     subgroup_cells, subgroup_test = factors.subgroup_transfer(runs)
     distances = _distances(runs)
-    known = not distances.empty and distances[list(_KINDS)].notna().any().any()
-    typology = (factors.typology_correlation(runs, distances[["checkpoint", "language", *_KINDS]], seed=seed,
-                                           relative=True).dropna(subset=["rho"]) if known else pd.DataFrame())
     gender_runs, gender_test = factors.gender_gap(runs)
-    return Analysis(runs, missing, _empty_cells(table, runs), swept, stats.cell_summary(runs),
-                    stats.kruskal_by_language(runs), stats.posthoc_long(posthoc), groups, stats.wins(groups),
-                    friedman, note,
-                    factors.group_comparison(runs), factors.transfer_matrix(runs), subgroup_cells, subgroup_test,
-                    distances, typology, gender_runs, gender_test, factors.setting_sensitivity(usable),
-                    factors.variance_decomposition(runs), _cost(runs), alpha, p_adjust)
+    analysis = Analysis(
+        runs=runs, missing=missing, empty_cells=_empty_cells(table, runs), swept=tuple(stats.swept_settings(usable)),
+        summary=stats.cell_summary(runs), omnibus=stats.kruskal_by_language(runs), posthoc_matrices=posthoc,
+        posthoc=stats.posthoc_long(posthoc), groups=groups, wins=stats.wins(groups), friedman=friedman,
+        friedman_note=note, families=factors.group_comparison(runs), transfer=factors.transfer_matrix(runs),
+        subgroup_cells=subgroup_cells, subgroup_blocks=factors.subgroup_blocks(subgroup_cells),
+        subgroup_test=subgroup_test, distances=distances, typology=_typology(runs, distances, seed),
+        gender_runs=gender_runs, gender_cells=factors.gender_cells(gender_runs), gender_test=gender_test,
+        sensitivity=factors.setting_sensitivity(usable), variance=factors.variance_decomposition(runs),
+        cost=_cost(runs), baseline=design.baseline_alias(sorted(runs["checkpoint"].unique())), alpha=alpha,
+        p_adjust=p_adjust, seed=seed)
+    return dataclasses.replace(analysis, findings=tuple(state_findings(analysis)))
 
 
 _KINDS = ("genetic", "geographic", "syntactic", "phonological", "inventory")
@@ -99,6 +110,21 @@ def _distances(runs: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
 
 
+def _typology(runs: pd.DataFrame, distances: pd.DataFrame, seed: int) -> pd.DataFrame:
+    if distances.empty or not distances[list(_KINDS)].notna().any().any():
+        return pd.DataFrame()
+    correlations = factors.typology_correlation(runs, distances[["checkpoint", "language", *_KINDS]], seed=seed,
+                                                relative=True)
+    return correlations.dropna(subset=["rho"]).reset_index(drop=True)
+
+
+def _relative_cells(a: Analysis) -> pd.DataFrame:
+    """Seed-mean CER / the language's median over checkpoints, per cell, with the cell's distances."""
+    means = stats.cell_means(a.runs)
+    cells = means.div(means.median(axis=1), axis=0).stack().rename("value").dropna().reset_index()
+    return cells.merge(a.distances, on=["checkpoint", "language"]) if not a.distances.empty else cells
+
+
 def _empty_cells(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     """Checkpoint × language cells of the grid (as the table names them) with no usable run at all."""
     grid = pd.MultiIndex.from_product([sorted(table["checkpoint"].astype(str).unique()),
@@ -117,6 +143,58 @@ def _cost(runs: pd.DataFrame) -> pd.DataFrame:
                          "wall_hours_sd": grouped["wall_hours"].std(), "device_hours_total": grouped["device_hours"].sum(min_count=1),
                          "audio_s_per_s": grouped["audio_seconds_per_second"].mean(),
                          "peak_memory_mb": grouped["peak_memory_mb"].max()}).sort_index()
+
+
+# --- findings ------------------------------------------------------------------------------------------
+
+
+def state_findings(a: Analysis) -> list[findings_.Finding]:
+    """Every finding of the analysis, each from one test at its unit of analysis (see `crossling.findings`)."""
+    out = [*findings_.kruskal_findings(a.runs, a.alpha, a.seed),
+           *findings_.best_findings(a.groups, a.omnibus, a.alpha)]
+    if a.baseline is not None:
+        out += findings_.baseline_findings(a.runs, a.posthoc_matrices, a.omnibus, baseline=a.baseline, alpha=a.alpha,
+                                           p_adjust=a.p_adjust, seed=a.seed)
+    out.append(findings_.friedman_finding(a.friedman, a.friedman_note, a.alpha, a.seed))
+    optional = [findings_.ranking_finding(a.friedman, a.alpha),
+                findings_.family_finding(a.families, stats.cell_means(a.runs), a.alpha, a.seed),
+                findings_.subgroup_finding(a.subgroup_blocks, a.subgroup_test, a.alpha, a.seed)
+                if not a.subgroup_cells.empty else None,
+                findings_.gender_finding(a.gender_cells, a.gender_test, a.alpha, a.seed)]
+    out += [f for f in optional if f is not None]
+    if not a.typology.empty:
+        out += findings_.typology_findings(a.typology, _relative_cells(a), a.alpha, a.seed)
+    return out + findings_.sensitivity_findings(a.sensitivity, a.alpha)
+
+
+def summary_sentences(a: Analysis) -> list[str]:
+    """The report's summary: what was analysed, then the headline findings' sentences (plain text)."""
+    out = [f"{len(a.runs)} runs analysed: {a.runs['checkpoint'].nunique()} checkpoints × "
+           f"{a.runs['language'].nunique()} languages; {len(a.missing)} runs missing (excluded, listed below)."]
+    if a.swept:
+        out.append(f"Swept settings ({', '.join(a.swept)}): main analyses use each setting's most frequent value.")
+    heads = findings_.headline(a.findings)
+    out += [f.sentence() for f in heads if f.key.startswith("baseline/")]
+    out += [s for s in (findings_.kruskal_sentence(a.findings), findings_.wins_sentence(a.wins, a.alpha, a.p_adjust)) if s]
+    out += [f.sentence() for f in heads if not f.key.startswith("baseline/")]
+    return out
+
+
+def findings_frame(a: Analysis) -> pd.DataFrame:
+    """Every finding as a row (the findings table and findings.csv)."""
+    rows = []
+    for f in a.findings:
+        effect = f.effect or findings_.Effect("", math.nan)
+        rows.append({"key": f.key, "question": f.question, "verdict": f.verdict, "test": f.test, "unit": f.unit, "n": f.n,
+                     "statistic": f.statistic, "p": f.p, "p_adjusted": f.p_adjusted, "adjustment": f.adjustment,
+                     "effect": effect.name, "effect_value": effect.value, "ci_low": effect.low, "ci_high": effect.high,
+                     "sentence": f.sentence()})
+    return pd.DataFrame(rows, columns=["key", "question", "verdict", "test", "unit", "n", "statistic", "p", "p_adjusted",
+                                       "adjustment", "effect", "effect_value", "ci_low", "ci_high", "sentence"])
+
+
+def _finding(a: Analysis, key: str) -> findings_.Finding | None:
+    return next((f for f in a.findings if f.key == key), None)
 
 
 # --- tables ------------------------------------------------------------------------------------------
@@ -151,46 +229,106 @@ def cer_table(a: Analysis) -> tuple[Table, pd.DataFrame]:
         row.append(Cell(fmt(ranks.get(checkpoint, math.nan), 2)))
         rows.append(tuple(row))
     caption = (f"Test CER (%) mean ± sd over seeds. Bold: best or not significantly different from the best "
-               f"(Conover-Iman, {a.p_adjust} correction, alpha {a.alpha}); letters: significance groups per language; "
-               f"last column: average rank over languages (Friedman).")
+               f"(Conover-Iman over runs, {a.p_adjust} correction within each language, alpha {a.alpha}, only where "
+               f"Kruskal-Wallis is significant); letters: significance groups per language (same letter: no "
+               f"evidence of a difference); last column: average rank over languages (Friedman).")
+    untestable = a.groups.loc[a.groups["untestable"] != "", ["language", "untestable"]].drop_duplicates()
+    caption += "".join(f" No letters on {r.language}: {r.untestable}." for r in untestable.itertuples())
     frame = merged.sort_values(["language", "mean", "checkpoint"])[
         ["checkpoint", "language", "mean", "sd", "n", "min", "max", "mean_rank", "letters", "best"]]
     return Table("cer_table", caption, ("checkpoint", *languages, "avg rank"), tuple(rows)), frame
 
 
 def _wins_table(a: Analysis) -> Table:
-    frame = a.wins[["checkpoint", "wins", "sole_wins", "languages", "best_on"]]
-    return Table.from_frame("wins", "Languages on which each checkpoint is best or tied best "
-                            "(not significantly different from the best).", frame)
+    frame = a.wins[["rank", "checkpoint", "wins", "sole_wins", "languages", "best_on"]]
+    return Table.from_frame("wins", "Languages on which each checkpoint is best or tied best (not significantly "
+                            "above the lowest mean); equal counts share a rank. languages: those where Conover-Iman "
+                            "could compare the checkpoints.", frame)
 
 
 def _kruskal_table(a: Analysis) -> Table:
     frame = a.omnibus.assign(p=a.omnibus["p"].map(fmt_p))
-    return Table.from_frame("kruskal", "Per language: Kruskal-Wallis test across checkpoints (seeds as samples), "
-                            "effect size epsilon squared.", frame)
+    return Table.from_frame("kruskal", "Per language: Kruskal-Wallis test across checkpoints (unit: runs, i.e. "
+                            "seeds, on the language's one test set), effect size epsilon squared.", frame)
+
+
+def _verdict_note(a: Analysis, key: str) -> str:
+    finding = _finding(a, key)
+    return f" {finding.sentence()}" if finding is not None else ""
 
 
 def _families_table(a: Analysis) -> Table:
-    frame = a.families.assign(p=a.families["p"].map(fmt_p))
-    return Table.from_frame("families", "Indo-European vs other target languages, per checkpoint (samples: "
-                            "languages' seed-mean CER) and overall; Mann-Whitney U, rank-biserial effect "
-                            "(negative: Indo-European lower CER).", frame)
+    frame = a.families.assign(p=a.families["p"].map(fmt_p), p_holm=a.families["p_holm"].map(fmt_p))
+    return Table.from_frame("families", "Indo-European vs other target languages, per checkpoint (unit: languages' "
+                            "seed-mean CER; p_holm adjusts the per-checkpoint rows together) and overall (each "
+                            "language's mean over checkpoints); Mann-Whitney U, rank-biserial effect (negative: "
+                            "Indo-European lower CER)." + _verdict_note(a, "families"), frame)
+
+
+def _subgroup_table(a: Analysis) -> Table:
+    return Table.from_frame("subgroup", "Same-subgroup transfer, one row per target language (the unit): mean CER "
+                            "relative to the target's median over monolingual checkpoints, for checkpoints "
+                            "pre-trained on a language of the target's subgroup and of another subgroup; Wilcoxon "
+                            "signed-rank test of the differences." + _verdict_note(a, "subgroup"), a.subgroup_blocks)
 
 
 def _typology_table(a: Analysis) -> Table:
     frame = a.typology.assign(p_permutation=a.typology["p_permutation"].map(fmt_p),
-                              p_scipy=a.typology["p_scipy"].map(fmt_p))
+                              p_holm=a.typology["p_holm"].map(fmt_p), p_scipy=a.typology["p_scipy"].map(fmt_p))
     return Table.from_frame("typology", "Spearman correlation of relative CER (cell / language median) with the "
-                            "URIEL distance from the checkpoint's closest pre-training language to the target; "
-                            "p from a seeded permutation test within languages.", frame)
+                            "URIEL distance from the checkpoint's closest pre-training language to the target "
+                            "(unit: checkpoint × language cells); p from a seeded permutation test within languages, "
+                            f"Holm-adjusted over the {len(a.typology)} distances (p_holm); p_scipy ignores the "
+                            "languages and is shown for reference only.", frame)
 
 
 def _gender_table(a: Analysis) -> Table:
-    runs = a.gender_runs.dropna(subset=["gap"])
-    frame = runs.groupby("checkpoint").agg(runs=("gap", "size"), cer_female=("cer_female", "mean"),
-                                           cer_male=("cer_male", "mean"), median_gap=("gap", "median"),
-                                           female_worse=("gap", lambda g: int((g > 0).sum()))).reset_index()
-    return Table.from_frame("gender", "Test CER by speaker gender per checkpoint (gap = female − male).", frame)
+    cells = a.gender_cells
+    frame = cells.groupby("checkpoint").agg(cells=("gap", "size"), median_gap=("gap", "median"),
+                                            female_higher=("gap", lambda g: int((g > 0).sum()))).reset_index()
+    return Table.from_frame("gender", "Female − male test CER per checkpoint: gaps are paired within each run, "
+                            "averaged over the seeds of a checkpoint × language cell (the unit of the test)."
+                            + _verdict_note(a, "gender"), frame)
+
+
+def _findings_table(a: Analysis) -> Table:
+    frame = findings_frame(a)[["key", "verdict", "test", "unit", "n", "p", "p_adjusted", "effect_value", "ci_low",
+                               "ci_high"]]
+    frame = frame.assign(p=frame["p"].map(fmt_p), p_adjusted=frame["p_adjusted"].map(fmt_p))
+    return Table.from_frame("findings", f"Every finding: its test at its unit of analysis, p (and the adjusted p of "
+                            f"a family), the effect size with a 95 % bootstrap CI over that unit, and the verdict at "
+                            f"alpha {a.alpha}. The sentences are in findings.csv.", frame)
+
+
+#: Each test: the question it answers and its unit of analysis (the report's methods).
+METHODS = (
+    ("Kruskal-Wallis per language", "do checkpoints differ on this language?", "runs (seeds) of one checkpoint on "
+     "the language's one test set: the claim is about this test set, not the language at large"),
+    ("Conover-Iman per language", "which checkpoints differ on this language (letters, bold, baseline pairs)?",
+     "runs (seeds); p corrected over the language's pairs; only after a significant Kruskal-Wallis"),
+    ("Intersection-union over pairs", "does every pre-trained checkpoint beat the baseline on every language?",
+     "checkpoint pairs: supported only if every pair is significant with a lower CER (no further correction)"),
+    ("Friedman; Nemenyi", "do checkpoints differ across languages; which rank apart (critical-difference diagram)?",
+     "languages as blocks, each checkpoint's seed-mean CER: seeds never count as independent samples"),
+    ("Mann-Whitney U", "do Indo-European and other targets differ?", "languages (mean CER over checkpoints)"),
+    ("Wilcoxon signed-rank (subgroup)", "do monolingual checkpoints transfer differently within their subgroup?",
+     "target languages as blocks: same- minus other-subgroup relative CER"),
+    ("Spearman with within-language permutations", "does CER follow typological distance?",
+     "checkpoint × language cells, shuffled within languages; Holm over the five distances; CI resamples languages"),
+    ("Wilcoxon signed-rank (gender)", "do female and male test speakers get different CER?",
+     "checkpoint × language cells of seed-mean gaps, each gap paired within a run; cells of one language share its "
+     "test speakers"),
+    ("Kendall's tau", "do rankings agree across values of a swept setting?", "checkpoints; Holm per setting"),
+    ("Effect sizes", "how large?", "95 % bootstrap CIs over the unit of each test (1999 resamples, seeded; BCa, "
+     "percentile where BCa is undefined, whole languages for cluster CIs); an interval that excludes its "
+     "estimate, as resampling a few tied runs can give, is not reported"),
+)
+
+
+def _methods_table(a: Analysis) -> Table:
+    frame = pd.DataFrame(METHODS, columns=["test", "question", "unit of analysis"])
+    return Table.from_frame("methods", f"Methods: every test at alpha {a.alpha}; a question whose design cannot "
+                            f"reach alpha is reported as 'cannot be tested here', with why.", frame)
 
 
 def _cost_table(a: Analysis) -> Table:
@@ -199,48 +337,57 @@ def _cost_table(a: Analysis) -> Table:
 
 
 def tables(a: Analysis) -> dict[str, tuple[Table, pd.DataFrame]]:
-    """name → (rendered table, raw frame for the CSV), in report order; empty analyses left out."""
+    """name → (rendered table, raw frame for the CSV), in report order; empty analyses left out. Every
+    name is one of `TABLE_NAMES`."""
     paper, frame = cer_table(a)
-    out = {"cer_table": (paper, frame), "wins": (_wins_table(a), a.wins), "kruskal": (_kruskal_table(a), a.omnibus)}
+    out = {"findings": (_findings_table(a), findings_frame(a)), "methods": (_methods_table(a), pd.DataFrame(METHODS)),
+           "cer_table": (paper, frame), "wins": (_wins_table(a), a.wins), "kruskal": (_kruskal_table(a), a.omnibus)}
     if a.friedman is not None:
         ranks = a.friedman.average_ranks.rename("average_rank").rename_axis("checkpoint").reset_index()
-        out["friedman_ranks"] = (Table.from_frame("friedman_ranks", "Average rank over languages (1 = best).", ranks),
-                                 ranks)
+        out["friedman_ranks"] = (Table.from_frame("friedman_ranks", "Average rank over languages (1 = best; the unit: "
+                                                  "languages).", ranks), ranks)
     out["families"] = (_families_table(a), a.families)
     if not a.transfer.empty:
         transfer = (100 * a.transfer).round(1).reset_index()
         out["transfer"] = (Table.from_frame("transfer", "Monolingual transfer: mean CER (%) by pre-training "
                                             "language (rows) and target language (columns).", transfer, 1),
                            a.transfer.reset_index())
+    if not a.subgroup_blocks.empty:
+        out["subgroup"] = (_subgroup_table(a), a.subgroup_blocks)
     if not a.typology.empty:
         out["typology"] = (_typology_table(a), a.typology)
-    if a.gender_runs["gap"].notna().any():
+    if not a.gender_cells.empty:
         out["gender"] = (_gender_table(a), a.gender_runs)
     if not a.sensitivity.empty:
         out["sensitivity"] = (Table.from_frame("sensitivity", "Kendall's tau between checkpoint rankings under "
-                                               "two values of a swept setting.", a.sensitivity), a.sensitivity)
+                                               "two values of a swept setting (unit: checkpoints; p_holm per "
+                                               "setting).", a.sensitivity), a.sensitivity)
     out["variance"] = (Table.from_frame("variance", "Share of CER variance by source (sequential sums of "
-                                        "squares, terms in this order).", a.variance, 4), a.variance)
+                                        "squares, terms in this order; descriptive, no test).", a.variance, 4), a.variance)
     out["cost"] = (_cost_table(a), a.cost.reset_index())
     missing = a.missing.assign(seed=a.missing["seed"].astype(str)) if len(a.missing) else a.missing
     out["missing"] = (Table.from_frame("missing", "Runs excluded from every analysis.", missing), a.missing)
     return out
 
 
+TABLE_NAMES = ("findings", "methods", "cer_table", "wins", "kruskal", "friedman_ranks", "families", "transfer",
+               "subgroup", "typology", "gender", "sensitivity", "variance", "cost", "missing")
+FIGURE_NAMES = ("critical_difference", "heatmap", "boxplots", "transfer", "families", "typology", "gender",
+                "variance", "cost")
+
+
 # --- figures and findings ----------------------------------------------------------------------------
 
 
 def make_figures(a: Analysis) -> dict[str, tuple[str, bytes]]:
-    """name → (caption, PNG bytes), in report order."""
+    """name → (caption, PNG bytes), in report order; every name is one of `FIGURE_NAMES`."""
     from crossling import figures
 
     order = checkpoint_order(a)
     out = {}
     if a.friedman is not None:
-        out["critical_difference"] = ("Critical-difference diagram: average ranks over languages; bars join "
-                                      "checkpoints not significantly different (Nemenyi)",
-                                      figures.critical_difference(a.friedman.average_ranks, a.friedman.cd,
-                                                                  f"Nemenyi CD at alpha {a.alpha}"))
+        out["critical_difference"] = (_cd_caption(a), figures.critical_difference(
+            a.friedman.average_ranks, a.friedman.cd, f"Nemenyi CD at alpha {a.alpha}"))
     matrix = stats.cell_means(a.runs).T.reindex(order)
     out["heatmap"] = ("Mean test CER per checkpoint and language",
                       figures.heatmap(matrix, "Test CER (mean over seeds)"))
@@ -248,23 +395,24 @@ def make_figures(a: Analysis) -> dict[str, tuple[str, bytes]]:
     if not a.transfer.empty:
         relative = a.transfer.div(a.transfer.median(axis=0), axis=1)  # remove target difficulty
         out["transfer"] = ("Monolingual transfer matrix: CER relative to the target's median over "
-                           "pre-training languages (below 1: transfers better than usual)",
+                           "pre-training languages (below 1: lower CER than usual for that target; descriptive — "
+                           "the subgroup test is in the table above)",
                            figures.heatmap(relative, "Pre-training language → target (relative CER)",
                                            "CER / target median", "{:.2f}", "RdYlGn_r"))
-    labels = pd.Series({lang: factors.indo_european(lang) for lang in matrix.columns})
-    out["families"] = ("Seed-mean CER of Indo-European and other targets per checkpoint",
-                       figures.group_boxes(matrix.T[order], labels, "Target language family"))
+    families = _finding(a, "families")
+    if families is None or families.verdict != findings_.UNTESTABLE:
+        labels = pd.Series({lang: factors.indo_european(lang) for lang in matrix.columns})
+        out["families"] = ("Seed-mean CER of Indo-European and other targets per checkpoint",
+                           figures.group_boxes(matrix.T[order], labels, "Target language family"))
     if not a.typology.empty:
-        means = stats.cell_means(a.runs)
-        cells = means.div(means.median(axis=1), axis=0).stack().rename("relative CER").reset_index()
-        frame = cells.merge(a.distances, on=["checkpoint", "language"])
+        frame = _relative_cells(a).rename(columns={"value": "relative CER"})
         kinds = list(a.typology["distance"])
-        titles = [f"{r.distance}: rho {r.rho:.2f}, p {fmt_p(r.p_permutation)}" for r in a.typology.itertuples()]
+        titles = [f"{r.distance}: rho {r.rho:.2f}, Holm p {fmt_p(r.p_holm)}" for r in a.typology.itertuples()]
         out["typology"] = ("Relative CER against URIEL distance of the closest pre-training language",
                            figures.scatter_panels(frame, kinds, "relative CER", titles, "CER / language median"))
-    if a.gender_runs["gap"].notna().any():
-        out["gender"] = ("CER of female vs male speakers, one point per run",
-                         figures.gender_scatter(a.gender_runs, "Per-run CER by gender"))
+    if not a.gender_cells.empty:
+        out["gender"] = ("CER of female vs male speakers, one point per run (the test uses checkpoint × language "
+                         "cells)", figures.gender_scatter(a.gender_runs, "Per-run CER by gender"))
     out["variance"] = ("Variance decomposition", figures.variance_bars(a.variance, "Where CER variance comes from"))
     if a.cost["wall_hours"].notna().any():
         out["cost"] = ("Wall-clock hours per run", figures.cost_bars(a.cost.reindex(order), "wall_hours",
@@ -272,57 +420,26 @@ def make_figures(a: Analysis) -> dict[str, tuple[str, bytes]]:
     return out
 
 
-def findings(a: Analysis) -> list[str]:
-    """A few plain-language sentences with their statistics (plain text; escaped when rendered)."""
-    out = [f"{len(a.runs)} runs analysed: {a.runs['checkpoint'].nunique()} checkpoints × "
-           f"{a.runs['language'].nunique()} languages; {len(a.missing)} runs missing (excluded, listed below)."]
-    if a.swept:
-        out.append(f"Swept settings ({', '.join(a.swept)}): main analyses use each setting's most frequent value.")
-    if a.friedman is not None:
-        f, top = a.friedman, a.friedman.average_ranks.index[0]
-        out.append(f"Checkpoints differ across languages (Friedman chi2 = {f.result.statistic:.1f}, p = "
-                   f"{fmt_p(f.result.p)}, Kendall's W = {f.kendall_w:.2f}, {f.result.n} languages). Best average "
-                   f"rank: {top} ({f.average_ranks.iloc[0]:.2f}; Nemenyi CD = {f.cd:.2f}).")
-    else:
-        out.append(f"No Friedman test: {a.friedman_note}.")
-    leader = a.wins.iloc[0]
-    out.append(f"{leader['checkpoint']} is best or tied best on {leader['wins']} of {leader['languages']} languages "
-               f"(sole best on {leader['sole_wins']}).")
-    significant = int((a.omnibus["p"] < a.alpha).sum())
-    out.append(f"Kruskal-Wallis finds differences between checkpoints in {significant} of {len(a.omnibus)} languages "
-               f"(alpha {a.alpha}).")
-    overall = a.families[a.families["checkpoint"] == "(all checkpoints)"].iloc[0]
-    if overall["test"] == "mannwhitneyu" and math.isfinite(overall["p"]):
-        out.append(f"Indo-European targets: median CER {overall.get('median[Indo-European]', math.nan):.3f} vs "
-                   f"{overall.get('median[other]', math.nan):.3f} for other languages (Mann-Whitney p = "
-                   f"{fmt_p(overall['p'])}, rank-biserial {overall['effect']:.2f}).")
-    t = a.subgroup_test
-    if math.isfinite(t.p):
-        direction = "better" if t.effect < 0 else "worse"
-        out.append(f"Monolingual checkpoints transfer {direction} to targets of their own subgroup (relative CER, "
-                   f"Mann-Whitney p = {fmt_p(t.p)}, rank-biserial {t.effect:.2f}, {t.n} cells).")
-    for row in a.typology.itertuples():
-        out.append(f"CER vs {row.distance} distance of the pre-training languages: Spearman rho = {row.rho:.2f} "
-                   f"(permutation p = {fmt_p(row.p_permutation)}).")
-    g = a.gender_test
-    if math.isfinite(g.p):
-        side = "women" if g.effect > 0 else "men"
-        out.append(f"Gender: CER is higher for {side} (Wilcoxon signed-rank over {g.n} runs, p = {fmt_p(g.p)}, "
-                   f"rank-biserial {g.effect:.2f}).")
-    shares = a.variance.set_index("source")["share"]
-    if shares.notna().all():  # NaN when every run has the same CER (or there is one run)
-        out.append("Variance of CER: " + ", ".join(f"{s} {100 * v:.1f}%" for s, v in shares.items()) + ".")
-    return out
+def _cd_caption(a: Analysis) -> str:
+    """What the diagram can support: languages are its unit, unlike the per-language letters of the CER
+    table (runs on one test set), so with few languages it separates less, and the caption says how much."""
+    n, k = a.friedman.matrix.shape
+    ranking = _finding(a, "ranking")
+    return ("Critical-difference diagram: average ranks over languages; bars join checkpoints the Nemenyi test "
+            "does not separate. Its unit is the language (seed-mean CER), while the letters of the CER table "
+            "compare runs on each language's one test set, so the two can disagree: "
+            + findings_.cd_note(a.friedman.cd, n, k) + "." + (f" {ranking.sentence()}" if ranking else ""))
 
 
 # --- documents -----------------------------------------------------------------------------------------
 
 _SECTIONS = (
     ("summary", "Summary", (), ()),
+    ("findings", "Findings and methods", ("findings", "methods"), ()),
     ("results", "Results per checkpoint and language", ("cer_table", "wins"), ("heatmap", "boxplots")),
     ("ranking", "Ranking across languages", ("friedman_ranks", "kruskal"), ("critical_difference",)),
     ("families", "Language families", ("families",), ("families",)),
-    ("transfer", "Monolingual transfer", ("transfer",), ("transfer",)),
+    ("transfer", "Monolingual transfer", ("transfer", "subgroup"), ("transfer",)),
     ("typology", "Typology", ("typology",), ("typology",)),
     ("gender", "Speaker gender", ("gender",), ("gender",)),
     ("settings", "Hyper-parameter sensitivity", ("sensitivity",), ()),
@@ -341,8 +458,13 @@ _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 
 def _sections(a: Analysis, rendered: dict, figs: dict):
-    """(id, title, tables, figures) of every section that has content, plus the summary."""
+    """(id, title, tables, figures) of every section that has content, plus the summary. A table or figure
+    name no builder can produce is an error (a renamed table must not silently drop its section)."""
     for key, title, table_names, figure_names in _SECTIONS:
+        unknown = [n for n in table_names if n not in TABLE_NAMES] + [n for n in figure_names if n not in FIGURE_NAMES]
+        if unknown:
+            raise LookupError(f"report section {key!r} names unknown table/figure {', '.join(unknown)}; known tables: "
+                              f"{', '.join(TABLE_NAMES)}; figures: {', '.join(FIGURE_NAMES)}")
         chosen = [rendered[n][0] for n in table_names if n in rendered]
         pictures = [(n, *figs[n]) for n in figure_names if n in figs]
         if key == "summary" or chosen or pictures:
@@ -358,7 +480,7 @@ def render_html(title: str, a: Analysis, rendered: dict, figs: dict) -> str:
     for key, heading, chosen, pictures in sections:
         parts.append(f'<section id="{key}">\n<h2>{html_escape(heading)}</h2>')
         if key == "summary":
-            parts.append("<ul>\n" + "\n".join(f"<li>{html_escape(s)}</li>" for s in findings(a)) + "\n</ul>")
+            parts.append("<ul>\n" + "\n".join(f"<li>{html_escape(s)}</li>" for s in summary_sentences(a)) + "\n</ul>")
         parts.extend(f'<div class="scroll">{t.html()}</div>' for t in chosen)
         for name, caption, png in pictures:
             data = base64.b64encode(png).decode("ascii")
@@ -374,7 +496,7 @@ def render_markdown(title: str, a: Analysis, rendered: dict, figs: dict) -> str:
     for key, heading, chosen, pictures in _sections(a, rendered, figs):
         parts.append(f"## {markdown_escape(heading)}")
         if key == "summary":
-            parts.append("\n".join(f"- {markdown_escape(s)}" for s in findings(a)))
+            parts.append("\n".join(f"- {markdown_escape(s)}" for s in summary_sentences(a)))
         parts.extend(t.markdown() for t in chosen)
         parts.extend(f"![{markdown_escape(caption)}](figures/{name}.png)" for name, caption, _ in pictures)
     return "\n\n".join(parts) + "\n"
@@ -384,8 +506,12 @@ def write_report(table: pd.DataFrame, out_dir: Path, title: str = "crossling stu
                  p_adjust: str = "holm", seed: int = 0) -> dict[str, Path]:
     """Analyse `table` and write report.html, report.md, figures/*.png and tables/*.{csv,tex} under
     `out_dir` (report.html last). Returns {relative name: path} of every file written."""
+    return write_analysis(analyse(table, alpha=alpha, p_adjust=p_adjust, seed=seed), out_dir, title)
+
+
+def write_analysis(a: Analysis, out_dir: Path, title: str = "crossling study report") -> dict[str, Path]:
+    """Write the report of an `Analysis` (see `write_report`)."""
     out_dir = Path(out_dir)
-    a = analyse(table, alpha, p_adjust, seed)
     rendered = tables(a)
     figs = make_figures(a)
     written: dict[str, Path] = {}
@@ -408,7 +534,8 @@ def write_report(table: pd.DataFrame, out_dir: Path, title: str = "crossling stu
 
 def csv_only(a: Analysis) -> dict[str, pd.DataFrame]:
     """Detail tables too large for the page: every post-hoc p-value, distances, transfer cells."""
-    out = {"posthoc_conover": a.posthoc, "subgroup_cells": a.subgroup_cells, "distances": a.distances}
+    out = {"posthoc_conover": a.posthoc, "subgroup_cells": a.subgroup_cells, "distances": a.distances,
+           "gender_cells": a.gender_cells}
     if a.friedman is not None:
         out["friedman_nemenyi"] = a.friedman.nemenyi.rename_axis("checkpoint").reset_index()
         out["friedman_conover"] = a.friedman.conover.rename_axis("checkpoint").reset_index()
@@ -432,43 +559,13 @@ def _write_bytes(path: Path, data: bytes) -> Path:
 
 # --- sources -------------------------------------------------------------------------------------------
 
-TABLE_SUFFIXES = (".csv", ".json", ".parquet", ".pq")
-
-
-def load_table(source: str | Path, store: Path | None = None) -> pd.DataFrame:
-    """The tidy results table from a results file (.csv / .json / .parquet, as `crossling results`
-    writes it), a study store directory, or a study (file or shipped example name) and its store."""
-    path = Path(source).expanduser()
-    if path.suffix.lower() in TABLE_SUFFIXES:
-        if not path.is_file():
-            raise DataError(f"{path}: results file not found")
-        return _read_table_file(path)
-    from crossling.results import load_results_table
-    from crossling.study import find_study
-
-    return load_results_table(path if path.is_dir() else find_study(str(source)), store)
-
-
-def _read_table_file(path: Path) -> pd.DataFrame:
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".csv":  # only empty fields are missing: a checkpoint may be called 'NA'
-            table = pd.read_csv(path, keep_default_na=False, na_values=[""])
-        elif suffix == ".json":
-            table = pd.read_json(path, orient="records", dtype=False)
-        else:
-            table = pd.read_parquet(path)
-    except (ValueError, OSError, ImportError) as error:
-        raise DataError(f"{path}: cannot read the results table ({error})") from error
-    stats.split_missing(table)  # checks the columns, naming the missing ones
-    for column in ("checkpoint", "language", "status", "run_id"):
-        if column in table:
-            table[column] = table[column].astype(str)
-    return table
-
 
 def report_from(source: str | Path, out_dir: Path, store: Path | None = None, title: str | None = None,
                 alpha: float = 0.05, p_adjust: str = "holm") -> dict[str, Path]:
-    """`write_report` on the table of `source` (see `load_table`); the title defaults to its name."""
+    """`write_report` on the table of `source` (see `crossling.results.load_table`); the title defaults to
+    its name."""
+    from crossling.results import load_table
+
     table = load_table(source, store)
-    return write_report(table, out_dir, title or f"crossling report: {Path(str(source)).stem}", alpha, p_adjust)
+    return write_report(table, out_dir, title=title or f"crossling report: {Path(str(source)).stem}", alpha=alpha,
+                        p_adjust=p_adjust)

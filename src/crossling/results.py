@@ -12,8 +12,9 @@ import pandas as pd
 
 from crossling.atomic import STDOUT, atomic_path
 from crossling.errors import ConfigError, DataError
+from crossling.records import PlannedRun, RunRecord
 from crossling.store import DONE, FAILED, Store
-from crossling.study import Study, default_store, expand_runs, load_study
+from crossling.study import Study, default_store, load_study, study_plan
 
 COLUMNS = (
     "run_id", "checkpoint", "language", "seed", "status", "cer", "wer", "char_edits", "chars", "word_edits",
@@ -36,45 +37,48 @@ def load_results_table(study_or_store: Study | Path | str, store: Path | str | N
     return pd.DataFrame(rows, columns=columns)
 
 
-def _planned_runs(source: Study | Path | str, store: Path | str | None) -> tuple[list[dict], list[str], Path]:
+def _planned_runs(source: Study | Path | str, store: Path | str | None) -> tuple[list[PlannedRun], list[str], Path]:
     if isinstance(source, Study) or Path(source).is_file():
         study = source if isinstance(source, Study) else load_study(Path(source))
-        runs = [{"run_id": r.run_id, "checkpoint": r.checkpoint, "language": r.language, "seed": r.seed,
-                 "settings": r.settings_dict} for r in expand_runs(study)]
-        return runs, [name for name, _ in study.sweep], Path(store) if store else default_store(study)
+        plan = study_plan(study)
+        return list(plan.runs), list(plan.sweep), Path(store) if store else default_store(study)
     root = Path(store or source)
     plan = Store(root).read_plan()
     if plan is None:
         raise DataError(f"{root}: not a study store (no plan.json); pass the study file, or run "
                         "`crossling study plan STUDY --store DIR` first")
-    return plan["runs"], plan.get("sweep", []), root
+    return list(plan.runs), list(plan.sweep), root
 
 
-def _row(store: Store, run: dict[str, Any], sweep: list[str]) -> dict[str, Any]:
-    result = store.result(run["run_id"])
-    state = store.state(run["run_id"]) if result is None else DONE
-    row = {"run_id": run["run_id"], "checkpoint": run["checkpoint"], "language": run["language"],
-           "seed": run["seed"], "status": state if state in (DONE, FAILED) else "pending"}
+def _row(store: Store, run: PlannedRun, sweep: list[str]) -> dict[str, Any]:
+    result = store.result(run.run_id)
+    state = store.state(run.run_id) if result is None else DONE
+    row = {"run_id": run.run_id, "checkpoint": run.checkpoint, "language": run.language,
+           "seed": run.seed, "status": state if state in (DONE, FAILED) else "pending"}
     row.update(_scores(result) if result is not None else {})
-    row.update({f"setting.{name}": run["settings"].get(name) for name in sweep})
+    row.update({f"setting.{name}": run.settings.get(name) for name in sweep})
     return row
 
 
-def _scores(result: dict[str, Any]) -> dict[str, Any]:
+def _scores(result: RunRecord) -> dict[str, Any]:
     """Test-set counts and corpus-level rates, dev rates, by-gender counts, steps and cost."""
-    scores = result.get("scores", {})
-    test, dev = scores.get("test", {}), scores.get("dev", {})
-    by_gender = test.get("by_gender", {})
-    cost = result.get("cost", {})
-    row = {key: test.get(key, NAN) for key in ("cer", "wer", "char_edits", "chars", "word_edits", "words")}
-    row.update({"dev_cer": dev.get("cer", NAN), "dev_wer": dev.get("wer", NAN), "steps": result.get("steps", NAN)})
+    test, dev = result.scores.get("test"), result.scores.get("dev")
+    row = {key: _value(test, key) for key in ("cer", "wer", "char_edits", "chars", "word_edits", "words")}
+    row.update({"dev_cer": _value(dev, "cer"), "dev_wer": _value(dev, "wer"), "steps": result.steps})
     for gender in ("female", "male"):
-        scored = by_gender.get(gender, {})
-        row.update({f"cer_{gender}": scored.get("cer", NAN), f"char_edits_{gender}": scored.get("char_edits", NAN),
-                    f"chars_{gender}": scored.get("chars", NAN)})
-    for key in ("wall_seconds", "device_hours", "audio_seconds_per_second", "peak_memory_mb"):
-        row[key] = cost.get(key, NAN)
+        scored = test.by_gender.get(gender) if test is not None else None
+        row.update({f"cer_{gender}": _value(scored, "cer"), f"char_edits_{gender}": _value(scored, "char_edits"),
+                    f"chars_{gender}": _value(scored, "chars")})
+    cost = result.cost
+    row.update({"wall_seconds": cost.wall_seconds, "device_hours": cost.device_hours,
+                "audio_seconds_per_second": cost.audio_seconds_per_second, "peak_memory_mb": cost.peak_memory_mb})
     return row
+
+
+def _value(scores, key: str) -> Any:
+    """A score, NaN where the split or group is missing or has no rate."""
+    value = getattr(scores, key) if scores is not None else None
+    return NAN if value is None else value
 
 
 def export_results(table: pd.DataFrame, path: Path | str, format: str = "csv") -> Path | str:
@@ -92,3 +96,41 @@ def export_results(table: pd.DataFrame, path: Path | str, format: str = "csv") -
         else:
             table.to_json(tmp, orient="records", indent=1, force_ascii=False)
     return path
+
+
+# --- reading a results table back (the report and recommend take any of these) ---------------------------
+
+TABLE_SUFFIXES = (".csv", ".json", ".parquet", ".pq")
+
+
+def load_table(source: str | Path, store: Path | None = None) -> pd.DataFrame:
+    """The tidy results table from a results file (.csv / .json / .parquet, as `crossling results`
+    writes it), a study store directory, or a study (file or shipped example name) and its store."""
+    path = Path(source).expanduser()
+    if path.suffix.lower() in TABLE_SUFFIXES:
+        if not path.is_file():
+            raise DataError(f"{path}: results file not found")
+        return _read_table_file(path)
+    from crossling.study import find_study
+
+    return load_results_table(path if path.is_dir() else find_study(str(source)), store)
+
+
+def _read_table_file(path: Path) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":  # only empty fields are missing: a checkpoint may be called 'NA'
+            table = pd.read_csv(path, keep_default_na=False, na_values=[""])
+        elif suffix == ".json":
+            table = pd.read_json(path, orient="records", dtype=False)
+        else:
+            table = pd.read_parquet(path)
+    except (ValueError, OSError, ImportError) as error:
+        raise DataError(f"{path}: cannot read the results table ({error})") from error
+    from crossling.stats import split_missing
+
+    split_missing(table)  # checks the columns, naming the missing ones
+    for column in ("checkpoint", "language", "status", "run_id"):
+        if column in table:
+            table[column] = table[column].astype(str)
+    return table

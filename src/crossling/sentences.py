@@ -40,7 +40,8 @@ class SynthLanguage:
 
 
 def _lang(code, name, espeak, wordfreq, scripts, separator=" ", terminator="."):
-    return SynthLanguage(code, name, espeak, wordfreq, scripts, separator, terminator)
+    return SynthLanguage(code=code, name=name, espeak=espeak, wordfreq=wordfreq, scripts=scripts, separator=separator,
+                         terminator=terminator)
 
 
 LANGUAGES: dict[str, SynthLanguage] = {lang.code: lang for lang in (

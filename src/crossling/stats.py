@@ -24,31 +24,36 @@ P_ADJUST_METHODS = ("holm", "bonferroni", "sidak", "holm-sidak", "simes-hochberg
 KEYS = ("checkpoint", "language", "seed")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TestResult:
-    """One hypothesis test: statistic, p-value, an effect size (named) and the sample size."""
+    """One hypothesis test: statistic, p-value, an effect size (named) and the sample size; NaN statistic,
+    p and effect when the test cannot be run."""
 
     test: str
-    statistic: float
-    p: float
-    effect: float
     effect_name: str
     n: int
+    statistic: float = math.nan
+    p: float = math.nan
+    effect: float = math.nan
 
 
 # --- usable runs -----------------------------------------------------------------------------------
 
 
 def split_missing(table: pd.DataFrame, metric: str = "cer") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(usable runs, missing runs). A run is missing when its status is not 'done' or its metric is NaN;
-    the missing frame keeps run_id/checkpoint/language/seed/status plus a `reason`."""
+    """(usable runs, missing runs). A run is missing when its status is not 'done' or its metric is NaN
+    or infinite (an infinite CER averaged in would make every mean infinite); the missing frame keeps
+    run_id/checkpoint/language/seed/status plus a `reason`."""
     _require(table, (*KEYS, metric))
     status = table["status"] if "status" in table else pd.Series("done", index=table.index)
     not_done = status.astype(str) != "done"
-    no_metric = pd.to_numeric(table[metric], errors="coerce").isna()
-    bad = not_done | no_metric
+    values = pd.to_numeric(table[metric], errors="coerce")
+    no_metric = values.isna()
+    infinite = np.isinf(values.fillna(0.0))
+    bad = not_done | no_metric | infinite
     missing = table.loc[bad, [c for c in ("run_id", *KEYS, "status") if c in table]].copy()
-    missing["reason"] = np.where(not_done[bad], "status " + status[bad].astype(str), f"no {metric}")
+    missing["reason"] = np.select([not_done[bad], infinite[bad]],
+                                  ["status " + status[bad].astype(str), f"{metric} is infinite"], f"no {metric}")
     usable = table.loc[~bad].copy()
     usable[metric] = usable[metric].astype(float)
     return usable, missing.reset_index(drop=True)
@@ -66,14 +71,24 @@ def usable_runs(table: pd.DataFrame, metric: str = "cer") -> pd.DataFrame:
 
 
 def primary_slice(table: pd.DataFrame) -> pd.DataFrame:
-    """Rows at each swept `setting.*` column's most frequent value (smallest value on ties), so that
-    seeds — not settings — are the replicates of the main analyses. Unswept tables pass unchanged."""
+    """Rows at each swept `setting.*` column's most frequent value (smallest value on ties: numbers
+    compared as numbers, so 6e-5 < 1e-4 and 500 < 1000), so that seeds — not settings — are the
+    replicates of the main analyses. Unswept tables pass unchanged."""
     keep = pd.Series(True, index=table.index)
     for column in swept_settings(table):
-        counts = table[column].astype(str).value_counts()
-        top = sorted(counts[counts == counts.max()].index)[0]
-        keep &= table[column].astype(str) == top
+        labels = table[column].astype(str)
+        counts = labels.value_counts()
+        top = min(counts[counts == counts.max()].index, key=_setting_order)
+        keep &= labels == top
     return table.loc[keep]
+
+
+def _setting_order(label: str) -> tuple[int, float, str]:
+    """Sort key of a setting value written as text: numbers first, by value; then other text."""
+    try:
+        return 0, float(label), label
+    except ValueError:
+        return 1, 0.0, label
 
 
 def swept_settings(table: pd.DataFrame) -> list[str]:
@@ -111,11 +126,12 @@ def kruskal(values: pd.Series, groups: pd.Series) -> TestResult:
     samples = [v.to_numpy() for _, v in values.groupby(groups.to_numpy())]
     n = int(sum(len(s) for s in samples))
     if len(samples) < 2:
-        return TestResult("kruskal", math.nan, math.nan, math.nan, "epsilon2", n)
+        return TestResult(test="kruskal", effect_name="epsilon2", n=n)
     if np.ptp(np.concatenate(samples)) == 0:  # scipy refuses all-equal data: no evidence of a difference
-        return TestResult("kruskal", 0.0, 1.0, 0.0, "epsilon2", n)
+        return TestResult(test="kruskal", effect_name="epsilon2", n=n, statistic=0.0, p=1.0, effect=0.0)
     h, p = st.kruskal(*samples)
-    return TestResult("kruskal", float(h), float(p), epsilon_squared(float(h), n), "epsilon2", n)
+    return TestResult(test="kruskal", effect_name="epsilon2", n=n, statistic=float(h), p=float(p),
+                      effect=epsilon_squared(float(h), n))
 
 
 def kruskal_by_language(table: pd.DataFrame, metric: str = "cer") -> pd.DataFrame:
@@ -137,15 +153,32 @@ def _check_p_adjust(p_adjust: str) -> str | None:
 def conover(part: pd.DataFrame, metric: str = "cer", p_adjust: str = "holm") -> pd.DataFrame:
     """Conover-Iman post-hoc p-values (checkpoint × checkpoint) for one language's runs, corrected by
     `p_adjust` (scikit-posthocs corrects nothing unless told, so the method is always passed).
-    NaN (untestable) when every checkpoint has a single run."""
+    1 everywhere when every run has the same value; NaN (untestable) off the diagonal when
+    `conover_untestable` gives a reason."""
     method = _check_p_adjust(p_adjust)
     names = sorted(part["checkpoint"].astype(str).unique())
     if len(names) < 2 or np.ptp(part[metric].to_numpy()) == 0:
         return pd.DataFrame(1.0, index=names, columns=names)
-    if len(part) <= len(names):  # one run per checkpoint: no within-group variance, the test is undefined
+    if conover_untestable(part, metric):
         return pd.DataFrame(np.where(np.eye(len(names), dtype=bool), 1.0, np.nan), index=names, columns=names)
     frame = pd.DataFrame({"value": part[metric].to_numpy(), "group": part["checkpoint"].astype(str).to_numpy()})
     return sp.posthoc_conover(frame, val_col="value", group_col="group", p_adjust=method)
+
+
+def conover_untestable(part: pd.DataFrame, metric: str = "cer") -> str:
+    """Why Conover-Iman cannot compare one language's checkpoints ('' when it can).
+
+    Its t statistic divides by the rank variance left within checkpoints: with one run per checkpoint
+    there is none, and when every checkpoint is constant over its seeds it is 0 up to a rounding error
+    whose sign would decide between p = 0 and NaN."""
+    sizes = part.groupby("checkpoint")[metric].size()
+    if (sizes <= 1).all():
+        return "one run per checkpoint: no variation within checkpoints to test against"
+    ranks = part[metric].rank(method="average")
+    within = float(((ranks - ranks.groupby(part["checkpoint"]).transform("mean")) ** 2).sum())
+    if within <= 1e-9 * len(part) ** 3 and np.ptp(part[metric].to_numpy()) > 0:
+        return "every checkpoint has the same value on each of its seeds: no variation within checkpoints"
+    return ""
 
 
 def mean_ranks(part: pd.DataFrame, metric: str = "cer") -> pd.Series:
@@ -155,11 +188,13 @@ def mean_ranks(part: pd.DataFrame, metric: str = "cer") -> pd.Series:
 
 
 def compact_letters(order: Sequence[str], pvalues: pd.DataFrame, alpha: float = 0.05) -> dict[str, str]:
-    """Compact letter display: checkpoints sharing a letter are not significantly different.
+    """Compact letter display: checkpoints sharing a letter are not significantly different, and no
+    letter can be dropped from any checkpoint without breaking that (an irredundant display).
 
-    Insert-and-absorb (Piepho 2004): start with one group of everyone; each significant pair splits
-    every group containing both; groups contained in another are absorbed. Letters follow `order`
-    (best first), so 'a' marks the group of the best checkpoint."""
+    Piepho (2004): insert-and-absorb (start with one group of everyone; each significant pair splits
+    every group containing both; groups contained in another are absorbed), then sweep (drop a
+    checkpoint from a group when every pair it forms there is also covered by another group).
+    Letters follow `order` (best first), so 'a' marks the group of the best checkpoint."""
     groups: list[set[str]] = [set(order)]
     for i, j in combinations(order, 2):
         if not pvalues.loc[i, j] < alpha:  # NaN (untestable) is no evidence of a difference
@@ -170,12 +205,31 @@ def compact_letters(order: Sequence[str], pvalues: pd.DataFrame, alpha: float = 
         groups = [g for g in split if not any(g < other for other in split)]
         groups = [g for k, g in enumerate(groups) if g not in groups[:k]]
     position = {name: k for k, name in enumerate(order)}
+    groups = _sweep(groups, position)
     groups.sort(key=lambda g: sorted(position[x] for x in g))
     letters = {name: "" for name in order}
     for k, group in enumerate(groups):
-        for name in group:
+        for name in sorted(group, key=position.get):
             letters[name] += _letter(k)
     return letters
+
+
+def _sweep(groups: list[set[str]], position: Mapping[str, int]) -> list[set[str]]:
+    """Piepho's sweep: remove each member whose pairs within its group are all covered elsewhere
+    (and that keeps another letter), until nothing changes; empty groups go."""
+    groups = [set(g) for g in sorted(groups, key=lambda g: sorted(position[x] for x in g))]
+    changed = True
+    while changed:
+        changed = False
+        for k, group in enumerate(groups):
+            others = [g for m, g in enumerate(groups) if m != k]
+            for name in sorted(group, key=position.get):
+                elsewhere = [g for g in others if name in g]
+                if elsewhere and all(any(j in g for g in elsewhere) for j in group - {name}):
+                    group.discard(name)
+                    changed = True
+        groups = [g for g in groups if g]
+    return groups
 
 
 def _letter(k: int) -> str:
@@ -200,7 +254,8 @@ def language_groups(table: pd.DataFrame, metric: str = "cer", alpha: float = 0.0
 
     Best = lowest mean; tied best = not significantly different from it by Conover-Iman (`posthoc`:
     precomputed `conover_by_language` matrices). When the Kruskal-Wallis test is not significant no
-    pair is declared different (all share one letter)."""
+    pair is declared different (all share one letter). When it is significant but Conover-Iman cannot
+    compare the checkpoints (`untestable` says why) no letters are given and none is called best."""
     usable = usable_runs(table, metric)
     omnibus = kruskal_by_language(usable, metric).set_index("language")
     rows = []
@@ -208,21 +263,25 @@ def language_groups(table: pd.DataFrame, metric: str = "cer", alpha: float = 0.0
         means = part.groupby("checkpoint")[metric].mean().sort_values(kind="stable")
         order = list(means.index)
         pvalues = posthoc[language] if posthoc is not None else conover(part, metric, p_adjust)
-        if not omnibus.loc[language, "p"] < alpha:
+        significant = omnibus.loc[language, "p"] < alpha
+        untestable = conover_untestable(part, metric) if significant else ""
+        if not significant:
             pvalues = pd.DataFrame(1.0, index=order, columns=order)
-        letters = compact_letters(order, pvalues, alpha)
+        letters = {name: "" for name in order} if untestable else compact_letters(order, pvalues, alpha)
         ranks = mean_ranks(part, metric)
         for name in order:
-            tied = name == order[0] or not pvalues.loc[order[0], name] < alpha
+            tied = not untestable and (name == order[0] or not pvalues.loc[order[0], name] < alpha)
             rows.append({"language": language, "checkpoint": name, "mean": means[name],
                          "mean_rank": ranks[name], "letters": letters[name], "best": bool(tied),
-                         "p_vs_best": 1.0 if name == order[0] else float(pvalues.loc[order[0], name])})
+                         "p_vs_best": 1.0 if name == order[0] else float(pvalues.loc[order[0], name]),
+                         "untestable": untestable})
     return pd.DataFrame(rows)
 
 
 def wins(groups: pd.DataFrame) -> pd.DataFrame:
-    """Per checkpoint: languages where it is (tied) best, where it is the sole best, out of how many."""
-    total = groups["language"].nunique()
+    """Per checkpoint: languages where it is (tied) best, where it is the sole best, out of how many,
+    and its `rank` by wins then sole wins — equal counts share a rank (no tie is broken by name)."""
+    total = groups.loc[groups["untestable"].eq("") if "untestable" in groups else groups.index, "language"].nunique()
     best = groups[groups["best"]]
     sole = best.groupby("language").filter(lambda g: len(g) == 1)
     out = pd.DataFrame({"wins": best.groupby("checkpoint").size(), "sole_wins": sole.groupby("checkpoint").size()})
@@ -230,13 +289,15 @@ def wins(groups: pd.DataFrame) -> pd.DataFrame:
     out["languages"] = total
     best_languages = best.groupby("checkpoint")["language"].apply(lambda s: " ".join(sorted(s)))
     out["best_on"] = best_languages.reindex(out.index).fillna("")
-    return out.sort_values(["wins", "sole_wins"], ascending=False, kind="stable").rename_axis("checkpoint").reset_index()
+    key = out["wins"] * (total + 1) + out["sole_wins"]
+    out.insert(0, "rank", key.rank(method="min", ascending=False).astype(int))
+    return out.sort_values("rank", kind="stable").rename_axis("checkpoint").reset_index()
 
 
 # --- across languages ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Friedman:
     """Friedman test over languages (blocks) × checkpoints (treatments) on seed-mean cells.
 
@@ -265,15 +326,19 @@ def friedman(table: pd.DataFrame, metric: str = "cer", alpha: float = 0.05, p_ad
     if n < 2 or k < 3:
         raise DataError(f"Friedman test needs >= 2 languages with every checkpoint measured and >= 3 "
                         f"checkpoints; have {n} complete languages × {k} checkpoints")
-    chi2, p = st.friedmanchisquare(*(complete[c].to_numpy() for c in complete.columns))
+    if (complete.nunique(axis=1) == 1).all():  # scipy divides 0 by 0: every block ties every checkpoint
+        chi2, p = 0.0, 1.0
+    else:
+        chi2, p = st.friedmanchisquare(*(complete[c].to_numpy() for c in complete.columns))
     ranks = complete.rank(axis=1, method="average").mean(axis=0).sort_values(kind="stable")
     w = float(chi2) / (n * (k - 1))
     nemenyi = sp.posthoc_nemenyi_friedman(complete.to_numpy())
     conover_p = sp.posthoc_conover_friedman(complete.to_numpy(), p_adjust=method)
     for frame in (nemenyi, conover_p):
         frame.index = frame.columns = complete.columns
-    return Friedman(TestResult("friedman", float(chi2), float(p), w, "kendall_w", n), w, complete,
-                    ranks, nemenyi, conover_p, critical_difference(k, n, alpha), alpha, dropped)
+    result = TestResult(test="friedman", effect_name="kendall_w", n=n, statistic=float(chi2), p=float(p), effect=w)
+    return Friedman(result=result, kendall_w=w, matrix=complete, average_ranks=ranks, nemenyi=nemenyi,
+                    conover=conover_p, cd=critical_difference(k, n, alpha), alpha=alpha, dropped_languages=dropped)
 
 
 def critical_difference(k: int, n: int, alpha: float = 0.05) -> float:

@@ -17,6 +17,7 @@ from typing import Any
 from crossling import paths
 from crossling.atomic import read_json, read_jsonl, write_json_atomic
 from crossling.errors import ConfigError
+from crossling.records import RunFailure, RunRecord, StudyPlan
 
 log = logging.getLogger(__name__)
 
@@ -133,13 +134,13 @@ class Store:
             return DONE
         return FAILED if paths.run_error_path(run_dir).is_file() else PENDING
 
-    def result(self, run_id: str) -> dict[str, Any] | None:
+    def result(self, run_id: str) -> RunRecord | None:
         path = paths.run_result_path(self.run_dir(run_id))
-        return read_json(path) if path.is_file() else None
+        return RunRecord.read(path) if path.is_file() else None
 
-    def error(self, run_id: str) -> dict[str, Any] | None:
+    def error(self, run_id: str) -> RunFailure | None:
         path = paths.run_error_path(self.run_dir(run_id))
-        return read_json(path) if path.is_file() else None
+        return RunFailure.from_json(read_json(path), str(path)) if path.is_file() else None
 
     def claim_owner(self, run_id: str) -> dict[str, Any] | None:
         return _read_record(self.claim_path(run_id))
@@ -279,16 +280,16 @@ class Store:
     def write_error(self, run_id: str, error: BaseException | str, traceback_text: str) -> None:
         """Record a failed attempt (error.json: the error, its type and the traceback)."""
         kind = type(error).__name__ if isinstance(error, BaseException) else "Error"
-        record = {"run_id": run_id, "error": f"{kind}: {error}", "type": kind, "traceback": traceback_text,
-                  "time": time.time(), **owner_record()}
-        write_json_atomic(paths.run_error_path(self.run_dir(run_id)), record)
+        record = RunFailure(run_id=run_id, error=f"{kind}: {error}", type=kind, traceback=traceback_text,
+                            time=time.time(), **owner_record())
+        write_json_atomic(paths.run_error_path(self.run_dir(run_id)), record.to_json())
 
     def clear_error(self, run_id: str) -> None:
         paths.run_error_path(self.run_dir(run_id)).unlink(missing_ok=True)
 
-    def write_plan(self, plan: dict[str, Any]) -> None:
-        write_json_atomic(paths.store_plan_path(self.root), plan)
+    def write_plan(self, plan: StudyPlan) -> None:
+        write_json_atomic(paths.store_plan_path(self.root), plan.to_json())
 
-    def read_plan(self) -> dict[str, Any] | None:
+    def read_plan(self) -> StudyPlan | None:
         path = paths.store_plan_path(self.root)
-        return read_json(path) if path.is_file() else None
+        return StudyPlan.from_json(read_json(path), str(path)) if path.is_file() else None

@@ -5,9 +5,7 @@ affects its result."""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
-import json
 import os
 import re
 import typing
@@ -19,129 +17,35 @@ from typing import Any
 from crossling import paths
 from crossling.config import TrainConfig, _coerce, check_keys, from_mapping, read_toml
 from crossling.errors import ConfigError
-from crossling.registry import find_checkpoint, weights_source
+from crossling.records import PlannedRun, RunIdentity, StudyPlan, run_identity
+from crossling.registry import find_checkpoint
+from crossling.sources import DataSource, parse_data
 
 TOP_LEVEL_KEYS = ("name", "description", "checkpoints", "languages", "seeds", "data", "recipe", "sweep", "store")
-DATA_SOURCES = ("prepared", "common-voice", "corpus", "synthetic")
-
-
-@dataclass(frozen=True)
-class CommonVoiceData:
-    """A local Common Voice release (directory or .tar.gz), prepared by the grid before the runs
-    (the options of `crossling.prepare.prepare_release`)."""
-
-    release: str
-    train_hours: float = 5.0
-    seed: int = 0
-    dev_max: int | None = None  # None: the full split
-    test_max: int | None = None
-    eval_seed: int | None = None
-    max_hours_per_speaker: float | None = None
-    vocab_threshold: float = 1e-5
-    out: str = ""  # the prepared dir; '' = <store>/prepared
-
-
-@dataclass(frozen=True)
-class CorpusData:
-    """A corpus in any format `crossling prepare` reads (`crossling.corpora`: a manifest folder, a saved
-    `datasets` dataset, lhotse manifests, or Common Voice), prepared by the grid before the runs with the
-    same options as a release; `format` '' is detected."""
-
-    path: str
-    format: str = ""
-    audio_column: str = "audio"
-    text_column: str = "text"
-    speaker_column: str = "speaker"
-    gender_column: str = "gender"
-    held_out_speakers: float = 0.1
-    split_seed: int = 0
-    train_hours: float = 5.0
-    seed: int = 0
-    dev_max: int | None = None
-    test_max: int | None = None
-    eval_seed: int | None = None
-    max_hours_per_speaker: float | None = None
-    vocab_threshold: float = 1e-5
-    out: str = ""  # the prepared dir; '' = under <store>/data
-
-    def corpus_options(self):
-        """How `crossling.corpora` reads it."""
-        from crossling.corpora import CorpusOptions, check_format
-
-        if self.format:
-            check_format(self.format)
-        return CorpusOptions(format=self.format or None, audio_column=self.audio_column,
-                             text_column=self.text_column, speaker_column=self.speaker_column,
-                             gender_column=self.gender_column, held_out_speakers=self.held_out_speakers,
-                             split_seed=self.split_seed)
-
-
-@dataclass(frozen=True)
-class SyntheticData:
-    """A synthetic Common Voice-shaped corpus (`crossling.synth.synthesize_corpus`: eSpeak NG), then
-    prepared like a real release with `train_hours` of it."""
-
-    hours: float = 0.1  # synthesised train hours per language (dev/test: that x the fractions)
-    train_hours: float = 0.08  # the exact prepared train budget (<= hours)
-    seed: int = 0
-    dev_fraction: float = 0.1
-    test_fraction: float = 0.1
-    speakers: tuple[int, int, int] = (24, 6, 6)
-    noise: bool = False
-    dev_max: int | None = None
-    test_max: int | None = None
-    vocab_threshold: float = 1e-5
-    out: str = ""  # the prepared dir (the corpus goes beside it); '' = under <store>/data
-
-
-@dataclass(frozen=True)
-class PreparedData:
-    """Languages already prepared by `crossling prepare` into `path`."""
-
-    path: str
-
-
-_DATA_CLASSES: dict[str, type] = {
-    "prepared": PreparedData,
-    "common-voice": CommonVoiceData,
-    "corpus": CorpusData,
-    "synthetic": SyntheticData,
-}
-
-
-@dataclass(frozen=True)
-class DataSource:
-    """Where the study's prepared languages come from; `base` is the study file's folder, against
-    which relative paths are resolved."""
-
-    kind: str
-    options: PreparedData | CommonVoiceData | CorpusData | SyntheticData
-    base: Path
-
-    def identity(self) -> dict[str, Any]:
-        """What identifies the data in run ids: the source and its options as written (not where
-        the prepared files are kept, and not machine-specific absolute paths)."""
-        values = dataclasses.asdict(self.options)
-        values.pop("out", None)
-        return {"source": self.kind, **values}
-
-    def resolve(self, value: str) -> Path:
-        path = Path(value).expanduser()
-        return path if path.is_absolute() else self.base / path
-
 
 @dataclass(frozen=True)
 class Run:
-    """One fine-tuning run of the grid. `model` is what the run function receives (alias, hub id or
-    absolute local dir); `checkpoint` is as written in the study file."""
+    """One fine-tuning run of the grid: its id, its identity, and `model`, what the run function loads
+    (an alias or hub id unchanged, a local directory as an absolute path); `checkpoint` is as written in
+    the study file."""
 
     run_id: str
     checkpoint: str
     model: str
-    language: str
-    seed: int
     settings: tuple[tuple[str, Any], ...]
-    config: TrainConfig
+    identity: RunIdentity
+
+    @property
+    def language(self) -> str:
+        return self.identity.language
+
+    @property
+    def seed(self) -> int:
+        return self.identity.seed
+
+    @property
+    def config(self) -> TrainConfig:
+        return self.identity.recipe
 
     @property
     def settings_dict(self) -> dict[str, Any]:
@@ -207,7 +111,7 @@ def parse_study(data: dict[str, Any], where: str, base: Path, path: Path | None 
         checkpoints=_parse_checkpoints(data["checkpoints"], where, base),
         languages=_unique_list(data["languages"], str, f"{where}: languages"),
         seeds=_unique_list(data["seeds"], int, f"{where}: seeds"),
-        data=_parse_data(_table(data, "data", where), where, base),
+        data=parse_data(_table(data, "data", where), where, base),
         recipe=recipe,
         sweep=sweep,
         recipe_values=tuple(recipe_values.items()),
@@ -276,20 +180,6 @@ def resolve_model(checkpoint: str, base: Path, where: str = "study") -> str:
     )
 
 
-def _parse_data(values: dict[str, Any], where: str, base: Path) -> DataSource:
-    where = f"{where} [data]"
-    kind = values.pop("source", None)
-    if kind not in DATA_SOURCES:
-        raise ConfigError(f"{where}: source must be one of {', '.join(DATA_SOURCES)}, got {kind!r}")
-    options = from_mapping(_DATA_CLASSES[kind], values, f"{where} (source = {kind!r})")
-    if kind == "corpus":
-        try:
-            options.corpus_options()
-        except ConfigError as error:
-            raise ConfigError(f"{where}: {error}") from None
-    return DataSource(kind=kind, options=options, base=base)
-
-
 def _parse_sweep(values: dict[str, Any], recipe_values: dict, where: str) -> tuple:
     where = f"{where} [sweep]"
     check_keys(values, tuple(sorted(f.name for f in dataclasses.fields(TrainConfig))), where)
@@ -322,24 +212,27 @@ def default_store(study: Study) -> Path:
 def expand_runs(study: Study) -> list[Run]:
     """Every run of the study, in a stable order (checkpoint, language, seed, settings)."""
     base = study.data.base
-    settings_grid = _settings_grid(study.sweep)
     runs = []
     for checkpoint, language, seed, settings in itertools.product(
-        study.checkpoints, study.languages, study.seeds, settings_grid
+        study.checkpoints, study.languages, study.seeds, _settings_grid(study.sweep)
     ):
         config = _config_with(study.recipe, settings, str(study.path or "study"))
-        runs.append(
-            Run(
-                run_id=run_id(checkpoint, language, seed, settings, config, study.data, label=_label(checkpoint, base)),
-                checkpoint=checkpoint,
-                model=resolve_model(checkpoint, base),
-                language=language,
-                seed=seed,
-                settings=settings,
-                config=config,
-            )
-        )
+        identity = run_identity(model=checkpoint, language=language, seed=seed, recipe=config,
+                                data=study.data.identity())
+        runs.append(Run(run_id=run_id(identity, settings, label=_label(checkpoint, base)), checkpoint=checkpoint,
+                        model=resolve_model(checkpoint, base), settings=settings, identity=identity))
     return runs
+
+
+def study_plan(study: Study, runs: list[Run] | None = None) -> StudyPlan:
+    """The study's plan (plan.json): enough to list every planned run from the store alone."""
+    runs = expand_runs(study) if runs is None else runs
+    return StudyPlan(
+        study=study.name, study_file=str(study.path) if study.path else "", data=study.data.identity(),
+        sweep=tuple(name for name, _ in study.sweep),
+        runs=tuple(PlannedRun(run_id=r.run_id, checkpoint=r.checkpoint, model=r.model, language=r.language,
+                              seed=r.seed, settings=r.settings_dict, recipe=r.config) for r in runs),
+    )
 
 
 def _settings_grid(sweep: tuple) -> list[tuple[tuple[str, Any], ...]]:
@@ -361,29 +254,13 @@ def _label(checkpoint: str, base: Path) -> str:
     return Path(model).name if Path(model).is_absolute() else checkpoint
 
 
-def run_id(
-    checkpoint: str, language: str, seed: int, settings: tuple, config: TrainConfig, data: DataSource,
-    label: str | None = None,
-) -> str:
-    """`<checkpoint>-<language>-s<seed>[-<settings>]-<hash>`; the hash covers model (and where its weights
-    come from), language, seed, the full resolved recipe and the data identity, so any changed value gives
-    a new run id."""
-    identity = {
-        "model": checkpoint,
-        "weights": weights_source(checkpoint),
-        "language": language,
-        "seed": seed,
-        "recipe": dataclasses.asdict(config),
-        "data": data.identity(),
-    }
-    digest = identity_hash(identity)
-    parts = [_slug(label or checkpoint), _slug(language), f"s{seed}", *(_setting_slug(k, v) for k, v in settings)]
-    return "-".join([*parts, digest])
-
-
-def identity_hash(identity: Any) -> str:
-    """10 hex digits of SHA-256 over `identity` as canonical JSON: equal values, equal hashes."""
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
+def run_id(identity: RunIdentity, settings: tuple = (), label: str | None = None) -> str:
+    """`<checkpoint>-<language>-s<seed>[-<settings>]-<hash>`; the hash covers the whole identity (model and
+    where its weights come from, language, seed, the full resolved recipe and the data identity), so any
+    changed value gives a new run id."""
+    parts = [_slug(label or identity.model), _slug(identity.language), f"s{identity.seed}",
+             *(_setting_slug(k, v) for k, v in settings)]
+    return "-".join([*parts, identity.digest()])
 
 
 def _slug(text: str) -> str:

@@ -12,7 +12,7 @@ import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -172,7 +172,7 @@ class Clip:
     job: ClipJob
 
 
-def plan_clips(out: Path, language: SynthLanguage, split: str, speakers: list[Speaker], lexicon: Lexicon,
+def plan_clips(out: Path, language: SynthLanguage, split: str, *, speakers: list[Speaker], lexicon: Lexicon,
                seed: int, word_range: tuple[int, int] = (3, 6)) -> Iterator[Clip]:
     """The endless, seeded sequence of clips of one split; a corpus keeps its shortest long-enough prefix."""
     rng = np.random.default_rng(_derive_seed("clips", language.code, split, seed))
@@ -184,8 +184,9 @@ def plan_clips(out: Path, language: SynthLanguage, split: str, speakers: list[Sp
                       speaker.pitch_range)
         name = f"synth_{language.code}_{split}_{index:06d}.mp3"
         pads = (float(rng.uniform(0.05, 0.3)), float(rng.uniform(0.05, 0.3)))
-        job = ClipJob(str(clips_dir / name), sentence, voice, _derive_seed("clip", language.code, split, index, seed),
-                      pads, float(rng.uniform(0.5, 0.9)), speaker.room)
+        job = ClipJob(path=str(clips_dir / name), text=sentence, voice=voice,
+                      seed=_derive_seed("clip", language.code, split, index, seed), pad_seconds=pads,
+                      peak=float(rng.uniform(0.5, 0.9)), room=speaker.room)
         yield Clip(name, sentence, speaker, job)
 
 
@@ -234,19 +235,22 @@ class _Stream:
 # --- the corpus --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SynthSettings:
-    """Every setting that changes a synthesized language; recorded in synth.json."""
+@dataclass(frozen=True, kw_only=True)
+class SynthOptions:
+    """What a synthesized corpus is (the one declaration of these options; `crossling synth` flags and a
+    study file's [data] table are built from it; recorded in synth.json): `hours` of train audio per
+    language (dev/test: that x `dev_fraction` / `test_fraction`), `speakers` per (train, dev, test) split,
+    all disjoint, `word_range` words per sentence drawn from the `vocabulary` most frequent words, light
+    rooms with `noise`; everything seeded by `seed`."""
 
-    seed: int
     hours: float
+    seed: int = 0
     dev_fraction: float = 0.1
     test_fraction: float = 0.1
     speakers: tuple[int, int, int] = (24, 6, 6)
     word_range: tuple[int, int] = (3, 6)
     vocabulary: int = 5000
     noise: bool = False
-    generator_version: int = GENERATOR_VERSION
 
     def target_seconds(self, split: str) -> float:
         fraction = {"train": 1.0, "dev": self.dev_fraction, "test": self.test_fraction}[split]
@@ -256,7 +260,7 @@ class SynthSettings:
         return dict(zip(_SPLITS, self.speakers, strict=True))
 
 
-def _validate(languages: list[str], settings: SynthSettings) -> list[SynthLanguage]:
+def _validate(languages: list[str], settings: SynthOptions) -> list[SynthLanguage]:
     if not languages:
         raise ConfigError("no languages given; supported: " + ", ".join(sorted(LANGUAGES)))
     if len(set(languages)) != len(languages):
@@ -273,11 +277,13 @@ def _validate(languages: list[str], settings: SynthSettings) -> list[SynthLangua
     return [synth_language(code) for code in languages]
 
 
-def _settings_record(settings: SynthSettings) -> dict:
-    return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(settings).items()}
+def _settings_record(settings: SynthOptions) -> dict:
+    """synth.json's settings: the options and the generator's version (a corpus of another is never reused)."""
+    values = {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(settings).items()}
+    return {**values, "generator_version": GENERATOR_VERSION}
 
 
-def _already_done(out: Path, language: SynthLanguage, settings: SynthSettings) -> dict | None:
+def _already_done(out: Path, language: SynthLanguage, settings: SynthOptions) -> dict | None:
     """The summary of an identical finished synthesis, None if there is none; refuses a different one."""
     summary_path = paths.synthetic_summary_path(out, language.code)
     if not summary_path.is_file():
@@ -289,20 +295,16 @@ def _already_done(out: Path, language: SynthLanguage, settings: SynthSettings) -
     return summary
 
 
-def synthesize_corpus(out: Path, languages: list[str], hours: float, seed: int = 0, workers: int | None = None,
-                      dev_fraction: float = 0.1, test_fraction: float = 0.1,
-                      speakers: tuple[int, int, int] = (24, 6, 6), word_range: tuple[int, int] = (3, 6),
-                      vocabulary: int = 5000, noise: bool = False, track: Track = no_progress) -> dict:
+def synthesize_corpus(out: Path, languages: list[str], options: SynthOptions, *, workers: int | None = None,
+                      track: Track = no_progress) -> dict:
     """Write a Common Voice-shaped synthetic corpus under `out`; returns a summary with the speed reached.
 
-    `hours` of training audio per language (dev/test: that times `dev_fraction` / `test_fraction`),
-    `speakers` per (train, dev, test) split, all disjoint; `word_range` words per sentence. The same
-    arguments give identical TSVs and MP3 files whatever `workers` is. A language whose synth.json
+    The same options give identical TSVs and MP3 files whatever `workers` is. A language whose synth.json
     shows the same settings is skipped. With workers > 1 clips are rendered in spawned processes, so a
     script calling this needs the usual `if __name__ == "__main__":` guard."""
     started, cpu_started = time.perf_counter(), _cpu_seconds()
-    settings = SynthSettings(seed, float(hours), dev_fraction, test_fraction, tuple(speakers), tuple(word_range),
-                             vocabulary, noise)
+    settings = replace(options, hours=float(options.hours), speakers=tuple(options.speakers),
+                       word_range=tuple(options.word_range))
     out = Path(out)
     todo, summaries = [], {}
     for language in _validate(list(languages), settings):
@@ -330,12 +332,13 @@ def _cpu_seconds() -> float:
                for usage in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
-def _language_streams(out: Path, language: SynthLanguage, settings: SynthSettings) -> list[_Stream]:
+def _language_streams(out: Path, language: SynthLanguage, settings: SynthOptions) -> list[_Stream]:
     lexicon = build_lexicon(language, settings.vocabulary)
     speakers = make_speakers(language.code, settings.seed, settings.speaker_counts(), settings.noise)
     paths.synthetic_clips_dir(out, language.code).mkdir(parents=True, exist_ok=True)
     return [_Stream(language.code, split, settings.target_seconds(split),
-                    plan_clips(out, language, split, speakers[split], lexicon, settings.seed, settings.word_range))
+                    plan_clips(out, language, split, speakers=speakers[split], lexicon=lexicon, seed=settings.seed,
+                               word_range=settings.word_range))
             for split in _SPLITS]
 
 
@@ -379,7 +382,7 @@ def _run_tasks(tasks: list[tuple[_Stream, list[Clip]]], pool: ProcessPoolExecuto
         stream.lengths.extend(results[index])
 
 
-def _write_language(out: Path, language: SynthLanguage, settings: SynthSettings, streams: list[_Stream]) -> dict:
+def _write_language(out: Path, language: SynthLanguage, settings: SynthOptions, streams: list[_Stream]) -> dict:
     """Write the TSVs of one language, delete the clips beyond each target, then synth.json (last)."""
     kept = {}
     for stream in streams:

@@ -88,15 +88,16 @@ def build_zoo(work: Path, out: Path | None = None, recipe_path: Path | None = No
 
 
 def _prepare_corpus(recipe: ZooRecipe, work: Path, workers: int, track: Track) -> Path:
-    from crossling.prepare import prepare_release
-    from crossling.synth import synthesize_corpus
+    from crossling.prepare import PrepareOptions, prepare_release
+    from crossling.synth import SynthOptions, synthesize_corpus
 
     corpus = recipe.corpus
-    synthesize_corpus(paths.zoo_corpus_dir(work), list(corpus["languages"]), corpus["hours"], seed=corpus["seed"],
-                      workers=workers, dev_fraction=corpus["dev_fraction"], test_fraction=corpus["test_fraction"],
-                      track=track)
-    prepare_release(paths.zoo_corpus_dir(work), list(corpus["languages"]), paths.zoo_prepared_dir(work),
-                    train_hours=recipe.prepare["train_hours"], seed=recipe.prepare["seed"], workers=workers,
+    languages = list(corpus["languages"])
+    synth = SynthOptions(hours=corpus["hours"], seed=corpus["seed"], dev_fraction=corpus["dev_fraction"],
+                         test_fraction=corpus["test_fraction"])
+    synthesize_corpus(paths.zoo_corpus_dir(work), languages, synth, workers=workers, track=track)
+    prepare = PrepareOptions(train_hours=recipe.prepare["train_hours"], seed=recipe.prepare["seed"])
+    prepare_release(paths.zoo_corpus_dir(work), languages, paths.zoo_prepared_dir(work), prepare, workers=workers,
                     track=track)
     return paths.zoo_prepared_dir(work)
 

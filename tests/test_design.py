@@ -1,0 +1,142 @@
+"""crossling.design: smallest achievable p-values, power, parameter and FLOP counts from config values, and
+`crossling study plan` printing the checks for the shipped studies."""
+
+import json
+import math
+
+import pytest
+from scipy import stats as st
+
+from crossling import design
+from crossling.study import find_study, load_study
+
+
+def test_smallest_p_values_by_hand():
+    assert design.min_p_mann_whitney(2, 1) == pytest.approx(2 / 3)  # the old demo's families test
+    assert design.min_p_mann_whitney(4, 4) == pytest.approx(2 / 70)
+    assert design.min_p_wilcoxon(5) == pytest.approx(2 / 2**5) and design.min_p_wilcoxon(6) == pytest.approx(2 / 2**6)
+    assert design.min_p_friedman(3, 5) == pytest.approx(st.chi2.sf(3 * 4, 4))  # chi2 = n (k - 1) at most
+    assert design.min_p_kendall(5) == pytest.approx(2 / math.factorial(5))
+    assert design.min_p_permutation([2] * 6) == pytest.approx(1 / 64)
+    assert design.min_p_permutation([5] * 6) == pytest.approx(1 / 5000)
+    assert math.isnan(design.min_p_mann_whitney(6, 0))
+
+
+def test_baseline_question_needs_few_checkpoints_or_many_seeds():
+    """Even when every baseline run is last, 5 checkpoints x 3 seeds (the old demo) cannot reach 0.05 after Holm;
+    3 x 4 (the new one) can; one seed cannot be tested at all."""
+    assert design.baseline_separation_p(5, 3) > 0.4
+    assert design.baseline_separation_p(3, 3) > 0.05
+    assert design.baseline_separation_p(3, 4) < 0.02
+    assert design.baseline_separation_p(2, 3) < 0.05
+    assert math.isnan(design.baseline_separation_p(3, 1))
+
+
+def test_detectable_difference_agrees_with_statsmodels_power():
+    from statsmodels.stats.power import TTestIndPower
+
+    d = design.detectable_difference(seeds=10, checkpoints=2, alpha=0.05, pairs=1)
+    # the same t-test with the rank test's efficiency; statsmodels' df (2 n_eff - 2) differs slightly
+    expected = TTestIndPower().solve_power(nobs1=10 * 3 / math.pi, alpha=0.05, power=0.8)
+    assert d == pytest.approx(expected, rel=0.03)
+    assert design.detectable_difference(4, 3, 0.05, 3) < design.detectable_difference(3, 3, 0.05, 3)
+    assert math.isnan(design.detectable_difference(1, 3, 0.05, 3))
+
+
+def _trainable(config: dict, vocab_size: int) -> int:
+    import torch
+    from transformers import AutoConfig, Wav2Vec2ForCTC
+
+    values = {k: v for k, v in config.items() if not k.startswith("_") and k not in ("architectures",)}
+    values.update(vocab_size=vocab_size, pad_token_id=0)
+    with torch.device("meta"):
+        model = Wav2Vec2ForCTC(AutoConfig.for_model(values.pop("model_type"), **values))
+    model.freeze_feature_encoder()
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("checkpoint", ["zoo-es", "random-init"])
+def test_parameter_count_matches_transformers(checkpoint):
+    config, _ = design.config_values(checkpoint)
+    assert design.architecture_of(checkpoint).trainable_parameters(50) == _trainable(config, 50)
+
+
+def test_large_step_flops_match_the_reference_arithmetic():
+    """OFFLINE-FACTS: 311.3M trainable parameters with the CNN frozen; batch_seconds 200 of 5 s clips
+    ≈ 6 x 311.3M x 9,960 frames + attention ≈ 19.3 TFLOP per step."""
+    arch = design.architecture_of("xlsr300m")
+    assert arch.trainable_parameters(50) == pytest.approx(311.3e6, rel=1e-3)
+    assert arch.train_step_flops(200.0, 5.0, 50) == pytest.approx(19.3e12, rel=0.02)
+    cost = design.study_cost(find_study("reference"))
+    assert cost.runs == 864 and cost.total_flops == pytest.approx(864 * 4000 * 19.3e12, rel=0.02)
+    a100 = next(d for d in cost.devices if d.device.startswith("A100"))
+    assert 120 <= a100.device_hours <= 150
+
+
+def test_shipped_demo_can_answer_its_questions_and_the_old_one_could_not(tmp_path):
+    checks = {q.key: q for q in design.question_checks(find_study("demo"))}
+    for key in ("kruskal", "baseline", "friedman", "subgroup"):
+        assert checks[key].testable, checks[key]
+    assert not checks["families"].testable and "Indo-European" in checks["families"].reason
+    old = tmp_path / "old-demo.toml"
+    old.write_text('checkpoints = ["zoo-es", "zoo-de", "zoo-multi4", "zoo-romance", "zoo-random"]\n'
+                   'languages = ["pt", "nl", "tr"]\nseeds = [0, 1, 2]\n[data]\nsource = "synthetic"\n'
+                   '[recipe]\nlearning_rate = 4e-3\nmax_steps = 400\n')
+    before = {q.key: q for q in design.question_checks(load_study(old))}
+    assert not before["baseline"].testable and before["baseline"].min_p > 0.4
+    assert not before["families"].testable and before["families"].min_p == pytest.approx(2 / 3)
+    assert not before["subgroup"].testable
+    quick = {q.key: q for q in design.question_checks(find_study("demo-quick"))}
+    assert quick["baseline"].testable and not quick["friedman"].testable
+
+
+def test_study_plan_prints_design_checks_and_cost(tmp_path, capsys):
+    from crossling.cli import main
+
+    assert main(["study", "plan", "demo", "--store", str(tmp_path / "d")]) == 0
+    out = capsys.readouterr().out
+    assert "72 runs" in out and "yes every pre-trained checkpoint beats zoo-random on every language" in out
+    assert "NO  Indo-European and other targets differ" in out and "CPU thread, 2-core EPYC without AVX-512" in out
+    assert "wall with 2 at once" in out and "seed sd 0.0670" in out
+    assert main(["study", "plan", "reference", "--store", str(tmp_path / "r"), "--json", "--seed-sd", "0.01"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["runs"]["total"] == 864
+    questions = {q["key"]: q for q in plan["design"]["questions"]}
+    assert questions["baseline"]["testable"] is False and questions["friedman"]["testable"] is True
+    assert plan["design"]["power"]["seed_sd"] == 0.01 and plan["design"]["power"]["cer"] > 0.02
+    assert {d["device"] for d in plan["design"]["cost"]["devices"]} == {"A100 bf16", "H100 SXM bf16"}
+
+
+def test_study_plan_rejects_a_bad_prior(tmp_path, capsys):
+    from crossling.cli import main
+
+    assert main(["study", "plan", "demo", "--store", str(tmp_path / "d"), "--seed-sd", "-1"]) == 2
+    assert "seed sd must be a positive CER" in capsys.readouterr().err
+
+
+def test_study_plan_sizes_local_folders_and_says_when_a_hub_id_cannot_be_sized(tmp_path, capsys, monkeypatch):
+    """A local model folder is sized from its config.json; a hub id not in the Hugging Face cache makes the
+    cost 'cannot be estimated' (naming why) instead of failing the plan or guessing."""
+    from crossling.cli import main
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    source, _ = design.config_values("zoo-es")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "config.json").write_text(json.dumps(source))
+    study = tmp_path / "s.toml"
+    study.write_text('checkpoints = ["mine", "zoo-random"]\nlanguages = ["pt"]\nseeds = [0, 1, 2]\n'
+                     '[data]\nsource = "synthetic"\n')
+    cost = design.study_cost(load_study(study))
+    assert not cost.unsized and cost.checkpoints[0].architecture == str(tmp_path / "mine" / "config.json")
+    assert cost.checkpoints[0].parameters == design.architecture_of("zoo-es").trainable_parameters(design.VOCAB_SIZE)
+    study.write_text(study.read_text().replace('"mine"', '"someone/not-cached"'))
+    assert main(["study", "plan", str(study), "--store", str(tmp_path / "store")]) == 0
+    out = capsys.readouterr().out
+    assert "cost: cannot be estimated for 6 runs: cannot size checkpoint 'someone/not-cached'" in out
+    assert "device-hours" not in out
+    assert main(["study", "plan", str(study), "--store", str(tmp_path / "store"), "--json"]) == 0
+    cost = json.loads(capsys.readouterr().out)["design"]["cost"]
+    assert cost["total_flops"] is None and cost["devices"] == [] and len(cost["unsized"]) == 1
+    (tmp_path / "mine" / "config.json").write_text("{not json")
+    study.write_text(study.read_text().replace('"someone/not-cached"', '"mine"'))
+    assert "is not readable JSON" in design.study_cost(load_study(study)).unsized[0]
