@@ -155,6 +155,13 @@ def test_ambiguous_or_missing_folders(tmp_path):
         prepare(tmp_path / "c", tmp_path / "p", format="kaldi")
 
 
+def test_corpus_options_are_checked_before_anything_is_written(tmp_path, capsys):
+    argv = ["prepare", str(tmp_path / "c"), "--languages", "sw", "--out", str(tmp_path / "p")]
+    assert main([*argv, "--held-out-speakers", "0.7"]) == 2
+    assert "held_out_speakers (--held-out-speakers) must be in (0, 0.5), got 0.7" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()
+
+
 def test_format_detection(tmp_path):
     write_manifest_folder(tmp_path / "m", "sw", entries(speakers=3, per_speaker=1))
     write_release(tmp_path / "cv", ["pt"])
