@@ -90,7 +90,8 @@ class DataSource:
         elif isinstance(options, CommonVoiceData):
             values = {"release": options.release, **dataclasses.asdict(options.prepare)}
         elif isinstance(options, CorpusData):
-            values = {"path": options.path, **dataclasses.asdict(options.corpus), **dataclasses.asdict(options.prepare)}
+            values = {"path": options.path, **dataclasses.asdict(options.corpus),
+                      **dataclasses.asdict(options.prepare)}
         else:
             values = {**dataclasses.asdict(options.synth), **dataclasses.asdict(options.prepare)}
         for name in LATER_OPTIONS.get(self.kind, ()):
