@@ -45,7 +45,7 @@ def _one_step(alias, tmp_path):
     from crossling.batching import make_batch, training_data
     from crossling.config import TrainConfig
     from crossling.decoding import best_paths
-    from crossling.finetune import make_optimizer, train_step
+    from crossling.finetune import Learner, make_optimizer, train_step
     from crossling.models import load_for_finetuning, load_tokenizer, resolve
     from crossling.prepared import load_audio, open_prepared
 
@@ -54,10 +54,11 @@ def _one_step(alias, tmp_path):
     config = TrainConfig(max_steps=1, batch_seconds=4.0)
     model, spec = load_for_finetuning(resolve(f"random:{alias}"), len(data.vocab), config, seed=0)
     training = training_data(data, load_tokenizer(data.vocab_file), model.config, config, seed=0)
-    optimizer = make_optimizer(model, config)
+    learner = Learner(model=model, optimizer=make_optimizer(model, config),
+                      scaler=torch.amp.GradScaler("cuda", enabled=False), spec=spec, device="cpu")
     before = model.lm_head.weight.detach().clone()
     batch = make_batch(training, list(range(len(training.utterances))), spec, "cpu")
-    loss, _ = train_step(model, optimizer, torch.amp.GradScaler("cuda", enabled=False), batch, 1e-4, config, None)
+    loss, _ = train_step(learner, batch, 1e-4, config)
     assert loss == loss and not torch.equal(before, model.lm_head.weight)  # finite, and the weights moved
     (path,) = best_paths(model, [load_audio(prepared, training.utterances[0])], spec)
     assert len(path) > 0
