@@ -98,7 +98,7 @@ def test_forward_flops_match_torch_flop_counter(checkpoint):
     assert arch.train_step_flops(5.0, 5.0, 50) / 3 == pytest.approx(counted, rel=2e-3)
 
 
-def test_a_study_of_todays_checkpoints_is_sized(tmp_path):
+def test_a_study_of_todays_checkpoints_is_sized(tmp_path, capsys):
     """Each registered checkpoint of today, and random:<alias>, is sized from its packaged architecture; a
     model type crossling has no count for is 'cannot be estimated' (why), never a wrong figure."""
     study = tmp_path / "s.toml"
@@ -110,6 +110,12 @@ def test_a_study_of_todays_checkpoints_is_sized(tmp_path):
     by_name = {c.checkpoint: c for c in cost.checkpoints}
     assert by_name["random:w2v-bert-2"] == replace(by_name["w2v-bert-2"], checkpoint="random:w2v-bert-2")
     assert by_name["xlsr-2b"].parameters > by_name["mms-1b"].parameters > by_name["mms-300m"].parameters
+    from crossling.cli import main
+
+    assert main(["study", "plan", str(study), "--store", str(tmp_path / "store")]) == 0
+    cost_line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("cost:"))
+    assert "mms-300m 311M params" in cost_line and "xlsr-2b 2.16B params" in cost_line  # each size once
+    assert "w2v-bert-2, random:w2v-bert-2 581M params" in cost_line
     conformer, _ = design.config_values("zoo-es")
     (tmp_path / "conformer").mkdir()
     (tmp_path / "conformer" / "config.json").write_text(json.dumps({**conformer, "model_type": "wav2vec2-conformer"}))

@@ -358,13 +358,28 @@ def _print_design(check) -> None:
     if cost.unsized:
         print(f"cost: cannot be estimated for {cost.runs} runs: " + "; ".join(cost.unsized))
         return
-    per = "; ".join(f"{c.checkpoint} {c.parameters / 1e6:.3g}M params" for c in cost.checkpoints[:1])
-    print(f"cost: {cost.runs} runs x {cost.steps} steps of {cost.batch_seconds:g} s of audio ({per}, "
-          f"{cost.checkpoints[0].step_flops:.3g} FLOP per step, {cost.total_flops:.3g} FLOP in all)")
+    print(f"cost: {cost.runs} runs x {cost.steps} steps of {cost.batch_seconds:g} s of audio "
+          f"({_sizes(cost.checkpoints)}; {cost.total_flops:.3g} FLOP in all)")
     for device in cost.devices:
         machine = f"; {_duration(device.wall_hours * 3600)} wall with {device.at_once} at once" if device.at_once > 1 else ""
         print(f"  {device.device}: {device.hours_per_run:.3g} h per run, {device.device_hours:.3g} device-hours"
               f"{machine} ({device.source})")
+
+
+def _sizes(checkpoints) -> str:
+    """Each size of model in the grid once: its checkpoints, trainable parameters and FLOPs per step."""
+    by_architecture: dict[tuple, list] = {}
+    for c in checkpoints:
+        by_architecture.setdefault((c.parameters, c.step_flops), []).append(c)
+    if len(by_architecture) == 1:
+        (first, *_), = by_architecture.values()
+        return f"each checkpoint {_count(first.parameters)} params, {first.step_flops:.3g} FLOP per step"
+    return "; ".join(f"{', '.join(c.checkpoint for c in same)} {_count(same[0].parameters)} params, "
+                     f"{same[0].step_flops:.3g} FLOP per step" for same in by_architecture.values())
+
+
+def _count(parameters: int) -> str:
+    return f"{parameters / 1e9:.3g}B" if parameters >= 1e9 else f"{parameters / 1e6:.3g}M"
 
 
 def _p(value: float) -> str:
