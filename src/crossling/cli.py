@@ -360,9 +360,10 @@ def _print_design(check) -> None:
         return
     print(f"cost: {cost.runs} runs x {cost.steps} steps of {cost.batch_seconds:g} s of audio "
           f"({_sizes(cost.checkpoints)}; {cost.total_flops:.3g} FLOP in all)")
+    mean = " on average" if len({(c.parameters, c.step_flops) for c in cost.checkpoints}) > 1 else ""
     for device in cost.devices:
         machine = f"; {_duration(device.wall_hours * 3600)} wall with {device.at_once} at once" if device.at_once > 1 else ""
-        print(f"  {device.device}: {device.hours_per_run:.3g} h per run, {device.device_hours:.3g} device-hours"
+        print(f"  {device.device}: {device.hours_per_run:.3g} h per run{mean}, {device.device_hours:.3g} device-hours"
               f"{machine} ({device.source})")
 
 
