@@ -5,7 +5,9 @@ Decode cache:   <prepared>/_audio/<lang>/<clip stem>.wav  (+ index.jsonl of deco
 Run directory:  <run>/config.json, resume.pt, model/, scores.json, hypotheses-<split>.jsonl,
                 train.log, result.json (written last), error.json (failed runs)
 Study store:    <store>/plan.json, <store>/runs/<run id>/ (a run directory + attempts.jsonl),
-                <store>/claims/<run id>.claim, <store>/data/<source>-<hash>/ (prepared data)
+                <store>/claims/<run id>.claim, <store>/data/<source>-<hash>/ (prepared data),
+                <store>/rank/<lang>.json (checkpoints ranked before fine-tuning)
+Rank record:    <prepared>/_rank/<lang>.json (crossling rank)
 Pre-training:   <out>/model/, resume.pt, pretrain.json (written last)
 Exports:        <out>/<lang>_{recordings,supervisions}_<split>.jsonl.gz (lhotse), <out>/<lang>/ (HF dataset)
 
@@ -241,3 +243,16 @@ def export_lhotse_path(out_dir: Path, language: str, kind: str, split: str) -> P
 def export_hf_dir(out_dir: Path, language: str) -> Path:
     """A prepared language as a Hugging Face `datasets` DatasetDict saved with save_to_disk."""
     return Path(out_dir) / language
+
+
+# --- ranking checkpoints before fine-tuning (crossling rank) -------------------------------------------
+
+
+def rank_record_path(prepared_root: Path, language: str) -> Path:
+    """The latest `crossling rank` record of a prepared language (read by `crossling recommend --data`)."""
+    return Path(prepared_root) / "_rank" / f"{language}.json"
+
+
+def store_rank_path(store_root: Path, language: str) -> Path:
+    """A study's rank record of one language (the demo writes it; the report compares it with the runs)."""
+    return Path(store_root) / "rank" / f"{language}.json"
