@@ -32,6 +32,7 @@ from crossling.frontend import (
 )
 from crossling.frontend import freeze_feature_encoder as freeze_cnn
 from crossling.registry import RANDOM_INIT, all_checkpoints, find_checkpoint
+from crossling.safeload import refused_weights
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +210,9 @@ def _from_pretrained(source: ModelSource, overrides: dict):
             ignore_mismatched_sizes=True,  # a checkpoint fine-tuned on another vocabulary: new head
             local_files_only=local,
         )
-    except (OSError, ValueError, pickle.UnpicklingError) as error:
+    except pickle.UnpicklingError as error:
+        raise refused_weights(Path(source.location), error) from None
+    except (OSError, ValueError) as error:
         where = "directory" if local else "hub id (not downloadable here or not in the local HF cache)"
         raise ModelError(f"cannot load {source.given!r} from {where} {source.location}: {error}") from None
 
@@ -323,6 +326,8 @@ def load_finetuned(model_dir: Path):
             model_dir, trust_remote_code=False, use_safetensors=_prefer_safetensors(source), local_files_only=True
         )
         processor = AutoProcessor.from_pretrained(model_dir, local_files_only=True, trust_remote_code=False)
+    except pickle.UnpicklingError as error:
+        raise refused_weights(model_dir, error) from None
     except (OSError, ValueError) as error:
         raise ModelError(f"{model_dir}: cannot load model and processor: {error}") from None
     _check_model_type(model.config.model_type, source)
