@@ -55,7 +55,8 @@ class Checkpoint:
         return self.source.startswith("random:")
 
 
-def _hub(alias, hub_id, model_type, hours, languages, domain, notes="", language_count=0):
+def _hub(alias: str, hub_id: str, *, model_type: str, hours: float, languages: list[str], domain: str, notes: str = "",
+         language_count: int = 0) -> Checkpoint:
     return Checkpoint(
         pretrain_language_count=language_count or len(languages),
         alias=alias,
@@ -77,52 +78,61 @@ _VOXPOPULI_23 = (
 _XLSR53_KNOWN = tuple("ar de en es et fa fr id it ja nl pl pt ru sv-SE zh-CN".split())
 
 REFERENCE_CHECKPOINTS: tuple[Checkpoint, ...] = (
-    _hub("lv60", "facebook/wav2vec2-large-lv60", "wav2vec2", 53_200, ["en"], "read audiobooks (LibriVox)"),
+    _hub("lv60", "facebook/wav2vec2-large-lv60",
+         model_type="wav2vec2", hours=53_200, languages=["en"], domain="read audiobooks (LibriVox)"),
     _hub(
-        "robust", "facebook/wav2vec2-large-robust", "wav2vec2", 63_000, ["en"],
-        "mixed: audiobooks, telephone, crowd-sourced",
-        "Libri-Light + Switchboard + Fisher + CommonVoice-en; total approximate",
+        "robust", "facebook/wav2vec2-large-robust", model_type="wav2vec2", hours=63_000, languages=["en"],
+        domain="mixed: audiobooks, telephone, crowd-sourced",
+        notes="Libri-Light + Switchboard + Fisher + CommonVoice-en; total approximate",
     ),
-    _hub("hubert", "facebook/hubert-large-ll60k", "hubert", 60_000, ["en"], "read audiobooks (Libri-Light)"),
+    _hub("hubert", "facebook/hubert-large-ll60k",
+         model_type="hubert", hours=60_000, languages=["en"], domain="read audiobooks (Libri-Light)"),
     _hub(
-        "wavlm", "microsoft/wavlm-large", "wavlm", 94_000, ["en"],
-        "mixed: audiobooks, podcasts/YouTube, parliament", "Libri-Light + GigaSpeech + VoxPopuli-en",
-    ),
-    _hub(
-        "unispeech-sat", "microsoft/unispeech-sat-large", "unispeech-sat", 94_000, ["en"],
-        "mixed: audiobooks, podcasts/YouTube, parliament", "same 94k h as WavLM",
+        "wavlm", "microsoft/wavlm-large", model_type="wavlm", hours=94_000, languages=["en"],
+        domain="mixed: audiobooks, podcasts/YouTube, parliament", notes="Libri-Light + GigaSpeech + VoxPopuli-en",
     ),
     _hub(
-        "unispeech-cv-en", "microsoft/unispeech-large-1500h-cv", "unispeech", 1_500, ["en"],
-        "read, crowd-sourced (Common Voice)", "hours from the hub id",
+        "unispeech-sat", "microsoft/unispeech-sat-large", model_type="unispeech-sat", hours=94_000, languages=["en"],
+        domain="mixed: audiobooks, podcasts/YouTube, parliament", notes="same 94k h as WavLM",
     ),
     _hub(
-        "unispeech-cv-multi", "microsoft/unispeech-large-multi-lingual-1500h-cv", "unispeech", 1_500,
-        ["en", "fr", "es", "it"], "read, crowd-sourced (Common Voice)",
-        "hub card tags 4 languages; language list from the UniSpeech paper; config not seen",
+        "unispeech-cv-en", "microsoft/unispeech-large-1500h-cv",
+        model_type="unispeech", hours=1_500, languages=["en"],
+        domain="read, crowd-sourced (Common Voice)", notes="hours from the hub id",
     ),
     _hub(
-        "xlsr53", "facebook/wav2vec2-large-xlsr-53", "wav2vec2", 56_000, _XLSR53_KNOWN,
-        "read + conversational (MLS, Common Voice, BABEL)",
-        "53 languages; only those among the study's targets are listed (partial list)", 53,
+        "unispeech-cv-multi", "microsoft/unispeech-large-multi-lingual-1500h-cv", model_type="unispeech", hours=1_500,
+        languages=["en", "fr", "es", "it"], domain="read, crowd-sourced (Common Voice)",
+        notes="hub card tags 4 languages; language list from the UniSpeech paper; config not seen",
     ),
     _hub(
-        "xlsr300m", "facebook/wav2vec2-xls-r-300m", "wav2vec2", 436_000, STUDY_LANGUAGES,
-        "mixed (VoxPopuli, MLS, Common Voice, BABEL, VoxLingua107)",
-        "128 languages, covering all 18 study targets; only those are listed (partial list)", 128,
+        "xlsr53", "facebook/wav2vec2-large-xlsr-53", model_type="wav2vec2", hours=56_000, languages=_XLSR53_KNOWN,
+        domain="read + conversational (MLS, Common Voice, BABEL)",
+        notes="53 languages; only those among the study's targets are listed (partial list)", language_count=53,
     ),
-    _hub("vp100k", "facebook/wav2vec2-large-100k-voxpopuli", "wav2vec2", 100_000, _VOXPOPULI_23,
-         "parliament speech (VoxPopuli)"),
-    _hub("vp-es", "facebook/wav2vec2-large-es-voxpopuli", "wav2vec2", 21_400, ["es"], "parliament speech (VoxPopuli)",
-         "hours from the VoxPopuli paper's per-language unlabelled data"),
-    _hub("vp-fr", "facebook/wav2vec2-large-fr-voxpopuli", "wav2vec2", 22_800, ["fr"], "parliament speech (VoxPopuli)",
-         "hours from the VoxPopuli paper's per-language unlabelled data"),
-    _hub("vp-it", "facebook/wav2vec2-large-it-voxpopuli", "wav2vec2", 21_900, ["it"], "parliament speech (VoxPopuli)",
-         "hours from the VoxPopuli paper's per-language unlabelled data; config not seen"),
-    _hub("vp-nl", "facebook/wav2vec2-large-nl-voxpopuli", "wav2vec2", 19_000, ["nl"], "parliament speech (VoxPopuli)",
-         "hours from the VoxPopuli paper's per-language unlabelled data"),
-    _hub("vp-sv", "facebook/wav2vec2-large-sv-voxpopuli", "wav2vec2", 16_300, ["sv"], "parliament speech (VoxPopuli)",
-         "hours from the VoxPopuli paper's per-language unlabelled data"),
+    _hub(
+        "xlsr300m", "facebook/wav2vec2-xls-r-300m", model_type="wav2vec2", hours=436_000, languages=STUDY_LANGUAGES,
+        domain="mixed (VoxPopuli, MLS, Common Voice, BABEL, VoxLingua107)",
+        notes="128 languages, covering all 18 study targets; only those are listed (partial list)", language_count=128,
+    ),
+    _hub("vp100k", "facebook/wav2vec2-large-100k-voxpopuli",
+         model_type="wav2vec2", hours=100_000, languages=_VOXPOPULI_23,
+         domain="parliament speech (VoxPopuli)"),
+    _hub("vp-es", "facebook/wav2vec2-large-es-voxpopuli",
+         model_type="wav2vec2", hours=21_400, languages=["es"], domain="parliament speech (VoxPopuli)",
+         notes="hours from the VoxPopuli paper's per-language unlabelled data"),
+    _hub("vp-fr", "facebook/wav2vec2-large-fr-voxpopuli",
+         model_type="wav2vec2", hours=22_800, languages=["fr"], domain="parliament speech (VoxPopuli)",
+         notes="hours from the VoxPopuli paper's per-language unlabelled data"),
+    _hub("vp-it", "facebook/wav2vec2-large-it-voxpopuli",
+         model_type="wav2vec2", hours=21_900, languages=["it"], domain="parliament speech (VoxPopuli)",
+         notes="hours from the VoxPopuli paper's per-language unlabelled data; config not seen"),
+    _hub("vp-nl", "facebook/wav2vec2-large-nl-voxpopuli",
+         model_type="wav2vec2", hours=19_000, languages=["nl"], domain="parliament speech (VoxPopuli)",
+         notes="hours from the VoxPopuli paper's per-language unlabelled data"),
+    _hub("vp-sv", "facebook/wav2vec2-large-sv-voxpopuli",
+         model_type="wav2vec2", hours=16_300, languages=["sv"], domain="parliament speech (VoxPopuli)",
+         notes="hours from the VoxPopuli paper's per-language unlabelled data"),
 )
 
 
@@ -153,7 +163,8 @@ _W2V_BERT_CARD_LANGUAGES = (
 
 def _today(alias, hub_id, model_type, *, hours, languages, domain, language_count, parameters, licence, sources,
            uncertain=(), notes="") -> Checkpoint:
-    return replace(_hub(alias, hub_id, model_type, hours, languages, domain=domain, notes=notes,
+    return replace(_hub(alias, hub_id,
+    model_type=model_type, hours=hours, languages=languages, domain=domain, notes=notes,
                         language_count=language_count),
                    parameters_millions=parameters, licence=licence, sources=tuple(sources),
                    uncertain=tuple(uncertain))
