@@ -426,6 +426,9 @@ def save_hf(model: nn.Module, processor, target: Path) -> None:
         # preprocessor_config.json + tokenizer files, the layout every transformers version reads
         # (transformers 5's processor_config.json makes Wav2Vec2Processor.from_pretrained fail on 4.x)
         processor.feature_extractor.save_pretrained(staging)
+        # tokenizer_config.json then names the processor class, as ProcessorMixin.save_pretrained writes it:
+        # AutoProcessor reads it there for model types it has no mapping of (data2vec-audio, ...)
+        processor.tokenizer._set_processor_class(type(processor).__name__)
         processor.tokenizer.save_pretrained(staging)
 
     save_model_folder(target, write)
