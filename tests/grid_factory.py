@@ -242,3 +242,12 @@ def threads_finetune(**run) -> RunRecord:
 
 def forgetful_finetune(**run) -> None:
     """A broken run function: returns without writing result.json."""
+
+
+def gpu_finetune(**run) -> RunRecord:
+    """`toy_finetune`, also writing the process's CUDA_VISIBLE_DEVICES and the device it was asked for into
+    `<out>/gpu.txt` (one line)."""
+    out = Path(run["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gpu.txt").write_text(f"{os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')} {run.get('device')}")
+    return toy_finetune(**run)

@@ -154,9 +154,10 @@ def training_data(data: PreparedLanguage, tokenizer: PreTrainedTokenizerBase, mo
                         model_config=model_config)
 
 
-def feature_cache(model: nn.Module, spec: InputSpec, config: TrainConfig,
-                  training: TrainingData) -> FrozenFeatureCache | None:
-    """A cache of the frozen CNN's outputs when that is exact and the train set's features fit in memory."""
+def feature_cache(model: nn.Module, spec: InputSpec, config: TrainConfig, training: TrainingData,
+                  autocast_dtype=None) -> FrozenFeatureCache | None:
+    """A cache of the frozen CNN's outputs (computed under the run's `autocast_dtype`) when that is exact
+    and the train set's features fit in memory."""
     if not FrozenFeatureCache.applies(model, spec, config):
         return None
     frames = sum(frames_for_samples(model.config, u.num_samples) for u in training.utterances)
@@ -165,7 +166,7 @@ def feature_cache(model: nn.Module, spec: InputSpec, config: TrainConfig,
         log.info("not caching CNN features: %.1f GiB would exceed %.1f GiB", size / 2**30,
                  FEATURE_CACHE_MAX_BYTES / 2**30)
         return None
-    return FrozenFeatureCache(model)
+    return FrozenFeatureCache(model, autocast_dtype)
 
 
 def make_batch(training: TrainingData, indices: list[int], spec: InputSpec, device: str,

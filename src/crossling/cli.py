@@ -247,7 +247,8 @@ def _add_study(sub) -> None:
                      help="local (default): in this process, or N grid processes with --workers N; ray: Ray tasks")
     run.add_argument("--workers", type=int, default=1,
                      help="runs at once (default 1); local: N grid processes sharing the store, each with "
-                          "--threads torch threads")
+                          "--threads torch threads and, where GPUs are visible, its own GPU (more workers "
+                          "than GPUs is refused)")
     run.add_argument("--threads", type=int, default=None,
                      help="local --workers N > 1: torch threads per grid process (default: usable cores / N, "
                           "at least 1)")
@@ -256,7 +257,8 @@ def _add_study(sub) -> None:
     run.add_argument("--retry-failed", action="store_true", help="run failed runs again")
     run.add_argument("--address", default=None, help="ray: join this Ray cluster (e.g. auto or HEAD:6379)")
     run.add_argument("--cpus-per-run", type=float, default=None, help="ray: CPUs per run (default 1)")
-    run.add_argument("--gpus-per-run", type=float, default=None, help="ray: GPUs per run (default 0; 1 on GPU nodes)")
+    run.add_argument("--gpus-per-run", type=float, default=None, help="ray: GPUs per run (default: 1 when the cluster has GPUs, else 0; 0 on a GPU cluster is "
+                          "refused unless --device cpu)")
     run.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     plan.add_argument("--json", action="store_true", help="print the design checks and cost as one JSON object")
     plan.add_argument("--alpha", type=float, default=0.05, help="significance level of the design checks (default 0.05)")

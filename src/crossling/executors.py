@@ -5,6 +5,7 @@ the run function's result; every start and end reaches the grid as an event."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import os
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from crossling import paths
+from crossling import devices, paths
 from crossling.errors import ConfigError, CrosslingError
 from crossling.progress import Track, no_progress
 from crossling.store import DONE, FAILED, Claim, Store
@@ -179,8 +180,9 @@ def usable_cores() -> int:
 class ProcessExecutor:
     """`workers` grid processes on the same store, as `workers` `crossling study run` processes would be:
     each claims runs itself (so a dead process's runs are taken over, never run twice) and executes them
-    with `threads` torch threads (default: the usable cores / workers, at least 1). Their events reach
-    this process's grid."""
+    with `threads` torch threads (default: the usable cores / workers, at least 1). Where GPUs are visible,
+    each process owns one (CUDA_VISIBLE_DEVICES; `devices.assign_gpus` refuses more processes than GPUs).
+    Their events reach this process's grid."""
 
     def __init__(self, workers: int, threads: int | None = None) -> None:
         if workers < 1:
@@ -197,8 +199,9 @@ class ProcessExecutor:
 
         context = get_context("spawn")  # a fresh interpreter: torch's threads and OpenMP set before it loads
         events = context.Queue()
-        self._processes = [context.Process(target=grid_process, args=(work.spec, self.threads, events, index),
-                                           name=f"crossling-grid-{index}") for index in range(self.workers)]
+        pins = devices.assign_gpus(self.workers, work.spec.device, visible_gpus())
+        self._processes = [context.Process(target=grid_process, args=(work.spec, self.threads, events, index, pin),
+                                           name=f"crossling-grid-{index}") for index, pin in enumerate(pins)]
         for process in self._processes:
             process.start()
         try:
@@ -239,11 +242,24 @@ class ProcessExecutor:
                 process.terminate()
 
 
-def grid_process(spec: GridSpec, threads: int, events, index: int) -> None:
+def visible_gpus() -> list[str]:
+    """The GPUs this process can hand to grid processes (CUDA_VISIBLE_DEVICES entries)."""
+    import torch
+
+    return devices.visible_gpu_ids(os.environ, torch.cuda.device_count())
+
+
+def grid_process(spec: GridSpec, threads: int, events, index: int, gpu: str | None = None) -> None:
     """One grid process of a `ProcessExecutor`: torch will start with `threads` threads (OMP_NUM_THREADS,
-    read when torch loads, with the OpenMP setting); every run event and a grid error go to `events`."""
+    read when torch loads, with the OpenMP setting) and see only GPU `gpu` (None: as the parent); every
+    run event and a grid error go to `events`."""
+    import dataclasses
+
     import crossling
 
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+        spec = dataclasses.replace(spec, device=devices.pinned_device(spec.device, gpu))
     os.environ["OMP_NUM_THREADS"] = str(threads)
     crossling.short_openmp_spin()
     signal.signal(signal.SIGTERM, _interrupt)
@@ -272,13 +288,13 @@ def _as_worker(event: RunEvent, index: int) -> RunEvent:
 
 class RayExecutor:
     """Each run a Ray task: `workers` in flight at once, each requesting `cpus_per_run` CPUs and
-    `gpus_per_run` GPUs; a task whose worker process dies is retried up to `max_retries` times. Claims
+    `gpus_per_run` GPUs (default: 1 when the cluster has GPUs, see `devices.ray_gpus_per_run`); a task whose worker process dies is retried up to `max_retries` times. Claims
     stay with this (driver) process, so a task rescheduled after its worker died still runs under the
     same claim, and resumes from the run's resume file. `address`: join that cluster (default: a Ray
     instance already connected, else a local one started here)."""
 
     def __init__(self, workers: int = 1, address: str | None = None, cpus_per_run: float = 1.0,
-                 gpus_per_run: float = 0.0, max_retries: int = 3) -> None:
+                 gpus_per_run: float | None = None, max_retries: int = 3) -> None:
         if workers < 1:
             raise ConfigError(f"workers must be >= 1, got {workers}")
         self.workers, self.address, self.max_retries = workers, address, max_retries
@@ -290,10 +306,13 @@ class RayExecutor:
         ray = _import_ray()
         started_here = self._connect(ray)
         try:
-            _check_resources(ray.cluster_resources(), cpus=self.cpus_per_run, gpus=self.gpus_per_run)
-            task = ray.remote(num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run,
-                              max_retries=self.max_retries)(execute_run)
-            self._drive(ray, task, work)
+            resources = ray.cluster_resources()
+            gpus = devices.ray_gpus_per_run(self.gpus_per_run, cluster_gpus=resources.get("GPU", 0.0),
+                                            device=work.options.device)
+            _check_resources(resources, cpus=self.cpus_per_run, gpus=gpus)
+            task = ray.remote(num_cpus=self.cpus_per_run, num_gpus=gpus, max_retries=self.max_retries)(execute_run)
+            options = dataclasses.replace(work.options, device=devices.ray_device(work.options.device, gpus))
+            self._drive(ray, task, work, options)
         finally:
             if started_here:
                 ray.shutdown()
@@ -317,7 +336,7 @@ class RayExecutor:
                  log_to_driver=False)
         return True
 
-    def _drive(self, ray, task, work: GridWork) -> None:
+    def _drive(self, ray, task, work: GridWork, options: ExecOptions) -> None:
         exhausted = False
         while self._in_flight or not exhausted:
             while not exhausted and not self._cancelled.is_set() and len(self._in_flight) < self.workers:
@@ -325,7 +344,7 @@ class RayExecutor:
                 if job is None:
                     exhausted = True
                 else:
-                    self._in_flight[task.remote(job.run, job.claim.token, work.options)] = job
+                    self._in_flight[task.remote(job.run, job.claim.token, options)] = job
             exhausted = exhausted or self._cancelled.is_set()
             if not self._in_flight:
                 break

@@ -10,7 +10,6 @@ import logging
 import math
 import os
 import random
-import resource
 import shutil
 import tempfile
 import time
@@ -19,7 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import crossling
-from crossling import paths
+from crossling import devices, paths
 from crossling.atomic import atomic_path, write_json_atomic
 from crossling.batching import DataPosition, TrainingData, feature_cache, make_batch, training_data
 from crossling.config import TrainConfig
@@ -69,6 +68,7 @@ class TrainState:
     step: int = 0
     position: DataPosition = field(default_factory=DataPosition)
     nonfinite_steps: int = 0
+    overflow_steps: int = 0  # fp16: steps the loss scaler skipped (its normal search for a scale)
     audio_seconds: float = 0.0
     train_seconds: float = 0.0
     wall_seconds: float = 0.0  # of all processes so far, up to their last resume file
@@ -160,14 +160,16 @@ def _run(job: FinetuneJob, out: Path, device: str, track: Track) -> RunRecord:
     tokenizer = load_tokenizer(data.vocab_file)
     model, spec = load_for_finetuning(source, len(data.vocab), config, seed)
     model.to(device)
+    devices.reset_peak_memory(device)
     amp_dtype = autocast_dtype(config, device)
     training = training_data(data, tokenizer, model.config, config, seed)
     learner = Learner(model=model, optimizer=make_optimizer(model, config), spec=spec, device=device,
                       scaler=torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16),
-                      amp_dtype=amp_dtype, cache=feature_cache(model, spec, config, training))
+                      amp_dtype=amp_dtype, cache=feature_cache(model, spec, config, training, amp_dtype))
     write_json_atomic(paths.run_config_path(out), _resolved_config(job.identity, source, learner))
     resume = ResumeFile(out, job)
     state = resume.restore(learner) or TrainState()
+    devices.warn_nondeterminism(device, resumed=bool(state.resumed_from))
     previous_wall = state.wall_seconds
 
     def wall() -> float:
@@ -206,7 +208,8 @@ def train(learner: Learner, training: TrainingData, state: TrainState, *, resume
         batch = make_batch(training, indices, learner.spec, learner.device, learner.cache)
         loss, blank_only = train_step(learner, batch, learning_rate(step, config), config)
         audio = sum(training.utterances[i].duration for i in indices)
-        done = StepDone(step, position, loss, blank_only, audio_seconds=audio, seconds=time.monotonic() - tick)
+        done = StepDone(step, position, loss, blank_only, audio_seconds=audio, seconds=time.monotonic() - tick,
+                        overflow=loss == OVERFLOW)
         state = _advance(state, done, config)
         if state.step % config.checkpoint_every == 0 or state.step == config.max_steps:
             state = replace(state, wall_seconds=wall())
@@ -214,9 +217,14 @@ def train(learner: Learner, training: TrainingData, state: TrainState, *, resume
     return state
 
 
+#: The loss `train_step` reports for a step fp16's loss scaler skipped (an overflow, not a bad loss).
+OVERFLOW = math.inf
+
+
 def train_step(learner: Learner, batch: dict, lr: float, config: TrainConfig) -> tuple[float, bool]:
     """One update -> (loss, whether the batch's greedy output was blank-only); a non-finite loss or
-    gradient leaves the weights untouched and returns loss = nan."""
+    gradient leaves the weights untouched and returns loss = nan, or `OVERFLOW` when fp16's loss scaler
+    found non-finite gradients (it lowers its scale and the step is skipped, as it is designed to)."""
     model, optimizer, scaler = learner.model, learner.optimizer, learner.scaler
     for group in optimizer.param_groups:
         group["lr"] = lr
@@ -235,8 +243,9 @@ def train_step(learner: Learner, batch: dict, lr: float, config: TrainConfig) ->
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
     if not torch.isfinite(norm):
         optimizer.zero_grad(set_to_none=True)
+        scale = scaler.get_scale()
         scaler.update()
-        return math.nan, blank_only
+        return (OVERFLOW if scaler.get_scale() < scale else math.nan), blank_only  # the scaler backed off
     scaler.step(optimizer)
     scaler.update()
     return float(output.loss.detach()), blank_only
@@ -253,12 +262,15 @@ class StepDone:
     blank_only: bool
     audio_seconds: float
     seconds: float
+    overflow: bool = False
 
 
 def _advance(state: TrainState, done: StepDone, config: TrainConfig) -> TrainState:
     """The state after step `done.step`; logs progress and warns once when output stays blank-only."""
     step, loss = done.step, done.loss
-    finite = math.isfinite(loss)
+    finite = math.isfinite(loss) or done.overflow
+    if done.overflow:
+        log.info("step %d: fp16 gradient overflow, the loss scaler skipped the update", step)
     if not finite:
         log.warning("step %d: non-finite loss or gradient, update skipped", step)
     streak = state.blank_streak + 1 if done.blank_only else 0
@@ -270,6 +282,7 @@ def _advance(state: TrainState, done: StepDone, config: TrainConfig) -> TrainSta
         log.info("step %d lr %.3g loss %.4f blank-only %s", step, learning_rate(step, config), loss, done.blank_only)
     return replace(
         state, step=step + 1, position=done.position, nonfinite_steps=state.nonfinite_steps + (not finite),
+        overflow_steps=state.overflow_steps + done.overflow,
         audio_seconds=state.audio_seconds + done.audio_seconds, train_seconds=state.train_seconds + done.seconds,
         blank_streak=streak, collapse_warned=state.collapse_warned or warn, last_loss=loss,
     )
@@ -289,15 +302,10 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
 
 
 def autocast_dtype(config: TrainConfig, device: str) -> torch.dtype | None:
-    """bf16 (or fp16 where bf16 is missing) autocast on GPU, fp32 on CPU, unless the recipe says otherwise."""
-    on_gpu = device.startswith("cuda")
-    if config.precision == "fp32" or (config.precision == "auto" and not on_gpu):
-        return None
-    if config.precision == "fp16" and not on_gpu:
-        raise ConfigError("precision = 'fp16' needs a CUDA device; use fp32, bf16 or auto on CPU")
-    if config.precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if config.precision == "bf16" else torch.float16
+    """The recipe's precision on this device (`devices.choose_precision`): bf16 autocast where the GPU has
+    it natively, fp16 (with the loss scaler) on older GPUs, fp32 on CPU, unless the recipe says otherwise."""
+    precision = devices.choose_precision(config.precision, device, devices.capability_of(device))
+    return getattr(torch, precision.autocast) if precision.autocast else None
 
 
 # --- the resume file --------------------------------------------------------------------------------
@@ -329,7 +337,7 @@ class ResumeFile:
                 "python": random.getstate(),
                 "numpy": (numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]),
                 "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "cuda": devices.cuda_rng_state(learner.device),  # this run's GPU only: resumable on any GPU
             },
             "threads": torch.get_num_threads(),
         }
@@ -380,8 +388,7 @@ def _load_into(learner: Learner, checkpoint: dict) -> None:
     name, keys, *rest = rng["numpy"]
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
     torch.set_rng_state(rng["torch"])
-    if rng["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
+    devices.restore_cuda_rng(rng["cuda"], learner.device)
     if checkpoint["threads"] != torch.get_num_threads():
         log.warning("resuming with %d threads, resume file written with %d: results may differ in the last digits",
                     torch.get_num_threads(), checkpoint["threads"])
@@ -410,13 +417,16 @@ def result_record(identity: RunIdentity, state: TrainState, *, skipped: dict[str
                   scores: dict[str, SplitScores], blank_fraction: float, device: str, wall: float) -> RunRecord:
     """The run's record. `wall` counts every process the run took, each up to its last resume file (work
     lost to a kill after it is not counted)."""
+    allocated, reserved = devices.peak_memory_mb(device)
     cost = RunCost(
         wall_seconds=wall, device=device, device_hours=wall / 3600.0, audio_seconds_trained=state.audio_seconds,
         audio_seconds_per_second=state.audio_seconds / state.train_seconds if state.train_seconds else 0.0,
-        peak_memory_mb=peak_memory_mb(device), threads=torch.get_num_threads(),
+        peak_memory_mb=allocated, peak_reserved_mb=reserved, threads=torch.get_num_threads(),
+        facts=devices.facts_of(device),
     )
+    counts = {"nonfinite_loss_steps": state.nonfinite_steps, "fp16_overflow_steps": state.overflow_steps}
     return RunRecord(
-        identity=identity, steps=state.step, skipped={**skipped, "nonfinite_loss_steps": state.nonfinite_steps},
+        identity=identity, steps=state.step, skipped={**skipped, **counts},
         scores=scores, cost=cost, collapse=Collapse(blank_only_fraction=blank_fraction, warned=state.collapse_warned),
         versions={"crossling": crossling.__version__, "torch": torch.__version__,
                   "transformers": _transformers_version()},
@@ -426,12 +436,6 @@ def result_record(identity: RunIdentity, state: TrainState, *, skipped: dict[str
 
 def _blank_fraction(hypotheses: list[str]) -> float:
     return sum(not h for h in hypotheses) / len(hypotheses) if hypotheses else 0.0
-
-
-def peak_memory_mb(device: str) -> float:
-    if device.startswith("cuda"):
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def _transformers_version() -> str:

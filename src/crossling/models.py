@@ -299,10 +299,13 @@ class FrozenFeatureCache:
 
     Exact (up to float summation order) when the encoder is frozen, has no dropout (none of the five
     types has any) and uses layer norm: each output frame then depends only on its own samples, and the
-    padded frames are masked out downstream. Group-norm encoders normalise over time, padding included."""
+    padded frames are masked out downstream. Group-norm encoders normalise over time, padding included.
+    The features are computed under the run's autocast (`autocast_dtype`, None: fp32), as the uncached
+    encoder runs inside the training step, so caching never changes a run's precision."""
 
-    def __init__(self, model) -> None:
+    def __init__(self, model, autocast_dtype=None) -> None:
         self.encoder = feature_encoder(model)
+        self.autocast_dtype = autocast_dtype
         self.store: dict = {}
 
     @staticmethod
@@ -314,8 +317,10 @@ class FrozenFeatureCache:
         import torch
 
         if key not in self.store:
-            with torch.no_grad():
-                values = torch.from_numpy(waveform()).to(self._device())[None]
+            device = self._device()
+            with torch.no_grad(), torch.autocast(device_type=device.type, dtype=self.autocast_dtype,
+                                                 enabled=self.autocast_dtype is not None):
+                values = torch.from_numpy(waveform()).to(device)[None]
                 self.store[key] = self.encoder(values)[0].cpu()
         return self.store[key]
 
