@@ -212,3 +212,21 @@ def warn_nondeterminism(device: str, resumed: bool) -> None:
     """Say that a resumed CUDA run is not bit-identical to an uninterrupted one (CPU runs are)."""
     if device.startswith("cuda") and resumed:
         log.warning("resumed: %s", NONDETERMINISM)
+
+
+def memory_bytes(device: str) -> float | None:
+    """Total memory of the run's GPU (None on CPU: no memory budget there)."""
+    import torch
+
+    return float(torch.cuda.get_device_properties(cuda_index(device)).total_memory) if device.startswith("cuda") else None
+
+
+def release_cached_memory(device: str) -> None:
+    """After an out-of-memory error: hand the allocator's cached blocks back so that a retry starts clean."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()

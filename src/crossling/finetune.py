@@ -18,9 +18,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import crossling
-from crossling import devices, paths
+from crossling import budget, devices, paths
 from crossling.atomic import atomic_path, write_json_atomic
 from crossling.batching import DataPosition, TrainingData, feature_cache, make_batch, training_data
+from crossling.budget import MemoryOptions
 from crossling.config import TrainConfig
 from crossling.errors import ConfigError
 from crossling.evaluate import evaluate_model, pick_device
@@ -103,20 +104,22 @@ class Learner:
     device: str
     amp_dtype: torch.dtype | None = None
     cache: FrozenFeatureCache | None = None
+    step_seconds: float = math.inf  # audio per forward/backward pass: the batch is accumulated over passes
 
 
 def finetune(prepared: Path, language: str, model: str, *, out: Path, config: TrainConfig, seed: int = 0,
-             device: str = "auto", track: Track = no_progress) -> RunRecord:
+             device: str = "auto", track: Track = no_progress, memory: MemoryOptions | None = None) -> RunRecord:
     """Fine-tune `model` on `language`, evaluate dev/test, save everything under `out`; returns the result
     record. Resumes from the run's resume file if present; a finished run returns its record unchanged."""
     identity = standalone_identity(open_prepared(prepared, language), model, seed, config)
-    return run_finetune(identity=identity, model=model, prepared=prepared, out=out, device=device, track=track)
+    return run_finetune(identity=identity, model=model, prepared=prepared, out=out, device=device, track=track,
+                        memory=memory)
 
 
 def run_finetune(*, identity: RunIdentity, model: str, prepared: Path, out: Path, device: str = "auto",
-                 track: Track = no_progress) -> RunRecord:
+                 track: Track = no_progress, memory: MemoryOptions | None = None) -> RunRecord:
     """The grid's run function: the run `identity` (built from the study), loading `model` and reading
-    data from `prepared`, in the run directory `out`."""
+    data from `prepared`, in the run directory `out`, within `memory` (see `budget.MemoryOptions`)."""
     job, out = FinetuneJob(identity, model, Path(prepared)), Path(out)
     finished = _finished_record(out, job)
     if finished is not None:
@@ -124,7 +127,7 @@ def run_finetune(*, identity: RunIdentity, model: str, prepared: Path, out: Path
     handler = _attach_log(out)
     _remove_stale_temporaries(out)
     try:
-        return _run(job, out, pick_device(device), track)
+        return _run(job, out, pick_device(device), track, memory or MemoryOptions())
     finally:
         logging.getLogger("crossling").removeHandler(handler)
         handler.close()
@@ -151,7 +154,7 @@ def directory_fingerprint(directory: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _run(job: FinetuneJob, out: Path, device: str, track: Track) -> RunRecord:
+def _run(job: FinetuneJob, out: Path, device: str, track: Track, memory: MemoryOptions) -> RunRecord:
     started = time.monotonic()
     config, seed = job.identity.recipe, job.identity.seed
     seed_everything(seed)
@@ -165,7 +168,8 @@ def _run(job: FinetuneJob, out: Path, device: str, track: Track) -> RunRecord:
     training = training_data(data, tokenizer, model.config, config, seed)
     learner = Learner(model=model, optimizer=make_optimizer(model, config), spec=spec, device=device,
                       scaler=torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16),
-                      amp_dtype=amp_dtype, cache=feature_cache(model, spec, config, training, amp_dtype))
+                      amp_dtype=amp_dtype, cache=feature_cache(model, spec, config, training, amp_dtype),
+                      step_seconds=step_seconds(model, config, device, memory, amp_dtype))
     write_json_atomic(paths.run_config_path(out), _resolved_config(job.identity, source, learner))
     resume = ResumeFile(out, job)
     state = resume.restore(learner) or TrainState()
@@ -205,8 +209,7 @@ def train(learner: Learner, training: TrainingData, state: TrainState, *, resume
     for step in track(steps, len(steps), "fine-tuning"):
         tick = time.monotonic()
         indices, position = training.plan.take(state.position)
-        batch = make_batch(training, indices, learner.spec, learner.device, learner.cache)
-        loss, blank_only = train_step(learner, batch, learning_rate(step, config), config)
+        (loss, blank_only), learner = fitting_step(learner, training, indices, learning_rate(step, config), config)
         audio = sum(training.utterances[i].duration for i in indices)
         done = StepDone(step, position, loss, blank_only, audio_seconds=audio, seconds=time.monotonic() - tick,
                         overflow=loss == OVERFLOW)
@@ -221,24 +224,46 @@ def train(learner: Learner, training: TrainingData, state: TrainState, *, resume
 OVERFLOW = math.inf
 
 
-def train_step(learner: Learner, batch: dict, lr: float, config: TrainConfig) -> tuple[float, bool]:
-    """One update -> (loss, whether the batch's greedy output was blank-only); a non-finite loss or
-    gradient leaves the weights untouched and returns loss = nan, or `OVERFLOW` when fp16's loss scaler
-    found non-finite gradients (it lowers its scale and the step is skipped, as it is designed to)."""
+def fitting_step(learner: Learner, training: TrainingData, indices: list[int], lr: float,
+                 config: TrainConfig) -> tuple[tuple[float, bool], Learner]:
+    """`train_step` on the batch `indices` in passes of at most `learner.step_seconds` of audio; out of GPU
+    memory, the step is retried with smaller passes (the learner returned carries the new cap)."""
+    durations = [training.utterances[i].duration for i in indices]
+    while True:
+        try:
+            passes = budget.micro_batches(durations, learner.step_seconds)
+            batches = [make_batch(training, [indices[p] for p in group], learner.spec, learner.device, learner.cache)
+                       for group in passes]
+            return train_step(learner, batches, lr, config), learner
+        except torch.OutOfMemoryError:
+            learner.optimizer.zero_grad(set_to_none=True)
+            batches = []
+            devices.release_cached_memory(learner.device)
+            learner = replace(learner, step_seconds=budget.smaller_cap(learner.step_seconds, sum(durations),
+                                                                       max(durations)))
+
+
+def train_step(learner: Learner, batch: dict | list[dict], lr: float, config: TrainConfig) -> tuple[float, bool]:
+    """One update on a batch, or on a batch in passes (micro-batches) whose gradients add up to the whole
+    batch's -> (loss, whether the batch's greedy output was blank-only); a non-finite loss or gradient
+    leaves the weights untouched and returns loss = nan, or `OVERFLOW` when fp16's loss scaler found
+    non-finite gradients (it lowers its scale and the step is skipped, as it is designed to)."""
     model, optimizer, scaler = learner.model, learner.optimizer, learner.scaler
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.zero_grad(set_to_none=True)
-    device_type = batch["input_values"].device.type
-    frames, features = batch.pop("frames"), batch.pop("features", None)
-    replay = learner.cache.replay(features) if features is not None else contextlib.nullcontext()
-    with replay, torch.autocast(device_type=device_type, dtype=learner.amp_dtype,
-                                enabled=learner.amp_dtype is not None):
-        output = model(**batch)
-    blank_only = all(not row[:n].any() for row, n in zip(output.logits.argmax(-1), frames, strict=True))
-    if not torch.isfinite(output.loss):
-        return math.nan, blank_only
-    scaler.scale(output.loss).backward()
+    passes = batch if isinstance(batch, list) else [batch]
+    utterances = sum(len(part["frames"]) for part in passes)
+    total, blank_only = 0.0, True
+    for part in passes:
+        share = len(part["frames"]) / utterances  # the CTC loss is a mean over utterances
+        loss, blank = _forward(learner, part)
+        blank_only = blank_only and blank
+        if not torch.isfinite(loss):
+            optimizer.zero_grad(set_to_none=True)
+            return math.nan, blank_only
+        scaler.scale(loss * share).backward()
+        total = total + loss.detach() * share
     scaler.unscale_(optimizer)
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
     if not torch.isfinite(norm):
@@ -248,7 +273,19 @@ def train_step(learner: Learner, batch: dict, lr: float, config: TrainConfig) ->
         return (OVERFLOW if scaler.get_scale() < scale else math.nan), blank_only  # the scaler backed off
     scaler.step(optimizer)
     scaler.update()
-    return float(output.loss.detach()), blank_only
+    return float(total), blank_only
+
+
+def _forward(learner: Learner, batch: dict) -> tuple[torch.Tensor, bool]:
+    """The CTC loss of one (micro-)batch under the run's autocast, and whether its greedy output is blank."""
+    device_type = batch["input_values"].device.type
+    frames, features = batch.pop("frames"), batch.pop("features", None)
+    replay = learner.cache.replay(features) if features is not None else contextlib.nullcontext()
+    with replay, torch.autocast(device_type=device_type, dtype=learner.amp_dtype,
+                                enabled=learner.amp_dtype is not None):
+        output = learner.model(**batch)
+    blank_only = all(not row[:n].any() for row, n in zip(output.logits.argmax(-1), frames, strict=True))
+    return output.loss, blank_only
 
 
 @dataclass(frozen=True)
@@ -306,6 +343,17 @@ def autocast_dtype(config: TrainConfig, device: str) -> torch.dtype | None:
     it natively, fp16 (with the loss scaler) on older GPUs, fp32 on CPU, unless the recipe says otherwise."""
     precision = devices.choose_precision(config.precision, device, devices.capability_of(device))
     return getattr(torch, precision.autocast) if precision.autocast else None
+
+
+def step_seconds(model: nn.Module, config: TrainConfig, device: str, memory: MemoryOptions,
+                 amp_dtype: torch.dtype | None) -> float:
+    """The audio one forward/backward pass may hold (`budget.automatic_cap`); turns on gradient
+    checkpointing when asked."""
+    if memory.gradient_checkpointing:
+        budget.enable_checkpointing(model)
+    return budget.automatic_cap(memory, model_config=model.config.to_dict(), vocab_size=model.config.vocab_size,
+                                longest_clip=config.max_utterance_seconds, device_bytes=devices.memory_bytes(device),
+                                dtype=str(amp_dtype or torch.float32).removeprefix("torch."))
 
 
 # --- the resume file --------------------------------------------------------------------------------
@@ -456,6 +504,8 @@ def _resolved_config(identity: RunIdentity, source: ModelSource, learner: Learne
         "threads": torch.get_num_threads(),
         "ctc_loss_reduction": "mean",
         "feature_cache": learner.cache is not None,
+        "max_step_seconds": learner.step_seconds if math.isfinite(learner.step_seconds) else None,
+        "gradient_checkpointing": budget.is_checkpointing(learner.model),
     }
 
 
