@@ -251,3 +251,11 @@ def gpu_finetune(**run) -> RunRecord:
     out.mkdir(parents=True, exist_ok=True)
     (out / "gpu.txt").write_text(f"{os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')} {run.get('device')}")
     return toy_finetune(**run)
+
+
+def memory_finetune(**run) -> RunRecord:
+    """`toy_finetune`, also writing the memory options it was given into `<out>/memory.txt`."""
+    out = Path(run["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "memory.txt").write_text(repr(run.pop("memory", None)))
+    return toy_finetune(**run)

@@ -164,3 +164,23 @@ def test_an_out_of_memory_error_with_one_utterance_per_pass_is_refused():
         budget.smaller_cap(4.0, 12.0, 4.0)
     assert budget.smaller_cap(math.inf, 12.0, 4.0) == 6.0
 
+
+
+def test_memory_options_reach_every_run_of_a_grid_and_come_from_the_command_line(tmp_path):
+    from grid_factory import make_prepared as make_grid_data
+    from grid_factory import write_study
+
+    from crossling.cli import _memory, build_parser
+    from crossling.grid import run_study
+    from crossling.store import Store
+    from crossling.study import expand_runs, load_study
+
+    make_grid_data(tmp_path / "prepared", counts=(1, 1, 1))
+    study = load_study(write_study(tmp_path / "toy.toml", ["toy/a"], languages=("aa",)))
+    options = MemoryOptions(max_step_seconds=7.0, gradient_checkpointing=True)
+    assert run_study(study, run_function="grid_factory:memory_finetune", memory=options).done == 1
+    run_dir = Store(tmp_path / "toy.runs").run_dir(expand_runs(study)[0].run_id)
+    assert (run_dir / "memory.txt").read_text() == repr(options)
+    args = build_parser().parse_args(["study", "run", "mini", "--max-step-seconds", "7", "--gradient-checkpointing"])
+    assert _memory(args) == options
+    assert _memory(build_parser().parse_args(["study", "run", "mini"])) is None

@@ -129,8 +129,25 @@ def _add_finetune(sub) -> None:
     parser.add_argument("--steps", type=int, default=None, help="override max_steps")
     parser.add_argument("--lr", type=float, default=None, help="override learning_rate")
     parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    _memory_flags(parser)
     parser.add_argument("--json", action="store_true", help="print the result record as one JSON object")
     parser.set_defaults(handler=_cmd_finetune)
+
+
+def _memory_flags(parser) -> None:
+    parser.add_argument("--max-step-seconds", type=float, default=None, metavar="S",
+                        help="audio per forward/backward pass; the recipe's batch is accumulated over passes "
+                             "(same run; default: from the GPU's memory, none on CPU)")
+    parser.add_argument("--gradient-checkpointing", action="store_true",
+                        help="recompute activations in backward: less GPU memory, about 1/3 more compute")
+
+
+def _memory(args):
+    from crossling.budget import MemoryOptions
+
+    if args.max_step_seconds is None and not args.gradient_checkpointing:
+        return None
+    return MemoryOptions(max_step_seconds=args.max_step_seconds, gradient_checkpointing=args.gradient_checkpointing)
 
 
 def _cmd_finetune(args) -> int:
@@ -139,7 +156,7 @@ def _cmd_finetune(args) -> int:
 
     config = load_train_config(args.config, {"max_steps": args.steps, "learning_rate": args.lr})
     record = finetune(args.data, args.language, args.model, seed=args.seed, out=args.out, config=config,
-                      device=args.device, track=tqdm_track)
+                      device=args.device, track=tqdm_track, memory=_memory(args))
     test, dev = record.scores["test"], record.scores["dev"]
     if args.json:
         print(json.dumps({"cer": test.cer, "wer": test.wer, **record.to_json()}, ensure_ascii=False))
@@ -260,6 +277,7 @@ def _add_study(sub) -> None:
     run.add_argument("--gpus-per-run", type=float, default=None, help="ray: GPUs per run (default: 1 when the cluster has GPUs, else 0; 0 on a GPU cluster is "
                           "refused unless --device cpu)")
     run.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    _memory_flags(run)
     plan.add_argument("--json", action="store_true", help="print the design checks and cost as one JSON object")
     plan.add_argument("--alpha", type=float, default=0.05, help="significance level of the design checks (default 0.05)")
     plan.add_argument("--seed-sd", type=float, default=None, metavar="CER",
@@ -343,7 +361,8 @@ def _cmd_study_run(args) -> int:
         handler.setLevel(max(handler.level, logging.WARNING))
     try:
         summary = run_study(find_study(args.study), args.store, executor=executor, shard=args.shard,
-                            retry_failed=args.retry_failed, progress=display, device=args.device, track=tqdm_track)
+                            retry_failed=args.retry_failed, progress=display, device=args.device, track=tqdm_track,
+                            memory=_memory(args))
     finally:
         display.close()
         for handler, level in handlers.items():
