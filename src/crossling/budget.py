@@ -32,6 +32,8 @@ class StepMemory:
     clip_seconds: float
     dtype: str
     checkpointing: bool = False
+    parameters: int = 0  # all of the model's
+    trained: int = 0  # those Adam updates (the frozen CNN left out)
 
     def bytes_for(self, step_seconds: float) -> float:
         return self.state + self.activations_per_second * step_seconds
@@ -57,7 +59,8 @@ def measure_step_memory(model_config: Mapping, *, vocab_size: int, clip_seconds:
     values = torch.zeros(MEASURED_CLIPS, samples, device="meta", dtype=getattr(torch, dtype))
     saved = _saved_bytes(model, values)
     return StepMemory(state=state, activations_per_second=saved / (MEASURED_CLIPS * clip_seconds),
-                      clip_seconds=clip_seconds, dtype=dtype, checkpointing=checkpointing)
+                      clip_seconds=clip_seconds, dtype=dtype, checkpointing=checkpointing, parameters=parameters,
+                      trained=trained)
 
 
 def _meta_model(model_config: Mapping, vocab_size: int, dtype: str, checkpointing: bool):

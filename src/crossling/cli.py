@@ -343,6 +343,30 @@ def _print_design(check) -> None:
         machine = f"; {_duration(device.wall_hours * 3600)} wall with {device.at_once} at once" if device.at_once > 1 else ""
         print(f"  {device.device}: {device.hours_per_run:.3g} h per run, {device.device_hours:.3g} device-hours"
               f"{machine} ({device.source})")
+    _print_memory(cost)
+
+
+def _print_memory(cost) -> None:
+    """Device memory of the most demanding run and the disk the study's models take (design.RunMemory)."""
+    unmeasured = [c.checkpoint for c in cost.checkpoints if c.memory is None]
+    if unmeasured:
+        print(f"memory and disk: cannot be estimated (transformers cannot build {', '.join(unmeasured)})")
+        return
+    largest = max(cost.checkpoints, key=lambda c: c.memory.peak_bytes).memory
+    where = "GPU" if "GPU" in largest.precision else "RAM"
+    print(f"memory per run ({largest.precision}, meta-device estimate): {_bytes(largest.state_bytes)} weights, "
+          f"gradients and Adam + {_bytes(largest.activation_bytes)} activations of a {cost.batch_seconds:g} s batch = "
+          f"{_bytes(largest.peak_bytes)} {where} (less with --max-step-seconds or --gradient-checkpointing)")
+    print(f"disk: {cost.runs} final models, {_bytes(cost.disk_bytes)} in all; plus {_bytes(largest.resume_file_bytes)} "
+          f"per run in flight (its resume file, deleted when the run finishes)")
+
+
+def _bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1000:
+            return f"{count:.3g} {unit}"
+        count /= 1024
+    return f"{count:.3g} TiB"
 
 
 def _p(value: float) -> str:
