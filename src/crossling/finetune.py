@@ -19,9 +19,10 @@ from pathlib import Path
 
 import crossling
 from crossling import budget, devices, paths
-from crossling.atomic import atomic_path, write_json_atomic
+from crossling.atomic import write_json_atomic
 from crossling.batching import DataPosition, TrainingData, feature_cache, make_batch, training_data
 from crossling.budget import MemoryOptions
+from crossling.checkpoints import CheckpointWriter, snapshot
 from crossling.config import TrainConfig
 from crossling.errors import ConfigError
 from crossling.evaluate import evaluate_model, pick_device
@@ -180,6 +181,7 @@ def _run(job: FinetuneJob, out: Path, device: str, track: Track, memory: MemoryO
         return previous_wall + time.monotonic() - started
 
     state = train(learner, training, state, resume=resume, wall=wall, track=track)
+    resume.wait()  # the last resume file is on disk before evaluation (a crash there resumes after training)
     scores, hypotheses = evaluate_model(model, spec, data, splits=("dev", "test"), out=out, device=device,
                                         batch_seconds=config.eval_batch_seconds, autocast_dtype=amp_dtype,
                                         track=track)
@@ -214,7 +216,7 @@ def train(learner: Learner, training: TrainingData, state: TrainState, *, resume
         done = StepDone(step, position, loss, blank_only, audio_seconds=audio, seconds=time.monotonic() - tick,
                         overflow=loss == OVERFLOW)
         state = _advance(state, done, config)
-        if state.step % config.checkpoint_every == 0 or state.step == config.max_steps:
+        if state.step % config.checkpoint_every == 0 or state.step == config.max_steps or resume.writer.due():
             state = replace(state, wall_seconds=wall())
             resume.save(learner, state)
     return state
@@ -367,19 +369,21 @@ class ResumeFile:
 
     run_dir: Path
     job: FinetuneJob
+    writer: CheckpointWriter = field(default_factory=CheckpointWriter, compare=False)
 
     @property
     def path(self) -> Path:
         return paths.run_resume_path(self.run_dir)
 
     def save(self, learner: Learner, state: TrainState) -> None:
+        """Snapshot the learner and RNGs now; the file is written off the step (`checkpoints`)."""
         numpy_state = np.random.get_state()
         checkpoint = {
             "format": RESUME_FORMAT,
             "identity": self.job.identity.to_json(),
-            "model": learner.model.state_dict(),
-            "optimizer": learner.optimizer.state_dict(),
-            "scaler": learner.scaler.state_dict(),
+            "model": snapshot(learner.model.state_dict()),
+            "optimizer": snapshot(learner.optimizer.state_dict()),
+            "scaler": snapshot(learner.scaler.state_dict()),
             "state": asdict(state),
             "rng": {
                 "python": random.getstate(),
@@ -389,8 +393,11 @@ class ResumeFile:
             },
             "threads": torch.get_num_threads(),
         }
-        with atomic_path(self.path) as tmp:
-            torch.save(checkpoint, tmp)
+        self.writer.write(self.path, checkpoint)
+
+    def wait(self) -> None:
+        """Until the last resume file is on disk."""
+        self.writer.wait()
 
     def restore(self, learner: Learner) -> TrainState | None:
         """Load the resume file into the learner and the RNGs -> its TrainState (None if there is none)."""
@@ -410,6 +417,7 @@ class ResumeFile:
         return replace(state, resumed_from=(*state.resumed_from, state.step))
 
     def remove(self) -> None:
+        self.writer.wait()
         self.path.unlink(missing_ok=True)
 
     def _existing(self) -> Path | None:
