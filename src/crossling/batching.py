@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from crossling import devices
 from crossling.config import TrainConfig
 from crossling.errors import DataError
 from crossling.manifest import Utterance
@@ -166,21 +167,27 @@ def feature_cache(model: nn.Module, spec: InputSpec, config: TrainConfig, traini
         log.info("not caching CNN features: %.1f GiB would exceed %.1f GiB", size / 2**30,
                  FEATURE_CACHE_MAX_BYTES / 2**30)
         return None
-    return FrozenFeatureCache(model, autocast_dtype)
+    device = str(next(model.parameters()).device)
+    on_device = devices.cache_fits_on_device(size, devices.memory_bytes(device))
+    if on_device:
+        log.info("caching CNN features on %s (%.2f GiB): no re-upload each step", device, size / 2**30)
+    return FrozenFeatureCache(model, autocast_dtype, on_device=on_device)
 
 
 def make_batch(training: TrainingData, indices: list[int], spec: InputSpec, device: str,
-               cache: FrozenFeatureCache | None = None) -> dict:
+               cache: FrozenFeatureCache | None = None, waveform: Callable[[int], np.ndarray] | None = None) -> dict:
     """Model inputs of one batch: padded waveforms (or cached CNN features), labels, the mask (if the
-    checkpoint takes one) and each utterance's frame count (for the blank-only check)."""
+    checkpoint takes one) and each utterance's frame count (for the blank-only check). `waveform(i)`
+    gives utterance i's model input (default: read it now; `prefetch` reads ahead)."""
+    waveform = waveform or (lambda i: prepare_input(load_audio(training.data.root, training.utterances[i]), spec))
     if cache is not None:
-        return _cached_batch(training, indices, spec, device, cache)
-    utterances = [training.utterances[i] for i in indices]
-    waveforms = [prepare_input(load_audio(training.data.root, u), spec) for u in utterances]
+        return _cached_batch(training, indices, spec, device, cache, waveform)
+    waveforms = [waveform(i) for i in indices]
     values, mask = pad_batch(waveforms)
-    batch = {"input_values": values.to(device), "labels": pad_labels([training.labels[i] for i in indices]).to(device)}
+    labels = pad_labels([training.labels[i] for i in indices])
+    batch = {"input_values": devices.to_device(values, device), "labels": devices.to_device(labels, device)}
     if spec.use_attention_mask:
-        batch["attention_mask"] = mask.to(device)
+        batch["attention_mask"] = devices.to_device(mask, device)
     # without a mask the model sees (and the CTC loss uses) every padded frame
     lengths = [len(w) if spec.use_attention_mask else values.shape[1] for w in waveforms]
     batch["frames"] = [frames_for_samples(training.model_config, n) for n in lengths]
@@ -188,21 +195,20 @@ def make_batch(training: TrainingData, indices: list[int], spec: InputSpec, devi
 
 
 def _cached_batch(training: TrainingData, indices: list[int], spec: InputSpec, device: str,
-                  cache: FrozenFeatureCache) -> dict:
+                  cache: FrozenFeatureCache, waveform: Callable[[int], np.ndarray]) -> dict:
     """As `make_batch`, with the CNN's outputs from the cache padded to the frame count of the batch."""
     import torch
 
     utterances = [training.utterances[i] for i in indices]
-    features = [cache.features(i, lambda u=u: prepare_input(load_audio(training.data.root, u), spec))
-                for i, u in zip(indices, utterances, strict=True)]
+    features = [cache.features(i, lambda i=i: waveform(i)) for i in indices]
     lengths = [u.num_samples for u in utterances]
     padded = pad_features(features, frames_for_samples(training.model_config, max(lengths)))
     mask = torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]
     return {
         "input_values": torch.zeros(mask.shape, device=device),  # not read: the encoder replays `features`
-        "attention_mask": mask.to(device),
-        "labels": pad_labels([training.labels[i] for i in indices]).to(device),
-        "features": padded.to(device),
+        "attention_mask": devices.to_device(mask, device),
+        "labels": devices.to_device(pad_labels([training.labels[i] for i in indices]), device),
+        "features": devices.to_device(padded, device) if padded.device.type == "cpu" else padded,
         "frames": [f.shape[1] for f in features],
     }
 

@@ -35,6 +35,7 @@ from crossling.models import (
     load_tokenizer,
     resolve,
 )
+from crossling.prefetch import WaveformPrefetcher
 from crossling.prepared import PreparedLanguage, open_prepared
 from crossling.progress import Track, no_progress
 from crossling.records import (
@@ -208,34 +209,48 @@ def train(learner: Learner, training: TrainingData, state: TrainState, *, resume
     config = resume.job.identity.recipe
     learner.model.train()
     steps = range(state.step, config.max_steps)
-    for step in track(steps, len(steps), "fine-tuning"):
-        tick = time.monotonic()
-        indices, position = training.plan.take(state.position)
-        (loss, blank_only), learner = fitting_step(learner, training, indices, learning_rate(step, config), config)
-        audio = sum(training.utterances[i].duration for i in indices)
-        done = StepDone(step, position, loss, blank_only, audio_seconds=audio, seconds=time.monotonic() - tick,
-                        overflow=loss == OVERFLOW)
-        state = _advance(state, done, config)
-        if state.step % config.checkpoint_every == 0 or state.step == config.max_steps or resume.writer.due():
-            state = replace(state, wall_seconds=wall())
-            resume.save(learner, state)
+    with prefetching(training, learner) as reader:
+        for step in track(steps, len(steps), "fine-tuning"):
+            tick = time.monotonic()
+            reader.ahead(state.position)  # this batch and the next, read while this step computes
+            indices, position = training.plan.take(state.position)
+            (loss, blank_only), learner = fitting_step(learner, training, indices, learning_rate(step, config), config,
+                                                       waveform=reader.waveform)
+            audio = sum(training.utterances[i].duration for i in indices)
+            done = StepDone(step, position, loss, blank_only, audio_seconds=audio, seconds=time.monotonic() - tick,
+                            overflow=loss == OVERFLOW)
+            state = _advance(state, done, config)
+            if state.step % config.checkpoint_every == 0 or state.step == config.max_steps or resume.writer.due():
+                state = replace(state, wall_seconds=wall())
+                resume.save(learner, state)
     return state
+
+
+@contextlib.contextmanager
+def prefetching(training: TrainingData, learner: Learner):
+    """A `WaveformPrefetcher` for the run (skipping utterances whose CNN features are cached), closed after."""
+    cache = learner.cache
+    reader = WaveformPrefetcher(training, learner.spec, needed=lambda i: cache is None or i not in cache.store)
+    try:
+        yield reader
+    finally:
+        reader.close()
 
 
 #: The loss `train_step` reports for a step fp16's loss scaler skipped (an overflow, not a bad loss).
 OVERFLOW = math.inf
 
 
-def fitting_step(learner: Learner, training: TrainingData, indices: list[int], lr: float,
-                 config: TrainConfig) -> tuple[tuple[float, bool], Learner]:
+def fitting_step(learner: Learner, training: TrainingData, indices: list[int], lr: float, config: TrainConfig,
+                 waveform: Callable[[int], np.ndarray] | None = None) -> tuple[tuple[float, bool], Learner]:
     """`train_step` on the batch `indices` in passes of at most `learner.step_seconds` of audio; out of GPU
     memory, the step is retried with smaller passes (the learner returned carries the new cap)."""
     durations = [training.utterances[i].duration for i in indices]
     while True:
         try:
             passes = budget.micro_batches(durations, learner.step_seconds)
-            batches = [make_batch(training, [indices[p] for p in group], learner.spec, learner.device, learner.cache)
-                       for group in passes]
+            batches = [make_batch(training, [indices[p] for p in group], learner.spec, learner.device, learner.cache,
+                                  waveform) for group in passes]
             return train_step(learner, batches, lr, config), learner
         except torch.OutOfMemoryError:
             learner.optimizer.zero_grad(set_to_none=True)
@@ -286,8 +301,15 @@ def _forward(learner: Learner, batch: dict) -> tuple[torch.Tensor, bool]:
     with replay, torch.autocast(device_type=device_type, dtype=learner.amp_dtype,
                                 enabled=learner.amp_dtype is not None):
         output = learner.model(**batch)
-    blank_only = all(not row[:n].any() for row, n in zip(output.logits.argmax(-1), frames, strict=True))
-    return output.loss, blank_only
+    return output.loss, all_blank(output.logits, frames)
+
+
+def all_blank(logits: torch.Tensor, frames: list[int]) -> bool:
+    """Whether every utterance's greedy output (its first `frames` frames) is blank (id 0): computed on the
+    logits' device and read with one host sync, not one per utterance."""
+    ids = logits.argmax(-1)
+    inside = torch.arange(ids.shape[1], device=ids.device)[None, :] < torch.tensor(frames, device=ids.device)[:, None]
+    return not bool((ids.ne(0) & inside).any())
 
 
 @dataclass(frozen=True)

@@ -303,9 +303,10 @@ class FrozenFeatureCache:
     The features are computed under the run's autocast (`autocast_dtype`, None: fp32), as the uncached
     encoder runs inside the training step, so caching never changes a run's precision."""
 
-    def __init__(self, model, autocast_dtype=None) -> None:
+    def __init__(self, model, autocast_dtype=None, on_device: bool = False) -> None:
         self.encoder = feature_encoder(model)
         self.autocast_dtype = autocast_dtype
+        self.on_device = on_device  # keep the features where the encoder ran (a GPU), else in host memory
         self.store: dict = {}
 
     @staticmethod
@@ -321,7 +322,8 @@ class FrozenFeatureCache:
             with torch.no_grad(), torch.autocast(device_type=device.type, dtype=self.autocast_dtype,
                                                  enabled=self.autocast_dtype is not None):
                 values = torch.from_numpy(waveform()).to(device)[None]
-                self.store[key] = self.encoder(values)[0].cpu()
+                features = self.encoder(values)[0]
+                self.store[key] = features if self.on_device else features.cpu()
         return self.store[key]
 
     def _device(self):
