@@ -254,8 +254,8 @@ def gpu_finetune(**run) -> RunRecord:
 
 
 def memory_finetune(**run) -> RunRecord:
-    """`toy_finetune`, also writing the memory options it was given into `<out>/memory.txt`."""
+    """`toy_finetune`, also writing the run options it was given into `<out>/memory.txt`."""
     out = Path(run["out"])
     out.mkdir(parents=True, exist_ok=True)
-    (out / "memory.txt").write_text(repr(run.pop("memory", None)))
+    (out / "memory.txt").write_text(repr(run.pop("options", None)))
     return toy_finetune(**run)

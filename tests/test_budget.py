@@ -11,7 +11,7 @@ from tinydata_factory import make_prepared, make_tiny_checkpoint, tiny_config
 
 from crossling import budget, devices
 from crossling.batching import DataPosition, make_batch, training_data
-from crossling.budget import MemoryOptions
+from crossling.budget import RunOptions
 from crossling.config import TrainConfig
 from crossling.errors import ConfigError
 from crossling.finetune import Learner, fitting_step, make_optimizer, train_step
@@ -61,13 +61,13 @@ def test_large_model_budget_needs_accumulation_on_24_gb_and_not_on_80_gb():
 
 
 def test_the_cap_is_the_users_else_the_gpus_else_none():
-    options = MemoryOptions(max_step_seconds=50.0)
+    options = RunOptions(max_step_seconds=50.0)
     common = {"model_config": LARGE, "vocab_size": 50, "longest_clip": 30.0, "dtype": "float16"}
     assert budget.automatic_cap(options, device_bytes=24 * 2**30, **common) == 50.0
-    assert budget.automatic_cap(MemoryOptions(), device_bytes=None, **common) == math.inf
-    assert 30.0 <= budget.automatic_cap(MemoryOptions(), device_bytes=16 * 2**30, **common) < 200.0
+    assert budget.automatic_cap(RunOptions(), device_bytes=None, **common) == math.inf
+    assert 30.0 <= budget.automatic_cap(RunOptions(), device_bytes=16 * 2**30, **common) < 200.0
     with pytest.raises(ConfigError, match="positive number of seconds"):
-        MemoryOptions(max_step_seconds=0.0)
+        RunOptions(max_step_seconds=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +125,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(prepared, checkpoint):
 
     plain, training = learner_of(prepared, checkpoint)
     checkpointed, _ = learner_of(prepared, checkpoint)
-    assert step_seconds(checkpointed.model, EXACT, "cpu", MemoryOptions(gradient_checkpointing=True), None) == math.inf
+    assert step_seconds(checkpointed.model, EXACT, "cpu", RunOptions(gradient_checkpointing=True), None) == math.inf
     assert budget.is_checkpointing(checkpointed.model) and not budget.is_checkpointing(plain.model)
     indices, _ = training.plan.take(DataPosition())
     loss_a, _ = train_step(plain, make_batch(training, indices, plain.spec, "cpu"), 1e-3, EXACT)
@@ -170,17 +170,39 @@ def test_memory_options_reach_every_run_of_a_grid_and_come_from_the_command_line
     from grid_factory import make_prepared as make_grid_data
     from grid_factory import write_study
 
-    from crossling.cli import _memory, build_parser
+    from crossling.cli import _run_options, build_parser
     from crossling.grid import run_study
     from crossling.store import Store
     from crossling.study import expand_runs, load_study
 
     make_grid_data(tmp_path / "prepared", counts=(1, 1, 1))
     study = load_study(write_study(tmp_path / "toy.toml", ["toy/a"], languages=("aa",)))
-    options = MemoryOptions(max_step_seconds=7.0, gradient_checkpointing=True)
-    assert run_study(study, run_function="grid_factory:memory_finetune", memory=options).done == 1
+    options = RunOptions(max_step_seconds=7.0, gradient_checkpointing=True)
+    assert run_study(study, run_function="grid_factory:memory_finetune", run_options=options).done == 1
     run_dir = Store(tmp_path / "toy.runs").run_dir(expand_runs(study)[0].run_id)
     assert (run_dir / "memory.txt").read_text() == repr(options)
     args = build_parser().parse_args(["study", "run", "mini", "--max-step-seconds", "7", "--gradient-checkpointing"])
-    assert _memory(args) == options
-    assert _memory(build_parser().parse_args(["study", "run", "mini"])) is None
+    assert _run_options(args) == options
+    assert _run_options(build_parser().parse_args(["study", "run", "mini"])) is None
+    args = build_parser().parse_args(["finetune", "--data", "d", "--language", "xx", "--model", "m", "--out", "o",
+                                      "--half-precision-model"])
+    assert _run_options(args) == RunOptions(half_precision_model=True)
+
+
+def test_a_half_precision_final_model_takes_half_the_disk_and_loads(prepared, checkpoint, tmp_path):
+    from safetensors.torch import load_file
+
+    from crossling.finetune import final_weights, save_hf
+    from crossling.models import build_processor, load_finetuned
+
+    learner, _ = learner_of(prepared, checkpoint)
+    tokenizer = load_tokenizer(open_prepared(prepared, "xx").vocab_file)
+    processor = build_processor(tokenizer, learner.spec)
+    assert final_weights(learner.model, RunOptions(), None) is learner.model
+    save_hf(final_weights(learner.model, RunOptions(), None), processor, tmp_path / "full")
+    save_hf(final_weights(learner.model, RunOptions(half_precision_model=True), None), processor, tmp_path / "half")
+    full, half = (tmp_path / "full" / "model.safetensors"), (tmp_path / "half" / "model.safetensors")
+    assert {t.dtype for t in load_file(half).values() if t.is_floating_point()} == {torch.bfloat16}
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    model, _, _ = load_finetuned(tmp_path / "half")
+    assert next(model.parameters()).dtype == torch.float32  # crossling evaluates in the run's precision

@@ -1,6 +1,7 @@
 """The memory budget of a training step: what a step of given audio takes on the device (weights, gradients
 and Adam state counted; activations measured on the meta device, so nothing is allocated), how much audio
-one step may hold on a device of given memory, and a batch split into micro-batches within that cap."""
+one step may hold on a device of given memory, and a batch split into micro-batches within that cap; and
+the operational options of a run (`RunOptions`: memory and disk, never part of its identity)."""
 
 from __future__ import annotations
 
@@ -173,21 +174,23 @@ def smaller_cap(cap: float, step_seconds: float, longest: float) -> float:
 
 
 @dataclass(frozen=True)
-class MemoryOptions:
-    """How a run keeps within its device's memory (operational: neither changes the run's identity).
-    `max_step_seconds`: audio per forward/backward pass, the recipe's batch then accumulated over several
-    (None: chosen from the GPU's memory; no cap on CPU). `gradient_checkpointing`: recompute each layer's
-    activations in backward instead of keeping them (about a third more compute)."""
+class RunOptions:
+    """How a run keeps within its device's memory and its disk (operational: none changes the run's
+    identity). `max_step_seconds`: audio per forward/backward pass, the recipe's batch then accumulated
+    over several (None: chosen from the GPU's memory; no cap on CPU). `gradient_checkpointing`: recompute
+    each layer's activations in backward instead of keeping them (about a third more compute).
+    `half_precision_model`: the final model saved in 16 bits (half the disk)."""
 
     max_step_seconds: float | None = None
     gradient_checkpointing: bool = False
+    half_precision_model: bool = False
 
     def __post_init__(self) -> None:
         if self.max_step_seconds is not None and not (math.isfinite(self.max_step_seconds) and self.max_step_seconds > 0):
             raise ConfigError(f"--max-step-seconds must be a positive number of seconds, got {self.max_step_seconds!r}")
 
 
-def automatic_cap(options: MemoryOptions, *, model_config: Mapping, vocab_size: int, longest_clip: float,
+def automatic_cap(options: RunOptions, *, model_config: Mapping, vocab_size: int, longest_clip: float,
                   device_bytes: float | None, dtype: str) -> float:
     """The audio per pass: the user's cap, else (on a GPU of `device_bytes`) what its memory allows by the
     meta-device measurement, else (CPU) none."""

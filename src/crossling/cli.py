@@ -129,25 +129,29 @@ def _add_finetune(sub) -> None:
     parser.add_argument("--steps", type=int, default=None, help="override max_steps")
     parser.add_argument("--lr", type=float, default=None, help="override learning_rate")
     parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
-    _memory_flags(parser)
+    _run_option_flags(parser)
     parser.add_argument("--json", action="store_true", help="print the result record as one JSON object")
     parser.set_defaults(handler=_cmd_finetune)
 
 
-def _memory_flags(parser) -> None:
+def _run_option_flags(parser) -> None:
     parser.add_argument("--max-step-seconds", type=float, default=None, metavar="S",
                         help="audio per forward/backward pass; the recipe's batch is accumulated over passes "
                              "(same run; default: from the GPU's memory, none on CPU)")
     parser.add_argument("--gradient-checkpointing", action="store_true",
                         help="recompute activations in backward: less GPU memory, about 1/3 more compute")
+    parser.add_argument("--half-precision-model", action="store_true",
+                        help="save the final model in 16 bits (the run's bf16/fp16; bf16 after an fp32 run): half "
+                             "the disk; the run's scores are computed before, from the trained weights")
 
 
-def _memory(args):
-    from crossling.budget import MemoryOptions
+def _run_options(args):
+    from crossling.budget import RunOptions
 
-    if args.max_step_seconds is None and not args.gradient_checkpointing:
+    if args.max_step_seconds is None and not args.gradient_checkpointing and not args.half_precision_model:
         return None
-    return MemoryOptions(max_step_seconds=args.max_step_seconds, gradient_checkpointing=args.gradient_checkpointing)
+    return RunOptions(max_step_seconds=args.max_step_seconds, gradient_checkpointing=args.gradient_checkpointing,
+                      half_precision_model=args.half_precision_model)
 
 
 def _cmd_finetune(args) -> int:
@@ -156,7 +160,7 @@ def _cmd_finetune(args) -> int:
 
     config = load_train_config(args.config, {"max_steps": args.steps, "learning_rate": args.lr})
     record = finetune(args.data, args.language, args.model, seed=args.seed, out=args.out, config=config,
-                      device=args.device, track=tqdm_track, memory=_memory(args))
+                      device=args.device, track=tqdm_track, run_options=_run_options(args))
     test, dev = record.scores["test"], record.scores["dev"]
     if args.json:
         print(json.dumps({"cer": test.cer, "wer": test.wer, **record.to_json()}, ensure_ascii=False))
@@ -277,7 +281,7 @@ def _add_study(sub) -> None:
     run.add_argument("--gpus-per-run", type=float, default=None, help="ray: GPUs per run (default: 1 when the cluster has GPUs, else 0; 0 on a GPU cluster is "
                           "refused unless --device cpu)")
     run.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
-    _memory_flags(run)
+    _run_option_flags(run)
     plan.add_argument("--json", action="store_true", help="print the design checks and cost as one JSON object")
     plan.add_argument("--alpha", type=float, default=0.05, help="significance level of the design checks (default 0.05)")
     plan.add_argument("--seed-sd", type=float, default=None, metavar="CER",
@@ -386,7 +390,7 @@ def _cmd_study_run(args) -> int:
     try:
         summary = run_study(find_study(args.study), args.store, executor=executor, shard=args.shard,
                             retry_failed=args.retry_failed, progress=display, device=args.device, track=tqdm_track,
-                            memory=_memory(args))
+                            run_options=_run_options(args))
     finally:
         display.close()
         for handler, level in handlers.items():

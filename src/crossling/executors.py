@@ -25,7 +25,7 @@ from crossling.progress import Track, no_progress
 from crossling.store import DONE, FAILED, Claim, Store
 
 if TYPE_CHECKING:
-    from crossling.budget import MemoryOptions
+    from crossling.budget import RunOptions
     from crossling.grid import GridSpec
     from crossling.study import Run
 
@@ -66,7 +66,7 @@ class ExecOptions:
     prepared: Path
     run_function: str = DEFAULT_RUN_FUNCTION
     device: str = "auto"
-    memory: MemoryOptions | None = None  # passed to the run function when set
+    run_options: RunOptions | None = None  # passed to the run function (as `options`) when set
 
 
 @dataclass(frozen=True)
@@ -132,9 +132,9 @@ def execute_run(run: Run, token: str, options: ExecOptions, track: Track = no_pr
     started = time.monotonic()
     try:
         function = resolve_function(options.run_function)
-        memory = {"memory": options.memory} if options.memory is not None else {}
+        extra = {"options": options.run_options} if options.run_options is not None else {}
         function(identity=run.identity, model=run.model, prepared=Path(options.prepared), out=run_dir,
-                 device=options.device, track=track, **memory)
+                 device=options.device, track=track, **extra)
         if not paths.run_result_path(run_dir).is_file():
             raise RuntimeError(f"{options.run_function} returned without writing {paths.run_result_path(run_dir)}")
     except Exception as error:  # a failing run is recorded and the grid carries on

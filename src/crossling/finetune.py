@@ -21,7 +21,7 @@ import crossling
 from crossling import budget, devices, paths
 from crossling.atomic import write_json_atomic
 from crossling.batching import DataPosition, TrainingData, feature_cache, make_batch, training_data
-from crossling.budget import MemoryOptions
+from crossling.budget import RunOptions
 from crossling.checkpoints import CheckpointWriter, snapshot
 from crossling.config import TrainConfig
 from crossling.errors import ConfigError
@@ -110,18 +110,18 @@ class Learner:
 
 
 def finetune(prepared: Path, language: str, model: str, *, out: Path, config: TrainConfig, seed: int = 0,
-             device: str = "auto", track: Track = no_progress, memory: MemoryOptions | None = None) -> RunRecord:
+             device: str = "auto", track: Track = no_progress, options: RunOptions | None = None) -> RunRecord:
     """Fine-tune `model` on `language`, evaluate dev/test, save everything under `out`; returns the result
     record. Resumes from the run's resume file if present; a finished run returns its record unchanged."""
     identity = standalone_identity(open_prepared(prepared, language), model, seed, config)
     return run_finetune(identity=identity, model=model, prepared=prepared, out=out, device=device, track=track,
-                        memory=memory)
+                        options=options)
 
 
 def run_finetune(*, identity: RunIdentity, model: str, prepared: Path, out: Path, device: str = "auto",
-                 track: Track = no_progress, memory: MemoryOptions | None = None) -> RunRecord:
+                 track: Track = no_progress, options: RunOptions | None = None) -> RunRecord:
     """The grid's run function: the run `identity` (built from the study), loading `model` and reading
-    data from `prepared`, in the run directory `out`, within `memory` (see `budget.MemoryOptions`)."""
+    data from `prepared`, in the run directory `out`, with the operational `options` (memory and disk: `budget.RunOptions`)."""
     job, out = FinetuneJob(identity, model, Path(prepared)), Path(out)
     finished = _finished_record(out, job)
     if finished is not None:
@@ -129,7 +129,7 @@ def run_finetune(*, identity: RunIdentity, model: str, prepared: Path, out: Path
     handler = _attach_log(out)
     _remove_stale_temporaries(out)
     try:
-        return _run(job, out, pick_device(device), track, memory or MemoryOptions())
+        return _run(job, out, pick_device(device), track, options or RunOptions())
     finally:
         logging.getLogger("crossling").removeHandler(handler)
         handler.close()
@@ -156,7 +156,7 @@ def directory_fingerprint(directory: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _run(job: FinetuneJob, out: Path, device: str, track: Track, memory: MemoryOptions) -> RunRecord:
+def _run(job: FinetuneJob, out: Path, device: str, track: Track, options: RunOptions) -> RunRecord:
     started = time.monotonic()
     config, seed = job.identity.recipe, job.identity.seed
     seed_everything(seed)
@@ -171,7 +171,7 @@ def _run(job: FinetuneJob, out: Path, device: str, track: Track, memory: MemoryO
     learner = Learner(model=model, optimizer=make_optimizer(model, config), spec=spec, device=device,
                       scaler=torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16),
                       amp_dtype=amp_dtype, cache=feature_cache(model, spec, config, training, amp_dtype),
-                      step_seconds=step_seconds(model, config, device, memory, amp_dtype))
+                      step_seconds=step_seconds(model, config, device, options, amp_dtype))
     write_json_atomic(paths.run_config_path(out), _resolved_config(job.identity, source, learner))
     resume = ResumeFile(out, job)
     state = resume.restore(learner) or TrainState()
@@ -186,7 +186,7 @@ def _run(job: FinetuneJob, out: Path, device: str, track: Track, memory: MemoryO
     scores, hypotheses = evaluate_model(model, spec, data, splits=("dev", "test"), out=out, device=device,
                                         batch_seconds=config.eval_batch_seconds, autocast_dtype=amp_dtype,
                                         track=track)
-    save_hf(model, build_processor(tokenizer, spec), paths.run_model_dir(out))
+    save_hf(final_weights(model, options, amp_dtype), build_processor(tokenizer, spec), paths.run_model_dir(out))
     record = result_record(job.identity, state, skipped=training.skipped, scores=scores,
                            blank_fraction=_blank_fraction(hypotheses["test"]), device=device, wall=wall())
     write_json_atomic(paths.run_result_path(out), record.to_json())
@@ -369,7 +369,7 @@ def autocast_dtype(config: TrainConfig, device: str) -> torch.dtype | None:
     return getattr(torch, precision.autocast) if precision.autocast else None
 
 
-def step_seconds(model: nn.Module, config: TrainConfig, device: str, memory: MemoryOptions,
+def step_seconds(model: nn.Module, config: TrainConfig, device: str, memory: RunOptions,
                  amp_dtype: torch.dtype | None) -> float:
     """The audio one forward/backward pass may hold (`budget.automatic_cap`); turns on gradient
     checkpointing when asked."""
@@ -510,6 +510,14 @@ def result_record(identity: RunIdentity, state: TrainState, *, skipped: dict[str
                   "transformers": _transformers_version()},
         schedule=describe(identity.recipe), resumed_from=state.resumed_from,
     )
+
+
+def final_weights(model: nn.Module, options: RunOptions, amp_dtype: torch.dtype | None) -> nn.Module:
+    """The model to save: as trained (fp32), or with `half_precision_model` in the run's 16-bit dtype (bf16
+    where the run used fp32: its range is fp32's). Scores are computed before, from the trained weights."""
+    if not options.half_precision_model:
+        return model
+    return model.to(amp_dtype or torch.bfloat16)
 
 
 def _blank_fraction(hypotheses: list[str]) -> float:

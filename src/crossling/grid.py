@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from crossling.budget import MemoryOptions
+from crossling.budget import RunOptions
 from crossling.errors import ConfigError
 from crossling.executors import (
     CANCELLED,
@@ -150,7 +150,7 @@ class GridSpec:
     since: float = 0.0
     run_function: str = DEFAULT_RUN_FUNCTION
     device: str = "auto"
-    memory: MemoryOptions | None = None
+    run_options: RunOptions | None = None
 
 
 def run_study(
@@ -164,7 +164,7 @@ def run_study(
     run_function: str = DEFAULT_RUN_FUNCTION,
     device: str = "auto",
     track: Track = no_progress,
-    memory: MemoryOptions | None = None,
+    run_options: RunOptions | None = None,
 ) -> GridSummary:
     """Run the study's runs (shard i of n) that are not done, through `executor` (default: in this
     process, one at a time); returns a summary. `progress` receives a `GridProgress` event whenever a run
@@ -174,7 +174,7 @@ def run_study(
     run execute once; a killed grid resumes its interrupted runs from their resume files."""
     root = open_store(study, store).root
     spec = GridSpec(study=study, store_root=root, shard=shard, retry_failed=retry_failed, since=time.time(),
-                    run_function=run_function, device=device, memory=memory)
+                    run_function=run_function, device=device, run_options=run_options)
     return run_grid(spec, executor or LocalExecutor(), progress=progress, track=track)
 
 
@@ -188,7 +188,7 @@ def run_grid(spec: GridSpec, executor: Executor, *, progress: Progress | None = 
     started = time.monotonic()
     try:
         prepared = prepare_source(spec.study.data, spec.study.languages, store, track).resolve()
-        work = _Grid(spec, store, selected, ExecOptions(store.root.resolve(), prepared, spec.run_function, spec.device, spec.memory),
+        work = _Grid(spec, store, selected, ExecOptions(store.root.resolve(), prepared, spec.run_function, spec.device, spec.run_options),
                      tracker=_Tracker(store, selected, executor.workers, progress, events), track=track)
         executor.execute(work)
     finally:
