@@ -259,3 +259,14 @@ def memory_finetune(**run) -> RunRecord:
     out.mkdir(parents=True, exist_ok=True)
     (out / "memory.txt").write_text(repr(run.pop("options", None)))
     return toy_finetune(**run)
+
+
+def sticky_finetune(**run) -> RunRecord:
+    """`toy_finetune`, except that a model named '*bad*' fails as a sticky CUDA error does (the process's GPU
+    is then unusable); writes the process id into `<out>/pid.txt`."""
+    out = Path(run["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "pid.txt").write_text(str(os.getpid()))
+    if "bad" in run["model"]:
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+    return toy_finetune(**run)

@@ -303,3 +303,43 @@ def test_device_facts_name_the_gpu_driver_and_cuda_and_round_trip_in_the_record(
     record = toy_record(identity, 0.1, steps=4)
     record = replace(record, cost=replace(record.cost, facts=facts, peak_reserved_mb=4096.0))
     assert RunRecord.from_json(record.to_json(), "result.json") == record
+
+
+# --- a GPU left unusable -------------------------------------------------------------------------------
+
+
+def test_sticky_cuda_errors_are_told_from_out_of_memory():
+    assert devices.is_sticky_cuda_error(RuntimeError("CUDA error: device-side assert triggered"))
+    assert devices.is_sticky_cuda_error(RuntimeError("CUDA error: an illegal memory access was encountered"))
+    assert not devices.is_sticky_cuda_error(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"))
+    assert not devices.is_sticky_cuda_error(ValueError("label too long"))
+
+
+def test_a_grid_process_whose_gpu_is_lost_is_replaced_and_the_grid_goes_on(tmp_path):
+    """One grid process; the second run poisons its GPU: that run fails, the process ends, a fresh one
+    runs the rest. In this process (no --workers) the grid stops with a clear error instead."""
+    from crossling.executors import DeviceLost
+
+    make_grid_data(tmp_path / "prepared", counts=(1, 1, 1))
+    study = load_study(write_study(tmp_path / "toy.toml", ["toy/a", "toy/bad", "toy/c", "toy/d"], languages=("aa",)))
+    summary = run_study(study, executor=ProcessExecutor(workers=1, threads=1),
+                        run_function="grid_factory:sticky_finetune")
+    assert (summary.done, summary.failed) == (3, 1)
+    store = Store(tmp_path / "toy.runs")
+    pids = {(store.run_dir(run.run_id) / "pid.txt").read_text() for run in expand_runs(study)}
+    assert len(pids) == 2  # the process after the bad run is a new one
+    other = load_study(write_study(tmp_path / "other.toml", ["toy/bad", "toy/e"], languages=("aa",)))
+    with pytest.raises(DeviceLost, match="left the GPU unusable"):
+        run_study(other, run_function="grid_factory:sticky_finetune")
+
+
+def test_a_ray_worker_whose_gpu_is_lost_ends_itself_so_ray_retries(monkeypatch):
+    from crossling.executors import Outcome, ray_run
+
+    ended = []
+    monkeypatch.setattr(executors.os, "_exit", ended.append)
+    monkeypatch.setattr(executors, "execute_run", lambda *a: Outcome("r", "failed", 1.0, "CUDA error", device_lost=True))
+    ray_run(None, "t", None)
+    assert ended == [70]
+    monkeypatch.setattr(executors, "execute_run", lambda *a: Outcome("r", "failed", 1.0, "ValueError"))
+    assert ray_run(None, "t", None).status == "failed" and ended == [70]

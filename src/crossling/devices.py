@@ -248,3 +248,14 @@ FEATURE_CACHE_SHARE = 0.1
 def cache_fits_on_device(size_bytes: float, device_bytes: float | None) -> bool:
     """Whether the feature cache stays on the GPU (no re-upload each step) rather than in host memory."""
     return device_bytes is not None and size_bytes <= FEATURE_CACHE_SHARE * device_bytes
+
+
+#: Messages of CUDA errors that leave a process's CUDA context unusable (every later call fails).
+STICKY_CUDA_ERRORS = ("CUDA error", "device-side assert", "illegal memory access", "CUBLAS_STATUS", "cuDNN error")
+
+
+def is_sticky_cuda_error(error: BaseException) -> bool:
+    """Whether `error` poisoned the process's GPU (out of memory does not: the next allocation may succeed)."""
+    if type(error).__name__ == "OutOfMemoryError":
+        return False
+    return any(marker in str(error) for marker in STICKY_CUDA_ERRORS)

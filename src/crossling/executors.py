@@ -50,12 +50,19 @@ class Job:
 
 @dataclass(frozen=True)
 class Outcome:
-    """How one execution ended: 'done' or 'failed' (with the error message)."""
+    """How one execution ended: 'done' or 'failed' (with the error message; `device_lost`: a sticky CUDA
+    error, after which this process can run nothing more on its GPU)."""
 
     run_id: str
     status: str
     seconds: float
     error: str = ""
+    device_lost: bool = False
+
+
+class DeviceLost(CrosslingError):
+    """A run left this process's GPU in a sticky CUDA error state (an illegal memory access, a device-side
+    assert): every later CUDA call in the process fails, so it must end; its runs resume in a new process."""
 
 
 @dataclass(frozen=True)
@@ -142,7 +149,8 @@ def execute_run(run: Run, token: str, options: ExecOptions, track: Track = no_pr
         seconds = time.monotonic() - started
         store.log_attempt(run.run_id, FAILED, token=token, attempt=attempt, seconds=seconds, error=str(error))
         log.error("run %s failed: %s", run.run_id, error)
-        return Outcome(run.run_id, FAILED, seconds, f"{type(error).__name__}: {error}")
+        return Outcome(run.run_id, FAILED, seconds, f"{type(error).__name__}: {error}",
+                       device_lost=devices.is_sticky_cuda_error(error))
     store.clear_error(run.run_id)
     seconds = time.monotonic() - started
     store.log_attempt(run.run_id, DONE, token=token, attempt=attempt, seconds=seconds)
@@ -163,7 +171,12 @@ class LocalExecutor:
 
     def execute(self, work: GridWork) -> None:
         while not self._cancelled.is_set() and (job := work.next_job()) is not None:
-            work.finish(job, execute_run(job.run, job.claim.token, work.options, work.track))
+            outcome = execute_run(job.run, job.claim.token, work.options, work.track)
+            work.finish(job, outcome)
+            if outcome.device_lost:
+                raise DeviceLost(f"run {outcome.run_id} left the GPU unusable ({outcome.error}); this process stops: "
+                                 f"start `crossling study run` again (with --workers N each grid process restarts "
+                                 f"by itself)")
 
     def cancel(self) -> None:
         self._cancelled.set()
@@ -184,8 +197,9 @@ class ProcessExecutor:
     """`workers` grid processes on the same store, as `workers` `crossling study run` processes would be:
     each claims runs itself (so a dead process's runs are taken over, never run twice) and executes them
     with `threads` torch threads (default: the usable cores / workers, at least 1). Where GPUs are visible,
-    each process owns one (CUDA_VISIBLE_DEVICES; `devices.assign_gpus` refuses more processes than GPUs).
-    Their events reach this process's grid."""
+    each process owns one (CUDA_VISIBLE_DEVICES; `devices.assign_gpus` refuses more processes than GPUs);
+    a process whose GPU a run left unusable (`DeviceLost`) is replaced by a fresh one. Their events reach
+    this process's grid."""
 
     def __init__(self, workers: int, threads: int | None = None) -> None:
         if workers < 1:
@@ -196,6 +210,7 @@ class ProcessExecutor:
         self.threads = threads if threads is not None else max(1, usable_cores() // workers)
         self._cancelled = threading.Event()
         self._processes: list[Any] = []
+        self._start: Callable[[int], Any] = lambda index: None
 
     def execute(self, work: GridWork) -> None:
         from multiprocessing import get_context
@@ -203,10 +218,15 @@ class ProcessExecutor:
         context = get_context("spawn")  # a fresh interpreter: torch's threads and OpenMP set before it loads
         events = context.Queue()
         pins = devices.assign_gpus(self.workers, work.spec.device, visible_gpus())
-        self._processes = [context.Process(target=grid_process, args=(work.spec, self.threads, events, index, pin),
-                                           name=f"crossling-grid-{index}") for index, pin in enumerate(pins)]
-        for process in self._processes:
+
+        def start(index: int):
+            process = context.Process(target=grid_process, args=(work.spec, self.threads, events, index, pins[index]),
+                                      name=f"crossling-grid-{index}")
             process.start()
+            return process
+
+        self._start = start
+        self._processes = [start(index) for index in range(self.workers)]
         try:
             errors = self._relay(events, work)
         except BaseException:
@@ -228,7 +248,9 @@ class ProcessExecutor:
                 if not any(process.is_alive() for process in self._processes):
                     break
                 continue
-            if isinstance(message, BaseException):
+            if isinstance(message, Restart):
+                self._restart(message.index)
+            elif isinstance(message, BaseException):
                 errors.append(message)
             else:
                 work.relay(message)
@@ -236,6 +258,13 @@ class ProcessExecutor:
         if crashed and not errors and not self._cancelled.is_set():
             errors.append(RuntimeError(f"grid process {crashed[0].name} ended with exit code {crashed[0].exitcode}"))
         return errors
+
+    def _restart(self, index: int) -> None:
+        """Replace grid process `index` (it ended after `DeviceLost`) by a fresh one on the same GPU."""
+        self._processes[index].join()
+        if not self._cancelled.is_set():
+            log.warning("grid process %d lost its GPU to a sticky CUDA error; starting a fresh one", index)
+            self._processes[index] = self._start(index)
 
     def cancel(self) -> None:
         """Stop every grid process (each releases its claims; interrupted runs resume later)."""
@@ -272,10 +301,19 @@ def grid_process(spec: GridSpec, threads: int, events, index: int, gpu: str | No
         run_grid(spec, LocalExecutor(), events=lambda event: events.put(_as_worker(event, index)))
     except KeyboardInterrupt:
         return  # cancelled: the claims were released on the way out
+    except DeviceLost:
+        events.put(Restart(index))  # this process's CUDA context is unusable: a fresh process takes over
     except CrosslingError as error:
         events.put(error)
     except Exception as error:
         events.put(RuntimeError(f"grid process {index}: {type(error).__name__}: {error}\n{traceback.format_exc()}"))
+
+
+@dataclass(frozen=True)
+class Restart:
+    """A grid process's last message: replace me (see `DeviceLost`)."""
+
+    index: int
 
 
 def _interrupt(signum, frame) -> None:
@@ -313,7 +351,7 @@ class RayExecutor:
             gpus = devices.ray_gpus_per_run(self.gpus_per_run, cluster_gpus=resources.get("GPU", 0.0),
                                             device=work.options.device)
             _check_resources(resources, cpus=self.cpus_per_run, gpus=gpus)
-            task = ray.remote(num_cpus=self.cpus_per_run, num_gpus=gpus, max_retries=self.max_retries)(execute_run)
+            task = ray.remote(num_cpus=self.cpus_per_run, num_gpus=gpus, max_retries=self.max_retries)(ray_run)
             options = dataclasses.replace(work.options, device=devices.ray_device(work.options.device, gpus))
             self._drive(ray, task, work, options)
         finally:
@@ -358,6 +396,16 @@ class RayExecutor:
 
 
 
+
+
+def ray_run(run: Run, token: str, options: ExecOptions) -> Outcome:
+    """`execute_run` in a Ray worker. A worker whose GPU the run left unusable (a sticky CUDA error) ends
+    itself, so that Ray retries the task in a fresh worker, where the run resumes from its resume file."""
+    outcome = execute_run(run, token, options)
+    if outcome.device_lost:
+        log.error("run %s left this worker's GPU unusable; ending the worker so that Ray retries elsewhere", outcome.run_id)
+        os._exit(70)
+    return outcome
 
 
 def _import_ray():
