@@ -115,3 +115,20 @@ def test_gpu_check_measurements_run_on_a_stand_in_device(tmp_path, monkeypatch):
     assert step["seconds"] > 0 and step["flops"] > 0 and step["estimate"] > 0 and step["data"] > 0
     assert step["snapshot"] >= 0 and step["write"] > 0 and step["nondeterminism"] >= 0.0
     assert bench_gpu.matmul_peak("cpu", torch.float32, size=64) > 0
+
+
+def test_gpu_benchmarks_pin_one_gpu_and_refuse_a_cpu_peak(monkeypatch, capsys):
+    import torch
+
+    from bench import bench_mfu, bench_train
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert bench_train.one_gpu() == {"CUDA_VISIBLE_DEVICES": "0"}  # not DataParallel over 8 GPUs
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,4")
+    assert bench_train.one_gpu() == {"CUDA_VISIBLE_DEVICES": "3"}
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert bench_train.one_gpu() == {}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert bench_mfu.main([]) == 2 and "bench/gpu_check.sh" in capsys.readouterr().err
