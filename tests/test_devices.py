@@ -105,6 +105,8 @@ def test_ray_gpu_rules():
     assert devices.ray_gpus_per_run(0.5, cluster_gpus=4, device="auto") == 0.5  # sharing on purpose
     with pytest.raises(ConfigError, match="no run uses"):
         devices.ray_gpus_per_run(1.0, cluster_gpus=4, device="cpu")
+    with pytest.raises(ConfigError, match="each task sees only the GPU Ray gave it"):
+        devices.ray_gpus_per_run(None, cluster_gpus=4, device="cuda:3")
     assert devices.ray_device("auto", 1.0) == "cuda" and devices.ray_device("auto", 0.0) == "auto"
 
 

@@ -71,8 +71,9 @@ def trained_weights(prepared, checkpoint, tmp_path, monkeypatch, reader_class):
     data, learner, training = setup(prepared, checkpoint)
     job = FinetuneJob(standalone_identity(data, checkpoint, 0, CONFIG), checkpoint, prepared)
     tmp_path.mkdir(parents=True, exist_ok=True)
-    state = finetune.train(learner, training, TrainState(), resume=ResumeFile(tmp_path, job), wall=lambda: 1.0)
-    ResumeFile(tmp_path, job).wait()
+    resume = ResumeFile(tmp_path, job)
+    state = finetune.train(learner, training, TrainState(), resume=resume, wall=lambda: 1.0)
+    resume.wait()
     return state, [p.detach().clone() for p in learner.model.parameters()]
 
 

@@ -74,6 +74,9 @@ def ray_gpus_per_run(requested: float | None, *, cluster_gpus: float, device: st
                           f"or --device cpu to train on CPU")
     if requested > 0 and device == "cpu":
         raise ConfigError(f"--gpus-per-run {requested:g} with --device cpu would hold GPUs no run uses")
+    if requested > 0 and device.startswith("cuda:"):
+        raise ConfigError(f"--device {device} with Ray: each task sees only the GPU Ray gave it (as cuda:0); "
+                          f"use --device auto or cuda")
     if 0 < requested < 1:
         log.warning("--gpus-per-run %g: %d runs share each GPU's memory and compute", requested, round(1 / requested))
     return requested
