@@ -181,7 +181,7 @@ def make_batch(training: TrainingData, indices: list[int], spec: InputSpec, devi
     gives utterance i's model input (default: read it now; `prefetch` reads ahead)."""
     waveform = waveform or (lambda i: prepare_input(load_audio(training.data.root, training.utterances[i]), spec))
     if cache is not None:
-        return _cached_batch(training, indices, spec, device, cache, waveform)
+        return _cached_batch(training, indices, spec, device, cache=cache, waveform=waveform)
     waveforms = [waveform(i) for i in indices]
     values, mask = pad_batch(waveforms)
     labels = pad_labels([training.labels[i] for i in indices])
@@ -194,7 +194,7 @@ def make_batch(training: TrainingData, indices: list[int], spec: InputSpec, devi
     return batch
 
 
-def _cached_batch(training: TrainingData, indices: list[int], spec: InputSpec, device: str,
+def _cached_batch(training: TrainingData, indices: list[int], spec: InputSpec, device: str, *,
                   cache: FrozenFeatureCache, waveform: Callable[[int], np.ndarray]) -> dict:
     """As `make_batch`, with the CNN's outputs from the cache padded to the frame count of the batch."""
     import torch

@@ -249,8 +249,8 @@ def fitting_step(learner: Learner, training: TrainingData, indices: list[int], l
     while True:
         try:
             passes = budget.micro_batches(durations, learner.step_seconds)
-            batches = [make_batch(training, [indices[p] for p in group], learner.spec, learner.device, learner.cache,
-                                  waveform) for group in passes]
+            batches = [make_batch(training, [indices[p] for p in group], learner.spec, learner.device,
+                                  cache=learner.cache, waveform=waveform) for group in passes]
             return train_step(learner, batches, lr, config), learner
         except torch.OutOfMemoryError:
             learner.optimizer.zero_grad(set_to_none=True)
