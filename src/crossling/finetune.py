@@ -121,7 +121,8 @@ def finetune(prepared: Path, language: str, model: str, *, out: Path, config: Tr
 def run_finetune(*, identity: RunIdentity, model: str, prepared: Path, out: Path, device: str = "auto",
                  track: Track = no_progress, options: RunOptions | None = None) -> RunRecord:
     """The grid's run function: the run `identity` (built from the study), loading `model` and reading
-    data from `prepared`, in the run directory `out`, with the operational `options` (memory and disk: `budget.RunOptions`)."""
+    data from `prepared`, in the run directory `out`, with the operational `options` (memory and disk:
+    `budget.RunOptions`)."""
     job, out = FinetuneJob(identity, model, Path(prepared)), Path(out)
     finished = _finished_record(out, job)
     if finished is not None:
@@ -369,13 +370,13 @@ def autocast_dtype(config: TrainConfig, device: str) -> torch.dtype | None:
     return getattr(torch, precision.autocast) if precision.autocast else None
 
 
-def step_seconds(model: nn.Module, config: TrainConfig, device: str, memory: RunOptions,
+def step_seconds(model: nn.Module, config: TrainConfig, device: str, options: RunOptions,
                  amp_dtype: torch.dtype | None) -> float:
     """The audio one forward/backward pass may hold (`budget.automatic_cap`); turns on gradient
     checkpointing when asked."""
-    if memory.gradient_checkpointing:
+    if options.gradient_checkpointing:
         budget.enable_checkpointing(model)
-    return budget.automatic_cap(memory, model_config=model.config.to_dict(), vocab_size=model.config.vocab_size,
+    return budget.automatic_cap(options, model_config=model.config.to_dict(), vocab_size=model.config.vocab_size,
                                 longest_clip=config.max_utterance_seconds, device_bytes=devices.memory_bytes(device),
                                 dtype=str(amp_dtype or torch.float32).removeprefix("torch."))
 
