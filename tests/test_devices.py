@@ -345,3 +345,10 @@ def test_a_ray_worker_whose_gpu_is_lost_ends_itself_so_ray_retries(monkeypatch):
     assert ended == [70]
     monkeypatch.setattr(executors, "execute_run", lambda *a: Outcome("r", "failed", 1.0, "ValueError"))
     assert ray_run(None, "t", None).status == "failed" and ended == [70]
+
+
+def test_pretraining_takes_a_device_and_refuses_a_missing_gpu(tmp_path):
+    from crossling.pretrain import pretrain
+
+    with pytest.raises(ConfigError, match="no CUDA device is available"):
+        pretrain(tmp_path, ["xx"], None, out=tmp_path / "out", device="cuda")

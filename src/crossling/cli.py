@@ -565,6 +565,7 @@ def _add_pretrain(sub) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the subset, init, masks (default 0)")
     parser.add_argument("--learning-rate", type=float, default=None, help="peak learning rate (default 2e-3)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--device", default="cpu", help="cpu (default: the mini-zoo's device), cuda, cuda:k or auto")
     parser.set_defaults(handler=_cmd_pretrain)
 
 
@@ -573,7 +574,8 @@ def _cmd_pretrain(args) -> int:
 
     recipe = {"learning_rate": args.learning_rate} if args.learning_rate else None
     record = pretrain(args.data, args.languages, args.hours_per_language, config=args.config, out=args.out,
-                      seed=args.seed, steps=args.steps, recipe=recipe, threads=args.threads, track=tqdm_track)
+                      seed=args.seed, steps=args.steps, recipe=recipe, threads=args.threads, track=tqdm_track,
+                      device=args.device)
     final = record["final"]
     print(f"pre-trained {record['steps']} steps on {record['total_hours']:.3f} h "
           f"({', '.join(f'{k} {v:.3f} h' for k, v in record['hours'].items())}) in {record['wall_seconds']:.0f} s: "
