@@ -241,6 +241,7 @@ def test_a_resume_file_from_an_eight_gpu_process_resumes_where_one_gpu_is_visibl
     resume = ResumeFile(tmp_path / "run", job)
     resume.path.parent.mkdir(parents=True)
     resume.save(learner, TrainState(step=2))
+    resume.wait()
     checkpoint = torch.load(resume.path, weights_only=True)
     written_on_gpu_3 = torch.zeros(16, dtype=torch.uint8)
     checkpoint["rng"]["cuda"] = [written_on_gpu_3 + k for k in range(8)]

@@ -160,7 +160,7 @@ def _cmd_finetune(args) -> int:
 
     config = load_train_config(args.config, {"max_steps": args.steps, "learning_rate": args.lr})
     record = finetune(args.data, args.language, args.model, seed=args.seed, out=args.out, config=config,
-                      device=args.device, track=tqdm_track, run_options=_run_options(args))
+                      device=args.device, track=tqdm_track, options=_run_options(args))
     test, dev = record.scores["test"], record.scores["dev"]
     if args.json:
         print(json.dumps({"cer": test.cer, "wer": test.wer, **record.to_json()}, ensure_ascii=False))
