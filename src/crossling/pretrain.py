@@ -394,7 +394,7 @@ def pretrain(prepared: Path, languages: list[str], hours_per_language: list[floa
     if len(clips) < settings.batch_size:
         raise DataError(f"only {len(clips)} clips selected for pre-training; need at least a batch of "
                         f"{settings.batch_size}")
-    return _train(out, clips, settings, state, track, device)
+    return _train(out, clips, settings, state, track=track, device=device)
 
 
 def _finished_record(out: Path, state: dict) -> dict | None:
@@ -412,7 +412,7 @@ def _finished_record(out: Path, state: dict) -> dict | None:
     return record
 
 
-def _train(out: Path, clips: list[Clip], recipe: PretrainConfig, state: dict, track: Track, device: str) -> dict:
+def _train(out: Path, clips: list[Clip], recipe: PretrainConfig, state: dict, *, track: Track, device: str) -> dict:
     from transformers import Wav2Vec2ForPreTraining
 
     torch.manual_seed(state["seed"])
