@@ -59,11 +59,15 @@ class CheckpointWriter:
         self._thread = threading.Thread(target=self._run, args=(path, checkpoint), name="crossling-checkpoint")
         self._thread.start()
 
-    def wait(self) -> None:
-        """Until the write in flight is on disk; raises its error."""
+    def join(self) -> None:
+        """Until the write in flight has ended (its error, if any, is kept for `wait`)."""
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+
+    def wait(self) -> None:
+        """Until the write in flight is on disk; raises its error."""
+        self.join()
         if self._error is not None:
             error, self._error = self._error, None
             raise error
