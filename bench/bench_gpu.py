@@ -165,13 +165,13 @@ def large_step(device: str, dtype, steps: int) -> dict:
 
 def host_batch_seconds(np) -> float:
     """Host time to normalise and pad one batch of waveforms (what the prefetcher does off the step)."""
-    from crossling.batching import normalize_waveform, pad_batch
+    from crossling.frontend import normalize_waveform, pad_inputs
 
     rng = np.random.default_rng(0)
     waveforms = [rng.standard_normal(int(CLIP_SECONDS * 16_000)).astype(np.float32)
                  for _ in range(int(BATCH_SECONDS / CLIP_SECONDS))]
     started = time.perf_counter()
-    pad_batch([normalize_waveform(w) for w in waveforms])
+    pad_inputs([normalize_waveform(w) for w in waveforms], [len(w) for w in waveforms])
     return time.perf_counter() - started
 
 

@@ -199,13 +199,14 @@ def test_ctc_loss_is_computed_in_fp32_under_bf16_autocast(prepared, tmp_path):
 def test_cached_features_are_computed_in_the_runs_precision(prepared, tmp_path):
     """Under bf16 the cache stores what the encoder gives inside the training step's autocast (as the
     uncached path and group-norm models compute it), not fp32 features."""
-    from crossling.batching import feature_cache, prepare_input
+    from crossling.batching import feature_cache
+    from crossling.frontend import model_input
     from crossling.models import feature_encoder
     from crossling.prepared import load_audio
 
     learner, training, data, _ = tiny_learner(prepared, tmp_path)
     cache = feature_cache(learner.model, learner.spec, TINY, training, torch.bfloat16)
-    waveform = prepare_input(load_audio(data.root, training.utterances[0]), learner.spec)
+    waveform = model_input(load_audio(data.root, training.utterances[0]), learner.spec)
     cached = cache.features(0, lambda: waveform)
     encoder = feature_encoder(learner.model)
     with torch.no_grad():

@@ -1,6 +1,6 @@
 """Batches: a prepared language's train split -> CTC-feasibility filter (with counts) -> length-sorted
 batches of at most `batch_seconds` of padded audio in a seeded order resumable from a `DataPosition` -> model inputs
-(normalized, padded waveforms or cached frozen-CNN features) for training and inference."""
+(padded waveforms or log-mel rows, or cached features) for training."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import numpy as np
 from crossling import devices
 from crossling.config import TrainConfig
 from crossling.errors import DataError
+from crossling.frontend import input_name, model_input, pad_inputs, valid_input_length
 from crossling.manifest import Utterance
 from crossling.models import FrozenFeatureCache, InputSpec, frames_for_samples
 from crossling.prepared import PreparedLanguage, load_audio
@@ -24,18 +25,6 @@ if TYPE_CHECKING:  # torch and transformers load only where batches are made
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
-
-
-def normalize_waveform(audio: np.ndarray) -> np.ndarray:
-    """Zero mean, unit variance over the whole utterance, as `Wav2Vec2FeatureExtractor(do_normalize=True)`
-    computes it for one unpadded input (same formula, so our inputs equal the pipeline's)."""
-    return (audio - audio.mean()) / np.sqrt(audio.var() + 1e-7)
-
-
-def prepare_input(audio: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """The model input for one waveform, as the checkpoint's feature extractor would make it."""
-    audio = np.asarray(audio, dtype=np.float32)
-    return normalize_waveform(audio) if spec.do_normalize else audio
 
 
 def ctc_min_frames(labels: Sequence[int]) -> int:
@@ -157,84 +146,55 @@ def training_data(data: PreparedLanguage, tokenizer: PreTrainedTokenizerBase, mo
 
 def feature_cache(model: nn.Module, spec: InputSpec, config: TrainConfig, training: TrainingData,
                   autocast_dtype=None) -> FrozenFeatureCache | None:
-    """A cache of the frozen CNN's outputs (computed under the run's `autocast_dtype`) when that is exact
-    and the train set's features fit in memory."""
+    """A cache of features that are a fixed function of the audio (frozen CNN outputs, computed under the
+    run's `autocast_dtype`; log-mel rows) when that is exact and the train set's features fit in memory;
+    on a GPU with room it stays there."""
     if not FrozenFeatureCache.applies(model, spec, config):
         return None
-    frames = sum(frames_for_samples(model.config, u.num_samples) for u in training.utterances)
-    size = frames * model.config.conv_dim[-1] * 4
+    size = sum(FrozenFeatureCache.bytes_per_utterance(model.config, spec, u.num_samples) for u in training.utterances)
     if size > FEATURE_CACHE_MAX_BYTES:
-        log.info("not caching CNN features: %.1f GiB would exceed %.1f GiB", size / 2**30,
+        log.info("not caching features: %.1f GiB would exceed %.1f GiB", size / 2**30,
                  FEATURE_CACHE_MAX_BYTES / 2**30)
         return None
     device = str(next(model.parameters()).device)
     on_device = devices.cache_fits_on_device(size, devices.memory_bytes(device))
     if on_device:
-        log.info("caching CNN features on %s (%.2f GiB): no re-upload each step", device, size / 2**30)
-    return FrozenFeatureCache(model, autocast_dtype, on_device=on_device)
+        log.info("caching features on %s (%.2f GiB): no re-upload each step", device, size / 2**30)
+    return FrozenFeatureCache(model, spec, autocast_dtype, on_device=on_device)
 
 
 def make_batch(training: TrainingData, indices: list[int], spec: InputSpec, device: str,
-               cache: FrozenFeatureCache | None = None, waveform: Callable[[int], np.ndarray] | None = None) -> dict:
-    """Model inputs of one batch: padded waveforms (or cached CNN features), labels, the mask (if the
-    checkpoint takes one) and each utterance's frame count (for the blank-only check). `waveform(i)`
+               cache: FrozenFeatureCache | None = None, read: Callable[[int], np.ndarray] | None = None) -> dict:
+    """Model inputs of one batch: padded waveforms or log-mel rows (or cached features), labels, the mask
+    (if the checkpoint takes one) and each utterance's frame count (for the blank-only check). `read(i)`
     gives utterance i's model input (default: read it now; `prefetch` reads ahead)."""
-    waveform = waveform or (lambda i: prepare_input(load_audio(training.data.root, training.utterances[i]), spec))
+    read = read or (lambda i: model_input(load_audio(training.data.root, training.utterances[i]), spec))
     if cache is not None:
-        return _cached_batch(training, indices, spec, device, cache=cache, waveform=waveform)
-    waveforms = [waveform(i) for i in indices]
-    values, mask = pad_batch(waveforms)
+        return _cached_batch(training, indices, device, cache=cache, read=read)
+    utterances = [training.utterances[i] for i in indices]
+    inputs = [read(i) for i in indices]
+    samples = [u.num_samples for u in utterances]
+    values, mask = pad_inputs(inputs, [valid_input_length(spec, n) for n in samples], spec.padding_value)
     labels = pad_labels([training.labels[i] for i in indices])
-    batch = {"input_values": devices.to_device(values, device), "labels": devices.to_device(labels, device)}
+    batch = {input_name(spec): devices.to_device(values, device), "labels": devices.to_device(labels, device)}
     if spec.use_attention_mask:
         batch["attention_mask"] = devices.to_device(mask, device)
     # without a mask the model sees (and the CTC loss uses) every padded frame
-    lengths = [len(w) if spec.use_attention_mask else values.shape[1] for w in waveforms]
+    lengths = samples if spec.use_attention_mask else [values.shape[1]] * len(samples)
     batch["frames"] = [frames_for_samples(training.model_config, n) for n in lengths]
     return batch
 
 
-def _cached_batch(training: TrainingData, indices: list[int], spec: InputSpec, device: str, *,
-                  cache: FrozenFeatureCache, waveform: Callable[[int], np.ndarray]) -> dict:
-    """As `make_batch`, with the CNN's outputs from the cache padded to the frame count of the batch."""
-    import torch
-
+def _cached_batch(training: TrainingData, indices: list[int], device: str, *, cache: FrozenFeatureCache,
+                  read: Callable[[int], np.ndarray]) -> dict:
+    """As `make_batch`, with the cached features (CNN outputs replayed into the model, or log-mel rows)."""
     utterances = [training.utterances[i] for i in indices]
-    features = [cache.features(i, lambda i=i: waveform(i)) for i in indices]
+    features = [cache.features(i, lambda i=i: read(i)) for i in indices]
     lengths = [u.num_samples for u in utterances]
-    padded = pad_features(features, frames_for_samples(training.model_config, max(lengths)))
-    mask = torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]
-    return {
-        "input_values": torch.zeros(mask.shape, device=device),  # not read: the encoder replays `features`
-        "attention_mask": devices.to_device(mask, device),
-        "labels": devices.to_device(pad_labels([training.labels[i] for i in indices]), device),
-        "features": devices.to_device(padded, device) if padded.device.type == "cpu" else padded,
-        "frames": [f.shape[1] for f in features],
-    }
-
-
-def pad_features(features: Sequence, frames: int):
-    """Right-pad CNN outputs (channels, n) with zeros -> (batch, channels, frames), on their device."""
-    import torch
-
-    first = features[0]
-    padded = torch.zeros(len(features), first.shape[0], frames, dtype=first.dtype, device=first.device)
-    for row, feature in enumerate(features):
-        padded[row, :, : feature.shape[1]] = feature
-    return padded
-
-
-def pad_batch(waveforms: Sequence[np.ndarray]):
-    """Right-pad waveforms with zeros -> (input_values float32 [B, T], attention_mask bool [B, T])."""
-    import torch
-
-    longest = max(len(w) for w in waveforms)
-    values = torch.zeros(len(waveforms), longest, dtype=torch.float32)
-    mask = torch.zeros(len(waveforms), longest, dtype=torch.bool)
-    for row, waveform in enumerate(waveforms):
-        values[row, : len(waveform)] = torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32))
-        mask[row, : len(waveform)] = True
-    return values, mask
+    inputs = {key: devices.to_device(value, device) for key, value in cache.model_inputs(features, lengths).items()}
+    labels = pad_labels([training.labels[i] for i in indices])
+    return {**inputs, "labels": devices.to_device(labels, device),
+            "frames": [frames_for_samples(training.model_config, n) for n in lengths]}
 
 
 def pad_labels(labels: Sequence[Sequence[int]]):

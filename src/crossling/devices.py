@@ -238,9 +238,9 @@ def release_cached_memory(device: str) -> None:
 def to_device(tensor, device: str):
     """A host tensor on `device`: on a GPU through pinned (page-locked) memory with a non-blocking copy, so
     that the copy overlaps the host's work; on CPU the tensor itself."""
-    if device.startswith("cuda"):
+    if device.startswith("cuda") and tensor.device.type == "cpu":
         return tensor.pin_memory().to(device, non_blocking=True)
-    return tensor.to(device)
+    return tensor.to(device)  # already there (a feature cache kept on the GPU), or CPU
 
 
 #: The share of a GPU's memory the frozen-CNN feature cache may take there (LARGE: ~0.36 GiB per hour of

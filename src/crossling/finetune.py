@@ -257,7 +257,7 @@ def fitting_step(learner: Learner, training: TrainingData, indices: list[int], l
         try:
             passes = budget.micro_batches(durations, learner.step_seconds)
             batches = [make_batch(training, [indices[p] for p in group], learner.spec, learner.device,
-                                  cache=learner.cache, waveform=waveform) for group in passes]
+                                  cache=learner.cache, read=waveform) for group in passes]
             return train_step(learner, batches, lr, config), learner
         except torch.OutOfMemoryError:
             learner.optimizer.zero_grad(set_to_none=True)
@@ -302,7 +302,7 @@ def train_step(learner: Learner, batch: dict | list[dict], lr: float, config: Tr
 
 def _forward(learner: Learner, batch: dict) -> tuple[torch.Tensor, bool]:
     """The CTC loss of one (micro-)batch under the run's autocast, and whether its greedy output is blank."""
-    device_type = batch["input_values"].device.type
+    device_type = batch["labels"].device.type
     frames, features = batch.pop("frames"), batch.pop("features", None)
     replay = learner.cache.replay(features) if features is not None else contextlib.nullcontext()
     with replay, torch.autocast(device_type=device_type, dtype=learner.amp_dtype,

@@ -9,7 +9,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
-from crossling.batching import DataPosition, TrainingData, prepare_input
+from crossling.batching import DataPosition, TrainingData
+from crossling.frontend import model_input
 from crossling.models import InputSpec
 from crossling.prepared import load_audio
 
@@ -40,7 +41,7 @@ class WaveformPrefetcher:
         return future.result() if future is not None else self.read(index)
 
     def read(self, index: int) -> np.ndarray:
-        return prepare_input(load_audio(self.training.data.root, self.training.utterances[index]), self.spec)
+        return model_input(load_audio(self.training.data.root, self.training.utterances[index]), self.spec)
 
     def close(self) -> None:
         for future in self._pending.values():
