@@ -89,6 +89,8 @@ def test_gpu_copies_go_through_pinned_memory_without_blocking():
     calls = []
 
     class HostTensor:
+        device = torch.device("cpu")
+
         def pin_memory(self):
             calls.append("pin")
             return self
@@ -99,6 +101,13 @@ def test_gpu_copies_go_through_pinned_memory_without_blocking():
 
     devices.to_device(HostTensor(), "cuda:1")
     assert calls == ["pin", ("cuda:1", True)]
+
+    class DeviceTensor(HostTensor):  # a cached feature already on the GPU: nothing to pin
+        device = torch.device("meta")
+
+    calls.clear()
+    devices.to_device(DeviceTensor(), "cuda:1")
+    assert calls == [("cuda:1", False)]
     host = torch.ones(2)
     assert devices.to_device(host, "cpu") is host  # CPU: the tensor itself, nothing copied
 
