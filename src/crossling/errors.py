@@ -23,3 +23,15 @@ class ModelError(CrosslingError):
 
 class OutputError(CrosslingError):
     """An output cannot be written where the user pointed it (a directory, read-only, full disk)."""
+
+
+def did_you_mean(word: str, choices) -> str:
+    """' (did you mean 'x'?)' naming the choices closest to a mistyped `word`, or '' when none is close."""
+    from difflib import get_close_matches
+
+    names = [str(choice) for choice in choices]
+    close = get_close_matches(str(word), names, n=3, cutoff=0.6)
+    if not close:
+        lowered = {name.lower(): name for name in names}
+        close = [lowered[m] for m in get_close_matches(str(word).lower(), list(lowered), n=3, cutoff=0.6)]
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""

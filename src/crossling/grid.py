@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from crossling.errors import ConfigError
+from crossling.errors import ConfigError, DataError
 from crossling.executors import (
     CANCELLED,
     DEFAULT_RUN_FUNCTION,
@@ -110,10 +110,10 @@ def open_store(study: Study, store: Store | Path | str | None) -> Store:
 
 
 def plan_study(study: Study, store: Store | Path | str | None = None) -> PlanCounts:
-    """Expand the study, record its plan in the store, and count its runs by state."""
+    """Expand the study and count its runs by state in the store. Read-only: nothing is written (the
+    store and its plan.json are created by the first `run_study`)."""
     store = open_store(study, store)
     runs = expand_runs(study)
-    store.write_plan(study_plan(study, runs))
     return count_states(store, runs)
 
 
@@ -361,9 +361,20 @@ class StudyStatus:
 
 def study_status(study: Study, store: Store | Path | str | None = None) -> StudyStatus:
     """States and cost of every run of the study, with totals and the projected remaining time."""
-    store = open_store(study, store)
-    runs = expand_runs(study)
-    statuses = tuple(run_status(store, run.run_id) for run in runs)
+    return _status(open_store(study, store), [run.run_id for run in expand_runs(study)])
+
+
+def store_status(root: Path | str) -> StudyStatus:
+    """`study_status` from a store alone: its runs are those its plan.json lists."""
+    store = Store(Path(root))
+    plan = store.read_plan()
+    if plan is None:
+        raise DataError(f"{root}: not a study store (no plan.json); pass the study file instead")
+    return _status(store, [run.run_id for run in plan.runs])
+
+
+def _status(store: Store, run_ids: list[str]) -> StudyStatus:
+    statuses = tuple(run_status(store, run_id) for run_id in run_ids)
     done = [s for s in statuses if s.state == DONE and s.wall_seconds is not None]
     counts = _counts([s.state for s in statuses])
     mean = statistics.fmean(s.wall_seconds for s in done) if done else None

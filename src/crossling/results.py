@@ -45,8 +45,8 @@ def _planned_runs(source: Study | Path | str, store: Path | str | None) -> tuple
     root = Path(store or source)
     plan = Store(root).read_plan()
     if plan is None:
-        raise DataError(f"{root}: not a study store (no plan.json); pass the study file, or run "
-                        "`crossling study plan STUDY --store DIR` first")
+        raise DataError(f"{root}: not a study store (no plan.json, written by `crossling study run`); "
+                        "pass the study file instead")
     return list(plan.runs), list(plan.sweep), root
 
 
