@@ -326,7 +326,8 @@ def _add_finetune(sub) -> None:
     parser.add_argument("--out", type=path_arg, required=True, help="run directory (resumes if it holds a checkpoint)")
     parser.add_argument("--config", type=path_arg, default=None, help="run config TOML (recipe values)")
     parser.add_argument("--steps", type=int, default=None, help="override max_steps")
-    parser.add_argument("--lr", type=float, default=None, help="override learning_rate")
+    learning_rate = parser.add_argument("--learning-rate", type=float, default=None, help="override learning_rate")
+    _deprecated_alias(parser, "--lr", learning_rate)
     parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     parser.add_argument("--json", action="store_true", help="print the result record as one JSON object")
     parser.set_defaults(handler=_cmd_finetune)
@@ -336,7 +337,7 @@ def _cmd_finetune(args) -> int:
     from crossling.config import load_train_config
     from crossling.finetune import finetune
 
-    config = load_train_config(args.config, {"max_steps": args.steps, "learning_rate": args.lr})
+    config = load_train_config(args.config, {"max_steps": args.steps, "learning_rate": args.learning_rate})
     record = finetune(args.data, args.language, args.model, seed=args.seed, out=args.out, config=config,
                       device=args.device, track=tqdm_track)
     test, dev = record.scores["test"], record.scores["dev"]
@@ -655,22 +656,34 @@ def _add_report(sub) -> None:
     parser = sub.add_parser("report", help="statistics, tables and figures of a study: HTML, Markdown, LaTeX, CSV")
     parser.add_argument("source", metavar="STUDY_OR_RESULTS",
                         help="results file (.csv/.json/.parquet), study store directory, study file or example name")
-    parser.add_argument("--out", type=path_arg, required=True, help="directory for report.html, report.md, tables/, figures/")
+    parser.add_argument("--out", type=output_arg, required=True, metavar="DIR|-",
+                        help="directory for report.html, report.md, tables/, figures/; '-': only the HTML page, "
+                             "self-contained (figures embedded), on standard output")
     parser.add_argument("--store", type=path_arg, default=None, help="results store of a study (default: the study's)")
     parser.add_argument("--title", default=None, help="report title (default: from the source's name)")
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
     parser.add_argument("--p-adjust", default="holm",
                         help="multiple-comparison correction of post-hoc tests: holm (default), bonferroni, "
                              "sidak, holm-sidak, simes-hochberg, hommel, fdr_bh, fdr_by, none")
+    _json_flag(parser, "the files written")
     parser.set_defaults(handler=_cmd_report)
 
 
 def _cmd_report(args) -> int:
-    from crossling.report import report_from
+    from crossling.atomic import STDOUT, write_text_atomic
+    from crossling.report import report_from, report_page_from
 
-    paths = report_from(args.source, args.out, store=args.store, title=args.title, alpha=args.alpha,
-                        p_adjust=args.p_adjust)
-    print(f"{len(paths)} files written; open {paths['report.html']}")
+    options = dict(store=args.store, title=args.title, alpha=args.alpha, p_adjust=args.p_adjust)
+    if str(args.out) == STDOUT:
+        if args.json:
+            raise ConfigError("--out - prints the HTML page itself; --json needs an output directory")
+        write_text_atomic(STDOUT, report_page_from(args.source, **options))
+        return 0
+    written = report_from(args.source, args.out, **options)
+    if args.json:
+        print(json.dumps({"report": str(written["report.html"]), "files": {k: str(v) for k, v in written.items()}}))
+        return 0
+    print(f"{len(written)} files written; open {written['report.html']}")
     return 0
 
 
@@ -682,22 +695,28 @@ def _add_recommend(sub) -> None:
     parser.add_argument("--store", type=path_arg, default=None, help="results store of a study (default: the study's)")
     parser.add_argument("--top", type=int, default=0, help="show only the best N (default: all)")
     parser.add_argument("--json", action="store_true", help="print the recommendation as one JSON object")
+    parser.add_argument("--out", type=output_arg, default="-", metavar="FILE",
+                        help="write the recommendation to FILE; '-' (the default) prints it to standard output")
     parser.set_defaults(handler=_cmd_recommend)
 
 
 def _cmd_recommend(args) -> int:
+    from crossling.atomic import write_text_atomic
     from crossling.recommend import recommend_from
 
     result = recommend_from(args.language, args.results, args.store)
     candidates = result.candidates[: args.top] if args.top > 0 else result.candidates
     if args.json:
-        print(json.dumps({**result.to_dict(), "candidates": [c.__dict__ for c in candidates]}, ensure_ascii=False))
-        return 0
-    print(f"{result.language}: {result.notes}")
-    for c in candidates:
-        estimate = "   (prior)     " if c.basis == "prior" else f"{c.predicted:.4f} ± {c.uncertainty:.4f}"
-        print(f"{c.rank:>3}. {c.checkpoint:<22} {estimate}  {c.basis:<9} {c.evidence}")
+        text = json.dumps({**result.to_dict(), "candidates": [c.__dict__ for c in candidates]}, ensure_ascii=False)
+    else:
+        text = "\n".join([f"{result.language}: {result.notes}", *map(_candidate_line, candidates)])
+    write_text_atomic(args.out, text + "\n")
     return 0
+
+
+def _candidate_line(c) -> str:
+    estimate = "   (prior)     " if c.basis == "prior" else f"{c.predicted:.4f} ± {c.uncertainty:.4f}"
+    return f"{c.rank:>3}. {c.checkpoint:<22} {estimate}  {c.basis:<9} {c.evidence}"
 
 
 # --- pretrain / zoo / demo ----------------------------------------------------------------------
@@ -717,6 +736,7 @@ def _add_pretrain(sub) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the subset, init, masks (default 0)")
     parser.add_argument("--learning-rate", type=float, default=None, help="peak learning rate (default 2e-3)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    _json_flag(parser, "the pre-training record (pretrain.json)")
     parser.set_defaults(handler=_cmd_pretrain)
 
 
@@ -726,6 +746,9 @@ def _cmd_pretrain(args) -> int:
     recipe = {"learning_rate": args.learning_rate} if args.learning_rate else None
     record = pretrain(args.data, args.languages, args.hours_per_language, config=args.config, out=args.out,
                       seed=args.seed, steps=args.steps, recipe=recipe, threads=args.threads, track=tqdm_track)
+    if args.json:
+        print(json.dumps({**record, "model": str(paths.pretrain_model_dir(args.out))}, ensure_ascii=False))
+        return 0
     final = record["final"]
     print(f"pre-trained {record['steps']} steps on {record['total_hours']:.3f} h "
           f"({', '.join(f'{k} {v:.3f} h' for k, v in record['hours'].items())}) in {record['wall_seconds']:.0f} s: "
@@ -743,6 +766,7 @@ def _add_zoo(sub) -> None:
     build.add_argument("--out", type=path_arg, default=None, help="zoo folder to write (default: the installed zoo)")
     build.add_argument("--recipe", type=path_arg, default=None, help="recipe TOML (default: the bundled recipe)")
     build.add_argument("--workers", type=int, default=2, help="models pre-trained at once (default 2)")
+    _json_flag(build, "one pre-training record per model, one JSON object a line,")
     build.set_defaults(handler=_cmd_zoo_build)
 
 
@@ -750,6 +774,9 @@ def _cmd_zoo_build(args) -> int:
     from crossling.zoo import build_zoo
 
     records = build_zoo(args.work, args.out, args.recipe, args.workers, track=tqdm_track)
+    if args.json:
+        print_json_lines(records)
+        return 0
     for record in records:
         final = record.get("final", {})
         print(f"{'+'.join(record['languages']) or 'random init':<16} {record['total_hours']:6.3f} h  "
@@ -761,14 +788,23 @@ def _add_demo(sub) -> None:
     parser = sub.add_parser("demo", help="the offline demo study: mini-zoo x synthetic languages -> report")
     parser.add_argument("--out", type=path_arg, default=Path("crossling-demo"), help="output (default crossling-demo/)")
     parser.add_argument("--quick", action="store_true", help="a ~2-minute version for tests and CI")
-    parser.add_argument("--workers", type=int, default=2, help="runs at once, one thread each (default 2)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="grid processes on the demo's store, one torch thread each (default 2)")
+    _json_flag(parser, "the summary (demo.json)")
     parser.set_defaults(handler=_cmd_demo)
 
 
 def _cmd_demo(args) -> int:
     from crossling.demo import run_demo
 
-    summary = run_demo(args.out, quick=args.quick, workers=args.workers, track=tqdm_track)
+    display = grid_display()  # the runs happen in grid processes: their logs stay in their train.log
+    try:
+        summary = run_demo(args.out, quick=args.quick, workers=args.workers, track=tqdm_track, progress=display)
+    finally:
+        display.close()
+    if args.json:
+        print(json.dumps(summary, ensure_ascii=False))
+        return 0 if summary["failed"] == 0 else 1
     languages = summary["languages"]
     print(f"{'mean test CER':<16}" + "".join(f"{lang:>10}" for lang in languages))
     for checkpoint, row in summary["mean_test_cer"].items():
@@ -824,6 +860,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return _reader_went_away()
+    except OSError as error:  # the system refused (a file where a folder is needed, permissions...): no traceback
+        return _fail(f"crossling {args.command}", _os_error(error), as_json=_json_mode(args), kind="OSError")
+
+
+def _os_error(error: OSError) -> str:
+    where = f"{error.filename}: " if error.filename else ""
+    return f"{where}{error.strerror or error}"
 
 
 #: Exit status of a process whose output pipe closed early, as for Unix tools killed by SIGPIPE.

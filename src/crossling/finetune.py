@@ -20,7 +20,7 @@ from pathlib import Path
 
 import crossling
 from crossling import paths
-from crossling.atomic import atomic_path, write_json_atomic
+from crossling.atomic import atomic_path, directory_kept_on_success, write_json_atomic
 from crossling.batching import DataPosition, TrainingData, feature_cache, make_batch, training_data
 from crossling.config import TrainConfig
 from crossling.errors import ConfigError
@@ -121,13 +121,23 @@ def run_finetune(*, identity: RunIdentity, model: str, prepared: Path, out: Path
     finished = _finished_record(out, job)
     if finished is not None:
         return finished
-    handler = _attach_log(out)
-    _remove_stale_temporaries(out)
-    try:
-        return _run(job, out, pick_device(device), track)
-    finally:
-        logging.getLogger("crossling").removeHandler(handler)
-        handler.close()
+    resolve(model)  # a wrong --model fails here, before the run directory and its train.log exist
+    with directory_kept_on_success(out):
+        handler = _attach_log(out)
+        _remove_stale_temporaries(out)
+        try:
+            return _run(job, out, pick_device(device), track)
+        except BaseException:
+            _remove_if_empty(paths.run_log_path(out))  # failed before logging anything: leave no trace
+            raise
+        finally:
+            logging.getLogger("crossling").removeHandler(handler)
+            handler.close()
+
+
+def _remove_if_empty(path: Path) -> None:
+    if path.is_file() and path.stat().st_size == 0:
+        path.unlink()
 
 
 def standalone_identity(data: PreparedLanguage, model: str, seed: int, config: TrainConfig) -> RunIdentity:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from crossling.config import TrainConfig
 from crossling.errors import ModelError
-from crossling.registry import RANDOM_INIT, all_checkpoints, find_checkpoint
+from crossling.registry import RANDOM_INIT, alias_suggestions, all_checkpoints, find_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,8 @@ def resolve(model: str) -> ModelSource:
         return ModelSource(model, "hub", location, alias)
     valid = ", ".join(c.alias for c in all_checkpoints())
     raise ModelError(
-        f"--model {model!r} is not a registered alias, an existing directory or a hub id (owner/name); "
+        f"--model {model!r}{alias_suggestions(model)} is not a registered alias, an existing directory or a "
+        "hub id (owner/name); "
         f"registered aliases: {valid}"
     )
 

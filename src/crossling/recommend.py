@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from crossling import stats, typology
-from crossling.languages import find_language
+from crossling.errors import ConfigError
+from crossling.languages import all_languages, find_language, language_suggestions
 
 #: Nearest measured languages used for an unmeasured target, and the softness of their weights
 #: w = exp(−d / TEMPERATURE) where d is the mean of the five URIEL distances (0..1).
@@ -148,6 +149,7 @@ def recommend(language: str, results: pd.DataFrame | None = None, metric: str = 
     lang = find_language(language)
     code = lang.code if lang is not None else language
     usable = stats.split_missing(results, metric)[0] if results is not None else None
+    _check_known(code, () if usable is None else tuple(sorted(set(usable["language"]))))
     if usable is None or usable.empty:
         return _prior(code)
     usable = stats.primary_slice(usable)
@@ -163,6 +165,16 @@ def recommend(language: str, results: pd.DataFrame | None = None, metric: str = 
              f"languages (transfer slope beta = {beta:.3f} {metric} per unit of distance)")
     overall = math.sqrt(np.nanmean(np.square(loo))) if loo.notna().any() else math.nan
     return Recommendation(code, _ranked(rows), neighbours, overall, notes)
+
+
+def _check_known(code: str, measured: tuple[str, ...]) -> None:
+    """A language neither crossling's table, URIEL nor the results know cannot be ranked for: an error
+    (a prior for it would rank by a meaningless distance)."""
+    if find_language(code) is not None or typology.has_uriel(code) or code in measured:
+        return
+    known = " ".join(lang.code for lang in all_languages())
+    raise ConfigError(f"unknown language {code!r}{language_suggestions(code, measured)}: not in the results, "
+                      f"not a Common Voice code, and no ISO 639-3 code URIEL knows; known Common Voice codes: {known}")
 
 
 def _match(code: str, languages: list[str]) -> str | None:

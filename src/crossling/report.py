@@ -567,5 +567,18 @@ def report_from(source: str | Path, out_dir: Path, store: Path | None = None, ti
     from crossling.results import load_table
 
     table = load_table(source, store)
-    return write_report(table, out_dir, title=title or f"crossling report: {Path(str(source)).stem}", alpha=alpha,
-                        p_adjust=p_adjust)
+    return write_report(table, out_dir, title=_title(source, title), alpha=alpha, p_adjust=p_adjust)
+
+
+def report_page_from(source: str | Path, store: Path | None = None, title: str | None = None,
+                     alpha: float = 0.05, p_adjust: str = "holm") -> str:
+    """The report of `source` as one self-contained HTML page (figures embedded as data URIs): what
+    `report_from` writes as report.html, without writing anything."""
+    from crossling.results import load_table
+
+    a = analyse(load_table(source, store), alpha=alpha, p_adjust=p_adjust)
+    return render_html(_title(source, title), a, tables(a), make_figures(a))
+
+
+def _title(source: str | Path, title: str | None) -> str:
+    return title or f"crossling report: {Path(str(source)).stem}"
