@@ -111,8 +111,11 @@ class _GridLog:
                   file=sys.stderr, flush=True)
 
     def close(self) -> None:
+        """Stop the timer; a last line says where the grid ended (also when every run was done before)."""
         self._stop.set()
         self._timer.join()
+        if self.last_event is not None:
+            self._line("ended: ")
 
 
 class _NoDisplay:
@@ -170,7 +173,7 @@ class _Parser(argparse.ArgumentParser):
         if action.choices is not None and value not in action.choices:
             choices = ", ".join(map(str, action.choices))
             raise argparse.ArgumentError(
-                action, f"invalid choice: {value!r}{did_you_mean(value, action.choices)}; choose from {choices}")
+                action, f"invalid choice: {value!r}{did_you_mean(value, list(action.choices))}; choose from {choices}")
 
     def error(self, message: str):
         raise UsageError(self, message)
@@ -460,6 +463,7 @@ def _add_study(sub) -> None:
     run.add_argument("--cpus-per-run", type=float, default=None, help="ray: CPUs per run (default 1)")
     run.add_argument("--gpus-per-run", type=float, default=None, help="ray: GPUs per run (default 0; 1 on GPU nodes)")
     run.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    _json_flag(run, "the grid's summary")
     plan.add_argument("--json", action="store_true", help="print the design checks and cost as one JSON object")
     plan.add_argument("--alpha", type=float, default=0.05, help="significance level of the design checks (default 0.05)")
     plan.add_argument("--seed-sd", type=float, default=None, metavar="CER",

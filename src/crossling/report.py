@@ -518,6 +518,7 @@ def write_analysis(a: Analysis, out_dir: Path, title: str = "crossling study rep
 
     def record(path: Path) -> None:
         written[path.relative_to(out_dir).as_posix()] = path
+        log.debug("wrote %s", path)
 
     for name, (_, png) in figs.items():
         record(_write_bytes(paths.report_figure_path(out_dir, name), png))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 from pathlib import Path
@@ -24,6 +25,8 @@ COLUMNS = (
 )
 FORMATS = ("csv", "parquet", "json")
 NAN = math.nan
+
+log = logging.getLogger(__name__)
 
 
 def load_results_table(study_or_store: Study | Path | str, store: Path | str | None = None) -> pd.DataFrame:
@@ -110,10 +113,13 @@ def load_table(source: str | Path, store: Path | None = None) -> pd.DataFrame:
     if path.suffix.lower() in TABLE_SUFFIXES:
         if not path.is_file():
             raise DataError(f"{path}: results file not found")
-        return _read_table_file(path)
-    from crossling.study import find_study
+        table = _read_table_file(path)
+    else:
+        from crossling.study import find_study
 
-    return load_results_table(path if path.is_dir() else find_study(str(source)), store)
+        table = load_results_table(path if path.is_dir() else find_study(str(source)), store)
+    log.debug("results table of %s: %d rows", source, len(table))
+    return table
 
 
 def _read_table_file(path: Path) -> pd.DataFrame:
