@@ -149,3 +149,106 @@ def test_report_json_names_the_files(results_csv, tmp_path):
     printed = json.loads(done.stdout)
     assert Path(printed["report"]) == tmp_path / "r" / "report.html" and Path(printed["report"]).is_file()
     assert all(Path(p).is_file() for p in printed["files"].values())
+
+
+# --- read-only commands write nothing; example stores live under the current directory ----------------
+
+
+def test_read_only_commands_create_no_store_and_no_plan(tmp_path):
+    from grid_factory import make_prepared, write_study
+
+    make_prepared(tmp_path / "prepared")
+    study = str(write_study(tmp_path / "toy.toml", ["toy/alpha", "toy/beta"]))
+    package = disk(STUDIES)
+    work = tmp_path / "cwd"
+    work.mkdir()
+    before = disk(tmp_path)
+    for command in (["study", "plan", "mini"], ["study", "status", "mini"], ["results", "mini"],
+                    ["study", "plan", study], ["study", "status", study], ["results", study],
+                    ["recommend", "--language", "pt", "--results", study], ["report", "demo", "--out", "-"],
+                    ["recommend", "--language", "pt", "--results", "mini"]):
+        done = crossling(*command, cwd=work)
+        assert done.returncode in (0, 2) and "Traceback" not in done.stderr, (command, done.stderr)
+        assert disk(tmp_path) == before, command  # neither toy.runs/ beside the study nor mini.runs/ here
+    assert disk(STUDIES) == package  # nothing inside the installed package
+
+
+def test_study_status_takes_a_store_directory(tmp_path):
+    from grid_factory import TOY, make_prepared, write_study
+
+    from crossling.grid import run_study
+    from crossling.study import load_study
+
+    make_prepared(tmp_path / "prepared")
+    study = write_study(tmp_path / "toy.toml", ["toy/alpha", "toy/beta"])
+    run_study(load_study(study), tmp_path / "store", run_function=TOY)
+    by_store = crossling("study", "status", str(tmp_path / "store"), "--json")
+    by_study = crossling("study", "status", str(study), "--store", str(tmp_path / "store"), "--json")
+    assert by_store.returncode == 0, by_store.stdout + by_store.stderr
+    assert json.loads(by_store.stdout) == json.loads(by_study.stdout)
+    assert json.loads(by_store.stdout)["counts"]["done"] == 4
+    not_a_store = crossling("study", "status", str(tmp_path / "prepared"))
+    assert not_a_store.returncode == 2 and "not a study store (no plan.json" in not_a_store.stderr
+
+
+def test_an_example_study_runs_into_a_store_under_the_current_directory(tmp_path):
+    import os
+    import signal
+
+    package = disk(STUDIES)
+    child = subprocess.Popen([sys.executable, "-m", "crossling", "study", "run", "mini"], cwd=tmp_path,
+                             env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    try:
+        first = child.stderr.readline()
+    finally:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+    assert first.strip() == f"store: {tmp_path.resolve() / 'mini.runs'}"
+    assert disk(STUDIES) == package
+
+
+# --- a failed command leaves the disk as it found it ------------------------------------------------------
+
+#: One mistake per command that writes (paths relative to a folder holding prep/ (a prepared language xx),
+#: adir/, afile, bad.toml, bad.csv and ckbad/ (a checkpoint folder without weights)).
+FAILING = {
+    "prepare": ["prepare", "nowhere", "--languages", "pt", "--out", "out"],
+    "finetune data": ["finetune", "--data", "nowhere", "--language", "xx", "--model", "random-init", "--out", "run"],
+    "finetune model": ["finetune", "--data", "prep", "--language", "xx", "--model", "nosuch", "--out", "run"],
+    "finetune checkpoint": ["finetune", "--data", "prep", "--language", "xx", "--model", "ckbad", "--out", "run"],
+    "evaluate": ["evaluate", "nowhere", "--data", "prep", "--language", "xx", "--out", "scores"],
+    "synth": ["synth", "--languages", "klingon", "--hours", "0.01", "--out", "corpus"],
+    "study plan": ["study", "plan", "bad.toml"],
+    "study run": ["study", "run", "bad.toml"],
+    "study status": ["study", "status", "bad.toml"],
+    "results": ["results", "mini", "--out", "adir"],
+    "report": ["report", "bad.csv", "--out", "report"],
+    "recommend": ["recommend", "--language", "klingon", "--out", "recommendation.txt"],
+    "pretrain": ["pretrain", "--data", "prep", "--languages", "yy", "--out", "pretrained"],
+    "zoo build": ["zoo", "build", "--recipe", "bad.toml", "--work", "zoo-work", "--out", "zoo"],
+    "demo": ["demo", "--quick", "--out", "afile/demo"],
+}
+
+
+@pytest.fixture(scope="module")
+def mistakes(tmp_path_factory) -> Path:
+    from tinydata_factory import make_prepared
+
+    root = tmp_path_factory.mktemp("mistakes")
+    make_prepared(root / "prep", "xx", n_train=4, n_dev=2, n_test=2)
+    (root / "adir").mkdir()
+    (root / "afile").write_text("mine\n")
+    (root / "bad.toml").write_text("x = 1\n")
+    (root / "bad.csv").write_text("a,b\n1,2\n")
+    (root / "ckbad").mkdir()
+    (root / "ckbad" / "config.json").write_text('{"model_type": "wav2vec2"}')
+    return root
+
+
+@pytest.mark.parametrize("command", FAILING.values(), ids=FAILING.keys())
+def test_a_failed_command_leaves_the_disk_as_it_found_it(mistakes, command):
+    before = disk(mistakes)
+    done = crossling(*command, cwd=mistakes)
+    assert done.returncode == 2 and "error:" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert disk(mistakes) == before
