@@ -252,3 +252,107 @@ def test_a_failed_command_leaves_the_disk_as_it_found_it(mistakes, command):
     done = crossling(*command, cwd=mistakes)
     assert done.returncode == 2 and "error:" in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert disk(mistakes) == before
+
+
+# --- live progress: plain lines when stderr is a log ----------------------------------------------------
+
+
+def _event(**states):
+    from crossling.grid import GridProgress
+
+    values = dict(total=4, done=0, failed=0, running=1, elsewhere=0, pending=3, eta_seconds=None, run_id="r1",
+                  event="started")
+    return GridProgress(**{**values, **states})
+
+
+def test_in_a_log_the_grid_display_prints_a_line_per_run_and_at_least_every_interval(capsys):
+    import time
+
+    from crossling.cli import _GridLog
+
+    display = _GridLog(every=0.2)
+    display(_event())
+    time.sleep(0.7)  # no event meanwhile: the timer still reports
+    display(_event(event="done", done=1, running=0, pending=3, eta_seconds=90.0, seconds=30.0))
+    display.close()
+    lines = capsys.readouterr().err.splitlines()
+    periodic = [line for line in lines if line.startswith("runs 0/4: done 0, running 1")]
+    assert len(periodic) >= 2
+    assert "run r1 done in 30 s; runs 1/4: done 1, running 0, failed 0, pending 3; ETA 1.5 min" in lines
+    assert lines[-1].startswith("ended: runs 1/4")
+    assert "\r" not in "".join(lines)
+
+
+def test_in_a_log_a_long_step_prints_done_over_total(capsys):
+    from crossling.cli import tqdm_track
+
+    assert list(tqdm_track(range(5), 5, "fine-tuning")) == list(range(5))  # capsys: stderr is no terminal
+    err = capsys.readouterr().err
+    assert err.startswith("fine-tuning: 5/5 (") and "\r" not in err
+
+
+@pytest.mark.slow
+def test_study_run_in_a_log_shows_each_run_and_its_steps(tmp_path):
+    from grid_factory import REAL_RECIPE, write_study
+    from tinydata_factory import make_prepared, make_tiny_checkpoint
+
+    for k, language in enumerate(("xx", "yy")):
+        make_prepared(tmp_path / "prepared", language, n_train=8, n_dev=2, n_test=2, seed=k)
+    make_tiny_checkpoint(tmp_path / "ckpt", "wav2vec2")
+    study = write_study(tmp_path / "real.toml", ["ckpt"], languages=("xx", "yy"),
+                        recipe={**REAL_RECIPE, "max_steps": 6})
+    done = crossling("study", "run", str(study), "--json", cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout)
+    assert summary["executed"] == 2 and summary["done"] == 2
+    err = done.stderr
+    assert "\r" not in err and err.startswith(f"store: {tmp_path.resolve() / 'real.runs'}")
+    assert err.count("fine-tuning: 6/6 (") == 2  # the current run's steps (one worker, in this process)
+    ended = [line for line in err.splitlines() if line.startswith("run ckpt-")]
+    assert [line.split("; ")[1].split(":")[0] for line in ended] == ["runs 1/2", "runs 2/2"]
+    assert all(" done in " in line for line in ended)
+    quiet = crossling("-q", "study", "run", str(study), "--retry-failed", cwd=tmp_path)
+    assert quiet.returncode == 0 and quiet.stderr == "" and "0 run(s) executed" in quiet.stdout
+
+
+# --- issue 20: report and recommend write to '-' and follow the output rules -----------------------------
+
+
+def test_report_to_stdout_is_one_self_contained_page(results_csv, tmp_path):
+    done = crossling("report", str(results_csv), "--out", "-", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("<!DOCTYPE html>") and done.stdout.rstrip().endswith("</html>")
+    assert 'src="data:image/png;base64,' in done.stdout and 'src="figures/' not in done.stdout
+    assert list(tmp_path.iterdir()) == []  # nothing written beside it
+
+
+def test_recommend_json_follows_the_output_rules(tmp_path):
+    import os
+    import threading
+
+    def recommend(out: str) -> subprocess.CompletedProcess:
+        return crossling("recommend", "--language", "pt", "--top", "2", "--json", "--out", out)
+
+    printed = recommend("-")
+    assert printed.returncode == 0 and json.loads(printed.stdout)["language"] == "pt"
+    expected = printed.stdout
+    regular = tmp_path / "r.json"
+    assert recommend(str(regular)).returncode == 0 and regular.read_text() == expected
+    link = tmp_path / "link.json"
+    link.symlink_to(regular)
+    regular.write_text("old\n")
+    assert recommend(str(link)).returncode == 0
+    assert link.is_symlink() and regular.read_text() == expected  # the link stays a link; its file is new
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()))
+    reader.start()
+    assert recommend(str(fifo)).returncode == 0
+    reader.join(timeout=60)
+    assert received == [expected] and fifo.is_fifo()
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    refused = recommend(str(folder))
+    assert refused.returncode == 2 and "is a directory" in json.loads(refused.stdout)["error"]
+    assert list(folder.iterdir()) == []

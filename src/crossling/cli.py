@@ -25,12 +25,18 @@ from crossling.errors import ConfigError, CrosslingError, did_you_mean
 LOG_LINE_SECONDS = 30.0
 
 
-#: False under -q (set by `main`).
+#: False under -q (set by `main`): no progress display and no notes on stderr.
 _show_progress = True
 
 
 def _progress_shown() -> bool:
     return _show_progress
+
+
+def _note(message: str) -> None:
+    """A message for the person at the console (not a result): on stderr, unless -q."""
+    if _show_progress:
+        print(message, file=sys.stderr, flush=True)
 
 
 def _on_terminal() -> bool:
@@ -544,7 +550,7 @@ def _cmd_study_run(args) -> int:
     study = find_study(args.study)
     executor = _executor(args)
     store = open_store(study, args.store).root
-    print(f"store: {store.resolve()}", file=sys.stderr)
+    _note(f"store: {store.resolve()}")
     with _live_display() as display:
         summary = run_study(study, store, executor=executor, shard=args.shard, retry_failed=args.retry_failed,
                             progress=display, device=args.device, track=tqdm_track)
@@ -649,7 +655,7 @@ def _cmd_results(args) -> int:
     export_results(table, args.out, args.format)
     if str(args.out) != STDOUT:
         done = int((table["status"] == "done").sum())
-        print(f"{len(table)} runs ({done} done) -> {args.out}", file=sys.stderr)
+        _note(f"{len(table)} runs ({done} done) -> {args.out}")
     return 0
 
 
