@@ -1,6 +1,7 @@
 """The CLI entry point (the torch-free promise of the analysis half is checked in test_code.py)."""
 
 import json
+import re
 import subprocess
 import sys
 from importlib import resources
@@ -292,9 +293,11 @@ def test_in_a_log_a_long_step_prints_done_over_total(capsys):
 
 
 @pytest.mark.slow
-def test_study_run_in_a_log_shows_each_run_and_its_steps(tmp_path):
+def test_study_run_in_a_log_shows_each_run_and_its_steps(tmp_path, monkeypatch, capsys):
     from grid_factory import REAL_RECIPE, write_study
     from tinydata_factory import make_prepared, make_tiny_checkpoint
+
+    from crossling import cli
 
     for k, language in enumerate(("xx", "yy")):
         make_prepared(tmp_path / "prepared", language, n_train=8, n_dev=2, n_test=2, seed=k)
@@ -313,6 +316,12 @@ def test_study_run_in_a_log_shows_each_run_and_its_steps(tmp_path):
     assert all(" done in " in line for line in ended)
     quiet = crossling("-q", "study", "run", str(study), "--retry-failed", cwd=tmp_path)
     assert quiet.returncode == 0 and quiet.stderr == "" and "0 run(s) executed" in quiet.stdout
+
+    # One grid process (--workers 1 --threads 1): its run's steps reach this process's display.
+    monkeypatch.setattr(cli, "LOG_LINE_SECONDS", 0.3)
+    capsys.readouterr()
+    assert main(["study", "run", str(study), "--store", str(tmp_path / "one"), "--workers", "1", "--threads", "1"]) == 0
+    assert re.search(r"runs \d/2: done \d, running 1, .*; current run: fine-tuning \d/6", capsys.readouterr().err)
 
 
 # --- issue 20: report and recommend write to '-' and follow the output rules -----------------------------

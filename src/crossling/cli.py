@@ -91,8 +91,8 @@ class _GridLog:
     """The grid display in a log: a plain line when a run ends, and at least every `every` seconds
     (from a timer thread: a run can take longer than that), each with runs done / total."""
 
-    def __init__(self, every: float = LOG_LINE_SECONDS) -> None:
-        self.every, self.last_event, self.last_line = every, None, time.monotonic()
+    def __init__(self, every: float | None = None) -> None:
+        self.every, self.last_event, self.last_line = every or LOG_LINE_SECONDS, None, time.monotonic()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._timer = threading.Thread(target=self._tick, name="crossling-progress", daemon=True)
@@ -142,8 +142,9 @@ def grid_display():
 def _grid_counts(event) -> str:
     eta = "?" if event.eta_seconds is None else _duration(event.eta_seconds)
     elsewhere = f", {event.elsewhere} elsewhere" if event.elsewhere else ""
+    step = f"; current run: {event.step}" if event.step else ""
     return (f"done {event.done}, running {event.running}{elsewhere}, failed {event.failed}, "
-            f"pending {event.pending}; ETA {eta}")
+            f"pending {event.pending}; ETA {eta}{step}")
 
 
 def print_json_lines(objects: Iterable[dict]) -> None:

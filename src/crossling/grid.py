@@ -3,6 +3,7 @@ finished runs and resuming interrupted ones) and status (states, cost, projected
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import statistics
 import threading
@@ -21,6 +22,7 @@ from crossling.executors import (
     LocalExecutor,
     Outcome,
     RunEvent,
+    StepEvent,
 )
 from crossling.progress import Track, no_progress
 from crossling.sources import prepare_source
@@ -63,6 +65,7 @@ class GridProgress:
     state: str = ""
     worker: int = 0
     seconds: float | None = None  # of the execution that just ended
+    step: str = ""  # the current run's step in a grid process, e.g. 'fine-tuning 120/280'
 
 
 Progress = Callable[[GridProgress], None]
@@ -216,6 +219,14 @@ class _Tracker:
         if self.progress is not None:
             self.progress(update)
 
+    def step(self, event: StepEvent) -> None:
+        """A grid process's run moved on: a progress update carrying its step."""
+        if self.progress is None or self.workers > 1:  # several runs at once: no single current step
+            return
+        with self._lock:
+            update = self._progress(RunEvent("", "step", worker=event.worker))
+        self.progress(dataclasses.replace(update, step=f"{event.description} {event.done}/{event.total}"))
+
     def _apply(self, event: RunEvent) -> None:
         run_id, current = event.run_id, self.states[event.run_id]
         if event.event == "started":
@@ -297,8 +308,11 @@ class _Grid:
         self.store.release(job.claim)
         self.tracker.record(RunEvent(job.run.run_id, outcome.status, outcome=outcome))
 
-    def relay(self, event: RunEvent) -> None:
-        self.tracker.record(event)
+    def relay(self, event: RunEvent | StepEvent) -> None:
+        if isinstance(event, StepEvent):
+            self.tracker.step(event)
+        else:
+            self.tracker.record(event)
 
     def _try_job(self, run: Run) -> Job | None:
         state = self.store.state(run.run_id)
