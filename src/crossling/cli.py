@@ -55,14 +55,14 @@ def tqdm_track(items: Iterable, total: int, description: str) -> Iterable:
     return tqdm(items, total=total, desc=description, unit="", dynamic_ncols=True, leave=False)
 
 
-def _log_lines(items: Iterable, total: int, description: str, every: float = LOG_LINE_SECONDS) -> Iterable:
+def _log_lines(items: Iterable, total: int, description: str) -> Iterable:
     started = last = time.monotonic()
     done = 0
     for item in items:
         yield item
         done += 1
         now = time.monotonic()
-        if now - last >= every or done == total:
+        if now - last >= LOG_LINE_SECONDS or done == total:
             print(f"{description}: {done}/{total} ({_duration(now - started)})", file=sys.stderr, flush=True)
             last = now
 
