@@ -365,3 +365,16 @@ def test_recommend_json_follows_the_output_rules(tmp_path):
     refused = recommend(str(folder))
     assert refused.returncode == 2 and "is a directory" in json.loads(refused.stdout)["error"]
     assert list(folder.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_quiet_finetune_keeps_the_console_quiet_and_the_run_log_full(tmp_path):
+    from tinydata_factory import make_prepared, make_tiny_checkpoint
+
+    make_prepared(tmp_path / "prep", "xx", n_train=6, n_dev=2, n_test=2)
+    make_tiny_checkpoint(tmp_path / "ckpt", "wav2vec2")
+    done = crossling("-q", "finetune", "--data", "prep", "--language", "xx", "--model", "ckpt", "--out", "run",
+                     "--steps", "2", cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "INFO" not in done.stderr and "fine-tuning" not in done.stderr and "test CER" in done.stdout
+    assert "INFO crossling.finetune: step 1 " in (tmp_path / "run" / "train.log").read_text()

@@ -196,7 +196,11 @@ def _configure_logging(level: int) -> None:
     global _show_progress
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("crossling").setLevel(level)
+    # -q filters at the console, not at crossling's logger: a run's train.log still gets its INFO lines.
+    logging.getLogger("crossling").setLevel(min(level, logging.INFO))
+    for handler in logging.getLogger().handlers:
+        if type(handler) is logging.StreamHandler:  # the console handler basicConfig made (not pytest's)
+            handler.setLevel(level if level > logging.INFO else logging.NOTSET)
     _show_progress = level <= logging.INFO
 
 
