@@ -122,7 +122,7 @@ def test_errors_are_json_objects_under_json(tmp_path):
 #: (command path, what must be there): every command that produces a result takes --json.
 RESULT_COMMANDS = [("models",), ("prepare",), ("finetune",), ("evaluate",), ("synth",), ("study", "plan"),
                    ("study", "run"), ("study", "status"), ("report",), ("recommend",), ("pretrain",),
-                   ("zoo", "build"), ("demo",)]
+                   ("zoo", "build"), ("demo",), ("rank",)]
 
 
 @pytest.mark.parametrize("command", RESULT_COMMANDS, ids=" ".join)
@@ -229,6 +229,7 @@ FAILING = {
     "pretrain": ["pretrain", "--data", "prep", "--languages", "yy", "--out", "pretrained"],
     "zoo build": ["zoo", "build", "--recipe", "bad.toml", "--work", "zoo-work", "--out", "zoo"],
     "demo": ["demo", "--quick", "--out", "afile/demo"],
+    "rank": ["rank", "--data", "prep", "--language", "xx", "--models", "nosuch"],
 }
 
 
