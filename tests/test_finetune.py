@@ -13,6 +13,7 @@ from crossling.finetune import finetune
 from crossling.models import InputSpec, load_finetuned, load_for_finetuning, load_tokenizer, resolve
 from crossling.prepared import open_prepared
 from crossling.records import RunRecord
+from crossling.rundir import LOCK_NAME
 
 TINY = TrainConfig(learning_rate=2e-3, max_steps=40, batch_seconds=8.0, checkpoint_every=20, collapse_patience=30)
 
@@ -118,8 +119,9 @@ def test_kill_9_and_resume_reaches_the_same_result(prepared, tmp_path):
     assert not paths.run_result_path(killed).exists(), "the run finished before it could be killed"
     interrupted_at = torch.load(paths.run_resume_path(killed), weights_only=True)["state"]["step"]
     assert 0 < interrupted_at < 60
-    (killed / ".checkpoint.pt.half-written.tmp").write_bytes(b"x")  # as a kill during a save leaves them
-    (killed / ".model.staging").mkdir()
+    (killed / ".resume.pt.crossling-k3j4h5g6.tmp").write_bytes(b"x")  # as a kill during a save leaves them
+    (killed / ".checkpoint.pt.k3j4h5g6.tmp").write_bytes(b"x")  # (an earlier version's name)
+    (killed / ".model.crossling-a1b2c3d4").mkdir()
     resumed = _start(prepared, checkpoint, killed)
     for process in (resumed, reference):
         assert process.wait(timeout=300) == 0, process.stderr.read().decode()[-2000:]
@@ -133,7 +135,7 @@ def test_kill_9_and_resume_reaches_the_same_result(prepared, tmp_path):
     assert weights_a.keys() == weights_b.keys()
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
     assert "resumed from" in paths.run_log_path(killed).read_text()
-    assert not list(killed.glob(".*")), "stale temporaries were left behind"
+    assert [p.name for p in killed.glob(".*")] == [LOCK_NAME], "stale temporaries were left behind"
 
 
 @pytest.mark.slow

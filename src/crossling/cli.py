@@ -285,11 +285,11 @@ def _add_prepare(sub) -> None:
     parser.add_argument("--languages", nargs="+", required=True, metavar="LANG", help="e.g. pt de sv-SE")
     parser.add_argument("--out", type=path_arg, required=True, help="prepared root (also holds the decode cache)")
     parser.add_argument("--train-hours", type=float, help="exact train budget (default 5)")
-    parser.add_argument("--seed", type=int, help="seed of the train subset (default 0)")
+    parser.add_argument("--seed", type=seed_arg, help="seed of the train subset (default 0)")
     parser.add_argument("--workers", type=int, default=None, help="decoding processes (default: CPU count)")
     parser.add_argument("--dev-max", type=int, metavar="K", help="keep the first K dev utterances")
     parser.add_argument("--test-max", type=int, metavar="K", help="keep the first K test utterances")
-    parser.add_argument("--eval-seed", type=int,
+    parser.add_argument("--eval-seed", type=seed_arg,
                         help="with --dev-max/--test-max: pick K utterances with this seed instead of the first K")
     parser.add_argument("--max-hours-per-speaker", type=float, metavar="H",
                         help="cap each speaker's share of the train subset")
@@ -337,7 +337,7 @@ def _add_finetune(sub) -> None:
     parser.add_argument("--language", required=True, help="a language prepared under --data, e.g. pt")
     parser.add_argument("--model", required=True, metavar="ALIAS|HUB_ID|PATH",
                         help="registry alias (see `crossling models`), hub id, local HF directory or random-init")
-    parser.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
+    parser.add_argument("--seed", type=seed_arg, default=0, help="run seed (default 0)")
     parser.add_argument("--out", type=path_arg, required=True, help="run directory (resumes if it holds a checkpoint)")
     parser.add_argument("--config", type=path_arg, default=None, help="run config TOML (recipe values)")
     parser.add_argument("--steps", type=int, default=None, help="override max_steps")
@@ -410,7 +410,7 @@ def _add_synth(sub) -> None:
     parser.add_argument("--languages", nargs="+", required=True, metavar="LANG", help="e.g. es it pt nl de fi tr")
     parser.add_argument("--hours", type=float, required=True, help="train hours per language (dev/test: 10 %% each)")
     parser.add_argument("--out", type=path_arg, required=True, help="corpus root: <out>/<lang>/clips, *.tsv")
-    parser.add_argument("--seed", type=int, help="seed of sentences, speakers and audio (default 0)")
+    parser.add_argument("--seed", type=seed_arg, help="seed of sentences, speakers and audio (default 0)")
     parser.add_argument("--workers", type=int, default=None, help="synthesis processes (default: CPU count)")
     parser.add_argument("--dev-fraction", type=float, help="dev hours as a fraction of --hours (default 0.1)")
     parser.add_argument("--test-fraction", type=float, help="test hours as a fraction of --hours (default 0.1)")
@@ -640,6 +640,9 @@ def _cmd_study_status(args) -> int:
                 f" CER {run.cer:.4f}; {run.wall_seconds:.0f} s, {run.device_hours:.3f} device h, "
                 f"{run.audio_seconds_per_second:.0f} audio s/s, peak {run.peak_memory_mb:.0f} MB")
             print(f"  {run.state:<8} {run.run_id}{cost} {run.owner}{run.error}")
+        if run.quarantined:
+            print(f"  corrupt  {run.run_id}: renamed aside {', '.join(run.quarantined)}"
+                  + (" (the run runs again)" if run.state != "done" else ""))
     return 0
 
 
@@ -731,7 +734,8 @@ def _cmd_recommend(args) -> int:
     if args.json:
         text = json.dumps({**result.to_dict(), "candidates": [c.__dict__ for c in candidates]}, ensure_ascii=False)
     else:
-        text = "\n".join([f"{result.language}: {result.notes}", *map(_candidate_line, candidates)])
+        sentences = [f"  {sentence}" for sentence in result.sentences()]
+        text = "\n".join([f"{result.language}: {result.notes}", *sentences, *map(_candidate_line, candidates)])
     write_text_atomic(args.out, text + "\n")
     return 0
 
@@ -904,7 +908,7 @@ def _add_pretrain(sub) -> None:
                              "{Wav2Vec2Config values}, plus recipe keys (learning_rate, batch_size, ...)")
     parser.add_argument("--out", type=path_arg, required=True, help="output: model/, pretrain.json, checkpoint.pt")
     parser.add_argument("--steps", type=int, default=None, help="optimisation steps (default 600)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the subset, init, masks (default 0)")
+    parser.add_argument("--seed", type=seed_arg, default=0, help="seed of the subset, init, masks (default 0)")
     parser.add_argument("--learning-rate", type=float, default=None, help="peak learning rate (default 2e-3)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     _json_flag(parser, "the pre-training record (pretrain.json)")
@@ -1031,13 +1035,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return _reader_went_away()
-    except OSError as error:  # the system refused (a file where a folder is needed, permissions...): no traceback
-        return _fail(f"crossling {args.command}", _os_error(error), as_json=_json_mode(args), kind="OSError")
+    except OSError as error:  # an OS refusal no library layer turned into an OutputError: still no traceback
+        return _fail(f"crossling {args.command}", os_error_text(error), as_json=_json_mode(args), kind="OSError")
 
 
-def _os_error(error: OSError) -> str:
+def os_error_text(error: OSError) -> str:
+    """"<file>: <reason>" for an OS error (read-only file system, no space left, not a directory, ...)."""
     where = f"{error.filename}: " if error.filename else ""
-    return f"{where}{error.strerror or error}"
+    return f"{where}{error.strerror or error} (errno {error.errno})"
 
 
 #: Exit status of a process whose output pipe closed early, as for Unix tools killed by SIGPIPE.
@@ -1051,6 +1056,17 @@ def _reader_went_away() -> int:
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
     return EXIT_BROKEN_PIPE
+
+
+def seed_arg(value: str) -> int:
+    """A seed flag: an integer every RNG accepts (argparse reports a bad one and exits 2)."""
+    from crossling.config import check_seed
+
+    try:
+        return check_seed(int(value), "seed")
+    except (ValueError, CrosslingError) as error:
+        raise argparse.ArgumentTypeError(str(error) if isinstance(error, CrosslingError) else
+                                         f"a seed must be an integer, got {value!r}") from None
 
 
 def path_arg(value: str) -> Path:

@@ -16,6 +16,7 @@ from pathlib import Path
 from crossling.config import TrainConfig
 from crossling.errors import ModelError
 from crossling.registry import RANDOM_INIT, alias_suggestions, all_checkpoints, find_checkpoint
+from crossling.safeload import refused_weights
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +164,9 @@ def _from_pretrained(source: ModelSource, overrides: dict):
             local_files_only=local,
             **overrides,
         )
-    except (OSError, ValueError, pickle.UnpicklingError) as error:
+    except pickle.UnpicklingError as error:
+        raise refused_weights(Path(source.location), error) from None
+    except (OSError, ValueError) as error:
         where = "directory" if local else "hub id (not downloadable here or not in the local HF cache)"
         raise ModelError(f"cannot load {source.given!r} from {where} {source.location}: {error}") from None
 
@@ -260,6 +263,8 @@ def load_finetuned(model_dir: Path):
             model_dir, trust_remote_code=False, use_safetensors=_prefer_safetensors(source), local_files_only=True
         )
         processor = Wav2Vec2Processor.from_pretrained(model_dir, local_files_only=True)
+    except pickle.UnpicklingError as error:
+        raise refused_weights(model_dir, error) from None
     except (OSError, ValueError) as error:
         raise ModelError(f"{model_dir}: cannot load model and processor: {error}") from None
     extractor = processor.feature_extractor

@@ -5,7 +5,8 @@ Decode cache:   <prepared>/_audio/<lang>/<clip stem>.wav  (+ index.jsonl of deco
 Run directory:  <run>/config.json, resume.pt, model/, scores.json, hypotheses-<split>.jsonl,
                 train.log, result.json (written last), error.json (failed runs)
 Study store:    <store>/plan.json, <store>/runs/<run id>/ (a run directory + attempts.jsonl),
-                <store>/claims/<run id>.claim, <store>/data/<source>-<hash>/ (prepared data),
+                <store>/claims/<run id>/<generation>.claim (or .released),
+                <store>/data/<source>-<hash>/ (prepared data),
                 <store>/rank/<lang>.json (checkpoints ranked before fine-tuning)
 Rank record:    <prepared>/_rank/<lang>.json (crossling rank)
 Pre-training:   <out>/model/, resume.pt, pretrain.json (written last)
@@ -105,8 +106,19 @@ def store_run_dir(store_root: Path, run_id: str) -> Path:
     return Path(store_root) / "runs" / run_id
 
 
-def store_claim_path(store_root: Path, run_id: str) -> Path:
-    return Path(store_root) / "claims" / f"{run_id}.claim"
+def store_claims_dir(store_root: Path, run_id: str) -> Path:
+    """A run's claim files, one per claim generation (only the newest is kept)."""
+    return Path(store_root) / "claims" / run_id
+
+
+def store_claim_path(store_root: Path, run_id: str, generation: int, released: bool = False) -> Path:
+    """The claim of `run_id`'s `generation` (1, 2, ...): `<n>.claim` while held, `<n>.released` after."""
+    return store_claims_dir(store_root, run_id) / f"{generation}.{'released' if released else 'claim'}"
+
+
+def quarantine_path(path: Path, stamp: str) -> Path:
+    """Where a corrupt record is renamed aside: `<name>.corrupt-<stamp>` beside it."""
+    return Path(path).with_name(f"{Path(path).name}.corrupt-{stamp}")
 
 
 # --- self-supervised pre-training ------------------------------------------------------------------
