@@ -13,7 +13,6 @@ from crossling.finetune import finetune
 from crossling.models import InputSpec, load_finetuned, load_for_finetuning, load_tokenizer, resolve
 from crossling.prepared import open_prepared
 from crossling.records import RunRecord
-from crossling.rundir import LOCK_NAME
 
 TINY = TrainConfig(learning_rate=2e-3, max_steps=40, batch_seconds=8.0, checkpoint_every=20, collapse_patience=30)
 
@@ -135,7 +134,7 @@ def test_kill_9_and_resume_reaches_the_same_result(prepared, tmp_path):
     assert weights_a.keys() == weights_b.keys()
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
     assert "resumed from" in paths.run_log_path(killed).read_text()
-    assert [p.name for p in killed.glob(".*")] == [LOCK_NAME], "stale temporaries were left behind"
+    assert list(killed.glob(".*")) == [], "stale temporaries (or the run's lock file) were left behind"
 
 
 @pytest.mark.slow
