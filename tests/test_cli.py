@@ -275,9 +275,12 @@ def test_in_a_log_the_grid_display_prints_a_line_per_run_and_at_least_every_inte
     display = _GridLog(every=0.2)
     display(_event())
     time.sleep(0.7)  # no event meanwhile: the timer still reports
+    display(_event(event="step", step="fine-tuning 3/6"))
+    time.sleep(0.4)
     display(_event(event="done", done=1, running=0, pending=3, eta_seconds=90.0, seconds=30.0))
     display.close()
     lines = capsys.readouterr().err.splitlines()
+    assert "runs 0/4: done 0, running 1, failed 0, pending 3; ETA ?; current run: fine-tuning 3/6" in lines
     periodic = [line for line in lines if line.startswith("runs 0/4: done 0, running 1")]
     assert len(periodic) >= 2
     assert "run r1 done in 30 s; runs 1/4: done 1, running 0, failed 0, pending 3; ETA 1.5 min" in lines
@@ -294,11 +297,13 @@ def test_in_a_log_a_long_step_prints_done_over_total(capsys):
 
 
 @pytest.mark.slow
-def test_study_run_in_a_log_shows_each_run_and_its_steps(tmp_path, monkeypatch, capsys):
+def test_study_run_in_a_log_shows_each_run_and_its_steps(tmp_path):
     from grid_factory import REAL_RECIPE, write_study
     from tinydata_factory import make_prepared, make_tiny_checkpoint
 
-    from crossling import cli
+    from crossling.executors import ProcessExecutor
+    from crossling.grid import run_study
+    from crossling.study import load_study
 
     for k, language in enumerate(("xx", "yy")):
         make_prepared(tmp_path / "prepared", language, n_train=8, n_dev=2, n_test=2, seed=k)
@@ -318,11 +323,14 @@ def test_study_run_in_a_log_shows_each_run_and_its_steps(tmp_path, monkeypatch, 
     quiet = crossling("-q", "study", "run", str(study), "--retry-failed", cwd=tmp_path)
     assert quiet.returncode == 0 and quiet.stderr == "" and "0 run(s) executed" in quiet.stdout
 
-    # One grid process (--workers 1 --threads 1): its run's steps reach this process's display.
-    monkeypatch.setattr(cli, "LOG_LINE_SECONDS", 0.3)
-    capsys.readouterr()
-    assert main(["study", "run", str(study), "--store", str(tmp_path / "one"), "--workers", "1", "--threads", "1"]) == 0
-    assert re.search(r"runs \d/2: done \d, running 1, .*; current run: fine-tuning \d/6", capsys.readouterr().err)
+    # One grid process (what --workers 1 --threads 1 starts): its run's steps reach this process's display.
+    events = []
+    run_study(load_study(study), tmp_path / "one", executor=ProcessExecutor(workers=1, threads=1),
+              progress=events.append)
+    steps = [event.step for event in events if event.step]
+    assert steps.count("fine-tuning 6/6") == 2 and "fine-tuning 1/6" in steps  # each run's training...
+    assert all(re.fullmatch(r"fine-tuning \d/6|decoding \d+/\d+", step) for step in steps)  # ...and scoring
+    assert all(event.running == 1 for event in events if event.step)
 
 
 # --- issue 20: report and recommend write to '-' and follow the output rules -----------------------------
