@@ -264,24 +264,37 @@ def _cmd_models(args) -> int:
 
     checkpoints = all_checkpoints()
     if args.json:
-        print_json_lines({**asdict(c), "multilingual": c.multilingual} for c in checkpoints)
+        print_json_lines({**asdict(c), "uncertain": dict(c.uncertain), "multilingual": c.multilingual}
+                         for c in checkpoints)
         return 0
-    print(f"{'alias':<20} {'type':<14} {'hours':>9}  {'languages':<22} source")
+    print(f"{'alias':<20} {'type':<18} {'hours':>10}  {'languages':<22} {'params':>7}  {'licence':<13} source")
     for c in checkpoints:
         languages = ",".join(c.pretrain_languages) or "-"
         if c.pretrain_language_count > len(c.pretrain_languages):
-            languages = f"{c.pretrain_language_count} languages"
-        print(f"{c.alias:<20} {c.model_type:<14} {_pretrain_hours(c.pretrain_hours):>9}  {languages:<22} {c.source}")
+            languages = f"{c.pretrain_language_count:,} languages"
+        hours, params = _pretrain_hours(c.pretrain_hours), f"{c.parameters_millions:,.0f}M" if c.parameters_millions else "-"
+        print(f"{c.alias:<20} {c.model_type:<18} {_unsure(hours, c, 'pretrain_hours'):>10}  "
+              f"{_unsure(languages, c, 'pretrain_languages', 'pretrain_language_count'):<22} "
+              f"{_unsure(params, c, 'parameters_millions'):>7}  {_unsure(c.licence or '-', c, 'licence'):<13} {c.source}")
+    print("? = not confirmed offline (`crossling models --json` says why); sources per checkpoint in --json")
     return 0
+
+
+def _unsure(text: str, checkpoint, *fields: str) -> str:
+    return f"{text}?" if set(fields) & set(checkpoint.uncertain_fields) else text
 
 
 # --- prepare -------------------------------------------------------------------------------------
 
 
 def _add_prepare(sub) -> None:
-    parser = sub.add_parser("prepare", help="Common Voice release (folder or .tar.gz) -> prepared languages")
-    parser.add_argument("source", type=path_arg, metavar="CV_DIR_OR_TAR",
-                        help="cv-corpus-<ver>-<date>/ folder, a folder of <lang>/ folders, or a .tar.gz")
+    from crossling.corpora import FORMATS
+
+    parser = sub.add_parser("prepare", help="a corpus (Common Voice, manifest folder, HF dataset, lhotse) -> "
+                                            "prepared languages")
+    parser.add_argument("source", type=path_arg, metavar="CORPUS",
+                        help="cv-corpus-<ver>-<date>/ folder or .tar.gz, or a folder of <lang>/ folders holding "
+                             "manifest.tsv|csv|jsonl, a saved `datasets` dataset or lhotse manifests")
     parser.add_argument("--languages", nargs="+", required=True, metavar="LANG", help="e.g. pt de sv-SE")
     parser.add_argument("--out", type=path_arg, required=True, help="prepared root (also holds the decode cache)")
     parser.add_argument("--train-hours", type=float, help="exact train budget (default 5)")
@@ -295,15 +308,27 @@ def _add_prepare(sub) -> None:
                         help="cap each speaker's share of the train subset")
     parser.add_argument("--vocab-threshold", type=float,
                         help="minimum relative character frequency in train text (default 1e-5 = 0.001 %%)")
+    corpus = parser.add_argument_group("corpus format (see README: Your own corpus)")
+    corpus.add_argument("--format", choices=FORMATS,
+                        help="the corpus format (default: detected from the language folders)")
+    corpus.add_argument("--audio-column", help="hf: the audio column (default audio)")
+    corpus.add_argument("--text-column", help="hf: the transcript column (default text)")
+    corpus.add_argument("--speaker-column", help="hf: the speaker column, if any (default speaker)")
+    corpus.add_argument("--gender-column", help="hf: the gender column, if any (default gender)")
+    corpus.add_argument("--held-out-speakers", type=float, metavar="FRACTION",
+                        help="a corpus without splits: the fraction of speakers drawn for each of dev and test "
+                             "(default 0.1)")
+    corpus.add_argument("--split-seed", type=int, help="seed of those drawn speakers (default 0)")
     parser.add_argument("--json", action="store_true", help="one JSON object per language")
     parser.set_defaults(handler=_cmd_prepare)
 
 
 def _cmd_prepare(args) -> int:
+    from crossling.corpora import CorpusOptions
     from crossling.prepare import PrepareOptions, prepare_release
 
-    options = _options_from_flags(PrepareOptions, args)
-    prepared = prepare_release(args.source, args.languages, args.out, options, workers=args.workers,
+    prepared = prepare_release(args.source, args.languages, args.out, _options_from_flags(PrepareOptions, args),
+                               corpus=_options_from_flags(CorpusOptions, args), workers=args.workers,
                                track=tqdm_track)
     if args.json:
         print_json_lines(p.to_json() for p in prepared)
@@ -326,6 +351,23 @@ def _options_from_flags(options_class: type, args) -> object:
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(options_class)
              if getattr(args, f.name, None) is not None}
     return options_class(**{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()})
+
+
+def _add_export(sub) -> None:
+    parser = sub.add_parser("export", help="a prepared language -> lhotse manifests or a Hugging Face dataset")
+    parser.add_argument("prepared", type=path_arg, metavar="PREPARED", help="prepared root (crossling prepare --out)")
+    parser.add_argument("--language", required=True, help="a language prepared there")
+    parser.add_argument("--to", required=True, choices=["lhotse", "hf"], help="lhotse manifests or an HF dataset")
+    parser.add_argument("--out", type=path_arg, required=True, help="folder to write into")
+    parser.set_defaults(handler=_cmd_export)
+
+
+def _cmd_export(args) -> int:
+    from crossling.export import export_prepared
+
+    for path in export_prepared(args.prepared, args.language, args.to, args.out):
+        print(path)
+    return 0
 
 
 # --- finetune / evaluate -------------------------------------------------------------------------
@@ -534,13 +576,29 @@ def _print_design(check) -> None:
     if cost.unsized:
         print(f"cost: cannot be estimated for {cost.runs} runs: " + "; ".join(cost.unsized))
         return
-    per = "; ".join(f"{c.checkpoint} {c.parameters / 1e6:.3g}M params" for c in cost.checkpoints[:1])
-    print(f"cost: {cost.runs} runs x {cost.steps} steps of {cost.batch_seconds:g} s of audio ({per}, "
-          f"{cost.checkpoints[0].step_flops:.3g} FLOP per step, {cost.total_flops:.3g} FLOP in all)")
+    print(f"cost: {cost.runs} runs x {cost.steps} steps of {cost.batch_seconds:g} s of audio "
+          f"({_sizes(cost.checkpoints)}; {cost.total_flops:.3g} FLOP in all)")
+    mean = " on average" if len({(c.parameters, c.step_flops) for c in cost.checkpoints}) > 1 else ""
     for device in cost.devices:
         machine = f"; {_duration(device.wall_hours * 3600)} wall with {device.at_once} at once" if device.at_once > 1 else ""
-        print(f"  {device.device}: {device.hours_per_run:.3g} h per run, {device.device_hours:.3g} device-hours"
+        print(f"  {device.device}: {device.hours_per_run:.3g} h per run{mean}, {device.device_hours:.3g} device-hours"
               f"{machine} ({device.source})")
+
+
+def _sizes(checkpoints) -> str:
+    """Each size of model in the grid once: its checkpoints, trainable parameters and FLOPs per step."""
+    by_architecture: dict[tuple, list] = {}
+    for c in checkpoints:
+        by_architecture.setdefault((c.parameters, c.step_flops), []).append(c)
+    if len(by_architecture) == 1:
+        (first, *_), = by_architecture.values()
+        return f"each checkpoint {_count(first.parameters)} params, {first.step_flops:.3g} FLOP per step"
+    return "; ".join(f"{', '.join(c.checkpoint for c in same)} {_count(same[0].parameters)} params, "
+                     f"{same[0].step_flops:.3g} FLOP per step" for same in by_architecture.values())
+
+
+def _count(parameters: int) -> str:
+    return f"{parameters / 1e9:.3g}B" if parameters >= 1e9 else f"{parameters / 1e6:.3g}M"
 
 
 def _p(value: float) -> str:

@@ -234,7 +234,7 @@ def train_step(learner: Learner, batch: dict, lr: float, config: TrainConfig) ->
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.zero_grad(set_to_none=True)
-    device_type = batch["input_values"].device.type
+    device_type = batch["labels"].device.type
     frames, features = batch.pop("frames"), batch.pop("features", None)
     replay = learner.cache.replay(features) if features is not None else contextlib.nullcontext()
     with replay, torch.autocast(device_type=device_type, dtype=learner.amp_dtype,

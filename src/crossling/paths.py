@@ -10,6 +10,7 @@ Study store:    <store>/plan.json, <store>/runs/<run id>/ (a run directory + att
                 <store>/rank/<lang>.json (checkpoints ranked before fine-tuning)
 Rank record:    <prepared>/_rank/<lang>.json (crossling rank)
 Pre-training:   <out>/model/, resume.pt, pretrain.json (written last)
+Exports:        <out>/<lang>_{recordings,supervisions}_<split>.jsonl.gz (lhotse), <out>/<lang>/ (HF dataset)
 
 A "checkpoint" is a pre-trained model a run starts from; the file a killed run resumes from is its
 "resume file" (named checkpoint.pt by earlier versions, and still read under that name).
@@ -239,6 +240,21 @@ def zoo_pretrain_dir(work_dir: Path, alias: str) -> Path:
 def prepare_lock_path(prepared_root: Path, language: str) -> Path:
     """Empty file a running `crossling prepare` holds an advisory lock on, per language."""
     return Path(prepared_root) / ".locks" / f"{language}.prepare"
+
+
+# --- exports of a prepared language ------------------------------------------------------------------
+
+
+def export_lhotse_path(out_dir: Path, language: str, kind: str, split: str) -> Path:
+    """A lhotse manifest named as lhotse recipes name theirs: `<lang>_<recordings|supervisions>_<split>.jsonl.gz`."""
+    if kind not in ("recordings", "supervisions"):
+        raise ValueError(f"unknown lhotse manifest kind {kind!r}")
+    return Path(out_dir) / f"{language}_{kind}_{split}.jsonl.gz"
+
+
+def export_hf_dir(out_dir: Path, language: str) -> Path:
+    """A prepared language as a Hugging Face `datasets` DatasetDict saved with save_to_disk."""
+    return Path(out_dir) / language
 
 
 # --- ranking checkpoints before fine-tuning (crossling rank) -------------------------------------------

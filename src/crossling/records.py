@@ -284,6 +284,9 @@ class PreparedSummary:
     dev_max: int | None = None
     test_max: int | None = None
     eval_seed: int | None = None
+    # the corpus format it was read from (`crossling.corpora.FORMATS`); summaries written before other
+    # formats could be read lack it and were all read as Common Voice releases (synthetic corpora included)
+    format: str = "cv"
 
     def to_json(self) -> dict[str, Any]:
         return _versioned(asdict(self))

@@ -156,6 +156,15 @@ def resolve_model(checkpoint: str, base: Path, where: str = "study") -> str:
     local directory (relative to the study file) as an absolute path."""
     if find_checkpoint(checkpoint) is not None:
         return checkpoint
+    if checkpoint.startswith("random:"):  # a registered checkpoint's architecture with random weights
+        from crossling.errors import ModelError
+        from crossling.models import resolve
+
+        try:
+            resolve(checkpoint)
+        except ModelError as error:
+            raise ConfigError(f"{where}: checkpoints: {error}") from None
+        return checkpoint
     local = Path(checkpoint).expanduser()
     local = local if local.is_absolute() else base / local
     if local.is_dir():
