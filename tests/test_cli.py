@@ -122,7 +122,7 @@ def test_errors_are_json_objects_under_json(tmp_path):
 #: (command path, what must be there): every command that produces a result takes --json.
 RESULT_COMMANDS = [("models",), ("prepare",), ("finetune",), ("evaluate",), ("synth",), ("study", "plan"),
                    ("study", "run"), ("study", "status"), ("report",), ("recommend",), ("pretrain",),
-                   ("zoo", "build"), ("demo",), ("rank",)]
+                   ("zoo", "build"), ("demo",), ("rank",), ("export",)]
 
 
 @pytest.mark.parametrize("command", RESULT_COMMANDS, ids=" ".join)
@@ -230,6 +230,7 @@ FAILING = {
     "zoo build": ["zoo", "build", "--recipe", "bad.toml", "--work", "zoo-work", "--out", "zoo"],
     "demo": ["demo", "--quick", "--out", "afile/demo"],
     "rank": ["rank", "--data", "prep", "--language", "xx", "--models", "nosuch"],
+    "export": ["export", "prep", "--language", "yy", "--to", "lhotse", "--out", "exported"],
 }
 
 

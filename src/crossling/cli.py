@@ -359,13 +359,18 @@ def _add_export(sub) -> None:
     parser.add_argument("--language", required=True, help="a language prepared there")
     parser.add_argument("--to", required=True, choices=["lhotse", "hf"], help="lhotse manifests or an HF dataset")
     parser.add_argument("--out", type=path_arg, required=True, help="folder to write into")
+    _json_flag(parser, "the files written")
     parser.set_defaults(handler=_cmd_export)
 
 
 def _cmd_export(args) -> int:
     from crossling.export import export_prepared
 
-    for path in export_prepared(args.prepared, args.language, args.to, args.out):
+    written = export_prepared(args.prepared, args.language, args.to, args.out)
+    if args.json:
+        print(json.dumps({"files": [str(path) for path in written]}, ensure_ascii=False))
+        return 0
+    for path in written:
         print(path)
     return 0
 
