@@ -15,8 +15,9 @@ import numpy as np
 from crossling.config import TrainConfig
 from crossling.errors import DataError
 from crossling.manifest import Utterance
-from crossling.models import FrozenFeatureCache, InputSpec, frames_for_samples
-from crossling.prepared import PreparedLanguage, load_audio
+from crossling.models import FrozenFeatureCache, InputSpec, feature_encoder, frames_for_samples
+from crossling.prepared import PreparedLanguage
+from crossling.sharing import FEATURE_MAX_BYTES, audio_key, feature_store, read_audio
 
 if TYPE_CHECKING:  # torch and transformers load only where batches are made
     from torch import nn
@@ -123,7 +124,7 @@ class BatchPlan:
 # --- the training set of one run ------------------------------------------------------------------
 
 #: Cache the frozen CNN's outputs only below this size (LARGE models: ~0.36 GiB per training hour).
-FEATURE_CACHE_MAX_BYTES = 4 * 2**30
+FEATURE_CACHE_MAX_BYTES = FEATURE_MAX_BYTES
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,8 @@ def training_data(data: PreparedLanguage, tokenizer: PreTrainedTokenizerBase, mo
 
 def feature_cache(model: nn.Module, spec: InputSpec, config: TrainConfig,
                   training: TrainingData) -> FrozenFeatureCache | None:
-    """A cache of the frozen CNN's outputs when that is exact and the train set's features fit in memory."""
+    """A cache of the frozen CNN's outputs when that is exact and the train set's features fit in memory;
+    runs of this process whose encoders have the same weights (a pre-trained checkpoint's seeds) share it."""
     if not FrozenFeatureCache.applies(model, spec, config):
         return None
     frames = sum(frames_for_samples(model.config, u.num_samples) for u in training.utterances)
@@ -165,7 +167,7 @@ def feature_cache(model: nn.Module, spec: InputSpec, config: TrainConfig,
         log.info("not caching CNN features: %.1f GiB would exceed %.1f GiB", size / 2**30,
                  FEATURE_CACHE_MAX_BYTES / 2**30)
         return None
-    return FrozenFeatureCache(model)
+    return FrozenFeatureCache(model, store=feature_store(feature_encoder(model)))
 
 
 def make_batch(training: TrainingData, indices: list[int], spec: InputSpec, device: str,
@@ -175,7 +177,7 @@ def make_batch(training: TrainingData, indices: list[int], spec: InputSpec, devi
     if cache is not None:
         return _cached_batch(training, indices, spec, device, cache)
     utterances = [training.utterances[i] for i in indices]
-    waveforms = [prepare_input(load_audio(training.data.root, u), spec) for u in utterances]
+    waveforms = [prepare_input(read_audio(training.data.root, u), spec) for u in utterances]
     values, mask = pad_batch(waveforms)
     batch = {"input_values": values.to(device), "labels": pad_labels([training.labels[i] for i in indices]).to(device)}
     if spec.use_attention_mask:
@@ -192,8 +194,10 @@ def _cached_batch(training: TrainingData, indices: list[int], spec: InputSpec, d
     import torch
 
     utterances = [training.utterances[i] for i in indices]
-    features = [cache.features(i, lambda u=u: prepare_input(load_audio(training.data.root, u), spec))
-                for i, u in zip(indices, utterances, strict=True)]
+    root = training.data.root
+    # keyed by the audio file and the input rule, not by position: the store outlives this run
+    features = [cache.features((audio_key(root, u), spec.do_normalize),
+                               lambda u=u: prepare_input(read_audio(root, u), spec)) for u in utterances]
     lengths = [u.num_samples for u in utterances]
     padded = pad_features(features, frames_for_samples(training.model_config, max(lengths)))
     mask = torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]

@@ -299,11 +299,12 @@ class FrozenFeatureCache:
 
     Exact (up to float summation order) when the encoder is frozen, has no dropout (none of the five
     types has any) and uses layer norm: each output frame then depends only on its own samples, and the
-    padded frames are masked out downstream. Group-norm encoders normalise over time, padding included."""
+    padded frames are masked out downstream. Group-norm encoders normalise over time, padding included.
+    `store` may be shared by the runs of a process whose encoders have the same weights (`sharing`)."""
 
-    def __init__(self, model) -> None:
+    def __init__(self, model, store: dict | None = None) -> None:
         self.encoder = feature_encoder(model)
-        self.store: dict = {}
+        self.store: dict = {} if store is None else store
 
     @staticmethod
     def applies(model, spec: InputSpec, config: TrainConfig) -> bool:
