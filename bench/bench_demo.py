@@ -4,6 +4,7 @@ load, audio reads, frozen features, training steps, evaluation, saving, the rest
 preparation, statistics and report) and the ratio baseline / this of the whole demo's wall time.
 
     .venv/bin/python -m bench.bench_demo [--quick] [--baseline 820e587] [--repeats 2] [--json FILE]
+    .venv/bin/python -m bench.bench_demo --quick --layout   # this checkout: 2 processes x 1 thread / 1 x 2
 
 Phases are measured by wrapping crossling's own functions by name in the demo's processes (the grid
 processes run `timed_run` instead of `crossling.finetune:run_finetune`), the same way for both checkouts;
@@ -142,11 +143,16 @@ def timed_run(**run):
                  "wall": time.perf_counter() - started, "phases": CLOCK.take()})
 
 
-def demo_child(out: Path, quick: bool, workers: int) -> dict:
-    """`crossling demo` in this process with the study phases timed and the runs going through `timed_run`."""
+def demo_child(out: Path, quick: bool, workers: int, forced: int) -> dict:
+    """`crossling demo` in this process with the study phases timed, the runs going through `timed_run`
+    and `forced` torch threads per grid process (the demo's own setting is 1)."""
     for phase, target in STUDY_PHASES.items():
         _install(phase, target)
+    import crossling.executors
     import crossling.grid
+
+    executor = crossling.executors.ProcessExecutor
+    crossling.executors.ProcessExecutor = lambda workers, threads=None: executor(workers, threads=forced)
 
     crossling.grid.run_study = functools.partial(crossling.grid.run_study, run_function="bench.bench_demo:timed_run")
     from crossling.demo import run_demo
@@ -167,7 +173,7 @@ def baseline_checkout(commit: str, where: Path) -> Path:
     return where / "src"
 
 
-def measure(src: Path, *, quick: bool, workers: int, scratch: Path) -> dict:
+def measure(src: Path, *, quick: bool, workers: int, threads: int, scratch: Path) -> dict:
     """One demo in a fresh process with crossling from `src` -> wall seconds, phase seconds, per-run rows."""
     scratch.mkdir(parents=True, exist_ok=True)
     phases_file = scratch / "phases.jsonl"
@@ -175,7 +181,7 @@ def measure(src: Path, *, quick: bool, workers: int, scratch: Path) -> dict:
     out = scratch / "demo"
     shutil.rmtree(out, ignore_errors=True)
     env = {"PYTHONPATH": f"{src}{os.pathsep}{common.ROOT}", PHASES_ENV: str(phases_file)}
-    args = ["--child", str(out), "--workers", str(workers), *(["--quick"] if quick else [])]
+    args = ["--child", str(out), "--workers", str(workers), "--threads", str(threads), *(["--quick"] if quick else [])]
     started = time.perf_counter()
     result = common.run_child("bench_demo", args, env=env, timeout=4 * 3600)
     wall = time.perf_counter() - started
@@ -240,20 +246,27 @@ def main() -> None:
     parser.add_argument("--baseline", default=DEFAULT_BASELINE, help=f"commit to compare with (default {DEFAULT_BASELINE})")
     parser.add_argument("--repeats", type=int, default=2, help="demos per checkout, alternating (default 2)")
     parser.add_argument("--workers", type=int, default=2, help="the demo's --workers (default 2)")
+    parser.add_argument("--layout", action="store_true",
+                        help="compare thread layouts of this checkout instead: 2 processes x 1 thread / 1 x 2")
     parser.add_argument("--json", type=Path, help="also write the measurements here")
+    parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        common.emit(demo_child(args.child, args.quick, args.workers))
+        common.emit(demo_child(args.child, args.quick, args.workers, args.threads))
         return
     scratch = Path(tempfile.mkdtemp(prefix="crossling-bench-demo-"))
     try:
-        base_src = baseline_checkout(args.baseline, scratch / "baseline")
-        systems = {f"baseline {args.baseline}": base_src, "this checkout": common.ROOT / "src"}
+        here = common.ROOT / "src"
+        if args.layout:
+            systems = {"1 process x 2 threads": (here, 1, 2), "2 processes x 1 thread": (here, 2, 1)}
+        else:
+            base = baseline_checkout(args.baseline, scratch / "baseline")
+            systems = {f"baseline {args.baseline}": (base, args.workers, 1), "this checkout": (here, args.workers, 1)}
         print(f"# bench_demo {'--quick' if args.quick else '(full)'}: {json.dumps(common.machine())}", flush=True)
-        results = common.interleaved({name: functools.partial(_measured, src=src, args=args, scratch=scratch / tag)
-                                      for (name, src), tag in zip(systems.items(), ("base", "this"), strict=True)},
-                                     args.repeats)
+        results = common.interleaved({name: functools.partial(_measured, system=system, quick=args.quick,
+                                                               scratch=scratch / f"system{index}")
+                                      for index, (name, system) in enumerate(systems.items())}, args.repeats)
         print("\n".join(report(results)))
         print(f"# load average after: {os.getloadavg()}")
         if args.json:
@@ -264,8 +277,9 @@ def main() -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _measured(rep: int, *, src: Path, args, scratch: Path) -> dict:
-    result = measure(src, quick=args.quick, workers=args.workers, scratch=scratch / str(rep))
+def _measured(rep: int, *, system: tuple[Path, int, int], quick: bool, scratch: Path) -> dict:
+    src, workers, threads = system
+    result = measure(src, quick=quick, workers=workers, threads=threads, scratch=scratch / str(rep))
     print(f"# {src}: demo wall {result['wall']:.1f} s, load {os.getloadavg()[0]:.1f}, "
           f"cer {json.dumps(result['result']['mean_test_cer'])}", file=sys.stderr, flush=True)
     return result
