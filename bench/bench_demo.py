@@ -5,6 +5,7 @@ preparation, statistics and report) and the ratio baseline / this of the whole d
 
     .venv/bin/python -m bench.bench_demo [--quick] [--baseline 820e587] [--repeats 2] [--json FILE]
     .venv/bin/python -m bench.bench_demo --quick --layout   # this checkout: 2 processes x 1 thread / 1 x 2
+    .venv/bin/python -m bench.bench_demo --report FILE      # the tables of a --json FILE again
 
 Phases are measured by wrapping crossling's own functions by name in the demo's processes (the grid
 processes run `timed_run` instead of `crossling.finetune:run_finetune`), the same way for both checkouts;
@@ -208,6 +209,20 @@ def fixed_share(rows: list[dict]) -> float:
     return (fixed + imports) / wall if wall else 0.0
 
 
+def model_loads(rows: list[dict]) -> tuple[float, float]:
+    """Mean model-load seconds of each process's first run (which imports transformers' model code) and
+    of its later runs (nan if none)."""
+    first: dict[int, float] = {}
+    later: list[float] = []
+    for row in (r for r in rows if r["kind"] == "run"):
+        seconds = row["phases"].get("model load", 0.0)
+        if row["pid"] in first:
+            later.append(seconds)
+        else:
+            first[row["pid"]] = seconds
+    return statistics.mean(first.values()), statistics.mean(later) if later else float("nan")
+
+
 def report(results: dict[str, list[dict]]) -> list[str]:
     """The phase table (medians over repetitions) and the RATIO lines."""
     names = list(results)
@@ -226,8 +241,10 @@ def report(results: dict[str, list[dict]]) -> list[str]:
         per_run = [statistics.mean(r["wall"] for r in m["rows"] if r["kind"] == "run") for m in results[n]]
         shares = [fixed_share(m["rows"]) for m in results[n]]
         walls = ", ".join(f"{m['wall']:.1f}" for m in results[n])
-        lines.append(f"PHASES {n}: demo wall {walls} s; mean run wall "
-                     f"{statistics.median(per_run):.1f} s; per-run fixed cost {100 * statistics.median(shares):.1f} %")
+        loads = [model_loads(m["rows"]) for m in results[n]]
+        lines.append(f"PHASES {n}: demo wall {walls} s; mean run wall {statistics.median(per_run):.1f} s; per-run "
+                     f"fixed cost {100 * statistics.median(shares):.1f} %; model load {statistics.median(f for f, _ in loads):.2f} s "
+                     f"in a process's first run, {statistics.median(x for _, x in loads):.2f} s in later runs")
     base, this = names
     walls = {n: [m["wall"] for m in results[n]] for n in names}
     lines.append(common.line(f"demo wall time, {base} / {this}", common.median_ratio(walls[base], walls[this]),
