@@ -58,6 +58,12 @@ def test_quick_demo_end_to_end_and_its_headline_agrees_with_its_report(tmp_path,
     assert (joint["verdict"] == "supported") == (verdict == BEATS)
     assert joint["sentence"] in summary["headline"]
     assert findings["friedman"]["verdict"] == "cannot be tested here"  # one language
+    # The study's checkpoints were ranked from frozen features; with two of them the report's predicted-vs-
+    # measured section says why their agreement with fine-tuning cannot be tested.
+    assert (tmp_path / "demo" / "store" / "rank" / "pt.json").is_file()
+    page = (tmp_path / "demo" / "report" / "report.md").read_text(encoding="utf-8")
+    assert "## Predicted vs measured" in page and ("Cannot be tested here whether the ranking by logme before "
+                                                    "fine-tuning agrees with the fine-tuned order on pt: 2 of") in page
     # A second call finds every run done and only rebuilds the report.
     assert main(["demo", "--quick", "--out", str(tmp_path / "demo")]) == 0
     again = json.loads((tmp_path / "demo" / "demo.json").read_text())

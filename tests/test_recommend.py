@@ -107,3 +107,60 @@ def test_recommend_cli(table, tmp_path, capsys):
     assert main(["recommend", "--language", "pt", "--top", "3"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "prior" in lines[0] and len(lines) == 4 and lines[1].lstrip().startswith("1. ")
+
+
+# --- from a rank record of the user's own audio --------------------------------------------------------
+
+
+def test_rank_record_ranks_an_unmeasured_language_and_says_so(table):
+    from rank_factory import make_record
+
+    record = make_record({"xlsr53": 2.0, "vp-es": 2.0, "random-init": 0.5})
+    result = recommend("pt", table[table["language"] != "pt"], rank=record)
+    assert [(c.rank, c.checkpoint, c.basis) for c in result.candidates] == [
+        (1, "xlsr53", "rank"), (1, "vp-es", "rank"), (3, "random-init", "rank")]
+    first = result.candidates[0]
+    assert "rank score (logme) 2.00000 at layer 1, 0.00000 below the best" in first.evidence
+    assert "not separable from vp-es" in first.evidence
+    assert ("0 checkpoint(s) score higher beyond the paired bootstrap's 95 % interval of the difference (200 "
+            "resamples of 100 utterances)") in first.evidence
+    assert "2 checkpoint(s) score higher" in result.candidates[2].evidence
+    assert "cer predicted from" in first.evidence and math.isfinite(first.predicted)  # measured elsewhere
+    assert "ranked on your own pt audio" in result.notes and "only the checkpoints that were ranked" in result.notes
+
+
+def test_rank_record_without_results_and_a_measured_language_keeps_measurements_first(table):
+    from rank_factory import make_record
+
+    record = make_record({"xlsr53": 1.0, "random-init": 2.0})  # disagrees with the runs on purpose
+    alone = recommend("pt", None, rank=record)
+    assert [c.checkpoint for c in alone.candidates] == ["random-init", "xlsr53"] and math.isnan(alone.candidates[0].predicted)
+    measured = recommend("pt", table, rank=record)
+    assert measured.candidates[0].basis == "measured" and measured.candidates[-1].checkpoint == "random-init"
+    shown = {c.checkpoint: c.evidence for c in measured.candidates}
+    assert "rank score (logme)" in shown["random-init"] and "rank score" not in shown["vp-es"]
+
+
+def test_rank_record_of_another_language_is_refused(table):
+    from rank_factory import make_record
+
+    from crossling.errors import DataError
+
+    with pytest.raises(DataError, match="rank record is for 'nl'"):
+        recommend("pt", table, rank=make_record({"xlsr53": 1.0}, language="nl"))
+
+
+def test_recommend_cli_reads_the_rank_record_of_the_prepared_data(tmp_path, capsys):
+    from rank_factory import make_record
+
+    from crossling import paths
+    from crossling.cli import main
+    from crossling.rankrecord import write_record
+
+    assert main(["recommend", "--language", "pt", "--data", str(tmp_path)]) == 2
+    assert "no rank record" in capsys.readouterr().err
+    write_record(make_record({"xlsr53": 2.0, "random-init": 1.0}), paths.rank_record_path(tmp_path, "pt"))
+    assert main(["recommend", "--language", "pt", "--data", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "ranked on your own pt audio" in lines[0]
+    assert lines[1].split()[:4] == ["1.", "xlsr53", "2.00000", "score"] and " rank " in lines[1]

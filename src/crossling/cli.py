@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 from collections.abc import Iterable
@@ -479,6 +480,11 @@ def _add_recommend(sub) -> None:
     parser.add_argument("--results", default=None, metavar="STUDY_OR_RESULTS",
                         help="results file, store directory or study (default: a prior from registry facts)")
     parser.add_argument("--store", type=path_arg, default=None, help="results store of a study (default: the study's)")
+    evidence = parser.add_mutually_exclusive_group()
+    evidence.add_argument("--data", type=path_arg, default=None, metavar="PREPARED",
+                          help="your prepared data: use its `crossling rank` record of --language")
+    evidence.add_argument("--rank", type=path_arg, default=None, metavar="RECORD",
+                          help="a rank record written by `crossling rank --out`")
     parser.add_argument("--top", type=int, default=0, help="show only the best N (default: all)")
     parser.add_argument("--json", action="store_true", help="print the recommendation as one JSON object")
     parser.set_defaults(handler=_cmd_recommend)
@@ -487,16 +493,166 @@ def _add_recommend(sub) -> None:
 def _cmd_recommend(args) -> int:
     from crossling.recommend import recommend_from
 
-    result = recommend_from(args.language, args.results, args.store)
+    record = args.rank or (paths.rank_record_path(args.data, args.language) if args.data else None)
+    result = recommend_from(args.language, args.results, args.store, rank_record=record)
     candidates = result.candidates[: args.top] if args.top > 0 else result.candidates
     if args.json:
         print(json.dumps({**result.to_dict(), "candidates": [c.__dict__ for c in candidates]}, ensure_ascii=False))
         return 0
     print(f"{result.language}: {result.notes}")
     for c in candidates:
-        estimate = "   (prior)     " if c.basis == "prior" else f"{c.predicted:.4f} ± {c.uncertainty:.4f}"
+        estimate = {"prior": "   (prior)     ", "rank": f"{c.score:>10.5f} score"}.get(  # a rank score is no CER
+            c.basis, f"{c.predicted:.4f} ± {c.uncertainty:.4f}")
         print(f"{c.rank:>3}. {c.checkpoint:<22} {estimate}  {c.basis:<9} {c.evidence}")
     return 0
+
+
+# --- rank ----------------------------------------------------------------------------------------
+
+
+def _add_rank(sub) -> None:
+    from crossling.rank import LAYER_CHOICES
+    from crossling.rankrecord import BOOTSTRAP_REPLICATES, DEFAULT_ESTIMATOR, ESTIMATORS
+    from crossling.transferability import ProbeRecipe
+
+    parser = sub.add_parser("rank", help="rank checkpoints for a language from frozen features, before fine-tuning")
+    parser.add_argument("--data", type=path_arg, required=True, help="prepared root (from `crossling prepare`)")
+    parser.add_argument("--language", required=True, help="a language prepared under --data, e.g. pt")
+    parser.add_argument("--models", nargs="+", required=True, metavar="MODEL",
+                        help="checkpoints to rank: aliases (`crossling models`), hub ids, local directories")
+    parser.add_argument("--layers", choices=LAYER_CHOICES, default="all",
+                        help="score every hidden layer and report the best (default), or the last only")
+    parser.add_argument("--budget-seconds", type=float, default=300.0,
+                        help="seconds of train audio to score on, drawn at random with --seed (default 300)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sample, probe and random init (default 0)")
+    parser.add_argument("--estimator", choices=ESTIMATORS, default=DEFAULT_ESTIMATOR,
+                        help=f"what the ranking is by (default {DEFAULT_ESTIMATOR})")
+    parser.add_argument("--compare", action="store_true",
+                        help="compute every estimator, not only --estimator (to compare them with --results)")
+    parser.add_argument("--bootstrap", type=int, default=BOOTSTRAP_REPLICATES,
+                        help=f"bootstrap replicates over utterances (default {BOOTSTRAP_REPLICATES})")
+    parser.add_argument("--probe-steps", type=int, default=ProbeRecipe.steps,
+                        help=f"Adam steps of the linear CTC probe (default {ProbeRecipe.steps})")
+    parser.add_argument("--results", default=None, metavar="STUDY_OR_RESULTS",
+                        help="fine-tuned results of the same language and checkpoints: show predicted vs measured")
+    parser.add_argument("--store", type=path_arg, default=None, help="results store of a study (default: the study's)")
+    parser.add_argument("--out", type=output_arg, default=None, metavar="FILE",
+                        help="rank record to write (default PREPARED/_rank/LANG.json, read by recommend --data); "
+                             "'-' prints it to standard output (the ranking then goes to standard error)")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(handler=_cmd_rank)
+
+
+def _cmd_rank(args) -> int:
+    from crossling.rank import RankOptions, rank_language
+    from crossling.rankrecord import ranking
+    from crossling.transferability import ProbeRecipe
+
+    options = RankOptions(data=args.data, language=args.language, models=tuple(args.models), layers=args.layers,
+                          budget_seconds=args.budget_seconds, seed=args.seed, device=args.device,
+                          estimator=args.estimator, bootstrap=args.bootstrap, threads=args.threads,
+                          probe=ProbeRecipe(steps=args.probe_steps), compare=args.compare)
+    shown = _rank_output(args)  # checked first, as --results: a bad target fails before minutes of scoring
+    found = _rank_validation_table(args)
+    record = rank_language(options, out=args.out, track=tqdm_track)
+    places = ranking(record)
+    validation = _rank_validation(record, found)
+    if args.json:
+        print(json.dumps(_rank_json(record, places, validation, args), ensure_ascii=False))
+        return 0
+    _print_ranking(record, places, shown)
+    for sentence in _rank_claims(validation):
+        print(sentence, file=shown)
+    if found is not None and not validation:
+        print(f"--results: fewer than 3 of these checkpoints have a usable run on {record.language}; nothing to compare",
+              file=shown)
+    return 0
+
+
+def _rank_output(args):
+    """Where the ranking is printed: standard error when the record itself goes to standard output
+    (`--out -`, which --json cannot share). Checks the record's target (a directory is an OutputError)."""
+    from crossling.atomic import TO_STDOUT, output_kind
+
+    kind, _ = output_kind(args.out or paths.rank_record_path(args.data, args.language))
+    if kind != TO_STDOUT:
+        return sys.stdout
+    if args.json:
+        raise ConfigError("--json with --out -: both would print to standard output; "
+                          "write the record to a file (--out FILE) or leave out --json")
+    return sys.stderr
+
+
+def _rank_claims(validation) -> list[str]:
+    """Each estimator's agreement finding (Holm over the estimators when several) and its compute, then
+    whether the estimators differ (not tested)."""
+    if not validation:
+        return []
+    from crossling.rankcheck import agreement_findings, compute_sentence, estimators_finding
+
+    stated = agreement_findings(validation, family="estimators")
+    compared = estimators_finding(validation)
+    lines = [line for f, a in zip(stated, validation, strict=True) for line in (f.sentence(), compute_sentence(a))]
+    return lines + ([compared.sentence()] if compared else [])
+
+
+def _rank_validation_table(args):
+    if args.results is None:
+        return None
+    from crossling.results import load_table
+
+    return load_table(args.results, args.store)
+
+
+def _rank_validation(record, table) -> list:
+    if table is None:
+        return []
+    from crossling.rankcheck import agreements
+
+    return agreements({record.language: record}, table)
+
+
+def _print_ranking(record, places, shown) -> None:
+    print(f"{record.language}: {len(places)} checkpoint(s) ranked by {record.estimator} on {record.utterances} train "
+          f"utterances ({record.audio_seconds:.0f} s of audio, seed {record.seed}; {record.heldout_utterances} held "
+          f"out for the probe), layers: {record.layers}, on {record.device} with {record.threads} thread(s)", file=shown)
+    print(f"{'rank':>4}  {'checkpoint':<22} {'score':>10} {'- best':>10} {'± paired sd':>11} {'layer':>5} {'seconds':>8}", file=shown)
+    for p in places:
+        print(f"{p.rank:>4}  {p.checkpoint:<22} {p.score:>10.5f} {p.gap:>10.5f} {p.gap_sd:>11.5f} {p.layer:>5} "
+              f"{p.seconds:>8.1f}", file=shown)
+    pairs = sorted({tuple(sorted((p.checkpoint, other))) for p in places for other in p.not_separable_from})
+    if pairs:
+        print(f"{record.estimator} cannot separate (paired bootstrap 95 % interval of the difference includes 0): "
+              + "; ".join(f"{a} and {b}" for a, b in pairs), file=shown)
+    print("'- best': the score minus the highest; '± paired sd': its sd over bootstrap resamples of utterances, "
+          "drawn alike for every checkpoint (a score alone varies far more, mostly in common; --json has it)", file=shown)
+    others = f"; {record.total_seconds:.1f} s with every estimator computed" if record.total_seconds > record.seconds() + 0.05 else ""
+    print(f"ranking by {record.estimator} took {record.seconds():.1f} s wall ({record.sample_seconds:.1f} s reading "
+          f"the sample){others}", file=shown)
+
+
+def _rank_json(record, places, validation, args) -> dict:
+    from dataclasses import asdict
+
+    from crossling import paths
+    from crossling.rankcheck import agreement_findings
+
+    out = args.out or paths.rank_record_path(args.data, args.language)
+    stated = agreement_findings(validation, family="estimators")
+    scores = {c.checkpoint: {e.estimator: {"score": e.score, "layer": e.layer, "sd": e.sd} for e in c.estimates}
+              for c in record.checkpoints}
+    return {"language": record.language, "estimator": record.estimator, "record": str(out),
+            "utterances": record.utterances, "audio_seconds": record.audio_seconds, "seconds": record.seconds(),
+            "total_seconds": record.total_seconds,
+            "ranking": [{**asdict(p), "estimators": scores[p.checkpoint]} for p in places],
+            "validation": [{**_finite(asdict(a)), "finding": f.to_json()} for a, f in zip(validation, stated, strict=True)]}
+
+
+def _finite(values: dict) -> dict:
+    """NaN (no seed-to-seed ρ with one seed, no interval) as null: JSON has no NaN."""
+    return {key: None if isinstance(value, float) and not math.isfinite(value) else value for key, value in values.items()}
 
 
 # --- pretrain / zoo / demo ----------------------------------------------------------------------

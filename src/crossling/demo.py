@@ -65,6 +65,7 @@ def _run_grid(study: Study, store_dir: Path, workers: int, progress: Progress | 
 
 def _analyse(study: Study, store_dir: Path, report_dir: Path):
     """The results table, its analysis (statistics and findings) and the written report's page."""
+    from crossling.rank import rank_study
     from crossling.report import analyse, write_analysis
     from crossling.results import load_results_table
 
@@ -72,7 +73,8 @@ def _analyse(study: Study, store_dir: Path, report_dir: Path):
     if not (table["status"] == "done").any():
         raise DataError(f"no demo run finished; see the error.json files under {store_dir / 'runs'}")
     analysis = analyse(table)
-    write_analysis(analysis, report_dir, title=f"crossling {study.name}: mini-zoo x synthetic languages")
+    write_analysis(analysis, report_dir, title=f"crossling {study.name}: mini-zoo x synthetic languages",
+                   rank_records=rank_study(study, store_dir))  # frozen features only: never reads a run
     return table, analysis, paths.report_page_path(report_dir, "html")
 
 

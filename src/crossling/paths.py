@@ -5,7 +5,9 @@ Decode cache:   <prepared>/_audio/<lang>/<clip stem>.wav  (+ index.jsonl of deco
 Run directory:  <run>/config.json, resume.pt, model/, scores.json, hypotheses-<split>.jsonl,
                 train.log, result.json (written last), error.json (failed runs)
 Study store:    <store>/plan.json, <store>/runs/<run id>/ (a run directory + attempts.jsonl),
-                <store>/claims/<run id>.claim, <store>/data/<source>-<hash>/ (prepared data)
+                <store>/claims/<run id>.claim, <store>/data/<source>-<hash>/ (prepared data),
+                <store>/rank/<lang>.json (checkpoints ranked before fine-tuning)
+Rank record:    <prepared>/_rank/<lang>.json (crossling rank)
 Pre-training:   <out>/model/, resume.pt, pretrain.json (written last)
 
 A "checkpoint" is a pre-trained model a run starts from; the file a killed run resumes from is its
@@ -225,3 +227,16 @@ def zoo_pretrain_dir(work_dir: Path, alias: str) -> Path:
 def prepare_lock_path(prepared_root: Path, language: str) -> Path:
     """Empty file a running `crossling prepare` holds an advisory lock on, per language."""
     return Path(prepared_root) / ".locks" / f"{language}.prepare"
+
+
+# --- ranking checkpoints before fine-tuning (crossling rank) -------------------------------------------
+
+
+def rank_record_path(prepared_root: Path, language: str) -> Path:
+    """The latest `crossling rank` record of a prepared language (read by `crossling recommend --data`)."""
+    return Path(prepared_root) / "_rank" / f"{language}.json"
+
+
+def store_rank_path(store_root: Path, language: str) -> Path:
+    """A study's rank record of one language (the demo writes it; the report compares it with the runs)."""
+    return Path(store_root) / "rank" / f"{language}.json"

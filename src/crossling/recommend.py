@@ -1,11 +1,12 @@
 """Which checkpoint to fine-tune for a target language: measured CERs when the results have them,
-otherwise a prediction from typologically nearest measured languages, otherwise a prior from the
-registry's facts and typology. Inputs: a language code and (optionally) the tidy results table."""
+otherwise the ranking of the user's own audio (a `crossling rank` record) when there is one, otherwise a
+prediction from typologically nearest measured languages, otherwise a prior from the registry's facts and
+typology. Inputs: a language code, optionally the tidy results table and a rank record."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import cache
 from pathlib import Path
 
@@ -13,7 +14,9 @@ import numpy as np
 import pandas as pd
 
 from crossling import stats, typology
+from crossling.errors import DataError
 from crossling.languages import find_language
+from crossling.rankrecord import RankRecord, ranking
 
 #: Nearest measured languages used for an unmeasured target, and the softness of their weights
 #: w = exp(−d / TEMPERATURE) where d is the mean of the five URIEL distances (0..1).
@@ -28,8 +31,9 @@ PRIOR_WEIGHTS = {"distance": 1.0, "multilingual": 0.5, "log10_hours": 0.1}
 @dataclass(frozen=True)
 class Candidate:
     """One ranked checkpoint. `predicted` is the expected test CER (NaN for a prior-only ranking);
-    `uncertainty` its standard error (measured) or leave-one-language-out RMSE (predicted);
-    `basis` is 'measured', 'predicted' or 'prior'; `evidence` says what it rests on."""
+    `uncertainty` its standard error (measured), leave-one-language-out RMSE (predicted) or the paired
+    bootstrap sd of its rank score minus the best one (rank); `basis` is 'measured', 'rank', 'predicted' or 'prior'; `evidence` says
+    what it rests on."""
 
     rank: int
     checkpoint: str
@@ -137,19 +141,37 @@ def leave_one_language_out(matrix: pd.DataFrame) -> pd.Series:
 # --- recommend -------------------------------------------------------------------------------------
 
 
-def recommend(language: str, results: pd.DataFrame | None = None, metric: str = "cer") -> Recommendation:
+def recommend(language: str, results: pd.DataFrame | None = None, metric: str = "cer",
+              rank: RankRecord | None = None) -> Recommendation:
     """Rank checkpoints for `language` (best first).
 
     With results: checkpoints measured on the language are ranked by their mean (uncertainty = standard
     error over seeds); the others by a prediction from the nearest measured languages by URIEL distance,
     shifted by how much closer or farther the checkpoint's pre-training languages are to the target
     (uncertainty = that checkpoint's leave-one-language-out RMSE). Without results: a prior ranking
-    from registry facts and typology (no CER is predicted)."""
-    lang = find_language(language)
-    code = lang.code if lang is not None else language
+    from registry facts and typology (no CER is predicted). With a rank record of the language and no
+    measured runs on it: the record's checkpoints in the record's ranking (see `from_rank`); with both,
+    the measured ranking, each candidate's evidence also giving its rank score."""
+    code = _code(language)
+    if rank is not None and _code(rank.language) != code:
+        raise DataError(f"the rank record is for {rank.language!r}, not {code!r}; run `crossling rank --language {code}`")
     usable = stats.split_missing(results, metric)[0] if results is not None else None
-    if usable is None or usable.empty:
+    usable = None if usable is None or usable.empty else usable
+    measured = usable is not None and _match(code, list(usable["language"].astype(str).unique())) is not None
+    if rank is not None and not measured:
+        return from_rank(code, rank, usable, metric)
+    if usable is None:
         return _prior(code)
+    recommendation = _from_results(code, usable, metric)
+    return recommendation if rank is None else _with_rank_evidence(recommendation, rank)
+
+
+def _code(language: str) -> str:
+    found = find_language(language)
+    return found.code if found is not None else language
+
+
+def _from_results(code: str, usable: pd.DataFrame, metric: str) -> Recommendation:
     usable = stats.primary_slice(usable)
     matrix = stats.cell_means(usable, metric)
     target = _match(code, list(matrix.index))
@@ -157,7 +179,8 @@ def recommend(language: str, results: pd.DataFrame | None = None, metric: str = 
     pooled_sd = math.sqrt(np.nanmean(summary["sd"] ** 2)) if summary["sd"].notna().any() else math.nan
     loo = leave_one_language_out(matrix) if len(matrix.index) >= 3 else pd.Series(math.nan, index=matrix.columns)
     beta = _transfer_slope(matrix.drop(index=[target]) if target else matrix)
-    rows = [_candidate(matrix, summary, target or code, c, beta, loo[c], pooled_sd) for c in matrix.columns]
+    rows = [_candidate(matrix, summary, target or code, c, beta=beta, loo_error=loo[c], pooled_sd=pooled_sd)
+            for c in matrix.columns]
     neighbours = tuple(_neighbours(code, [x for x in matrix.index if x != target]))
     notes = (f"measured on {target}" if target else f"{code} not measured: predicted from its nearest measured "
              f"languages (transfer slope beta = {beta:.3f} {metric} per unit of distance)")
@@ -214,9 +237,65 @@ def _prior(code: str) -> Recommendation:
     return Recommendation(code, _ranked(rows), (), math.nan, notes)
 
 
-def recommend_from(language: str, source: str | Path | None = None, store: Path | None = None) -> Recommendation:
+# --- from a rank record of the user's own audio ---------------------------------------------------------
+
+
+def from_rank(code: str, record: RankRecord, usable: pd.DataFrame | None = None, metric: str = "cer") -> Recommendation:
+    """The record's checkpoints in its ranking (shared ranks where its estimator cannot separate them);
+    each candidate's evidence names the score, its bootstrap sd and interval, the layer and the sample, and
+    adds the CER predicted from the nearest measured languages when `usable` results allow one."""
+    predictions = _rank_predictions(code, record, usable, metric)
+    rows = []
+    for place in ranking(record):
+        predicted, evidence = predictions.get(place.checkpoint, (math.nan, ""))
+        rows.append(Candidate(rank=place.rank, checkpoint=place.checkpoint, predicted=predicted,
+                              uncertainty=place.gap_sd, score=place.score, basis="rank",
+                              evidence=_rank_evidence(record, place) + evidence,
+                              pretrain_distance=pretrain_distance(place.checkpoint, code)))
+    notes = (f"ranked on your own {code} audio by {record.estimator} ({record.utterances} train utterances, "
+             f"{record.audio_seconds:.0f} s, seed {record.seed}) before any fine-tuning; only the checkpoints "
+             f"that were ranked are listed")
+    return Recommendation(code, tuple(rows), (), math.nan, notes)
+
+
+def _rank_evidence(record: RankRecord, place) -> str:
+    """The score and where its rank comes from: how many checkpoints score higher beyond the paired
+    bootstrap's 95 % interval of the difference (utterances resampled), and those it cannot be told from."""
+    tied = f"; not separable from {', '.join(place.not_separable_from)}" if place.not_separable_from else ""
+    return (f"rank score ({record.estimator}) {place.score:.5f} at layer {place.layer}, {abs(place.gap):.5f} below the "
+            f"best (paired bootstrap sd {place.gap_sd:.5f}); {place.rank - 1} checkpoint(s) score higher beyond the "
+            f"paired bootstrap's 95 % interval of the difference ({record.bootstrap} resamples of "
+            f"{record.utterances} utterances){tied}")
+
+
+def _with_rank_evidence(recommendation: Recommendation, record: RankRecord) -> Recommendation:
+    """Measured candidates keep their ranking; those the record ranked also show their rank score."""
+    places = {place.checkpoint: place for place in ranking(record)}
+    candidates = tuple(replace(c, evidence=c.evidence + "; " + _rank_evidence(record, places[c.checkpoint]))
+                       if c.checkpoint in places else c for c in recommendation.candidates)
+    return replace(recommendation, candidates=candidates)
+
+
+def _rank_predictions(code: str, record: RankRecord, usable: pd.DataFrame | None, metric: str) -> dict:
+    """checkpoint -> (CER predicted from neighbours, evidence text) for the ranked checkpoints measured elsewhere."""
+    if usable is None:
+        return {}
+    matrix = stats.cell_means(stats.primary_slice(usable), metric)
+    beta = _transfer_slope(matrix)
+    out = {}
+    for checkpoint in (c.checkpoint for c in record.checkpoints if c.checkpoint in matrix.columns):
+        predicted, used = _predict(matrix, code, checkpoint, beta)
+        if used:
+            out[checkpoint] = (predicted, f"; {metric} predicted from {', '.join(used)}: {predicted:.4f}")
+    return out
+
+
+def recommend_from(language: str, source: str | Path | None = None, store: Path | None = None,
+                   rank_record: Path | None = None) -> Recommendation:
     """`recommend` with the results table of `source` (a results file, store directory or study; see
-    `crossling.report.load_table`), or the prior when no source is given."""
+    `crossling.results.load_table`) and the rank record at `rank_record`, or the prior when neither is given."""
+    from crossling.rankrecord import read_record
     from crossling.results import load_table
 
-    return recommend(language, load_table(source, store) if source is not None else None)
+    record = read_record(rank_record) if rank_record is not None else None
+    return recommend(language, load_table(source, store) if source is not None else None, rank=record)

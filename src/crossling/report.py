@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from crossling import design, factors, paths, stats
+from crossling import design, factors, paths, rankreport, stats
 from crossling import findings as findings_
 from crossling.atomic import atomic_path, write_text_atomic
 from crossling.errors import ConfigError, CrosslingError, DataError
@@ -371,9 +371,9 @@ def tables(a: Analysis) -> dict[str, tuple[Table, pd.DataFrame]]:
 
 
 TABLE_NAMES = ("findings", "methods", "cer_table", "wins", "kruskal", "friedman_ranks", "families", "transfer",
-               "subgroup", "typology", "gender", "sensitivity", "variance", "cost", "missing")
+               "subgroup", "typology", "gender", "sensitivity", "variance", "cost", "missing", *rankreport.TABLE_NAMES)
 FIGURE_NAMES = ("critical_difference", "heatmap", "boxplots", "transfer", "families", "typology", "gender",
-                "variance", "cost")
+                "variance", "cost", *rankreport.FIGURE_NAMES)
 
 
 # --- figures and findings ----------------------------------------------------------------------------
@@ -444,6 +444,8 @@ _SECTIONS = (
     ("gender", "Speaker gender", ("gender",), ("gender",)),
     ("settings", "Hyper-parameter sensitivity", ("sensitivity",), ()),
     ("variance", "Variance decomposition", ("variance",), ("variance",)),
+    ("predicted", "Predicted vs measured: checkpoints ranked before fine-tuning",
+     ("rank_agreement", "rank_pooled", "rank_scores"), ("rank_vs_cer",)),
     ("cost", "Cost", ("cost",), ("cost",)),
     ("missing", "Missing runs", ("missing",), ()),
 )
@@ -471,7 +473,8 @@ def _sections(a: Analysis, rendered: dict, figs: dict):
             yield key, title, chosen, pictures
 
 
-def render_html(title: str, a: Analysis, rendered: dict, figs: dict) -> str:
+def render_html(title: str, a: Analysis, rendered: dict, figs: dict, notes: dict | None = None) -> str:
+    """The page; `notes` adds sentences at the top of sections other than the summary ({section: [text]})."""
     parts = [f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
              f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">\n'
              f"<title>{html_escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<h1>{html_escape(title)}</h1>"]
@@ -479,8 +482,9 @@ def render_html(title: str, a: Analysis, rendered: dict, figs: dict) -> str:
     parts.append("<nav>" + "".join(f'<a href="#{k}">{html_escape(t)}</a>' for k, t, _, _ in sections) + "</nav>")
     for key, heading, chosen, pictures in sections:
         parts.append(f'<section id="{key}">\n<h2>{html_escape(heading)}</h2>')
-        if key == "summary":
-            parts.append("<ul>\n" + "\n".join(f"<li>{html_escape(s)}</li>" for s in summary_sentences(a)) + "\n</ul>")
+        said = summary_sentences(a) if key == "summary" else (notes or {}).get(key, [])
+        if said:
+            parts.append("<ul>\n" + "\n".join(f"<li>{html_escape(s)}</li>" for s in said) + "\n</ul>")
         parts.extend(f'<div class="scroll">{t.html()}</div>' for t in chosen)
         for name, caption, png in pictures:
             data = base64.b64encode(png).decode("ascii")
@@ -491,29 +495,39 @@ def render_html(title: str, a: Analysis, rendered: dict, figs: dict) -> str:
     return "\n".join(parts)
 
 
-def render_markdown(title: str, a: Analysis, rendered: dict, figs: dict) -> str:
+def render_markdown(title: str, a: Analysis, rendered: dict, figs: dict, notes: dict | None = None) -> str:
     parts = [f"# {markdown_escape(title)}"]
     for key, heading, chosen, pictures in _sections(a, rendered, figs):
         parts.append(f"## {markdown_escape(heading)}")
-        if key == "summary":
-            parts.append("\n".join(f"- {markdown_escape(s)}" for s in summary_sentences(a)))
+        said = summary_sentences(a) if key == "summary" else (notes or {}).get(key, [])
+        if said:
+            parts.append("\n".join(f"- {markdown_escape(s)}" for s in said))
         parts.extend(t.markdown() for t in chosen)
         parts.extend(f"![{markdown_escape(caption)}](figures/{name}.png)" for name, caption, _ in pictures)
     return "\n\n".join(parts) + "\n"
 
 
 def write_report(table: pd.DataFrame, out_dir: Path, title: str = "crossling study report", alpha: float = 0.05,
-                 p_adjust: str = "holm", seed: int = 0) -> dict[str, Path]:
+                 p_adjust: str = "holm", seed: int = 0, rank_records: dict | None = None) -> dict[str, Path]:
     """Analyse `table` and write report.html, report.md, figures/*.png and tables/*.{csv,tex} under
-    `out_dir` (report.html last). Returns {relative name: path} of every file written."""
-    return write_analysis(analyse(table, alpha=alpha, p_adjust=p_adjust, seed=seed), out_dir, title)
+    `out_dir` (report.html last). Returns {relative name: path} of every file written. With the
+    study's rank records ({language: RankRecord}) the report also sets them against the runs."""
+    return write_analysis(analyse(table, alpha=alpha, p_adjust=p_adjust, seed=seed), out_dir, title,
+                          rank_records=rank_records)
 
 
-def write_analysis(a: Analysis, out_dir: Path, title: str = "crossling study report") -> dict[str, Path]:
+def write_analysis(a: Analysis, out_dir: Path, title: str = "crossling study report",
+                   rank_records: dict | None = None) -> dict[str, Path]:
     """Write the report of an `Analysis` (see `write_report`)."""
     out_dir = Path(out_dir)
+    predicted = rankreport.rank_section(rank_records, a.runs, a.alpha) if rank_records else None
+    if predicted:  # its findings join the findings table; its sentences open its section
+        a = dataclasses.replace(a, findings=(*a.findings, *predicted.findings))
     rendered = tables(a)
     figs = make_figures(a)
+    notes = {"predicted": list(predicted.sentences)} if predicted else {}
+    rendered.update(predicted.tables if predicted else {})
+    figs.update(predicted.figures if predicted else {})
     written: dict[str, Path] = {}
 
     def record(path: Path) -> None:
@@ -526,8 +540,8 @@ def write_analysis(a: Analysis, out_dir: Path, title: str = "crossling study rep
         record(_write_text(paths.report_table_path(out_dir, name, "tex"), rendered_table.latex()))
     for name, frame in csv_only(a).items():
         record(_write_text(paths.report_table_path(out_dir, name, "csv"), _csv(frame)))
-    record(_write_text(paths.report_page_path(out_dir, "md"), render_markdown(title, a, rendered, figs)))
-    record(_write_text(paths.report_page_path(out_dir, "html"), render_html(title, a, rendered, figs)))
+    record(_write_text(paths.report_page_path(out_dir, "md"), render_markdown(title, a, rendered, figs, notes)))
+    record(_write_text(paths.report_page_path(out_dir, "html"), render_html(title, a, rendered, figs, notes)))
     log.info("report written to %s (%d files)", out_dir, len(written))
     return written
 
@@ -562,10 +576,10 @@ def _write_bytes(path: Path, data: bytes) -> Path:
 
 def report_from(source: str | Path, out_dir: Path, store: Path | None = None, title: str | None = None,
                 alpha: float = 0.05, p_adjust: str = "holm") -> dict[str, Path]:
-    """`write_report` on the table of `source` (see `crossling.results.load_table`); the title defaults to
-    its name."""
+    """`write_report` on the table of `source` (see `crossling.results.load_table`) and the rank records of
+    its store, if any; the title defaults to its name."""
     from crossling.results import load_table
 
     table = load_table(source, store)
     return write_report(table, out_dir, title=title or f"crossling report: {Path(str(source)).stem}", alpha=alpha,
-                        p_adjust=p_adjust)
+                        p_adjust=p_adjust, rank_records=rankreport.source_records(source, store, table))
