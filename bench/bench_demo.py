@@ -268,7 +268,13 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the measurements here")
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--report", type=Path, help="print the tables of a --json file again (no measuring)")
     args = parser.parse_args()
+    if args.report:
+        saved = json.loads(args.report.read_text(encoding="utf-8"))
+        print(f"# {args.report}: {json.dumps(saved['machine'])}")
+        print("\n".join(report(saved["results"])))
+        return
     if args.child:
         common.emit(demo_child(args.child, args.quick, args.workers, args.threads))
         return
