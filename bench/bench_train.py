@@ -38,7 +38,7 @@ def dev_loss(model, prepared: Path, use_mask: bool) -> float:
     import soundfile
     import torch
 
-    from crossling.batching import normalize_waveform
+    from crossling.frontend import normalize_waveform
     from crossling.models import load_tokenizer
     from crossling.prepared import open_prepared
 

@@ -7,10 +7,9 @@ from crossling.batching import (
     ctc_min_frames,
     filter_for_ctc,
     length_sorted_batches,
-    normalize_waveform,
-    pad_batch,
     pad_labels,
 )
+from crossling.frontend import normalize_waveform, pad_inputs
 from crossling.manifest import Utterance
 
 
@@ -80,7 +79,7 @@ def test_normalization_matches_the_hf_feature_extractor():
 
 
 def test_padding_gives_bool_masks_and_ignored_labels():
-    values, mask = pad_batch([np.ones(3, np.float32), np.ones(5, np.float32)])
+    values, mask = pad_inputs([np.ones(3, np.float32), np.ones(5, np.float32)], [3, 5])
     assert values.shape == (2, 5) and mask.dtype.is_floating_point is False and str(mask.dtype) == "torch.bool"
     assert mask.sum().item() == 8 and values[0, 3:].abs().sum() == 0
     labels = pad_labels([[3, 4], [5]])

@@ -3,11 +3,12 @@
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 from scipy import stats as st
 
-from crossling import design
+from crossling import design, registry
 from crossling.study import find_study, load_study
 
 
@@ -43,22 +44,86 @@ def test_detectable_difference_agrees_with_statsmodels_power():
     assert math.isnan(design.detectable_difference(1, 3, 0.05, 3))
 
 
-def _trainable(config: dict, vocab_size: int) -> int:
+def _ctc_model(config: dict, vocab_size: int, **overrides):
+    """transformers' CTC model of `config` (any model type) on the meta device: shapes without memory."""
     import torch
-    from transformers import AutoConfig, Wav2Vec2ForCTC
+    from transformers import AutoConfig, AutoModelForCTC
 
     values = {k: v for k, v in config.items() if not k.startswith("_") and k not in ("architectures",)}
-    values.update(vocab_size=vocab_size, pad_token_id=0)
+    values.update(vocab_size=vocab_size, pad_token_id=0, **overrides)
     with torch.device("meta"):
-        model = Wav2Vec2ForCTC(AutoConfig.for_model(values.pop("model_type"), **values))
-    model.freeze_feature_encoder()
+        return AutoModelForCTC.from_config(AutoConfig.for_model(values.pop("model_type"), **values))
+
+
+def _trainable(config: dict, vocab_size: int) -> int:
+    model = _ctc_model(config, vocab_size)
+    if config["model_type"] != "wav2vec2-bert":  # w2v-BERT has no CNN to freeze
+        model.freeze_feature_encoder()
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-@pytest.mark.parametrize("checkpoint", ["zoo-es", "random-init"])
+@pytest.mark.parametrize("checkpoint", ["zoo-es", "random-init", "mms-300m", "mms-1b", "xlsr-1b", "xlsr-2b",
+                                        "data2vec-base", "data2vec-large", "w2v-bert-2"])
 def test_parameter_count_matches_transformers(checkpoint):
-    config, _ = design.config_values(checkpoint)
+    config, source = design.config_values(checkpoint)
     assert design.architecture_of(checkpoint).trainable_parameters(50) == _trainable(config, 50)
+    facts = registry.find_checkpoint(checkpoint)
+    if facts.config_name:  # today's checkpoints are sized from their own packaged config, not the LARGE one
+        assert source == f"crossling/data/{facts.config_name}"
+
+
+@pytest.mark.parametrize("checkpoint", ["xlsr300m", "data2vec-large", "w2v-bert-2"])
+def test_forward_flops_match_torch_flop_counter(checkpoint):
+    """The step FLOPs are 3x the forward's after the CNN; the forward's (two layers of the real widths, one
+    5 s clip) agree with what torch counts for transformers' model: a CNN + transformer, data2vec's stacked
+    positional convolutions, and w2v-BERT's Conformer over log-mel rows."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    config = {**design.config_values(checkpoint)[0], "num_hidden_layers": 2}
+    arch = design.Architecture.from_config(config, checkpoint)
+    model = _ctc_model(config, 50, mask_time_prob=0.0, layerdrop=0.0).eval()
+    samples = 5 * 16_000
+    with torch.device("meta"):
+        if arch.log_mel:
+            inputs, cnn = torch.zeros(1, arch.frames(samples), arch.input_dim), None
+        else:
+            inputs, cnn = torch.zeros(1, samples), model.base_model.feature_extractor
+        with FlopCounterMode(display=False) as everything:
+            model(inputs)
+        with FlopCounterMode(display=False) as front:
+            if cnn is not None:
+                cnn(inputs)
+    counted = everything.get_total_flops() - front.get_total_flops()
+    assert arch.train_step_flops(5.0, 5.0, 50) / 3 == pytest.approx(counted, rel=2e-3)
+
+
+def test_a_study_of_todays_checkpoints_is_sized(tmp_path, capsys):
+    """Each registered checkpoint of today, and random:<alias>, is sized from its packaged architecture; a
+    model type crossling has no count for is 'cannot be estimated' (why), never a wrong figure."""
+    study = tmp_path / "s.toml"
+    names = ["mms-300m", "mms-1b", "xlsr-1b", "xlsr-2b", "w2v-bert-2", "data2vec-large", "random:w2v-bert-2"]
+    study.write_text(f"checkpoints = {json.dumps(names)}\nlanguages = ['pt']\nseeds = [0]\n"
+                     "[data]\nsource = 'prepared'\npath = 'p'\n")
+    cost = design.study_cost(load_study(study))
+    assert not cost.unsized and [c.checkpoint for c in cost.checkpoints] == names
+    by_name = {c.checkpoint: c for c in cost.checkpoints}
+    assert by_name["random:w2v-bert-2"] == replace(by_name["w2v-bert-2"], checkpoint="random:w2v-bert-2")
+    assert by_name["xlsr-2b"].parameters > by_name["mms-1b"].parameters > by_name["mms-300m"].parameters
+    from crossling.cli import main
+
+    assert main(["study", "plan", str(study), "--store", str(tmp_path / "store")]) == 0
+    out = capsys.readouterr().out
+    cost_line = next(line for line in out.splitlines() if line.startswith("cost:"))
+    assert "h per run on average, " in out  # sizes differ: a mean over the grid
+    assert "mms-300m 311M params" in cost_line and "xlsr-2b 2.16B params" in cost_line  # each size once
+    assert "w2v-bert-2, random:w2v-bert-2 581M params" in cost_line
+    conformer, _ = design.config_values("zoo-es")
+    (tmp_path / "conformer").mkdir()
+    (tmp_path / "conformer" / "config.json").write_text(json.dumps({**conformer, "model_type": "wav2vec2-conformer"}))
+    study.write_text(study.read_text().replace('"mms-300m"', '"conformer"'))
+    (reason,) = design.study_cost(load_study(study)).unsized
+    assert "cannot count the parameters of model type 'wav2vec2-conformer'" in reason
 
 
 def test_large_step_flops_match_the_reference_arithmetic():

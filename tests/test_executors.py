@@ -47,14 +47,20 @@ def test_execute_run_records_attempts_and_errors(tmp_path):
     good, bad = expand_runs(study)
     (tmp_path / "prepared" / "fail-toy_broken").touch()
     options = ExecOptions(tmp_path / "store", tmp_path / "prepared", TOY, "cpu")
-    assert execute_run(good, "token-1", options).status == "done"
-    outcome = execute_run(bad, "token-2", options)
-    assert outcome.status == "failed" and outcome.error == "RuntimeError: deliberate failure of toy/broken"
     store = Store(tmp_path / "store")
-    assert [(e["event"], e["token"]) for e in store.attempts(bad.run_id)] == [("start", "token-2"), ("failed", "token-2")]
+    first = store.try_claim(good.run_id)
+    assert execute_run(good, first, options).status == "done"
+    second = store.try_claim(bad.run_id)
+    outcome = execute_run(bad, second, options)
+    assert outcome.status == "failed" and outcome.error == "RuntimeError: deliberate failure of toy/broken"
+    assert [(e["event"], e["token"]) for e in store.attempts(bad.run_id)] == [("start", second.token),
+                                                                               ("failed", second.token)]
+    store.close()
     assert store.state(good.run_id) == "done" and store.state(bad.run_id) == "failed"
     silent = ExecOptions(tmp_path / "store", tmp_path / "prepared", "grid_factory:forgetful_finetune", "cpu")
-    assert "without writing" in execute_run(bad, "token-3", silent).error  # no result.json = failed
+    third = store.try_claim(bad.run_id)
+    assert "without writing" in execute_run(bad, third, silent).error  # no result.json = failed
+    store.close()
 
 
 # --- local grid processes (--workers N) ---------------------------------------------------------------
@@ -80,7 +86,7 @@ def test_worker_processes_share_the_store_and_their_events_reach_this_process(tm
     for event in events:  # every event's counts cover the grid
         assert event.done + event.failed + event.running + event.elsewhere + event.pending == 12
     assert events[-1].done == 12 and events[-1].eta_seconds == 0.0
-    assert not list((store.root / "claims").glob("*.claim"))
+    assert not list((store.root / "claims").glob("*/*.claim"))
 
 
 def test_worker_processes_get_usable_cores_over_workers_threads_by_default():
@@ -102,7 +108,7 @@ def test_cancelling_worker_processes_releases_their_runs_which_resume_later(tmp_
     executor.cancel()
     grid.join(timeout=60)
     assert not grid.is_alive() and box["summary"].done < 2
-    assert not list((store.root / "claims").glob("*.claim"))  # released on the way out
+    assert not list((store.root / "claims").glob("*/*.claim"))  # released on the way out
     assert {store.state(r.run_id) for r in expand_runs(study)} <= {"pending", "done"}
     monkeypatch.setenv("GRID_TOY_STEP_SECONDS", "0")
     again = run_study(study, run_function=TOY)
@@ -154,7 +160,7 @@ def test_ray_executor_runs_the_grid_in_ray_workers(ray_instance, tmp_path):
     pids = {starts(store.root, run.run_id)[0]["pid"] for run in expand_runs(study)}
     assert os.getpid() not in pids  # executed in Ray worker processes
     assert "deliberate failure" in store.error(expand_runs(study)[-1].run_id).traceback
-    assert not list((store.root / "claims").glob("*.claim"))
+    assert not list((store.root / "claims").glob("*/*.claim"))
 
 
 @pytest.mark.slow
@@ -207,4 +213,4 @@ def test_ray_refuses_a_request_no_node_can_satisfy(ray_instance, tmp_path):
     study = load_study(write_study(tmp_path / "toy.toml", ["toy/a"], languages=("aa",)))
     with pytest.raises(ConfigError, match=r"requests 1 GPU\(s\) but the Ray cluster has 0"):
         run_study(study, executor=RayExecutor(gpus_per_run=1), run_function=TOY)
-    assert plan_study(study).pending == 1 and not list((tmp_path / "toy.runs" / "claims").glob("*.claim"))
+    assert plan_study(study).pending == 1 and not list((tmp_path / "toy.runs" / "claims").glob("*/*.claim"))

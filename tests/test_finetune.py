@@ -3,16 +3,17 @@ from dataclasses import replace
 
 import pytest
 import torch
-from tinydata_factory import MODEL_TYPES, make_prepared, make_tiny_checkpoint
+from tinydata_factory import ALL_MODEL_TYPES, make_prepared, make_tiny_checkpoint
 
 from crossling import paths
 from crossling.batching import make_batch, training_data
 from crossling.config import TrainConfig
 from crossling.errors import ConfigError
 from crossling.finetune import finetune
-from crossling.models import InputSpec, load_finetuned, load_for_finetuning, load_tokenizer, resolve
+from crossling.models import input_spec, load_finetuned, load_for_finetuning, load_tokenizer, resolve
 from crossling.prepared import open_prepared
 from crossling.records import RunRecord
+from crossling.rundir import LOCK_NAME
 
 TINY = TrainConfig(learning_rate=2e-3, max_steps=40, batch_seconds=8.0, checkpoint_every=20, collapse_patience=30)
 
@@ -26,8 +27,7 @@ def corpus_loss(model, data, config):
     """Mean CTC loss over the (filtered) training set in eval mode, in one padded batch."""
     tokenizer = load_tokenizer(data.vocab_file)
     training = training_data(data, tokenizer, model.config, config, seed=0)
-    norm = model.config.feat_extract_norm
-    spec = InputSpec(do_normalize=True, use_attention_mask=norm == "layer", feat_extract_norm=norm)
+    spec = input_spec(model.config, {})
     batch = make_batch(training, list(range(len(training.utterances))), spec, "cpu")
     batch.pop("frames")
     model.eval()
@@ -36,7 +36,7 @@ def corpus_loss(model, data, config):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model_type", MODEL_TYPES)
+@pytest.mark.parametrize("model_type", ALL_MODEL_TYPES)
 def test_training_lowers_the_loss_for_each_model_type(prepared, tmp_path, model_type):
     checkpoint = make_tiny_checkpoint(tmp_path / "ckpt", model_type)
     data = open_prepared(prepared, "xx")
@@ -118,8 +118,9 @@ def test_kill_9_and_resume_reaches_the_same_result(prepared, tmp_path):
     assert not paths.run_result_path(killed).exists(), "the run finished before it could be killed"
     interrupted_at = torch.load(paths.run_resume_path(killed), weights_only=True)["state"]["step"]
     assert 0 < interrupted_at < 60
-    (killed / ".checkpoint.pt.half-written.tmp").write_bytes(b"x")  # as a kill during a save leaves them
-    (killed / ".model.staging").mkdir()
+    (killed / ".resume.pt.crossling-k3j4h5g6.tmp").write_bytes(b"x")  # as a kill during a save leaves them
+    (killed / ".checkpoint.pt.k3j4h5g6.tmp").write_bytes(b"x")  # (an earlier version's name)
+    (killed / ".model.crossling-a1b2c3d4").mkdir()
     resumed = _start(prepared, checkpoint, killed)
     for process in (resumed, reference):
         assert process.wait(timeout=300) == 0, process.stderr.read().decode()[-2000:]
@@ -133,7 +134,7 @@ def test_kill_9_and_resume_reaches_the_same_result(prepared, tmp_path):
     assert weights_a.keys() == weights_b.keys()
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
     assert "resumed from" in paths.run_log_path(killed).read_text()
-    assert not list(killed.glob(".*")), "stale temporaries were left behind"
+    assert [p.name for p in killed.glob(".*")] == [LOCK_NAME], "stale temporaries were left behind"
 
 
 @pytest.mark.slow
@@ -202,10 +203,10 @@ def test_cli_finetune_json_and_errors(prepared, tmp_path, capsys):
     assert "'pt' is not prepared" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("model_type", MODEL_TYPES)
+@pytest.mark.parametrize("model_type", ALL_MODEL_TYPES)
 def test_cached_cnn_features_give_the_same_loss_and_gradients(prepared, tmp_path, model_type):
-    """Replaying the frozen encoder's per-utterance outputs equals running it on the padded batch, with
-    SpecAugment and dropout on (same seed), for every model type."""
+    """Replaying the frozen encoder's per-utterance outputs (or w2v-BERT's log-mel rows) equals computing
+    them for the padded batch, with SpecAugment and dropout on (same seed), for every model type."""
     from contextlib import nullcontext
 
     from crossling.batching import DataPosition
@@ -219,7 +220,7 @@ def test_cached_cnn_features_give_the_same_loss_and_gradients(prepared, tmp_path
     training = training_data(data, load_tokenizer(data.vocab_file), model.config, config, seed=0)
     indices, _ = training.plan.take(DataPosition())
     assert len({training.utterances[i].num_samples for i in indices}) > 1  # padding is involved
-    cache = FrozenFeatureCache(model)
+    cache = FrozenFeatureCache(model, spec)
     assert FrozenFeatureCache.applies(model, spec, config)
     model.train()
     results = []
@@ -238,7 +239,7 @@ def test_cached_cnn_features_give_the_same_loss_and_gradients(prepared, tmp_path
     assert len(grads_a) == len(grads_b) > 0
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(grads_a, grads_b, strict=True))
     # and the encoder runs normally again afterwards
-    assert "forward" not in vars(cache.encoder)
+    assert cache.encoder is None if spec.features == "log-mel" else "forward" not in vars(cache.encoder)
 
 
 @pytest.mark.slow

@@ -143,7 +143,7 @@ def test_concurrent_grid_processes_run_each_run_exactly_once(tmp_path):
         assert len(attempts) == 1, (run.run_id, attempts)
     assert {s["pid"] for run in expand_runs(study) for s in starts(store, run.run_id)} == {g.pid for g in grids}
     assert plan_study(study, store).done == 12
-    assert not list((store / "claims").glob("*.claim"))  # every claim released
+    assert not list((store / "claims").glob("*/*.claim"))  # every claim released
 
 
 def test_missing_prepared_language_is_an_error_naming_it(tmp_path):
@@ -310,6 +310,24 @@ def test_a_common_voice_release_is_prepared_once_under_the_store(tmp_path):
                                        'dev_max = 1\neval_seed = 3\n')
     assert run_study(other, run_function=TOY).executed == 2  # other data: other runs, other prepared dir
     assert len(list((tmp_path / "data.runs" / "data").glob("common-voice-*"))) == 2
+
+
+@pytest.mark.parametrize("corpus_format", ["manifest", "hf", "lhotse"])
+def test_a_corpus_of_any_format_is_prepared_for_the_study(tmp_path, corpus_format):
+    from corpus_factory import entries, write_hf_dataset, write_lhotse, write_manifest_folder
+
+    write = {"manifest": write_manifest_folder, "hf": write_hf_dataset, "lhotse": write_lhotse}[corpus_format]
+    for language in ("pt", "de"):
+        write(tmp_path / "corpus", language, entries(language, speakers=6))
+    study = _study_with_data(tmp_path, f'source = "corpus"\npath = "corpus"\nformat = "{corpus_format}"\n'
+                                       "train_hours = 0.002\n")
+    assert run_study(study, run_function=TOY).done == 2
+    (prepared,) = (tmp_path / "data.runs" / "data").glob("corpus-*")
+    for language in ("pt", "de"):
+        summary = read_json(paths.prepared_summary_path(prepared, language))
+        assert summary["format"] == corpus_format and summary["train_hours"] == pytest.approx(0.002, abs=0.0006)
+    with pytest.raises(ConfigError, match=r"\[data\].*format \(--format\) 'kaldi' is not a corpus format"):
+        _study_with_data(tmp_path, 'source = "corpus"\npath = "corpus"\nformat = "kaldi"\n')
 
 
 @pytest.mark.slow

@@ -3,7 +3,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from tinydata_factory import MODEL_TYPES, make_prepared, make_tiny_checkpoint
+from tinydata_factory import ALL_MODEL_TYPES, make_prepared, make_tiny_checkpoint
 
 from crossling import paths
 from crossling.cli import main
@@ -47,7 +47,7 @@ def test_sample_leaves_out_utterances_too_short_for_their_labels():
 # --- hidden states of every model type ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("model_type, norm", [(t, "layer") for t in MODEL_TYPES] + [("wav2vec2", "group")])
+@pytest.mark.parametrize("model_type, norm", [(t, "layer") for t in ALL_MODEL_TYPES] + [("wav2vec2", "group")])
 def test_hidden_states_of_every_model_type(tmp_path, model_type, norm):
     from crossling.models import frames_for_samples
 

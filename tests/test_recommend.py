@@ -40,7 +40,50 @@ def test_measured_language_uses_its_runs(table):
     assert top.predicted == pytest.approx(runs.mean())
     assert top.uncertainty == pytest.approx(runs.std(ddof=1) / math.sqrt(3))
     assert "3 run(s)" in top.evidence
-    assert [c.rank for c in result.candidates] == list(range(1, 17))
+    ranks = [c.rank for c in result.candidates]
+    assert ranks == sorted(ranks) and ranks[0] == 1
+
+
+def test_measured_ranks_come_from_the_tests_and_ties_are_shared():
+    """Rank = 1 + the number of checkpoints with a significantly lower CER (Conover-Iman, Holm): two
+    checkpoints no test separates share rank 1 whatever their names and means; a clearly worse one is 3rd.
+    With the alphabet or the means deciding, "b-close" (higher mean) would be 2nd."""
+    rows = [("b-close", 0.50 + d) for d in (0.00, 0.02, 0.04, 0.06)] + \
+           [("a-best", 0.49 + d) for d in (0.00, 0.03, 0.05, 0.06)] + \
+           [("c-worse", 0.90 + d) for d in (0.00, 0.01, 0.02, 0.03)]
+    runs = pd.DataFrame([{"language": "pt", "checkpoint": c, "seed": i % 4, "cer": v, "status": "done"}
+                         for i, (c, v) in enumerate(rows)])
+    result = recommend("pt", runs)
+    assert {c.checkpoint: c.rank for c in result.candidates} == {"a-best": 1, "b-close": 1, "c-worse": 3}
+    assert result.best() == ("a-best", "b-close")
+    sentences = result.sentences()
+    assert sentences[0].startswith("Lowest CER on pt: a-best and b-close (no test separates them)")
+    assert any(s.startswith("No evidence that a-best and b-close differ in CER on pt") for s in sentences)
+    assert any(s.startswith("On pt, b-close has a lower CER than c-worse") for s in sentences)
+    payload = result.to_dict()
+    assert payload["best"] == ["a-best", "b-close"] and len(payload["findings"]) == 3
+
+
+def test_no_direction_when_the_language_test_is_not_significant():
+    """Every CER within noise: one shared rank, no sentence names a direction."""
+    rng = np.random.default_rng(0)
+    runs = pd.DataFrame([{"language": "pt", "checkpoint": c, "seed": s, "cer": 0.5 + rng.normal(0, 0.05),
+                          "status": "done"} for c in ("x", "y", "z") for s in range(3)])
+    result = recommend("pt", runs)
+    assert {c.rank for c in result.candidates} == {1}
+    assert all("lower CER than" not in s and "higher CER than" not in s for s in result.sentences())
+
+
+def test_predicted_and_prior_orders_are_not_tests_and_equal_scores_share_a_rank(table):
+    predicted = recommend("pt", table[table["language"] != "pt"])
+    assert "not a tested difference" in predicted.notes and predicted.sentences() == []
+    from crossling.recommend import _ranked
+
+    rows = [dict(checkpoint=name, predicted=0.5, uncertainty=0.1, score=0.5, basis="predicted", evidence="",
+                 pretrain_distance=0.1) for name in ("b", "a")] + \
+           [dict(checkpoint="c", predicted=0.6, uncertainty=0.1, score=0.6, basis="predicted", evidence="",
+                 pretrain_distance=0.1)]
+    assert [(c.checkpoint, c.rank) for c in _ranked(rows)] == [("a", 1), ("b", 1), ("c", 3)]
 
 
 def test_alias_spelling_matches_the_results(table):

@@ -125,6 +125,20 @@ def test_prepared_summary_round_trips_and_old_summaries_are_read(tmp_path):
     assert PreparedSummary.from_json(minimal, "x").train_speakers is None  # older summaries lacked these
 
 
+def test_a_prepared_summary_names_its_corpus_format_and_older_ones_were_common_voice(tmp_path):
+    old = PreparedSummary.read(DATA / "legacy-prepared.json")  # schema 0, before other formats were read
+    assert old.format == "cv"
+    without = {key: value for key, value in old.to_json().items() if key != "format"}
+    assert without["schema"] == SCHEMA and PreparedSummary.from_json(without, "x").format == "cv"
+    lhotse = replace(old, format="lhotse")
+    path = tmp_path / "prepared.json"
+    path.write_text(json.dumps(lhotse.to_json()))
+    assert json.loads(path.read_text())["format"] == "lhotse" and PreparedSummary.read(path) == lhotse
+    path.write_text(json.dumps({**lhotse.to_json(), "format": 3}))
+    with pytest.raises(CorruptArtifactError, match=r"prepared.json.*format"):
+        PreparedSummary.read(path)
+
+
 def test_study_plan_round_trips_and_an_old_plan_is_read(tmp_path):
     old = StudyPlan.from_json(json.loads((DATA / "legacy-plan.json").read_text()), "legacy-plan.json")
     assert len(old.runs) == 4 and old.sweep == ("learning_rate",)

@@ -8,28 +8,32 @@ import sys
 import time
 
 import pytest
-from grid_factory import environment
+from grid_factory import environment, toy_record
 
 from crossling import paths
 from crossling.atomic import write_json_atomic
-from crossling.errors import ConfigError
-from crossling.records import StudyPlan
+from crossling.config import TrainConfig
+from crossling.errors import ConfigError, OutputError
+from crossling.records import StudyPlan, run_identity
 from crossling.store import Store
+
+IDENTITY = run_identity(model="toy/a", language="aa", seed=0, recipe=TrainConfig(), data={"source": "test"})
+R1 = f"toy_a-aa-s0-{IDENTITY.digest()}"
 
 
 def test_states_follow_the_files(tmp_path):
     store = Store(tmp_path)
-    assert store.state("r1") == "pending"
-    claim = store.try_claim("r1")
-    assert claim is not None and store.state("r1") == "running"
-    store.write_error("r1", ValueError("bad value"), "Traceback ...\nValueError: bad value")
-    assert store.state("r1") == "running"  # a live claim wins: the run is being retried
+    assert store.state(R1) == "pending"
+    claim = store.try_claim(R1)
+    assert claim is not None and store.state(R1) == "running"
+    store.write_error(R1, ValueError("bad value"), "Traceback ...\nValueError: bad value")
+    assert store.state(R1) == "running"  # a live claim wins: the run is being retried
     store.release(claim)
-    assert store.state("r1") == "failed"
-    error = store.error("r1")
+    assert store.state(R1) == "failed"
+    error = store.error(R1)
     assert error.error == "ValueError: bad value" and "Traceback" in error.traceback and error.pid == os.getpid()
-    write_json_atomic(paths.run_result_path(store.run_dir("r1")), {"status": "done"})
-    assert store.state("r1") == "done"
+    write_json_atomic(paths.run_result_path(store.run_dir(R1)), toy_record(IDENTITY, 0.5, steps=3).to_json())
+    assert store.state(R1) == "done"
     store.close()
 
 
@@ -40,9 +44,10 @@ def test_a_claim_is_exclusive_until_released(tmp_path):
     assert theirs.try_claim("r1") is None and mine.try_claim("r1") is None
     assert theirs.claim_owner("r1")["pid"] == os.getpid()
     mine.release(claim)
-    assert not paths.store_claim_path(tmp_path, "r1").exists()
+    assert not claim.path.exists() and paths.store_claim_path(tmp_path, "r1", 1, released=True).exists()
     again = theirs.try_claim("r1")
-    assert again is not None and again.token != claim.token
+    assert again is not None and again.token != claim.token and again.generation == 2
+    assert [p.name for p in paths.store_claims_dir(tmp_path, "r1").iterdir()] == ["2.claim"]  # no debris
     mine.close()
     theirs.close()
 
@@ -66,7 +71,7 @@ def test_heartbeat_keeps_a_claim_alive_and_its_absence_makes_it_stale(tmp_path):
 
 
 def _foreign_claim(store: Store, run_id: str, age: float) -> None:
-    path = store.claim_path(run_id)
+    path = paths.store_claim_path(store.root, run_id, 1)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"token": "t-" + run_id, "host": "another-machine", "boot_id": "x", "pid": 1}))
     os.utime(path, (time.time() - age, time.time() - age))
@@ -80,7 +85,7 @@ def test_another_machines_claim_counts_until_it_goes_stale(tmp_path):
     assert store.state("stale") == "pending"
     claim = store.try_claim("stale")
     assert claim is not None and store.claim_owner("stale")["token"] == claim.token
-    assert list(claim.path.parent.glob("stale.claim.t-stale.takeover"))  # the takeover is on record
+    assert claim.generation == 2 and [p.name for p in claim.path.parent.iterdir()] == ["2.claim"]  # no debris
     store.close()
 
 
@@ -89,7 +94,7 @@ def test_a_killed_process_on_this_machine_loses_its_claim_at_once(tmp_path):
             "Store(sys.argv[1]).try_claim('r1'); os.kill(os.getpid(), signal.SIGKILL)")
     subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=environment())
     store = Store(tmp_path)  # default 120 s staleness: only the dead pid can free it now
-    assert paths.store_claim_path(tmp_path, "r1").exists()
+    assert paths.store_claim_path(tmp_path, "r1", 1).exists()
     assert store.state("r1") == "pending"
     assert store.try_claim("r1") is not None
     store.close()
@@ -132,3 +137,33 @@ def test_attempt_log_and_bad_timing(tmp_path):
     assert store.read_plan() == plan
     with pytest.raises(ConfigError, match="must exceed two heartbeats"):
         Store(tmp_path, heartbeat_seconds=10, stale_seconds=15)
+
+
+def test_takeover_needs_no_inode_markers_and_leaves_one_file_a_run(tmp_path):
+    """Each round a claimer dies between creating its claim file and writing it (an empty file, which the
+    earlier code named by its inode number -- reused by ext4 at once, so such a claim could never be
+    taken over again). Every such claim is taken over once stale, and nothing piles up in claims/."""
+    store = Store(tmp_path, heartbeat_seconds=1, stale_seconds=30)
+    folder = paths.store_claims_dir(tmp_path, "r1")
+    for generation in range(1, 40, 2):
+        crashed = paths.store_claim_path(tmp_path, "r1", generation)
+        crashed.parent.mkdir(parents=True, exist_ok=True)
+        crashed.touch()
+        assert store.try_claim("r1") is None  # fresh: its claimer may still be writing it
+        os.utime(crashed, (time.time() - 60, time.time() - 60))
+        claim = store.try_claim("r1")
+        assert claim is not None and claim.generation == generation + 1
+        store.release(claim)
+        assert [p.name for p in folder.iterdir()] == [f"{generation + 1}.released"]
+    assert sorted(p.name for p in (tmp_path / "claims").iterdir()) == ["r1"]
+    store.close()
+
+
+def test_a_claim_location_of_the_wrong_type_is_a_clear_error(tmp_path):
+    store = Store(tmp_path)
+    paths.store_claim_path(tmp_path, "r1", 1).mkdir(parents=True)  # a folder where a claim file belongs
+    with pytest.raises(OutputError, match=r"1\.claim: expected a claim file, found a directory"):
+        store.try_claim("r1")
+    (tmp_path / "claims" / "r2").write_text("")  # a file where the run's claim folder belongs
+    with pytest.raises(OutputError, match=r"claims/r2: cannot use this claim location"):
+        store.try_claim("r2")

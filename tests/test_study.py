@@ -124,7 +124,7 @@ STRICT_CASES = [
     ("languages = ['aa']\nseeds = [0]\ncheckpoints = ['xlsr53']\n",
      r"missing required key\(s\) data"),
     ("languages = ['aa']\nseeds = [0]\ncheckpoints = ['xlsr53']\n[data]\nsource = 'huggingface'\n",
-     r"\[data\]: source must be one of prepared, common-voice, synthetic"),
+     r"\[data\]: source must be one of prepared, common-voice, corpus, synthetic"),
     ("languages = ['aa']\nseeds = [0]\ncheckpoints = ['xlsr53']\n[data]\nsource = 'prepared'\npath = 'p'\nhours = 1\n",
      r"\[data\] \(source = 'prepared'\): unknown key\(s\) hours; valid keys: path"),
     ("languages = ['aa']\nseeds = [0]\ncheckpoints = ['xlsr53']\n[data]\nsource = 'common-voice'\n",

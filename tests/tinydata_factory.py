@@ -78,20 +78,34 @@ def _utterance(root, language, stem, text, rng, index, seconds=None) -> Utteranc
                      sentence=text, speaker=f"spk{index % 4}", gender=gender)
 
 
+#: The five types of the reference study (CNN feature encoder with a selectable norm).
 MODEL_TYPES = ("wav2vec2", "hubert", "wavlm", "unispeech", "unispeech-sat")
+#: Every model type with a transformers CTC head that crossling fine-tunes.
+ALL_MODEL_TYPES = (*MODEL_TYPES, "data2vec-audio", "wav2vec2-conformer", "wav2vec2-bert")
+
+_TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, hidden_dropout=0.0,
+             attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0, layerdrop=0.0)
+_TINY_CNN = dict(conv_dim=[32] * 7, conv_bias=True, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+# per type: values beyond the shared ones (data2vec's positional convolution is a stack of small layers;
+# the Conformer and w2v-BERT have depthwise convolutions; the tiny w2v-BERT gets the adapter its fine-tuning
+# recipe adds, so that the adapter's frame arithmetic is exercised)
+_TINY_EXTRA = {
+    "data2vec-audio": dict(_TINY_CNN, num_conv_pos_embeddings=2, conv_pos_kernel_size=5),
+    "wav2vec2-conformer": dict(_TINY_CNN, conv_depthwise_kernel_size=3),
+    "wav2vec2-bert": dict(conv_depthwise_kernel_size=3, output_hidden_size=32, add_adapter=True,
+                          num_adapter_layers=1, adapter_kernel_size=3, adapter_stride=2, mask_time_prob=0.0),
+}
 
 
 def tiny_config(model_type: str, feat_extract_norm: str = "layer"):
-    """A tiny random architecture of `model_type`: hidden 32, 2 layers, conv_dim 32 x 7 (320x downsampling)."""
+    """A tiny random architecture of `model_type`: hidden 32, 2 layers; CNN types get conv_dim 32 x 7 (320x
+    downsampling), w2v-BERT takes 160-dim log-mel rows (20 ms each) and halves them in its adapter."""
     from transformers import AutoConfig
 
-    return AutoConfig.for_model(
-        model_type, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        conv_dim=[32] * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
-        feat_extract_norm=feat_extract_norm, do_stable_layer_norm=feat_extract_norm == "layer",
-        conv_bias=True, hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
-        feat_proj_dropout=0.0, layerdrop=0.0,
-    )
+    extra = _TINY_EXTRA.get(model_type, _TINY_CNN)
+    if model_type != "wav2vec2-bert":
+        extra = dict(extra, feat_extract_norm=feat_extract_norm, do_stable_layer_norm=feat_extract_norm == "layer")
+    return AutoConfig.for_model(model_type, **_TINY, **extra)
 
 
 def make_tiny_checkpoint(directory: Path, model_type: str = "wav2vec2", feat_extract_norm: str = "layer",

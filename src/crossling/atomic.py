@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import socket
 import stat
@@ -23,13 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from crossling.errors import CorruptArtifactError, OutputError
+from crossling.fence import check_write
 
 STDOUT = "-"
+#: In the name of every temporary file crossling makes, so that cleaning up never touches a user's file.
+TEMPORARY_MARK = "crossling-"
 #: How a target is written (see `output_kind`).
 REPLACE, IN_PLACE, SOCKET, TO_STDOUT = "replace", "in place", "socket", "stdout"
 
 
-def _current_umask() -> int:
+def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -77,6 +81,7 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
     """Yield a temporary path to write; when the block succeeds its content lands on `target` as
     `output_kind` says. A failure inside the block leaves `target` as it was (old content or absent)."""
     kind, destination = output_kind(target)
+    check_write(destination)  # a run that lost its claim writes nothing more
     directory = destination.parent if kind == REPLACE else None
     tmp_path = _temporary(destination, directory)
     try:
@@ -86,6 +91,11 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
             if _writing_failed(error, tmp_path):
                 raise _output_error(Path(target), error) from None
             raise
+        except Exception:  # a writer that hides the OS error (torch.save raises RuntimeError on a full disk)
+            if (full := out_of_space(Path(target), tmp_path.parent)) is not None:
+                raise full from None
+            raise
+        check_write(destination)  # again at the commit point: the block may have taken long
         try:
             _replace(tmp_path, destination) if kind == REPLACE else _deliver(tmp_path, kind, destination)
         except BrokenPipeError:
@@ -111,11 +121,18 @@ def _temporary(destination: Path, directory: Path | None) -> Path:
     try:
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".tmp", dir=directory)
+        fd, name = tempfile.mkstemp(prefix=f".{destination.name}.{TEMPORARY_MARK}", suffix=".tmp", dir=directory)
     except OSError as error:
         raise _output_error(destination, error) from None
     os.close(fd)
     return Path(name)
+
+
+def is_temporary_of(name: str, target: Path) -> bool:
+    """Whether the file `name` is a temporary file `atomic_path` made for `target` (this version's
+    `.<target>.crossling-XXXXXXXX.tmp`, or an earlier version's `.<target>.XXXXXXXX.tmp`)."""
+    pattern = rf"\.{re.escape(Path(target).name)}\.({TEMPORARY_MARK})?[a-z0-9_]{{8}}\.tmp"
+    return re.fullmatch(pattern, name) is not None
 
 
 def _replace(tmp_path: Path, destination: Path) -> None:
@@ -124,7 +141,7 @@ def _replace(tmp_path: Path, destination: Path) -> None:
     try:
         mode = stat.S_IMODE(os.stat(destination).st_mode)
     except FileNotFoundError:
-        mode = 0o666 & ~_current_umask()
+        mode = 0o666 & ~current_umask()
     os.chmod(tmp_path, mode)
     with open(tmp_path, "rb+") as handle:
         os.fsync(handle.fileno())
@@ -145,6 +162,18 @@ def _deliver(tmp_path: Path, kind: str, destination: Path) -> None:
         else:
             with open(destination, "wb") as out:
                 shutil.copyfileobj(source, out)
+
+
+def out_of_space(target: Path, directory: Path) -> OutputError | None:
+    """The `OutputError` for `target` if the file system of `directory` is full (under 64 KiB free), else
+    None: for writers whose own error does not say so."""
+    try:
+        info = os.statvfs(directory)
+    except OSError:
+        return None
+    if info.f_bavail * info.f_frsize >= 64 * 1024:
+        return None
+    return _output_error(target, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
 
 
 _REASONS = {

@@ -21,6 +21,7 @@ import soxr
 
 from crossling import paths
 from crossling.atomic import read_jsonl, write_jsonl_atomic
+from crossling.children import end_with_parent
 from crossling.manifest import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
@@ -157,7 +158,8 @@ def _executor(workers: int) -> Executor:
     if workers <= 1:
         return _InlineExecutor()
     # forkserver: forking a process that runs threads (tqdm's monitor, torch) can deadlock
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver"))
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver"),
+                               initializer=end_with_parent)  # none outlives a kill -9 of crossling
 
 
 def decode_stream(jobs: Iterable[ClipJob], cache: ClipCache, workers: int | None = None) -> Iterator[Decoded]:

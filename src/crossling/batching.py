@@ -1,6 +1,6 @@
 """Batches: a prepared language's train split -> CTC-feasibility filter (with counts) -> length-sorted
 batches of at most `batch_seconds` of padded audio in a seeded order resumable from a `DataPosition` -> model inputs
-(normalized, padded waveforms or cached frozen-CNN features) for training and inference."""
+(padded waveforms or log-mel rows, or cached features) for training."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ import numpy as np
 
 from crossling.config import TrainConfig
 from crossling.errors import DataError
+from crossling.frontend import input_name, model_input, pad_inputs, valid_input_length
 from crossling.manifest import Utterance
-from crossling.models import FrozenFeatureCache, InputSpec, feature_encoder, frames_for_samples
+from crossling.models import FrozenFeatureCache, InputSpec, frames_for_samples
 from crossling.prepared import PreparedLanguage
 from crossling.sharing import FEATURE_MAX_BYTES, audio_key, feature_store, read_audio
 
@@ -24,18 +25,6 @@ if TYPE_CHECKING:  # torch and transformers load only where batches are made
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
-
-
-def normalize_waveform(audio: np.ndarray) -> np.ndarray:
-    """Zero mean, unit variance over the whole utterance, as `Wav2Vec2FeatureExtractor(do_normalize=True)`
-    computes it for one unpadded input (same formula, so our inputs equal the pipeline's)."""
-    return (audio - audio.mean()) / np.sqrt(audio.var() + 1e-7)
-
-
-def prepare_input(audio: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """The model input for one waveform, as the checkpoint's feature extractor would make it."""
-    audio = np.asarray(audio, dtype=np.float32)
-    return normalize_waveform(audio) if spec.do_normalize else audio
 
 
 def ctc_min_frames(labels: Sequence[int]) -> int:
@@ -157,81 +146,54 @@ def training_data(data: PreparedLanguage, tokenizer: PreTrainedTokenizerBase, mo
 
 def feature_cache(model: nn.Module, spec: InputSpec, config: TrainConfig,
                   training: TrainingData) -> FrozenFeatureCache | None:
-    """A cache of the frozen CNN's outputs when that is exact and the train set's features fit in memory;
-    runs of this process whose encoders have the same weights (a pre-trained checkpoint's seeds) share it."""
+    """A cache of features that are a fixed function of the audio (frozen CNN outputs, log-mel rows) when
+    that is exact and the train set's features fit in memory; CNN outputs are shared by the runs of this
+    process whose encoders have the same weights (a pre-trained checkpoint's seeds)."""
     if not FrozenFeatureCache.applies(model, spec, config):
         return None
-    frames = sum(frames_for_samples(model.config, u.num_samples) for u in training.utterances)
-    size = frames * model.config.conv_dim[-1] * 4
+    size = sum(FrozenFeatureCache.bytes_per_utterance(model.config, spec, u.num_samples) for u in training.utterances)
     if size > FEATURE_CACHE_MAX_BYTES:
-        log.info("not caching CNN features: %.1f GiB would exceed %.1f GiB", size / 2**30,
+        log.info("not caching features: %.1f GiB would exceed %.1f GiB", size / 2**30,
                  FEATURE_CACHE_MAX_BYTES / 2**30)
         return None
-    return FrozenFeatureCache(model, store=feature_store(feature_encoder(model)))
+    cache = FrozenFeatureCache(model, spec)
+    if cache.encoder is not None:
+        cache.store = feature_store(cache.encoder)
+    return cache
 
 
 def make_batch(training: TrainingData, indices: list[int], spec: InputSpec, device: str,
                cache: FrozenFeatureCache | None = None) -> dict:
-    """Model inputs of one batch: padded waveforms (or cached CNN features), labels, the mask (if the
-    checkpoint takes one) and each utterance's frame count (for the blank-only check)."""
+    """Model inputs of one batch: padded waveforms or log-mel rows (or cached features), labels, the mask
+    (if the checkpoint takes one) and each utterance's frame count (for the blank-only check)."""
     if cache is not None:
         return _cached_batch(training, indices, spec, device, cache)
     utterances = [training.utterances[i] for i in indices]
-    waveforms = [prepare_input(read_audio(training.data.root, u), spec) for u in utterances]
-    values, mask = pad_batch(waveforms)
-    batch = {"input_values": values.to(device), "labels": pad_labels([training.labels[i] for i in indices]).to(device)}
+    inputs = [model_input(read_audio(training.data.root, u), spec) for u in utterances]
+    samples = [u.num_samples for u in utterances]
+    values, mask = pad_inputs(inputs, [valid_input_length(spec, n) for n in samples], spec.padding_value)
+    batch = {input_name(spec): values.to(device),
+             "labels": pad_labels([training.labels[i] for i in indices]).to(device)}
     if spec.use_attention_mask:
         batch["attention_mask"] = mask.to(device)
     # without a mask the model sees (and the CTC loss uses) every padded frame
-    lengths = [len(w) if spec.use_attention_mask else values.shape[1] for w in waveforms]
+    lengths = samples if spec.use_attention_mask else [values.shape[1]] * len(samples)
     batch["frames"] = [frames_for_samples(training.model_config, n) for n in lengths]
     return batch
 
 
 def _cached_batch(training: TrainingData, indices: list[int], spec: InputSpec, device: str,
                   cache: FrozenFeatureCache) -> dict:
-    """As `make_batch`, with the CNN's outputs from the cache padded to the frame count of the batch."""
-    import torch
-
+    """As `make_batch`, with the cached features (CNN outputs replayed into the model, or log-mel rows)."""
     utterances = [training.utterances[i] for i in indices]
     root = training.data.root
     # keyed by the audio file and the input rule, not by position: the store outlives this run
-    features = [cache.features((audio_key(root, u), spec.do_normalize),
-                               lambda u=u: prepare_input(read_audio(root, u), spec)) for u in utterances]
+    features = [cache.features((audio_key(root, u), spec), lambda u=u: model_input(read_audio(root, u), spec))
+                for u in utterances]
     lengths = [u.num_samples for u in utterances]
-    padded = pad_features(features, frames_for_samples(training.model_config, max(lengths)))
-    mask = torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]
-    return {
-        "input_values": torch.zeros(mask.shape, device=device),  # not read: the encoder replays `features`
-        "attention_mask": mask.to(device),
-        "labels": pad_labels([training.labels[i] for i in indices]).to(device),
-        "features": padded.to(device),
-        "frames": [f.shape[1] for f in features],
-    }
-
-
-def pad_features(features: Sequence, frames: int):
-    """Right-pad CNN outputs (channels, n) with zeros -> (batch, channels, frames), on their device."""
-    import torch
-
-    first = features[0]
-    padded = torch.zeros(len(features), first.shape[0], frames, dtype=first.dtype, device=first.device)
-    for row, feature in enumerate(features):
-        padded[row, :, : feature.shape[1]] = feature
-    return padded
-
-
-def pad_batch(waveforms: Sequence[np.ndarray]):
-    """Right-pad waveforms with zeros -> (input_values float32 [B, T], attention_mask bool [B, T])."""
-    import torch
-
-    longest = max(len(w) for w in waveforms)
-    values = torch.zeros(len(waveforms), longest, dtype=torch.float32)
-    mask = torch.zeros(len(waveforms), longest, dtype=torch.bool)
-    for row, waveform in enumerate(waveforms):
-        values[row, : len(waveform)] = torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32))
-        mask[row, : len(waveform)] = True
-    return values, mask
+    inputs = {key: value.to(device) for key, value in cache.model_inputs(features, lengths).items()}
+    return {**inputs, "labels": pad_labels([training.labels[i] for i in indices]).to(device),
+            "frames": [frames_for_samples(training.model_config, n) for n in lengths]}
 
 
 def pad_labels(labels: Sequence[Sequence[int]]):

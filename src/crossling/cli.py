@@ -51,46 +51,71 @@ def _cmd_models(args) -> int:
 
     checkpoints = all_checkpoints()
     if args.json:
-        print_json_lines({**asdict(c), "multilingual": c.multilingual} for c in checkpoints)
+        print_json_lines({**asdict(c), "uncertain": dict(c.uncertain), "multilingual": c.multilingual}
+                         for c in checkpoints)
         return 0
-    print(f"{'alias':<20} {'type':<14} {'hours':>9}  {'languages':<22} source")
+    print(f"{'alias':<20} {'type':<18} {'hours':>10}  {'languages':<22} {'params':>7}  {'licence':<13} source")
     for c in checkpoints:
         languages = ",".join(c.pretrain_languages) or "-"
         if c.pretrain_language_count > len(c.pretrain_languages):
-            languages = f"{c.pretrain_language_count} languages"
-        print(f"{c.alias:<20} {c.model_type:<14} {_pretrain_hours(c.pretrain_hours):>9}  {languages:<22} {c.source}")
+            languages = f"{c.pretrain_language_count:,} languages"
+        hours, params = _pretrain_hours(c.pretrain_hours), f"{c.parameters_millions:,.0f}M" if c.parameters_millions else "-"
+        print(f"{c.alias:<20} {c.model_type:<18} {_unsure(hours, c, 'pretrain_hours'):>10}  "
+              f"{_unsure(languages, c, 'pretrain_languages', 'pretrain_language_count'):<22} "
+              f"{_unsure(params, c, 'parameters_millions'):>7}  {_unsure(c.licence or '-', c, 'licence'):<13} {c.source}")
+    print("? = not confirmed offline (`crossling models --json` says why); sources per checkpoint in --json")
     return 0
+
+
+def _unsure(text: str, checkpoint, *fields: str) -> str:
+    return f"{text}?" if set(fields) & set(checkpoint.uncertain_fields) else text
 
 
 # --- prepare -------------------------------------------------------------------------------------
 
 
 def _add_prepare(sub) -> None:
-    parser = sub.add_parser("prepare", help="Common Voice release (folder or .tar.gz) -> prepared languages")
-    parser.add_argument("source", type=path_arg, metavar="CV_DIR_OR_TAR",
-                        help="cv-corpus-<ver>-<date>/ folder, a folder of <lang>/ folders, or a .tar.gz")
+    from crossling.corpora import FORMATS
+
+    parser = sub.add_parser("prepare", help="a corpus (Common Voice, manifest folder, HF dataset, lhotse) -> "
+                                            "prepared languages")
+    parser.add_argument("source", type=path_arg, metavar="CORPUS",
+                        help="cv-corpus-<ver>-<date>/ folder or .tar.gz, or a folder of <lang>/ folders holding "
+                             "manifest.tsv|csv|jsonl, a saved `datasets` dataset or lhotse manifests")
     parser.add_argument("--languages", nargs="+", required=True, metavar="LANG", help="e.g. pt de sv-SE")
     parser.add_argument("--out", type=path_arg, required=True, help="prepared root (also holds the decode cache)")
     parser.add_argument("--train-hours", type=float, help="exact train budget (default 5)")
-    parser.add_argument("--seed", type=int, help="seed of the train subset (default 0)")
+    parser.add_argument("--seed", type=seed_arg, help="seed of the train subset (default 0)")
     parser.add_argument("--workers", type=int, default=None, help="decoding processes (default: CPU count)")
     parser.add_argument("--dev-max", type=int, metavar="K", help="keep the first K dev utterances")
     parser.add_argument("--test-max", type=int, metavar="K", help="keep the first K test utterances")
-    parser.add_argument("--eval-seed", type=int,
+    parser.add_argument("--eval-seed", type=seed_arg,
                         help="with --dev-max/--test-max: pick K utterances with this seed instead of the first K")
     parser.add_argument("--max-hours-per-speaker", type=float, metavar="H",
                         help="cap each speaker's share of the train subset")
     parser.add_argument("--vocab-threshold", type=float,
                         help="minimum relative character frequency in train text (default 1e-5 = 0.001 %%)")
+    corpus = parser.add_argument_group("corpus format (see README: Your own corpus)")
+    corpus.add_argument("--format", choices=FORMATS,
+                        help="the corpus format (default: detected from the language folders)")
+    corpus.add_argument("--audio-column", help="hf: the audio column (default audio)")
+    corpus.add_argument("--text-column", help="hf: the transcript column (default text)")
+    corpus.add_argument("--speaker-column", help="hf: the speaker column, if any (default speaker)")
+    corpus.add_argument("--gender-column", help="hf: the gender column, if any (default gender)")
+    corpus.add_argument("--held-out-speakers", type=float, metavar="FRACTION",
+                        help="a corpus without splits: the fraction of speakers drawn for each of dev and test "
+                             "(default 0.1)")
+    corpus.add_argument("--split-seed", type=int, help="seed of those drawn speakers (default 0)")
     parser.add_argument("--json", action="store_true", help="one JSON object per language")
     parser.set_defaults(handler=_cmd_prepare)
 
 
 def _cmd_prepare(args) -> int:
+    from crossling.corpora import CorpusOptions
     from crossling.prepare import PrepareOptions, prepare_release
 
-    options = _options_from_flags(PrepareOptions, args)
-    prepared = prepare_release(args.source, args.languages, args.out, options, workers=args.workers,
+    prepared = prepare_release(args.source, args.languages, args.out, _options_from_flags(PrepareOptions, args),
+                               corpus=_options_from_flags(CorpusOptions, args), workers=args.workers,
                                track=tqdm_track)
     if args.json:
         print_json_lines(p.to_json() for p in prepared)
@@ -115,6 +140,23 @@ def _options_from_flags(options_class: type, args) -> object:
     return options_class(**{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()})
 
 
+def _add_export(sub) -> None:
+    parser = sub.add_parser("export", help="a prepared language -> lhotse manifests or a Hugging Face dataset")
+    parser.add_argument("prepared", type=path_arg, metavar="PREPARED", help="prepared root (crossling prepare --out)")
+    parser.add_argument("--language", required=True, help="a language prepared there")
+    parser.add_argument("--to", required=True, choices=["lhotse", "hf"], help="lhotse manifests or an HF dataset")
+    parser.add_argument("--out", type=path_arg, required=True, help="folder to write into")
+    parser.set_defaults(handler=_cmd_export)
+
+
+def _cmd_export(args) -> int:
+    from crossling.export import export_prepared
+
+    for path in export_prepared(args.prepared, args.language, args.to, args.out):
+        print(path)
+    return 0
+
+
 # --- finetune / evaluate -------------------------------------------------------------------------
 
 
@@ -124,7 +166,7 @@ def _add_finetune(sub) -> None:
     parser.add_argument("--language", required=True, help="a language prepared under --data, e.g. pt")
     parser.add_argument("--model", required=True, metavar="ALIAS|HUB_ID|PATH",
                         help="registry alias (see `crossling models`), hub id, local HF directory or random-init")
-    parser.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
+    parser.add_argument("--seed", type=seed_arg, default=0, help="run seed (default 0)")
     parser.add_argument("--out", type=path_arg, required=True, help="run directory (resumes if it holds a checkpoint)")
     parser.add_argument("--config", type=path_arg, default=None, help="run config TOML (recipe values)")
     parser.add_argument("--steps", type=int, default=None, help="override max_steps")
@@ -196,7 +238,7 @@ def _add_synth(sub) -> None:
     parser.add_argument("--languages", nargs="+", required=True, metavar="LANG", help="e.g. es it pt nl de fi tr")
     parser.add_argument("--hours", type=float, required=True, help="train hours per language (dev/test: 10 %% each)")
     parser.add_argument("--out", type=path_arg, required=True, help="corpus root: <out>/<lang>/clips, *.tsv")
-    parser.add_argument("--seed", type=int, help="seed of sentences, speakers and audio (default 0)")
+    parser.add_argument("--seed", type=seed_arg, help="seed of sentences, speakers and audio (default 0)")
     parser.add_argument("--workers", type=int, default=None, help="synthesis processes (default: CPU count)")
     parser.add_argument("--dev-fraction", type=float, help="dev hours as a fraction of --hours (default 0.1)")
     parser.add_argument("--test-fraction", type=float, help="test hours as a fraction of --hours (default 0.1)")
@@ -317,13 +359,29 @@ def _print_design(check) -> None:
     if cost.unsized:
         print(f"cost: cannot be estimated for {cost.runs} runs: " + "; ".join(cost.unsized))
         return
-    per = "; ".join(f"{c.checkpoint} {c.parameters / 1e6:.3g}M params" for c in cost.checkpoints[:1])
-    print(f"cost: {cost.runs} runs x {cost.steps} steps of {cost.batch_seconds:g} s of audio ({per}, "
-          f"{cost.checkpoints[0].step_flops:.3g} FLOP per step, {cost.total_flops:.3g} FLOP in all)")
+    print(f"cost: {cost.runs} runs x {cost.steps} steps of {cost.batch_seconds:g} s of audio "
+          f"({_sizes(cost.checkpoints)}; {cost.total_flops:.3g} FLOP in all)")
+    mean = " on average" if len({(c.parameters, c.step_flops) for c in cost.checkpoints}) > 1 else ""
     for device in cost.devices:
         machine = f"; {_duration(device.wall_hours * 3600)} wall with {device.at_once} at once" if device.at_once > 1 else ""
-        print(f"  {device.device}: {device.hours_per_run:.3g} h per run, {device.device_hours:.3g} device-hours"
+        print(f"  {device.device}: {device.hours_per_run:.3g} h per run{mean}, {device.device_hours:.3g} device-hours"
               f"{machine} ({device.source})")
+
+
+def _sizes(checkpoints) -> str:
+    """Each size of model in the grid once: its checkpoints, trainable parameters and FLOPs per step."""
+    by_architecture: dict[tuple, list] = {}
+    for c in checkpoints:
+        by_architecture.setdefault((c.parameters, c.step_flops), []).append(c)
+    if len(by_architecture) == 1:
+        (first, *_), = by_architecture.values()
+        return f"each checkpoint {_count(first.parameters)} params, {first.step_flops:.3g} FLOP per step"
+    return "; ".join(f"{', '.join(c.checkpoint for c in same)} {_count(same[0].parameters)} params, "
+                     f"{same[0].step_flops:.3g} FLOP per step" for same in by_architecture.values())
+
+
+def _count(parameters: int) -> str:
+    return f"{parameters / 1e9:.3g}B" if parameters >= 1e9 else f"{parameters / 1e6:.3g}M"
 
 
 def _p(value: float) -> str:
@@ -421,6 +479,9 @@ def _cmd_study_status(args) -> int:
                 f" CER {run.cer:.4f}; {run.wall_seconds:.0f} s, {run.device_hours:.3f} device h, "
                 f"{run.audio_seconds_per_second:.0f} audio s/s, peak {run.peak_memory_mb:.0f} MB")
             print(f"  {run.state:<8} {run.run_id}{cost} {run.owner}{run.error}")
+        if run.quarantined:
+            print(f"  corrupt  {run.run_id}: renamed aside {', '.join(run.quarantined)}"
+                  + (" (the run runs again)" if run.state != "done" else ""))
     return 0
 
 
@@ -500,6 +561,8 @@ def _cmd_recommend(args) -> int:
         print(json.dumps({**result.to_dict(), "candidates": [c.__dict__ for c in candidates]}, ensure_ascii=False))
         return 0
     print(f"{result.language}: {result.notes}")
+    for sentence in result.sentences():
+        print(f"  {sentence}")
     for c in candidates:
         estimate = {"prior": "   (prior)     ", "rank": f"{c.score:>10.5f} score"}.get(  # a rank score is no CER
             c.basis, f"{c.predicted:.4f} ± {c.uncertainty:.4f}")
@@ -669,7 +732,7 @@ def _add_pretrain(sub) -> None:
                              "{Wav2Vec2Config values}, plus recipe keys (learning_rate, batch_size, ...)")
     parser.add_argument("--out", type=path_arg, required=True, help="output: model/, pretrain.json, checkpoint.pt")
     parser.add_argument("--steps", type=int, default=None, help="optimisation steps (default 600)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the subset, init, masks (default 0)")
+    parser.add_argument("--seed", type=seed_arg, default=0, help="seed of the subset, init, masks (default 0)")
     parser.add_argument("--learning-rate", type=float, default=None, help="peak learning rate (default 2e-3)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.set_defaults(handler=_cmd_pretrain)
@@ -776,6 +839,15 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return _reader_went_away()
+    except OSError as error:  # an OS refusal no library layer turned into an OutputError: still no traceback
+        print(f"crossling {args.command}: error: {os_error_text(error)}", file=sys.stderr)
+        return 2
+
+
+def os_error_text(error: OSError) -> str:
+    """"<file>: <reason>" for an OS error (read-only file system, no space left, not a directory, ...)."""
+    where = f"{error.filename}: " if error.filename else ""
+    return f"{where}{error.strerror or error} (errno {error.errno})"
 
 
 #: Exit status of a process whose output pipe closed early, as for Unix tools killed by SIGPIPE.
@@ -789,6 +861,17 @@ def _reader_went_away() -> int:
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
     return EXIT_BROKEN_PIPE
+
+
+def seed_arg(value: str) -> int:
+    """A seed flag: an integer every RNG accepts (argparse reports a bad one and exits 2)."""
+    from crossling.config import check_seed
+
+    try:
+        return check_seed(int(value), "seed")
+    except (ValueError, CrosslingError) as error:
+        raise argparse.ArgumentTypeError(str(error) if isinstance(error, CrosslingError) else
+                                         f"a seed must be an integer, got {value!r}") from None
 
 
 def path_arg(value: str) -> Path:

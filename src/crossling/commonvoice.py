@@ -59,6 +59,7 @@ class LanguageSource:
     directory: Path
     origin: str
     member_stats: dict[str, tuple[int, int]] | None = None
+    format: str = "cv"
 
     @property
     def clips_dir(self) -> Path:
@@ -78,7 +79,11 @@ class LanguageSource:
         return stat.st_size, stat.st_mtime_ns
 
     def read_split(self, split: str) -> list[ClipRow]:
-        return read_tsv(self.directory / SPLIT_FILES[split], display=f"{self.origin}/{SPLIT_FILES[split]}")
+        return read_tsv(self.directory / SPLIT_FILES[split], display=self.split_origin(split))
+
+    def split_origin(self, split: str) -> str:
+        """Where a split's rows come from, for messages."""
+        return f"{self.origin}/{SPLIT_FILES[split]}"
 
 
 # --- TSV files -------------------------------------------------------------------------------------

@@ -105,6 +105,18 @@ _RANGES: dict[str, _Bounds] = {
 }
 
 
+#: Seeds every RNG a run draws from accepts (numpy's legacy seeding takes 0 <= seed < 2**32).
+SEED_RANGE = (0, 2**32 - 1)
+
+
+def check_seed(value: int, where: str) -> int:
+    """`value` as a seed, or a `ConfigError` naming `where` (numpy, torch and the subsets all take it)."""
+    low, high = SEED_RANGE
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"{where}: a seed must be an integer from {low} to {high}, got {value!r}")
+    return value
+
+
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"{name} = {value!r} is not valid; choose one of {', '.join(choices)}")

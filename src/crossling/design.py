@@ -19,6 +19,7 @@ from scipy import optimize
 from scipy import stats as st
 
 from crossling.errors import ConfigError
+from crossling.frontend import log_mel_rows
 from crossling.languages import find_language
 from crossling.registry import Checkpoint, find_checkpoint
 from crossling.study import Study
@@ -303,60 +304,129 @@ def question_checks(study: Study, alpha: float = 0.05) -> list[QuestionCheck]:
 # --- architecture and cost ------------------------------------------------------------------------------
 
 
+#: Model types whose front end is a CNN over the waveform and whose encoder is a post- or pre-LN transformer
+#: with one convolutional positional embedding (WavLM's gated relative position bias, < 0.1 % of its
+#: parameters, is left out of its count).
+_CNN_TRANSFORMERS = ("wav2vec2", "hubert", "unispeech", "unispeech-sat", "wavlm")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Architecture:
-    """The config values of a wav2vec2-family model that set its size and cost."""
+    """The config values of a wav2vec2-family model that set its size and cost: a CNN over the waveform
+    with a transformer (wav2vec2, HuBERT, WavLM, UniSpeech(-SAT); data2vec-audio with its stacked
+    positional convolutions) or stacked log-mel rows into a Conformer (w2v-BERT 2.0)."""
 
+    model_type: str
     hidden: int
     layers: int
     ffn: int
-    conv_dim: tuple[int, ...]
-    conv_kernel: tuple[int, ...]
-    conv_stride: tuple[int, ...]
-    pos_conv_kernel: int
-    pos_conv_groups: int
+    conv_dim: tuple[int, ...] = ()  # empty: log-mel input
+    conv_kernel: tuple[int, ...] = ()
+    conv_stride: tuple[int, ...] = ()
+    pos_conv_kernel: int = 0
+    pos_conv_groups: int = 1
+    pos_conv_layers: int = 1  # data2vec-audio stacks several positional convolutions
+    input_dim: int = 0  # w2v-BERT: the stacked log-mel row's size
+    depthwise_kernel: int = 0  # w2v-BERT: the Conformer's depthwise convolution
+    relative_positions: int = 0  # w2v-BERT: relative_key distances (left + right + 1)
+    heads: int = 1
     source: str
 
     @classmethod
     def from_config(cls, config: Mapping, source: str) -> Architecture:
+        model_type = config.get("model_type", "wav2vec2")
         try:
-            return cls(hidden=int(config["hidden_size"]), layers=int(config["num_hidden_layers"]),
-                       ffn=int(config["intermediate_size"]), conv_dim=tuple(config["conv_dim"]),
-                       conv_kernel=tuple(config["conv_kernel"]), conv_stride=tuple(config["conv_stride"]),
-                       pos_conv_kernel=int(config["num_conv_pos_embeddings"]),
-                       pos_conv_groups=int(config["num_conv_pos_embedding_groups"]), source=source)
+            return cls(model_type=model_type, hidden=int(config["hidden_size"]),
+                       layers=int(config["num_hidden_layers"]), ffn=int(config["intermediate_size"]),
+                       heads=int(config["num_attention_heads"]), source=source, **_front_end(config, source))
         except KeyError as error:
             raise ConfigError(f"{source}: model config lacks {error.args[0]!r}, needed to count its parameters") from None
         except (TypeError, ValueError) as error:
             raise ConfigError(f"{source}: model config value of the wrong type ({error}), needed to count its "
                               f"parameters") from None
 
+    @property
+    def log_mel(self) -> bool:
+        return not self.conv_dim
+
     def frames(self, samples: int) -> int:
-        """Output frames of the CNN for `samples` input samples."""
+        """Encoder frames for `samples` input samples: the CNN's output frames, or stacked log-mel rows."""
+        if self.log_mel:
+            return log_mel_rows(samples)[0]
         for kernel, stride in zip(self.conv_kernel, self.conv_stride, strict=True):
             samples = max((samples - kernel) // stride + 1, 0)
         return samples
 
     def trainable_parameters(self, vocab_size: int) -> int:
-        """Parameters trained when the CNN is frozen: feature projection, positional convolution (weight
-        norm), transformer layers, encoder layer norm, the masked-frame embedding and the CTC head."""
-        h, f = self.hidden, self.ffn
-        projection = 2 * self.conv_dim[-1] + self.conv_dim[-1] * h + h
-        positional = h * (h // self.pos_conv_groups) * self.pos_conv_kernel + h + self.pos_conv_kernel
-        layer = 4 * (h * h + h) + 2 * 2 * h + (h * f + f) + (f * h + h)
+        """Parameters trained when the CNN (if any) is frozen: feature projection, positional embedding,
+        encoder layers, encoder layer norm, the masked-frame embedding and the CTC head."""
+        h = self.hidden
         head = h * vocab_size + vocab_size
-        return projection + positional + self.layers * layer + 2 * h + h + head
+        if self.log_mel:
+            projection = 2 * self.input_dim + self.input_dim * h + h
+            return projection + self.layers * self._conformer_layer() + h + head
+        projection = 2 * self.conv_dim[-1] + self.conv_dim[-1] * h + h
+        return projection + self._positional() + self.layers * self._transformer_layer() + 2 * h + h + head
+
+    def _positional(self) -> int:
+        h, k = self.hidden, self.pos_conv_kernel
+        if self.model_type == "data2vec-audio":  # plain grouped convolutions (no weight norm)
+            return self.pos_conv_layers * (h * (h // self.pos_conv_groups) * k + h)
+        return h * (h // self.pos_conv_groups) * k + h + k  # weight norm: weight_v, weight_g per kernel tap
+
+    def _transformer_layer(self) -> int:
+        h, f = self.hidden, self.ffn
+        return 4 * (h * h + h) + 2 * 2 * h + (h * f + f) + (f * h + h)
+
+    def _conformer_layer(self) -> int:
+        """Two half-step feed-forward blocks, relative-key self-attention, the convolution module (bias-free
+        pointwise and depthwise convolutions) and six layer norms."""
+        h, f = self.hidden, self.ffn
+        feed_forward = (h * f + f) + (f * h + h)
+        attention = 4 * (h * h + h) + self.relative_positions * (h // self.heads)
+        convolution = 2 * h * h + h * self.depthwise_kernel + h * h
+        return 2 * feed_forward + attention + convolution + 6 * 2 * h
 
     def train_step_flops(self, batch_seconds: float, clip_seconds: float, vocab_size: int) -> float:
         """Model FLOPs of one training step on `batch_seconds` of clips `clip_seconds` long: forward and
-        backward (3x the forward's matmuls) of everything after the frozen CNN, whose features are cached."""
+        backward (3x the forward's matmuls) of everything after the frozen CNN, whose features are cached
+        (w2v-BERT: after the log-mel features, computed on the CPU by its feature extractor)."""
         frames = self.frames(int(clip_seconds * SAMPLE_RATE))
         h = self.hidden
-        per_frame = 2 * (self.conv_dim[-1] * h + h * (h // self.pos_conv_groups) * self.pos_conv_kernel
-                         + self.layers * (4 * h * h + 2 * h * self.ffn) + h * vocab_size)
-        attention = self.layers * 4 * frames * frames * h
+        if self.log_mel:
+            layer = 2 * 2 * h * self.ffn + 4 * h * h + 3 * h * h + h * self.depthwise_kernel
+            per_frame = 2 * (self.input_dim * h + self.layers * layer + h * vocab_size)
+            attention = self.layers * 6 * frames * frames * h  # scores, values, relative-key scores
+        else:
+            per_frame = 2 * (self.conv_dim[-1] * h + self._positional()
+                             + self.layers * (4 * h * h + 2 * h * self.ffn) + h * vocab_size)
+            attention = self.layers * 4 * frames * frames * h
         clips = batch_seconds / clip_seconds
         return 3 * clips * (frames * per_frame + attention)
+
+
+def _front_end(config: Mapping, source: str) -> dict:
+    """The architecture's front-end and positional fields from its config values, by model type."""
+    model_type = config.get("model_type", "wav2vec2")
+    if model_type == "wav2vec2-bert":
+        if config.get("add_adapter") or config.get("position_embeddings_type", "relative_key") != "relative_key":
+            raise ConfigError(f"{source}: crossling counts w2v-BERT with relative_key positions and no adapter; "
+                              f"this config has position_embeddings_type "
+                              f"{config.get('position_embeddings_type')!r}, add_adapter {config.get('add_adapter')}")
+        return {"input_dim": int(config["feature_projection_input_dim"]),
+                "depthwise_kernel": int(config["conv_depthwise_kernel_size"]),
+                "relative_positions": int(config["left_max_position_embeddings"])
+                + int(config["right_max_position_embeddings"]) + 1}
+    if model_type not in (*_CNN_TRANSFORMERS, "data2vec-audio"):
+        raise ConfigError(f"{source}: crossling cannot count the parameters of model type {model_type!r} "
+                          f"(it counts {', '.join((*_CNN_TRANSFORMERS, 'data2vec-audio', 'wav2vec2-bert'))})")
+    cnn = {"conv_dim": tuple(config["conv_dim"]), "conv_kernel": tuple(config["conv_kernel"]),
+           "conv_stride": tuple(config["conv_stride"]),
+           "pos_conv_groups": int(config["num_conv_pos_embedding_groups"])}
+    if model_type == "data2vec-audio":
+        return {**cnn, "pos_conv_kernel": int(config["conv_pos_kernel_size"]),
+                "pos_conv_layers": int(config["num_conv_pos_embeddings"])}
+    return {**cnn, "pos_conv_kernel": int(config["num_conv_pos_embeddings"])}
 
 
 @cache
@@ -378,8 +448,11 @@ def config_values(checkpoint: str, base: Path | None = None) -> tuple[dict, str]
     """(config.json values, where they come from) of `checkpoint`: a mini-zoo model's own config.json, the
     bundled config of a reference checkpoint (else the bundled LARGE config), a local model folder's
     config.json (relative to `base`, the study's folder), or a hub id's config.json in the Hugging Face cache.
-    Raises ConfigError naming what was looked at when none is known (nothing is downloaded)."""
+    Raises ConfigError naming what was looked at when none is known (nothing is downloaded). `random:<alias>`
+    has the architecture of `<alias>`."""
     facts = find_checkpoint(checkpoint)
+    if facts is None and checkpoint.startswith("random:"):
+        facts = find_checkpoint(checkpoint.removeprefix("random:"))
     if facts is None:
         return _unregistered_config(checkpoint, base or Path.cwd())
     folder = _zoo_folder(facts)

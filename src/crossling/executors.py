@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from crossling import paths
+from crossling.children import descendants, start_reaper
 from crossling.errors import ConfigError, CrosslingError
+from crossling.fence import ClaimLost, check_write, fenced, still_held
 from crossling.progress import Track, no_progress
 from crossling.store import DONE, FAILED, Claim, Store
 
@@ -32,6 +34,9 @@ log = logging.getLogger(__name__)
 EXECUTORS = ("local", "ray")
 #: The outcome of a run stopped by `cancel`: neither done nor failed (it resumes later).
 CANCELLED = "cancelled"
+#: The outcome of a run whose claim was taken over while it executed: it stopped at its next write,
+#: leaving the run to the new owner.
+LOST = "lost"
 #: The function one run calls, as 'module:attribute' so a worker process can import it by name. It is
 #: called with keywords: identity (`records.RunIdentity`), model (what to load), prepared (root), out (the
 #: run directory), device and track, resumes from the run directory's resume file, writes result.json last.
@@ -64,6 +69,11 @@ class ExecOptions:
     prepared: Path
     run_function: str = DEFAULT_RUN_FUNCTION
     device: str = "auto"
+    heartbeat_seconds: float = 10.0
+    stale_seconds: float = 120.0
+
+    def store(self) -> Store:
+        return Store(self.store_root, heartbeat_seconds=self.heartbeat_seconds, stale_seconds=self.stale_seconds)
 
 
 @dataclass(frozen=True)
@@ -118,31 +128,56 @@ def resolve_function(name: str) -> Callable[..., Any]:
         raise ConfigError(f"cannot load run function {name!r}: {error}") from None
 
 
-def execute_run(run: Run, token: str, options: ExecOptions, track: Track = no_progress) -> Outcome:
+def execute_run(run: Run, claim: Claim, options: ExecOptions, track: Track = no_progress) -> Outcome:
     """Execute one claimed run in this process: the run function resumes from the run directory's
-    resume file if one exists and writes result.json last. Exceptions become error.json."""
-    store = Store(options.store_root)
+    resume file if one exists and writes result.json last. Exceptions become error.json. Every write into
+    the run directory is fenced by the claim: if another process took the run over, the run stops at its
+    next write (outcome 'lost') and records nothing but that in the attempt log."""
+    store = options.store()
     run_dir = store.run_dir(run.run_id)
+    store.repair_attempts(run.run_id)
     attempt = sum(a["event"] == "start" for a in store.attempts(run.run_id)) + 1
     resumable = (paths.run_resume_path(run_dir), paths.run_legacy_resume_path(run_dir))
-    store.log_attempt(run.run_id, "start", token=token, attempt=attempt, resumed=any(p.is_file() for p in resumable))
+    tag = {"token": claim.token, "generation": claim.generation, "attempt": attempt}
+    store.log_attempt(run.run_id, "start", **tag, resumed=any(p.is_file() for p in resumable))
     started = time.monotonic()
-    try:
-        function = resolve_function(options.run_function)
-        function(identity=run.identity, model=run.model, prepared=Path(options.prepared), out=run_dir,
-                 device=options.device, track=track)
-        if not paths.run_result_path(run_dir).is_file():
-            raise RuntimeError(f"{options.run_function} returned without writing {paths.run_result_path(run_dir)}")
-    except Exception as error:  # a failing run is recorded and the grid carries on
-        store.write_error(run.run_id, error, traceback.format_exc())
-        seconds = time.monotonic() - started
-        store.log_attempt(run.run_id, FAILED, token=token, attempt=attempt, seconds=seconds, error=str(error))
-        log.error("run %s failed: %s", run.run_id, error)
-        return Outcome(run.run_id, FAILED, seconds, f"{type(error).__name__}: {error}")
-    store.clear_error(run.run_id)
+    what = f"run {run.run_id} (claim generation {claim.generation})"
+    with fenced(run_dir, lambda: store.holds(claim), what):
+        try:
+            _call_run_function(run, run_dir, options, track)
+            check_write(run_dir)  # the result counts only while the claim is ours
+        except ClaimLost as lost:
+            return _lost(store, run.run_id, lost, tag, time.monotonic() - started)
+        except Exception as error:  # a failing run is recorded and the grid carries on
+            if not still_held(run_dir):
+                return _lost(store, run.run_id, error, tag, time.monotonic() - started)
+            return _failed(store, run.run_id, error, tag, time.monotonic() - started)
+        store.clear_error(run.run_id)
     seconds = time.monotonic() - started
-    store.log_attempt(run.run_id, DONE, token=token, attempt=attempt, seconds=seconds)
+    store.log_attempt(run.run_id, DONE, **tag, seconds=seconds)
     return Outcome(run.run_id, DONE, seconds)
+
+
+def _call_run_function(run: Run, run_dir: Path, options: ExecOptions, track: Track) -> None:
+    function = resolve_function(options.run_function)
+    function(identity=run.identity, model=run.model, prepared=Path(options.prepared), out=run_dir,
+             device=options.device, track=track)
+    if not paths.run_result_path(run_dir).is_file():
+        raise RuntimeError(f"{options.run_function} returned without writing {paths.run_result_path(run_dir)}")
+
+
+def _failed(store: Store, run_id: str, error: Exception, tag: dict, seconds: float) -> Outcome:
+    store.write_error(run_id, error, traceback.format_exc())
+    store.log_attempt(run_id, FAILED, **tag, seconds=seconds, error=str(error))
+    log.error("run %s failed: %s", run_id, error)
+    return Outcome(run_id, FAILED, seconds, f"{type(error).__name__}: {error}")
+
+
+def _lost(store: Store, run_id: str, error: Exception, tag: dict, seconds: float) -> Outcome:
+    store.log_attempt(run_id, LOST, **tag, seconds=seconds, error=str(error))
+    log.error("run %s stopped: its claim (generation %d) was taken over by another process", run_id,
+              tag["generation"])
+    return Outcome(run_id, LOST, seconds, str(error))
 
 
 # --- in this process -------------------------------------------------------------------------------------
@@ -159,7 +194,7 @@ class LocalExecutor:
 
     def execute(self, work: GridWork) -> None:
         while not self._cancelled.is_set() and (job := work.next_job()) is not None:
-            work.finish(job, execute_run(job.run, job.claim.token, work.options, work.track))
+            work.finish(job, execute_run(job.run, job.claim, work.options, work.track))
 
     def cancel(self) -> None:
         self._cancelled.set()
@@ -288,7 +323,10 @@ class RayExecutor:
 
     def execute(self, work: GridWork) -> None:
         ray = _import_ray()
+        before = set(_children())
         started_here = self._connect(ray)
+        # Ray's agents outlive a killed driver (they ignore SIGTERM): a reaper ends what was started here
+        reaper = start_reaper(sorted(set(_children()) - before)) if started_here else None
         try:
             _check_resources(ray.cluster_resources(), cpus=self.cpus_per_run, gpus=self.gpus_per_run)
             task = ray.remote(num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run,
@@ -297,6 +335,8 @@ class RayExecutor:
         finally:
             if started_here:
                 ray.shutdown()
+            if reaper is not None:
+                reaper.stdin.close()  # the reaper ends whatever Ray left behind, then exits
 
     def cancel(self) -> None:
         """No new task is submitted; tasks in flight are cancelled (their runs resume later)."""
@@ -325,7 +365,7 @@ class RayExecutor:
                 if job is None:
                     exhausted = True
                 else:
-                    self._in_flight[task.remote(job.run, job.claim.token, work.options)] = job
+                    self._in_flight[task.remote(job.run, job.claim, work.options)] = job
             exhausted = exhausted or self._cancelled.is_set()
             if not self._in_flight:
                 break
@@ -336,6 +376,11 @@ class RayExecutor:
 
 
 
+
+
+def _children() -> list[int]:
+    """The pids of this process's children."""
+    return [pid for pid in descendants([os.getpid()]) if pid != os.getpid()]
 
 
 def _import_ray():
@@ -364,5 +409,5 @@ def _ray_outcome(ray, ref, job: Job, options: ExecOptions) -> Outcome:
     except ray.exceptions.TaskCancelledError:
         return Outcome(job.run.run_id, CANCELLED, 0.0)
     except ray.exceptions.RayError as error:
-        Store(options.store_root).write_error(job.run.run_id, error, traceback.format_exc())
+        options.store().write_error(job.run.run_id, error, traceback.format_exc())
         return Outcome(job.run.run_id, FAILED, 0.0, f"{type(error).__name__}: {error}")

@@ -243,7 +243,7 @@ def pair_finding(part: pd.DataFrame, a: str, b: str, *, pvalue: float, omnibus_p
     gated = not omnibus_p < alpha
     decided = NOT_SUPPORTED if gated else verdict(pvalue, alpha)
     sign = -1 if x.mean() < y.mean() else 1
-    claim = f"{a} has a {'lower' if sign < 0 else 'higher'} CER than {b} on {language}"
+    claim = f"on {language}, {a} has a {'lower' if sign < 0 else 'higher'} CER than {b}"  # a name is never capitalised
     supported = decided == SUPPORTED
     return Finding(**common, **adjusted, verdict=decided, claim=claim if supported else "", sign=sign if supported else 0,
                    p=pvalue if p_adjust == "none" else math.nan, effect=effect,

@@ -11,8 +11,6 @@ import math
 import os
 import random
 import resource
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -25,6 +23,7 @@ from crossling.batching import DataPosition, TrainingData, feature_cache, make_b
 from crossling.config import TrainConfig
 from crossling.errors import ConfigError
 from crossling.evaluate import evaluate_model, pick_device
+from crossling.fence import FencedLogFilter
 from crossling.models import (
     FrozenFeatureCache,
     InputSpec,
@@ -47,6 +46,8 @@ from crossling.records import (
     same_run,
 )
 from crossling.registry import find_checkpoint
+from crossling.rundir import check_outputs, exclusive, remove_own_temporaries, save_model_folder
+from crossling.safeload import load_resume_file
 from crossling.schedule import describe, learning_rate
 
 # Before torch loads OpenMP (none of the crossling modules above imports torch at module level).
@@ -110,7 +111,8 @@ def finetune(prepared: Path, language: str, model: str, *, out: Path, config: Tr
     """Fine-tune `model` on `language`, evaluate dev/test, save everything under `out`; returns the result
     record. Resumes from the run's resume file if present; a finished run returns its record unchanged."""
     identity = standalone_identity(open_prepared(prepared, language), model, seed, config)
-    return run_finetune(identity=identity, model=model, prepared=prepared, out=out, device=device, track=track)
+    with exclusive(Path(out)):  # two `crossling finetune --out DIR` never both run
+        return run_finetune(identity=identity, model=model, prepared=prepared, out=out, device=device, track=track)
 
 
 def run_finetune(*, identity: RunIdentity, model: str, prepared: Path, out: Path, device: str = "auto",
@@ -121,8 +123,9 @@ def run_finetune(*, identity: RunIdentity, model: str, prepared: Path, out: Path
     finished = _finished_record(out, job)
     if finished is not None:
         return finished
+    check_outputs(out)
     handler = _attach_log(out)
-    _remove_stale_temporaries(out)
+    remove_own_temporaries(out)
     try:
         return _run(job, out, pick_device(device), track)
     finally:
@@ -221,7 +224,7 @@ def train_step(learner: Learner, batch: dict, lr: float, config: TrainConfig) ->
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.zero_grad(set_to_none=True)
-    device_type = batch["input_values"].device.type
+    device_type = batch["labels"].device.type
     frames, features = batch.pop("frames"), batch.pop("features", None)
     replay = learner.cache.replay(features) if features is not None else contextlib.nullcontext()
     with replay, torch.autocast(device_type=device_type, dtype=learner.amp_dtype,
@@ -341,7 +344,7 @@ class ResumeFile:
         path = self._existing()
         if path is None:
             return None
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = load_resume_file(path)  # never unpickles code: a crafted file is a clear error
         if not self.job.owns(_stored_identity(checkpoint, path)):
             raise ConfigError(f"{path} belongs to a different run (model, data, seed or recipe); use a new --out")
         if path != self.path:
@@ -397,13 +400,12 @@ def _as_tuples(value):
 
 def save_hf(model: nn.Module, processor, target: Path) -> None:
     """Model + processor in Hugging Face format, built in a temporary sibling and renamed into place."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    model.save_pretrained(staging)
-    processor.save_pretrained(staging)
-    if target.exists():
-        shutil.rmtree(target)
-    staging.rename(target)
+
+    def write(staging: Path) -> None:
+        model.save_pretrained(staging)
+        processor.save_pretrained(staging)
+
+    save_model_folder(target, write)
 
 
 def result_record(identity: RunIdentity, state: TrainState, *, skipped: dict[str, int],
@@ -466,19 +468,11 @@ def _finished_record(out: Path, job: FinetuneJob) -> RunRecord | None:
     return record
 
 
-def _remove_stale_temporaries(out: Path) -> None:
-    """A process killed with -9 leaves half-written files (a checkpoint can be GBs) and model staging
-    directories behind; only one process works in a run directory, so they are garbage."""
-    for leftover in out.glob(".*.tmp"):
-        leftover.unlink(missing_ok=True)
-    for leftover in out.glob(f".{paths.run_model_dir(out).name}.*"):
-        shutil.rmtree(leftover, ignore_errors=True)
-
-
 def _attach_log(out: Path) -> logging.Handler:
     """Send the package's INFO+ records to the run's train.log (appending across resumes)."""
     out.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(paths.run_log_path(out), encoding="utf-8")
+    handler.addFilter(FencedLogFilter(paths.run_log_path(out)))  # silent once another process owns the run
     handler.setLevel(logging.INFO)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     package_logger = logging.getLogger("crossling")

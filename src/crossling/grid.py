@@ -3,6 +3,7 @@ finished runs and resuming interrupted ones) and status (states, cost, projected
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import statistics
 import threading
@@ -15,6 +16,7 @@ from crossling.errors import ConfigError
 from crossling.executors import (
     CANCELLED,
     DEFAULT_RUN_FUNCTION,
+    LOST,
     ExecOptions,
     Executor,
     Job,
@@ -149,6 +151,11 @@ class GridSpec:
     since: float = 0.0
     run_function: str = DEFAULT_RUN_FUNCTION
     device: str = "auto"
+    heartbeat_seconds: float = 10.0
+    stale_seconds: float = 120.0
+
+    def store(self) -> Store:
+        return Store(self.store_root, heartbeat_seconds=self.heartbeat_seconds, stale_seconds=self.stale_seconds)
 
 
 def run_study(
@@ -168,25 +175,28 @@ def run_study(
     starts, ends or is skipped; `track` shows data preparation (and, in this process, each run's steps).
 
     Safe to start many times, in parallel, on many machines sharing the store: claims make every
-    run execute once; a killed grid resumes its interrupted runs from their resume files."""
-    root = open_store(study, store).root
-    spec = GridSpec(study=study, store_root=root, shard=shard, retry_failed=retry_failed, since=time.time(),
-                    run_function=run_function, device=device)
+    run execute once; a killed grid resumes its interrupted runs from their resume files. Before it
+    returns, a grid waits for the runs other processes hold, and takes over those whose owner dies."""
+    opened = open_store(study, store)
+    spec = GridSpec(study=study, store_root=opened.root, shard=shard, retry_failed=retry_failed, since=time.time(),
+                    run_function=run_function, device=device, heartbeat_seconds=opened.heartbeat_seconds,
+                    stale_seconds=opened.stale_seconds)
     return run_grid(spec, executor or LocalExecutor(), progress=progress, track=track)
 
 
 def run_grid(spec: GridSpec, executor: Executor, *, progress: Progress | None = None,
              events: Callable[[RunEvent], None] | None = None, track: Track = no_progress) -> GridSummary:
     """`run_study` from a `GridSpec` (what a grid process runs); `events` also receives every run event."""
-    store = Store(spec.store_root)
+    store = spec.store()
     runs = expand_runs(spec.study)
     store.write_plan(study_plan(spec.study, runs))
     selected = select_shard(runs, spec.shard)
     started = time.monotonic()
     try:
         prepared = prepare_source(spec.study.data, spec.study.languages, store, track).resolve()
-        work = _Grid(spec, store, selected, ExecOptions(store.root.resolve(), prepared, spec.run_function, spec.device),
-                     tracker=_Tracker(store, selected, executor.workers, progress, events), track=track)
+        options = ExecOptions(store.root.resolve(), prepared, spec.run_function, spec.device,
+                              heartbeat_seconds=spec.heartbeat_seconds, stale_seconds=spec.stale_seconds)
+        work = _Grid(spec, store, selected, options, tracker=_Tracker(store, selected, executor.workers, progress, events), track=track)
         executor.execute(work)
     finally:
         store.close()
@@ -239,6 +249,9 @@ class _Tracker:
         if outcome.status == CANCELLED:
             self.states[outcome.run_id] = PENDING
             return
+        if outcome.status == LOST:  # taken over by another process, which finishes it
+            self.states[outcome.run_id] = ELSEWHERE
+            return
         self.states[outcome.run_id] = outcome.status
         self.skipped_failed.discard(outcome.run_id)
         self.outcomes.append(outcome)
@@ -277,24 +290,49 @@ def _done_seconds(store: Store, runs: list[Run]) -> list[float]:
 
 class _Grid:
     """The grid as its executor sees it (`executors.GridWork`): claims the next run that needs doing
-    (skipping done, failed and others' runs), takes outcomes back, relays grid processes' events."""
+    (skipping done, failed and others' runs), takes outcomes back, relays grid processes' events. When
+    its own runs are exhausted it goes back to the runs other processes held, until each is finished or
+    taken over from a dead owner (the same host: its process is gone; another host: no heartbeat)."""
 
     def __init__(self, spec: GridSpec, store: Store, runs: list[Run], options: ExecOptions, *,
                  tracker: _Tracker, track: Track) -> None:
         self.spec, self.store, self.options, self.tracker, self.track = spec, store, options, tracker, track
         self._candidates: Iterator[Run] = iter(runs)
+        self._elsewhere: dict[str, Run] = {}  # held by other processes when we looked
         self._claiming = threading.Lock()
 
     def next_job(self) -> Job | None:
         with self._claiming:
             for run in self._candidates:
                 if (job := self._try_job(run)) is not None:
-                    self.tracker.record(RunEvent(run.run_id, "started"))
+                    return self._started(job)
+            job = self._revisit()
+            return self._started(job) if job is not None else None
+
+    def _started(self, job: Job) -> Job:
+        self.tracker.record(RunEvent(job.run.run_id, "started"))
+        return job
+
+    def _revisit(self) -> Job | None:
+        """Wait for the runs held elsewhere: None once each is done or failed; the job of one whose
+        claim went stale (its owner died) as soon as it is taken over here."""
+        while self._elsewhere:
+            for run in list(self._elsewhere.values()):
+                if self.store.state(run.run_id) == RUNNING:
+                    continue
+                del self._elsewhere[run.run_id]
+                if (job := self._try_job(run)) is not None:
+                    log.warning("took over run %s from a process that stopped holding it", run.run_id)
                     return job
-            return None
+            if self._elsewhere:
+                time.sleep(self.store.heartbeat_seconds)
+        return None
 
     def finish(self, job: Job, outcome: Outcome) -> None:
         self.store.release(job.claim)
+        if outcome.status == LOST:
+            with self._claiming:
+                self._elsewhere[job.run.run_id] = job.run
         self.tracker.record(RunEvent(job.run.run_id, outcome.status, outcome=outcome))
 
     def relay(self, event: RunEvent) -> None:
@@ -312,6 +350,8 @@ class _Grid:
                 if self._wanted(run.run_id, state):
                     return Job(run, claim)
                 self.store.release(claim)
+        if state == RUNNING:
+            self._elsewhere[run.run_id] = run
         self.tracker.record(RunEvent(run.run_id, "skipped", state=state))
         return None
 
@@ -342,6 +382,7 @@ class RunStatus:
     cer: float | None = None
     error: str = ""
     owner: str = ""
+    quarantined: tuple[str, ...] = ()  # records of this run renamed aside as corrupt
 
 
 @dataclass(frozen=True)
@@ -386,6 +427,12 @@ def _mean_or_none(values: list[float | None]) -> float | None:
 
 def run_status(store: Store, run_id: str) -> RunStatus:
     state = store.state(run_id)
+    quarantined = tuple(path.name for path in store.quarantined(run_id))
+    status = _state_status(store, run_id, state)
+    return dataclasses.replace(status, quarantined=quarantined) if quarantined else status
+
+
+def _state_status(store: Store, run_id: str, state: str) -> RunStatus:
     if state == DONE:
         result = store.result(run_id)
         cost = result.cost

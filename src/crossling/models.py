@@ -1,6 +1,6 @@
-"""Checkpoints -> CTC models: resolve `--model` (alias, hub id, local dir, 'zoo:<dir>', 'random-init'),
-load any wav2vec2-family type through AutoModelForCTC with a fresh head sized from the vocabulary,
-and say how the checkpoint wants its input (waveform normalization, attention mask)."""
+"""Checkpoints -> CTC models: resolve `--model` (alias, hub id, local dir, 'zoo:<dir>', 'random-init',
+'random:<alias>'), load any type with a transformers CTC head through AutoModelForCTC with a fresh head sized
+from the vocabulary, and say how the checkpoint wants its input (waveform or log-mel, normalization, mask)."""
 
 from __future__ import annotations
 
@@ -8,18 +8,37 @@ import json
 import logging
 import pickle
 import re
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from crossling.config import TrainConfig
 from crossling.errors import ModelError
+from crossling.frontend import (
+    LOG_MEL,
+    MEL_BINS,
+    MEL_STACK,
+    WAVEFORM,
+    adapter_frames,
+    conv_frames,
+    feature_norm,
+    front_end,
+    input_name,
+    log_mel_rows,
+    pad_features,
+    pad_inputs,
+    takes_attention_mask,
+)
+from crossling.frontend import freeze_feature_encoder as freeze_cnn
 from crossling.registry import RANDOM_INIT, all_checkpoints, find_checkpoint
+from crossling.safeload import refused_weights
 
 log = logging.getLogger(__name__)
 
-MODEL_TYPES = ("wav2vec2", "hubert", "wavlm", "unispeech", "unispeech-sat")
+#: Every model type transformers has a CTC head for (AutoModelForCTC) that crossling fine-tunes.
+MODEL_TYPES = ("wav2vec2", "hubert", "wavlm", "unispeech", "unispeech-sat", "data2vec-audio", "wav2vec2-conformer",
+               "wav2vec2-bert")
 SPECIAL_TOKENS = {"unk_token": "<unk>", "pad_token": "<pad>", "word_delimiter_token": "|"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
@@ -38,17 +57,23 @@ class ModelSource:
 
 @dataclass(frozen=True)
 class InputSpec:
-    """How a checkpoint expects its waveform: normalized or not, attention mask or not (the latter only
-    for layer-norm feature encoders; group-norm ones were trained on zero-padded input without a mask, so
-    training gives them none and decoding batches them by computing their CNN features per utterance)."""
+    """How a checkpoint expects its input. `features`: 'waveform' (normalized or not) or 'log-mel'
+    (w2v-BERT's stacked fbank rows, padded with `padding_value`). Attention mask or not: yes for layer-norm
+    feature encoders and log-mel; group-norm ones were trained on zero-padded input without a mask, so
+    training gives them none and decoding batches them by computing their CNN features per utterance.
+    `feat_extract_norm` is 'layer', 'group' or 'none' (no CNN)."""
 
     do_normalize: bool
     use_attention_mask: bool
     feat_extract_norm: str
+    features: str = WAVEFORM
+    padding_value: float = 0.0
 
 
 def resolve(model: str) -> ModelSource:
     """Turn a `--model` value into a `ModelSource`; an unknown name lists the registered aliases."""
+    if model.startswith("random:") and find_checkpoint(model) is None:
+        return _random_architecture(model)
     checkpoint = find_checkpoint(model)
     if model == RANDOM_INIT or (checkpoint is not None and checkpoint.is_random_init):
         checkpoint = checkpoint or find_checkpoint(RANDOM_INIT)
@@ -68,6 +93,23 @@ def resolve(model: str) -> ModelSource:
     )
 
 
+def _random_architecture(model: str) -> ModelSource:
+    """'random:<alias>': the registered checkpoint's architecture (its packaged config values) with random
+    weights drawn from the run's seed."""
+    alias = model.removeprefix("random:")
+    checkpoint = find_checkpoint(alias)
+    config_file = _packaged_config(checkpoint.config_name) if checkpoint and checkpoint.config_name else None
+    if config_file is None or not config_file.is_file():
+        with_config = ", ".join(f"random:{c.alias}" for c in all_checkpoints()
+                                if c.config_name and _packaged_config(c.config_name).is_file())
+        raise ModelError(f"--model {model!r}: no packaged architecture for {alias!r}; choose one of {with_config}")
+    return ModelSource(model, "random", str(config_file), "")
+
+
+def _packaged_config(name: str) -> Path:
+    return Path(str(resources.files("crossling").joinpath("data", name)))
+
+
 def _zoo_dir(name: str) -> Path:
     directory = Path(str(resources.files("crossling").joinpath("zoo", name)))
     if not (directory / "config.json").is_file():
@@ -81,7 +123,7 @@ def _architecture_file(checkpoint) -> Path:
     architecture = checkpoint.source.removeprefix("random:")
     if architecture.startswith("zoo:"):
         return _zoo_dir(architecture.removeprefix("zoo:")) / "config.json"
-    return Path(str(resources.files("crossling").joinpath("data", checkpoint.config_name)))
+    return _packaged_config(checkpoint.config_name)
 
 
 def random_init_config(config_file: str):
@@ -126,7 +168,8 @@ def quiet_transformers() -> None:
 
 def load_for_finetuning(source: ModelSource, vocab_size: int, config: TrainConfig, seed: int):
     """A CTC model with a freshly initialised head of `vocab_size` outputs (seeded), the recipe's
-    config values applied and the CNN feature encoder frozen if the recipe says so -> (model, InputSpec)."""
+    config values applied and the CNN feature encoder frozen if the recipe says so (a no-op for log-mel
+    front ends, see `crossling.frontend`) -> (model, InputSpec)."""
     import torch
     from transformers import AutoModelForCTC
 
@@ -142,27 +185,34 @@ def load_for_finetuning(source: ModelSource, vocab_size: int, config: TrainConfi
         model = _from_pretrained(source, overrides)
     _check_model_type(model.config.model_type, source)
     if config.freeze_feature_encoder:
-        model.freeze_feature_encoder()
+        freeze_cnn(model)
     model = model.float()
-    spec = InputSpec(_checkpoint_do_normalize(source), *_mask_rule(model.config))
+    spec = input_spec(model.config, _read_preprocessor_config(source))
     log.info("loaded %s (%s, %s); input: %s", source.given, source.kind, model.config.model_type, spec)
     return model, spec
 
 
 def _from_pretrained(source: ModelSource, overrides: dict):
-    from transformers import AutoModelForCTC
+    from transformers import AutoConfig, AutoModelForCTC
 
     local = source.kind != "hub"
     try:
+        # set on the config, not passed as keywords: a value some config class lacks (data2vec-audio has no
+        # `apply_spec_augment`; its model reads it with a default) would otherwise reach the model's __init__
+        model_config = AutoConfig.from_pretrained(source.location, trust_remote_code=False, local_files_only=local)
+        for key, value in overrides.items():
+            setattr(model_config, key, value)
         return AutoModelForCTC.from_pretrained(
             source.location,
+            config=model_config,
             trust_remote_code=False,
             use_safetensors=_prefer_safetensors(source),
             ignore_mismatched_sizes=True,  # a checkpoint fine-tuned on another vocabulary: new head
             local_files_only=local,
-            **overrides,
         )
-    except (OSError, ValueError, pickle.UnpicklingError) as error:
+    except pickle.UnpicklingError as error:
+        raise refused_weights(Path(source.location), error) from None
+    except (OSError, ValueError) as error:
         where = "directory" if local else "hub id (not downloadable here or not in the local HF cache)"
         raise ModelError(f"cannot load {source.given!r} from {where} {source.location}: {error}") from None
 
@@ -187,16 +237,20 @@ def _check_model_type(model_type: str, source: ModelSource) -> None:
         )
 
 
-def _mask_rule(model_config) -> tuple[bool, str]:
-    norm = getattr(model_config, "feat_extract_norm", "group")
-    return norm == "layer", norm
-
-
-def _checkpoint_do_normalize(source: ModelSource) -> bool:
-    """`do_normalize` from the checkpoint's preprocessor config; True when it has none (as the
-    wav2vec2-family LARGE checkpoints expect, and random init)."""
-    values = _read_preprocessor_config(source)
-    return bool(values.get("do_normalize", True))
+def input_spec(model_config, preprocessor: dict) -> InputSpec:
+    """How the model takes its input, from its architecture and its preprocessor config: `do_normalize`
+    defaults to True when there is none (as the wav2vec2-family LARGE checkpoints expect, and random init);
+    a log-mel front end pads with the preprocessor's `padding_value` (transformers' default 0.0 without one)."""
+    features = front_end(model_config.model_type)
+    if features == LOG_MEL and int(preprocessor.get("stride", 2)) != 2:
+        raise ModelError(f"log-mel input stacked by {preprocessor['stride']} frames; crossling supports 2 (w2v-BERT)")
+    return InputSpec(
+        do_normalize=bool(preprocessor.get("do_normalize", True)),
+        use_attention_mask=takes_attention_mask(model_config),
+        feat_extract_norm=feature_norm(model_config),
+        features=features,
+        padding_value=float(preprocessor.get("padding_value", 0.0)) if features == LOG_MEL else 0.0,
+    )
 
 
 def _read_preprocessor_config(source: ModelSource) -> dict:
@@ -208,6 +262,8 @@ def _read_preprocessor_config(source: ModelSource) -> dict:
                                _raise_exceptions_for_missing_entries=False)
         except OSError:
             path = None
+    elif source.kind == "random" and "values" in _packaged_preprocessor(source.location):
+        return _packaged_preprocessor(source.location)["values"]
     else:  # a directory, or (random init) the config file whose folder may hold one
         folder = Path(source.location).parent if source.kind == "random" else Path(source.location)
         path = folder / "preprocessor_config.json"
@@ -215,6 +271,12 @@ def _read_preprocessor_config(source: ModelSource) -> dict:
         return {}
     values = json.loads(Path(path).read_text(encoding="utf-8"))
     return values.get("feature_extractor", values)
+
+
+def _packaged_preprocessor(config_file: str) -> dict:
+    """What a packaged architecture file records of the checkpoint's preprocessor_config.json."""
+    values = json.loads(Path(config_file).read_text(encoding="utf-8")).get("_preprocessor_config", {})
+    return values if isinstance(values, dict) else {}
 
 
 # --- the fine-tuned model in Hugging Face format ---------------------------------------------------
@@ -231,10 +293,15 @@ def load_tokenizer(vocab_file: Path):
 
 
 def build_processor(tokenizer, spec: InputSpec):
-    """Feature extractor + tokenizer as one `Wav2Vec2Processor`, saved next to the model so that plain
-    transformers prepares the input exactly as crossling did."""
-    from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Processor
+    """Feature extractor + tokenizer as one processor (`Wav2Vec2Processor`, or `Wav2Vec2BertProcessor`
+    for log-mel input), saved next to the model so that plain transformers prepares the input exactly as
+    crossling did."""
+    from transformers import Wav2Vec2BertProcessor, Wav2Vec2FeatureExtractor, Wav2Vec2Processor
 
+    from crossling.frontend import log_mel_extractor
+
+    if spec.features == LOG_MEL:
+        return Wav2Vec2BertProcessor(feature_extractor=log_mel_extractor(spec.padding_value), tokenizer=tokenizer)
     extractor = Wav2Vec2FeatureExtractor(
         feature_size=1,
         sampling_rate=16_000,
@@ -247,7 +314,7 @@ def build_processor(tokenizer, spec: InputSpec):
 
 def load_finetuned(model_dir: Path):
     """A fine-tuned CTC model directory (model + processor) -> (model in eval mode, processor, InputSpec)."""
-    from transformers import AutoModelForCTC, Wav2Vec2Processor
+    from transformers import AutoModelForCTC, AutoProcessor
 
     quiet_transformers()
     model_dir = Path(model_dir)
@@ -258,11 +325,16 @@ def load_finetuned(model_dir: Path):
         model = AutoModelForCTC.from_pretrained(
             model_dir, trust_remote_code=False, use_safetensors=_prefer_safetensors(source), local_files_only=True
         )
-        processor = Wav2Vec2Processor.from_pretrained(model_dir, local_files_only=True)
+        processor = AutoProcessor.from_pretrained(model_dir, local_files_only=True, trust_remote_code=False)
+    except pickle.UnpicklingError as error:
+        raise refused_weights(model_dir, error) from None
     except (OSError, ValueError) as error:
         raise ModelError(f"{model_dir}: cannot load model and processor: {error}") from None
+    _check_model_type(model.config.model_type, source)
     extractor = processor.feature_extractor
-    spec = InputSpec(bool(extractor.do_normalize), *_mask_rule(model.config))
+    spec = input_spec(model.config, {"do_normalize": getattr(extractor, "do_normalize", True),
+                                     "padding_value": extractor.padding_value,
+                                     "stride": getattr(extractor, "stride", 2)})
     return model.float().eval(), processor, spec
 
 
@@ -283,53 +355,93 @@ def check_vocabulary(model, tokenizer, vocab: dict[str, int], vocab_file: Path) 
 
 
 def frames_for_samples(model_config, num_samples: int) -> int:
-    """How many output frames the CNN feature encoder makes from `num_samples` samples (no padding in
-    its convolutions: each layer maps L to floor((L - kernel) / stride) + 1)."""
-    length = num_samples
-    for kernel, stride in zip(model_config.conv_kernel, model_config.conv_stride, strict=True):
-        length = max((length - kernel) // stride + 1, 0)
-    return length
+    """How many unmasked output frames (the CTC loss's input length) the model makes from `num_samples`
+    samples: the CNN's frames, or w2v-BERT's valid stacked log-mel rows after its optional adapter."""
+    if front_end(model_config.model_type) == LOG_MEL:
+        return adapter_frames(model_config, log_mel_rows(num_samples)[1])
+    return conv_frames(model_config, num_samples)
+
+
+def decoded_frames(model_config, num_samples: int) -> int:
+    """How many output frames the model gives an utterance fed alone, which greedy decoding reads (as
+    transformers' pipeline does). Equal to `frames_for_samples` except for w2v-BERT with an odd fbank frame
+    count, whose last stacked row is masked but still decoded by the pipeline."""
+    if front_end(model_config.model_type) == LOG_MEL:
+        return adapter_frames(model_config, log_mel_rows(num_samples)[0])
+    return frames_for_samples(model_config, num_samples)
 
 
 # --- caching the frozen feature encoder ------------------------------------------------------------
 
 
 class FrozenFeatureCache:
-    """Outputs of the frozen CNN feature encoder, computed once per training utterance and replayed.
+    """Features that are a fixed function of the audio, computed once per training utterance and replayed:
+    the frozen CNN feature encoder's outputs, or w2v-BERT's log-mel rows (its front end has no parameters).
 
-    Exact (up to float summation order) when the encoder is frozen, has no dropout (none of the five
-    types has any) and uses layer norm: each output frame then depends only on its own samples, and the
-    padded frames are masked out downstream. Group-norm encoders normalise over time, padding included.
-    `store` may be shared by the runs of a process whose encoders have the same weights (`sharing`)."""
+    Exact (up to float summation order) when a CNN is frozen, has no dropout (none of the CTC types has any)
+    and uses layer norm: each output frame then depends only on its own samples, and the padded frames are
+    masked out downstream. Group-norm encoders normalise over time, padding included. Log-mel rows are what
+    the feature extractor computes for the utterance alone, whatever the recipe freezes. `store` may be one
+    shared by the runs of a process whose encoders have the same weights (`sharing.feature_store`)."""
 
-    def __init__(self, model, store: dict | None = None) -> None:
-        self.encoder = feature_encoder(model)
-        self.store: dict = {} if store is None else store
+    def __init__(self, model, spec: InputSpec | None = None) -> None:
+        self.spec = spec or InputSpec(True, True, "layer")
+        self.encoder = feature_encoder(model) if self.spec.features == WAVEFORM else None
+        self.model_config = model.config
+        self.store: dict = {}
 
     @staticmethod
     def applies(model, spec: InputSpec, config: TrainConfig) -> bool:
+        if spec.features == LOG_MEL:
+            return True
         return config.freeze_feature_encoder and spec.use_attention_mask and spec.feat_extract_norm == "layer"
 
-    def features(self, key, waveform):
-        """(channels, frames) for utterance `key`; `waveform()` gives its model input when not cached."""
+    @staticmethod
+    def bytes_per_utterance(model_config, spec: InputSpec, num_samples: int) -> int:
+        """Memory one cached utterance takes (float32)."""
+        if spec.features == LOG_MEL:
+            return log_mel_rows(num_samples)[0] * MEL_STACK * MEL_BINS * 4
+        return frames_for_samples(model_config, num_samples) * model_config.conv_dim[-1] * 4
+
+    def features(self, key, model_input):
+        """The cached features of utterance `key` (CNN outputs (channels, frames) or log-mel rows);
+        `model_input()` gives its model input when not cached."""
         import torch
 
         if key not in self.store:
-            with torch.no_grad():
-                values = torch.from_numpy(waveform()).to(self._device())[None]
-                self.store[key] = self.encoder(values)[0].cpu()
+            if self.encoder is None:
+                self.store[key] = torch.from_numpy(model_input())
+            else:
+                with torch.no_grad():
+                    values = torch.from_numpy(model_input()).to(self._device())[None]
+                    self.store[key] = self.encoder(values)[0].cpu()
         return self.store[key]
+
+    def model_inputs(self, features: list, lengths: list[int]) -> dict:
+        """Model keyword inputs of a batch of cached features of utterances of `lengths` samples; CNN
+        outputs come under 'features' (for `replay`) beside an unread zero waveform."""
+        import torch
+
+        if self.encoder is None:
+            values, mask = pad_inputs([f.numpy() for f in features], [log_mel_rows(n)[1] for n in lengths],
+                                      self.spec.padding_value)
+            return {input_name(self.spec): values, "attention_mask": mask}
+        mask = torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]
+        padded = pad_features(features, frames_for_samples(self.model_config, max(lengths)))
+        return {"input_values": torch.zeros(mask.shape), "attention_mask": mask, "features": padded}
 
     def _device(self):
         return next(self.encoder.parameters()).device
 
     def replay(self, padded_features):
-        """`replaying(self.encoder, padded_features)`: a block in which the model uses these features."""
+        """A block in which the model uses these CNN features (`replaying`); nothing to replay for log-mel."""
+        if self.encoder is None or padded_features is None:
+            return nullcontext()
         return replaying(self.encoder, padded_features)
 
 
 def feature_encoder(model):
-    """The CNN feature encoder (waveform -> (batch, channels, frames)) of any of the five CTC types."""
+    """The CNN feature encoder (waveform -> (batch, channels, frames)) of a waveform CTC type."""
     return getattr(model, model.base_model_prefix).feature_extractor
 
 

@@ -5,10 +5,12 @@ Decode cache:   <prepared>/_audio/<lang>/<clip stem>.wav  (+ index.jsonl of deco
 Run directory:  <run>/config.json, resume.pt, model/, scores.json, hypotheses-<split>.jsonl,
                 train.log, result.json (written last), error.json (failed runs)
 Study store:    <store>/plan.json, <store>/runs/<run id>/ (a run directory + attempts.jsonl),
-                <store>/claims/<run id>.claim, <store>/data/<source>-<hash>/ (prepared data),
+                <store>/claims/<run id>/<generation>.claim (or .released),
+                <store>/data/<source>-<hash>/ (prepared data),
                 <store>/rank/<lang>.json (checkpoints ranked before fine-tuning)
 Rank record:    <prepared>/_rank/<lang>.json (crossling rank)
 Pre-training:   <out>/model/, resume.pt, pretrain.json (written last)
+Exports:        <out>/<lang>_{recordings,supervisions}_<split>.jsonl.gz (lhotse), <out>/<lang>/ (HF dataset)
 
 A "checkpoint" is a pre-trained model a run starts from; the file a killed run resumes from is its
 "resume file" (named checkpoint.pt by earlier versions, and still read under that name).
@@ -105,8 +107,19 @@ def store_run_dir(store_root: Path, run_id: str) -> Path:
     return Path(store_root) / "runs" / run_id
 
 
-def store_claim_path(store_root: Path, run_id: str) -> Path:
-    return Path(store_root) / "claims" / f"{run_id}.claim"
+def store_claims_dir(store_root: Path, run_id: str) -> Path:
+    """A run's claim files, one per claim generation (only the newest is kept)."""
+    return Path(store_root) / "claims" / run_id
+
+
+def store_claim_path(store_root: Path, run_id: str, generation: int, released: bool = False) -> Path:
+    """The claim of `run_id`'s `generation` (1, 2, ...): `<n>.claim` while held, `<n>.released` after."""
+    return store_claims_dir(store_root, run_id) / f"{generation}.{'released' if released else 'claim'}"
+
+
+def quarantine_path(path: Path, stamp: str) -> Path:
+    """Where a corrupt record is renamed aside: `<name>.corrupt-<stamp>` beside it."""
+    return Path(path).with_name(f"{Path(path).name}.corrupt-{stamp}")
 
 
 # --- self-supervised pre-training ------------------------------------------------------------------
@@ -227,6 +240,21 @@ def zoo_pretrain_dir(work_dir: Path, alias: str) -> Path:
 def prepare_lock_path(prepared_root: Path, language: str) -> Path:
     """Empty file a running `crossling prepare` holds an advisory lock on, per language."""
     return Path(prepared_root) / ".locks" / f"{language}.prepare"
+
+
+# --- exports of a prepared language ------------------------------------------------------------------
+
+
+def export_lhotse_path(out_dir: Path, language: str, kind: str, split: str) -> Path:
+    """A lhotse manifest named as lhotse recipes name theirs: `<lang>_<recordings|supervisions>_<split>.jsonl.gz`."""
+    if kind not in ("recordings", "supervisions"):
+        raise ValueError(f"unknown lhotse manifest kind {kind!r}")
+    return Path(out_dir) / f"{language}_{kind}_{split}.jsonl.gz"
+
+
+def export_hf_dir(out_dir: Path, language: str) -> Path:
+    """A prepared language as a Hugging Face `datasets` DatasetDict saved with save_to_disk."""
+    return Path(out_dir) / language
 
 
 # --- ranking checkpoints before fine-tuning (crossling rank) -------------------------------------------

@@ -1,5 +1,6 @@
-"""Common Voice release -> prepared languages: manifests of an exact N-hour train subset and dev/test,
-vocab.json and prepared.json (written last) under the prepared root (see `crossling.paths`)."""
+"""A corpus (Common Voice release, manifest folder, `datasets` dataset, lhotse manifests: `crossling.corpora`)
+-> prepared languages: manifests of an exact N-hour train subset and dev/test, vocab.json and prepared.json
+(written last) under the prepared root (see `crossling.paths`)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from pathlib import Path
 from crossling import paths
 from crossling.atomic import write_json_atomic
 from crossling.audio import CORRUPT, EMPTY, ClipCache, ClipJob, decode_stream
-from crossling.commonvoice import ClipRow, LanguageSource, open_release
+from crossling.commonvoice import ClipRow, LanguageSource
+from crossling.corpora import CorpusLanguage, CorpusOptions, open_corpus
 from crossling.errors import ConfigError, DataError
 from crossling.manifest import Utterance, total_hours, write_manifest
 from crossling.progress import Track, no_progress
@@ -66,7 +68,7 @@ class _Language:
     """One language being prepared: its source, decode cache, options, decoding processes, progress and
     the counts of what was skipped."""
 
-    src: LanguageSource
+    src: LanguageSource | CorpusLanguage
     cache: ClipCache
     options: PrepareOptions
     workers: int | None
@@ -85,9 +87,11 @@ class _Candidate:
 
 
 def prepare_release(source: Path, languages: list[str], out: Path, options: PrepareOptions | None = None, *,
-                    workers: int | None = None, track: Track = no_progress) -> list[Prepared]:
-    """Prepare each of `languages` from the release at `source` (folder or tar) into `out`, decoding with
-    `workers` processes (default: one per CPU).
+                    corpus: CorpusOptions | None = None, workers: int | None = None,
+                    track: Track = no_progress) -> list[Prepared]:
+    """Prepare each of `languages` from the corpus at `source` (a Common Voice folder or tar, or another
+    format `corpus` names or that is detected) into `out`, decoding with `workers` processes (default: one
+    per CPU).
 
     Languages are done one after another; a failure leaves earlier languages, older preparations and the
     decode cache intact."""
@@ -104,7 +108,7 @@ def prepare_release(source: Path, languages: list[str], out: Path, options: Prep
             return caches[lang].lookup(clip, size, mtime_ns) is None
 
         staging = out / f".staging-{os.getpid()}"
-        with open_release(Path(source), languages, staging, keep_clip) as release:
+        with open_corpus(Path(source), languages, staging, keep_clip, options=corpus) as release:
             return [prepare_language(_Language(release[lang], caches[lang], options, workers, track), out, str(source))
                     for lang in languages]
 
@@ -130,7 +134,7 @@ def _preparing(out: Path, language: str) -> Iterator[None]:
 
 def _check_request(languages: list[str], options: PrepareOptions) -> list[str]:
     if not languages:
-        raise ConfigError("no languages given; pass --languages with one or more Common Voice codes")
+        raise ConfigError("no languages given; pass --languages with one or more language codes")
     if options.train_hours <= 0:
         raise ConfigError(f"--train-hours must be > 0, got {options.train_hours}")
     if options.max_hours_per_speaker is not None and options.max_hours_per_speaker <= 0:
@@ -167,7 +171,7 @@ def _select_train(job: _Language) -> list[Utterance]:
     src, options = job.src, job.options
     ordered = seeded_order(_candidates(src, "train", job.skipped), options.seed, key=_clip_of)
     with closing(_utterances(job, ordered, "train")) as stream:
-        chosen = take_hours(stream, options.train_hours, f"{src.origin}/train.tsv", options.max_hours_per_speaker)
+        chosen = take_hours(stream, options.train_hours, src.split_origin("train"), options.max_hours_per_speaker)
     return _by_id(chosen)
 
 
@@ -176,11 +180,11 @@ def _select_eval(job: _Language, split: str, max_items: int | None) -> list[Utte
     with closing(_utterances(job, ordered, split)) as stream:
         chosen = take_count(stream, max_items)
     if not chosen:
-        raise DataError(f"{job.src.origin}/{split}.tsv: no usable utterances (see the warnings above)")
+        raise DataError(f"{job.src.split_origin(split)}: no usable {split} utterances (see the warnings above)")
     return _by_id(chosen)
 
 
-def _candidates(src: LanguageSource, split: str, skipped: Counter) -> list[_Candidate]:
+def _candidates(src: LanguageSource | CorpusLanguage, split: str, skipped: Counter) -> list[_Candidate]:
     """Rows with a non-empty normalized sentence and an existing, not yet seen clip."""
     candidates, seen = [], set()
     for row in src.read_split(split):
@@ -191,7 +195,7 @@ def _candidates(src: LanguageSource, split: str, skipped: Counter) -> list[_Cand
         elif row.clip in seen:
             _skip(skipped, DUPLICATE, row, f"clip {row.clip} already listed earlier in this file")
         elif stat is None:
-            _skip(skipped, MISSING, row, f"clip {row.clip} not found in {src.origin}/clips/")
+            _skip(skipped, MISSING, row, f"clip {row.clip} not found ({src.clip_path(row.clip)})")
         else:
             seen.add(row.clip)
             candidates.append(_Candidate(row, text, *stat))
@@ -252,7 +256,7 @@ def _summary(job: _Language, source: str, splits: dict[str, list[Utterance]], vo
         dev_max=options.dev_max, test_max=options.test_max, eval_seed=options.eval_seed,
         vocab=list(vocab.chars), vocab_threshold=vocab.threshold, char_map=dict(vocab.char_map),
         oov_rate={split: oov_rate([u.text for u in splits[split]], vocab) for split in ("dev", "test")},
-        skipped=dict(job.skipped), normalization=normalization_info(job.src.language),
+        skipped=dict(job.skipped), normalization=normalization_info(job.src.language), format=job.src.format,
     )
 
 

@@ -10,7 +10,6 @@ import json
 import logging
 import math
 import os
-import pickle
 import platform
 import random
 import shutil
@@ -26,6 +25,7 @@ from crossling.config import from_mapping, read_toml
 from crossling.errors import ConfigError, DataError
 from crossling.manifest import SAMPLE_RATE, Utterance, read_manifest
 from crossling.progress import Track, no_progress
+from crossling.safeload import load_resume_file
 
 # Before torch loads OpenMP, as in `crossling.finetune` (none of the modules above imports torch).
 crossling.short_openmp_spin()
@@ -289,7 +289,7 @@ def _load_resume(out: Path, model, optimizer, state: dict) -> tuple[int, list[di
                  if p.is_file()), None)
     if path is None:
         return 0, [], 0.0
-    checkpoint = load_checkpoint_file(path)
+    checkpoint = load_resume_file(path)
     for key in ("recipe", "architecture", "mix", "seed"):
         if checkpoint.get(key) != state[key]:
             raise ConfigError(f"{path} belongs to a different pre-training run ({key} differs: "
@@ -314,22 +314,6 @@ def _numpy_state() -> tuple:
 def _as_tuples(value):
     """`random.setstate` wants the nested tuples it gave out (a save/load round trip may yield lists)."""
     return tuple(_as_tuples(v) for v in value) if isinstance(value, list | tuple) else value
-
-
-def load_checkpoint_file(path: Path) -> dict:
-    """A resume file read without executing code (`weights_only=True`): one holding anything but tensors,
-    numbers, strings and containers — such as a crafted pickle — is refused with an error naming it."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise ConfigError(f"{path}: refused to load: it holds more than tensors and numbers (crossling did not "
-                          "write it this way); delete it to start afresh") from None
-    except Exception as error:  # noqa: BLE001 - a torn or foreign file fails in many ways (EOF, index, zip)
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ConfigError(f"{path}: cannot read this resume file ({reason}); delete it to start afresh") from None
-    if not isinstance(checkpoint, dict):
-        raise ConfigError(f"{path}: not a crossling resume file; delete it to start afresh")
-    return checkpoint
 
 
 def save_model(model, out_dir: Path) -> None:

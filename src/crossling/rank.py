@@ -176,22 +176,34 @@ def load_frozen(model: str, vocab_size: int, seed: int, device: str):
 
 def hidden_states(model, spec, waveforms: Sequence[np.ndarray], device: str) -> list[np.ndarray]:
     """(layers + 1, frames, dim) hidden states of each utterance: index 0 is the transformer's input, i
-    the output of layer i. The one place a model's input is made, so every architecture plugs in here.
-    Checkpoints that take an attention mask (layer-norm feature encoders) run as one padded batch, exact
-    because padded frames are masked; the others one utterance at a time (group norm spans the padding)."""
-    import torch
-
-    from crossling.batching import pad_batch, prepare_input
+    the output of layer i. The one place a model's input is made (`frontend.model_input`: waveform or
+    log-mel), so every architecture plugs in here. Checkpoints that take an attention mask and whose outputs
+    do not depend on padding run as one padded batch, exact because padded frames are masked; the others
+    one utterance at a time (group norm spans the padding; see `frontend.padding_invariant`)."""
+    from crossling.frontend import model_input, padding_invariant
     from crossling.models import frames_for_samples
 
-    inputs = [prepare_input(w, spec) for w in waveforms]
+    inputs = [model_input(w, spec) for w in waveforms]
+    samples = [len(w) for w in waveforms]
     base = getattr(model, model.base_model_prefix)
+    if spec.use_attention_mask and padding_invariant(model.config):
+        states = _forward(base, spec, inputs, samples, device)
+    else:
+        states = [_forward(base, spec, [x], [n], device)[0] for x, n in zip(inputs, samples, strict=True)]
+    return [states[row][:, : frames_for_samples(model.config, n)] for row, n in enumerate(samples)]
+
+
+def _forward(base, spec, inputs: Sequence[np.ndarray], samples: Sequence[int], device: str) -> np.ndarray:
+    """(batch, layers + 1, frames, dim) hidden states of right-padded model inputs, under the attention
+    mask when the checkpoint takes one."""
+    import torch
+
+    from crossling.frontend import input_name, pad_inputs, valid_input_length
+
+    values, mask = pad_inputs(inputs, [valid_input_length(spec, n) for n in samples], spec.padding_value)
+    masked = {"attention_mask": mask.to(device)} if spec.use_attention_mask else {}
     with torch.inference_mode():
-        if not spec.use_attention_mask:
-            return [_stacked(base(torch.from_numpy(x)[None].to(device), output_hidden_states=True))[0] for x in inputs]
-        values, mask = pad_batch(inputs)
-        states = _stacked(base(values.to(device), attention_mask=mask.to(device), output_hidden_states=True))
-    return [states[row, :, : frames_for_samples(model.config, len(x))] for row, x in enumerate(inputs)]
+        return _stacked(base(**{input_name(spec): values.to(device)}, **masked, output_hidden_states=True))
 
 
 def _stacked(output) -> np.ndarray:

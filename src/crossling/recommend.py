@@ -5,7 +5,9 @@ typology. Inputs: a language code, optionally the tidy results table and a rank 
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from functools import cache
 from pathlib import Path
@@ -13,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from crossling import findings as fd
 from crossling import stats, typology
 from crossling.errors import DataError
 from crossling.languages import find_language
@@ -47,19 +50,40 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Recommendation:
+    """The ranked candidates. Measured ranks come from `findings` (the pair tests on the target language):
+    rank = 1 + the number of checkpoints with a significantly lower CER, so checkpoints no test separates
+    share a rank. Predicted and prior orderings are not tests; `notes` says so."""
+
     language: str
     candidates: tuple[Candidate, ...]
     neighbours: tuple[tuple[str, float, float], ...]  # (language, distance, weight) used for predictions
     loo_rmse: float  # leave-one-language-out RMSE of the neighbour prediction over all checkpoints
     notes: str
+    findings: tuple[fd.Finding, ...] = ()
 
     def table(self) -> pd.DataFrame:
         return pd.DataFrame([asdict(c) for c in self.candidates])
 
+    def best(self) -> tuple[str, ...]:
+        """The checkpoints sharing rank 1."""
+        return tuple(c.checkpoint for c in self.candidates if c.rank == 1)
+
+    def sentences(self) -> list[str]:
+        """What the tests on the target language support about the best checkpoints: which share rank 1
+        and why, then every pair finding that involves one of them (none without measured runs)."""
+        if not self.findings:
+            return []
+        best = self.best()
+        first = self.findings[0]
+        head = (f"Lowest CER on {self.language}: {fd.names(best)}" + (" (no test separates them)" if len(best) > 1 else "")
+                + f" — {first.test}, {first.adjustment or 'no correction'}, alpha {first.alpha}.")
+        return [head, *(f.sentence() for f in self.findings if set(f.subject[1:]) & set(best))]
+
     def to_dict(self) -> dict:
         return {"language": self.language, "loo_rmse": self.loo_rmse, "notes": self.notes,
                 "neighbours": [{"language": n, "distance": d, "weight": w} for n, d, w in self.neighbours],
-                "candidates": [asdict(c) for c in self.candidates]}
+                "candidates": [asdict(c) for c in self.candidates], "best": list(self.best()),
+                "sentences": self.sentences(), "findings": [f.to_json() for f in self.findings]}
 
 
 # --- distances ---------------------------------------------------------------------------------------
@@ -142,11 +166,12 @@ def leave_one_language_out(matrix: pd.DataFrame) -> pd.Series:
 
 
 def recommend(language: str, results: pd.DataFrame | None = None, metric: str = "cer",
-              rank: RankRecord | None = None) -> Recommendation:
+              rank: RankRecord | None = None, alpha: float = 0.05) -> Recommendation:
     """Rank checkpoints for `language` (best first).
 
-    With results: checkpoints measured on the language are ranked by their mean (uncertainty = standard
-    error over seeds); the others by a prediction from the nearest measured languages by URIEL distance,
+    With results: checkpoints measured on the language are ranked by the Conover-Iman tests between them
+    at `alpha` (Holm over the language's pairs, gated by Kruskal-Wallis; see `Recommendation`), shown with
+    their mean (uncertainty = standard error over seeds); the others by a prediction from the nearest measured languages by URIEL distance,
     shifted by how much closer or farther the checkpoint's pre-training languages are to the target
     (uncertainty = that checkpoint's leave-one-language-out RMSE). Without results: a prior ranking
     from registry facts and typology (no CER is predicted). With a rank record of the language and no
@@ -162,7 +187,7 @@ def recommend(language: str, results: pd.DataFrame | None = None, metric: str = 
         return from_rank(code, rank, usable, metric)
     if usable is None:
         return _prior(code)
-    recommendation = _from_results(code, usable, metric)
+    recommendation = _from_results(code, usable, metric, alpha)
     return recommendation if rank is None else _with_rank_evidence(recommendation, rank)
 
 
@@ -171,7 +196,7 @@ def _code(language: str) -> str:
     return found.code if found is not None else language
 
 
-def _from_results(code: str, usable: pd.DataFrame, metric: str) -> Recommendation:
+def _from_results(code: str, usable: pd.DataFrame, metric: str, alpha: float) -> Recommendation:
     usable = stats.primary_slice(usable)
     matrix = stats.cell_means(usable, metric)
     target = _match(code, list(matrix.index))
@@ -182,10 +207,29 @@ def _from_results(code: str, usable: pd.DataFrame, metric: str) -> Recommendatio
     rows = [_candidate(matrix, summary, target or code, c, beta=beta, loo_error=loo[c], pooled_sd=pooled_sd)
             for c in matrix.columns]
     neighbours = tuple(_neighbours(code, [x for x in matrix.index if x != target]))
-    notes = (f"measured on {target}" if target else f"{code} not measured: predicted from its nearest measured "
-             f"languages (transfer slope beta = {beta:.3f} {metric} per unit of distance)")
     overall = math.sqrt(np.nanmean(np.square(loo))) if loo.notna().any() else math.nan
-    return Recommendation(code, _ranked(rows), neighbours, overall, notes)
+    if target is None:
+        notes = (f"{code} not measured: CER predicted from its nearest measured languages (transfer slope beta = "
+                 f"{beta:.3f} {metric} per unit of distance); the order is a prediction, not a tested difference")
+        return Recommendation(code, _ranked(rows), neighbours, overall, notes)
+    part = usable[usable["language"] == target].assign(cer=lambda t: t[metric])
+    ranks, pairs = tested_ranks(part, alpha=alpha)
+    notes = (f"measured on {target}: rank = 1 + the number of checkpoints with a significantly lower {metric} "
+             f"(shared ranks: no test separates them)")
+    return Recommendation(target, _ranked(rows, ranks), neighbours, overall, notes, findings=pairs)
+
+
+def tested_ranks(part: pd.DataFrame, *, alpha: float, p_adjust: str = "holm") -> tuple[dict[str, int], tuple]:
+    """One language's runs -> (checkpoint -> 1 + the number of checkpoints with a significantly lower CER,
+    the pair findings behind it): Conover-Iman with `p_adjust` over the language's pairs, gated by its
+    Kruskal-Wallis test, exactly as the report's letters."""
+    posthoc = stats.conover(part, "cer", p_adjust)
+    omnibus = stats.kruskal(part["cer"], part["checkpoint"]).p
+    names = sorted(part["checkpoint"].astype(str).unique())
+    pairs = tuple(fd.pair_finding(part, a, b, pvalue=float(posthoc.loc[a, b]), omnibus_p=omnibus, alpha=alpha,
+                                  p_adjust=p_adjust) for a, b in itertools.combinations(names, 2))
+    beaten = Counter(f.subject[2] if f.sign < 0 else f.subject[1] for f in pairs if f.verdict == fd.SUPPORTED)
+    return {name: 1 + beaten[name] for name in names}, pairs
 
 
 def _match(code: str, languages: list[str]) -> str | None:
@@ -212,10 +256,22 @@ def _candidate(matrix, summary, target, checkpoint, beta, loo_error, pooled_sd) 
                 basis="predicted", evidence=evidence, pretrain_distance=distance)
 
 
-def _ranked(rows: list[dict]) -> tuple[Candidate, ...]:
-    rows = sorted(rows, key=lambda r: (math.isnan(r["score"]), r["score"] if not math.isnan(r["score"]) else 0.0,
-                                       r["checkpoint"]))
-    return tuple(Candidate(rank=i + 1, **row) for i, row in enumerate(rows))
+def _ranked(rows: list[dict], tested: dict[str, int] | None = None) -> tuple[Candidate, ...]:
+    """Candidates best first. Checkpoints in `tested` take their tested rank; the rest follow, ranked by
+    score, equal scores sharing a rank (names only order the display of a tie, never its rank)."""
+    tested = tested or {}
+
+    def score(row: dict) -> float:
+        return math.inf if math.isnan(row["score"]) else row["score"]
+
+    measured = sorted((r for r in rows if r["checkpoint"] in tested),
+                      key=lambda r: (tested[r["checkpoint"]], score(r), r["checkpoint"]))
+    others = sorted((r for r in rows if r["checkpoint"] not in tested), key=lambda r: (score(r), r["checkpoint"]))
+    ranked = [Candidate(rank=tested[r["checkpoint"]], **r) for r in measured]
+    for position, row in enumerate(others):
+        tie = position > 0 and score(row) == score(others[position - 1])
+        ranked.append(Candidate(rank=ranked[-1].rank if tie else len(measured) + position + 1, **row))
+    return tuple(ranked)
 
 
 def _prior(code: str) -> Recommendation:

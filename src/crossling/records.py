@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from crossling.config import TrainConfig, from_mapping
+from crossling.config import TrainConfig, check_seed, from_mapping
 from crossling.errors import ConfigError, CorruptArtifactError
 from crossling.registry import find_checkpoint, weights_source
 from crossling.schedule import describe
@@ -113,6 +113,7 @@ def run_identity(*, model: str, language: str, seed: int, recipe: TrainConfig, d
                  weights: str | None = None) -> RunIdentity:
     """The one builder of run identities: `weights` defaults to where the registry says `model`'s
     weights come from (a re-pointed alias gives new runs)."""
+    check_seed(seed, "run seed")
     return RunIdentity(model=model, weights=weights if weights is not None else weights_source(model),
                        language=language, seed=seed, recipe=recipe, data=data)
 
@@ -283,6 +284,9 @@ class PreparedSummary:
     dev_max: int | None = None
     test_max: int | None = None
     eval_seed: int | None = None
+    # the corpus format it was read from (`crossling.corpora.FORMATS`); summaries written before other
+    # formats could be read lack it and were all read as Common Voice releases (synthetic corpora included)
+    format: str = "cv"
 
     def to_json(self) -> dict[str, Any]:
         return _versioned(asdict(self))

@@ -23,6 +23,8 @@ COLUMNS = (
     "peak_memory_mb",
 )
 FORMATS = ("csv", "parquet", "json")
+#: The status of a run not done whose record was corrupt (renamed aside; the run runs again).
+QUARANTINED = "quarantined"
 NAN = math.nan
 
 
@@ -53,8 +55,10 @@ def _planned_runs(source: Study | Path | str, store: Path | str | None) -> tuple
 def _row(store: Store, run: PlannedRun, sweep: list[str]) -> dict[str, Any]:
     result = store.result(run.run_id)
     state = store.state(run.run_id) if result is None else DONE
+    if state not in (DONE, FAILED):  # running runs are not finished; a corrupt record was renamed aside
+        state = QUARANTINED if store.quarantined(run.run_id) else "pending"
     row = {"run_id": run.run_id, "checkpoint": run.checkpoint, "language": run.language,
-           "seed": run.seed, "status": state if state in (DONE, FAILED) else "pending"}
+           "seed": run.seed, "status": state}
     row.update(_scores(result) if result is not None else {})
     row.update({f"setting.{name}": run.settings.get(name) for name in sweep})
     return row

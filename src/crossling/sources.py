@@ -1,6 +1,7 @@
 """A study's data source: the [data] table of a study file (languages already prepared, a Common Voice
-release, or a synthetic corpus, with the options `prepare.PrepareOptions` and `synth.SynthOptions`
-declare) -> the prepared root holding every study language, prepared once under a store claim."""
+release, a corpus of any format `corpora` reads, or a synthetic corpus, with the options
+`prepare.PrepareOptions`, `corpora.CorpusOptions` and `synth.SynthOptions` declare) -> the prepared root
+holding every study language, prepared once under a store claim."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 
 from crossling import paths
 from crossling.config import check_keys, from_mapping
+from crossling.corpora import CorpusOptions
 from crossling.errors import ConfigError, DataError
 from crossling.prepare import PrepareOptions, prepare_release
 from crossling.prepared import is_prepared
@@ -23,7 +25,7 @@ from crossling.synth import SynthOptions, synthesize_corpus
 
 log = logging.getLogger(__name__)
 
-DATA_SOURCES = ("prepared", "common-voice", "synthetic")
+DATA_SOURCES = ("prepared", "common-voice", "corpus", "synthetic")
 #: A synthetic source's own defaults (a small corpus), where the options' defaults suit a real release.
 SYNTHETIC_DEFAULTS = {"hours": 0.1, "train_hours": 0.08}
 #: Options a source accepted only after run ids were first defined: part of the data identity only when
@@ -49,6 +51,18 @@ class CommonVoiceData:
 
 
 @dataclass(frozen=True, kw_only=True)
+class CorpusData:
+    """A corpus at `path` in any format `crossling prepare` reads (a manifest folder, a saved `datasets`
+    dataset, lhotse manifests, or Common Voice; `corpus.format` None: detected), prepared by the grid
+    before the runs into `out` ('' = a folder of the store named after the data identity)."""
+
+    path: str
+    corpus: CorpusOptions
+    prepare: PrepareOptions
+    out: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
 class SyntheticData:
     """A synthetic Common Voice-shaped corpus (eSpeak NG), then prepared like a real release; the
     prepared folder is `out` ('' = under <store>/data), the corpus goes beside it."""
@@ -64,7 +78,7 @@ class DataSource:
     which relative paths are resolved."""
 
     kind: str
-    options: PreparedData | CommonVoiceData | SyntheticData
+    options: PreparedData | CommonVoiceData | CorpusData | SyntheticData
     base: Path
 
     def identity(self) -> dict[str, Any]:
@@ -75,6 +89,9 @@ class DataSource:
             values = {"path": options.path}
         elif isinstance(options, CommonVoiceData):
             values = {"release": options.release, **dataclasses.asdict(options.prepare)}
+        elif isinstance(options, CorpusData):
+            values = {"path": options.path, **dataclasses.asdict(options.corpus),
+                      **dataclasses.asdict(options.prepare)}
         else:
             values = {**dataclasses.asdict(options.synth), **dataclasses.asdict(options.prepare)}
         for name in LATER_OPTIONS.get(self.kind, ()):
@@ -117,6 +134,12 @@ def parse_data(values: dict[str, Any], where: str, base: Path) -> DataSource:
         check_keys(values, tuple(sorted(_names(PrepareOptions) | {"release", "out"})), where)
         options = from_mapping(CommonVoiceData, {**_own(values, {"release", "out"}),
                                                  "prepare": _options(PrepareOptions, values, where)}, where)
+        return DataSource(kind=kind, options=options, base=base)
+    if kind == "corpus":
+        check_keys(values, tuple(sorted(_names(CorpusOptions) | _names(PrepareOptions) | {"path", "out"})), where)
+        options = from_mapping(CorpusData, {**_own(values, {"path", "out"}),
+                                            "corpus": _options(CorpusOptions, values, where),
+                                            "prepare": _options(PrepareOptions, values, where)}, where)
         return DataSource(kind=kind, options=options, base=base)
     check_keys(values, tuple(sorted(_names(SynthOptions) | _names(PrepareOptions) | {"out"})), where)
     values = {**SYNTHETIC_DEFAULTS, **values}
@@ -182,12 +205,15 @@ def _prepare_under_claim(source: DataSource, store: Store, root: Path, missing: 
 
 def _prepare(source: DataSource, root: Path, languages: list[str], track: Track) -> None:
     options = source.options
+    corpus = CorpusOptions(format="cv")  # a release, or the release-shaped synthetic corpus: never detected
     if isinstance(options, CommonVoiceData):
         release = source.resolve(options.release)
+    elif isinstance(options, CorpusData):
+        release, corpus = source.resolve(options.path), options.corpus
     else:
         release = paths.store_corpus_dir(root)
         synthesize_corpus(release, languages, options.synth, track=track)
-    prepare_release(release, languages, root, options.prepare, track=track)
+    prepare_release(release, languages, root, options.prepare, corpus=corpus, track=track)
 
 
 def _require_prepared(root: Path, languages: tuple[str, ...], where: str) -> None:

@@ -1,23 +1,26 @@
-"""The results store: one directory per run (result.json = done, error.json = failed), claim files
-with a heartbeat so that processes on any machine sharing the filesystem never run a run twice."""
+"""The results store: one directory per run (result.json = done, error.json = failed; a corrupt record is
+renamed aside), and numbered claim generations with a heartbeat, so that processes on any machine sharing
+the filesystem never run a run twice and take over the runs of dead owners."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import re
 import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from crossling import paths
-from crossling.atomic import read_json, read_jsonl, write_json_atomic
-from crossling.errors import ConfigError
-from crossling.records import RunFailure, RunRecord, StudyPlan
+from crossling.atomic import read_json, write_json_atomic, write_text_atomic
+from crossling.errors import ConfigError, CorruptArtifactError, CrosslingError, OutputError
+from crossling.records import RunFailure, RunIdentity, RunRecord, StudyPlan
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +29,25 @@ DONE, FAILED, RUNNING, PENDING = "done", "failed", "running", "pending"
 
 @dataclass(frozen=True)
 class Claim:
-    """A held claim on one run: `token` is unique to this claim (it names the owner in attempt logs)."""
+    """A held claim on one run: its `generation` (1, 2, ... per run: a takeover makes the next one) and
+    `token` (unique to this claim; it names the owner in attempt logs)."""
 
     run_id: str
     token: str
+    generation: int
     path: Path
+
+
+@dataclass(frozen=True)
+class ClaimFile:
+    """One file in a run's claim folder: its generation, whether it is still held, where it is."""
+
+    generation: int
+    held: bool
+    path: Path
+
+
+_CLAIM_NAME = re.compile(r"(\d+)\.(claim|released)")
 
 
 def _boot_id() -> str:
@@ -115,9 +132,6 @@ class Store:
     def run_dir(self, run_id: str) -> Path:
         return paths.store_run_dir(self.root, run_id)
 
-    def claim_path(self, run_id: str) -> Path:
-        return paths.store_claim_path(self.root, run_id)
-
     # --- state ----------------------------------------------------------------------------------
 
     def state(self, run_id: str) -> str:
@@ -128,102 +142,171 @@ class Store:
         return recorded
 
     def recorded_state(self, run_id: str) -> str:
-        """What the run directory says, claims aside: 'done', 'failed' or 'pending'."""
-        run_dir = self.run_dir(run_id)
-        if paths.run_result_path(run_dir).is_file():
+        """What the run directory says, claims aside: 'done', 'failed' or 'pending' (a corrupt record is
+        quarantined and does not count)."""
+        if self.result(run_id) is not None:
             return DONE
-        return FAILED if paths.run_error_path(run_dir).is_file() else PENDING
+        return FAILED if self.error(run_id) is not None else PENDING
 
     def result(self, run_id: str) -> RunRecord | None:
+        """The run's record; None if there is none, or it was corrupt or another run's (then quarantined)."""
         path = paths.run_result_path(self.run_dir(run_id))
-        return RunRecord.read(path) if path.is_file() else None
+        record = self._read_record(path, lambda: RunRecord.read(path))
+        if record is not None and isinstance(record.identity, RunIdentity) \
+                and not run_id.endswith(f"-{record.identity.digest()}"):
+            self._quarantine(path, f"its identity (digest {record.identity.digest()}) is not run {run_id}'s")
+            return None
+        return record
 
     def error(self, run_id: str) -> RunFailure | None:
         path = paths.run_error_path(self.run_dir(run_id))
-        return RunFailure.from_json(read_json(path), str(path)) if path.is_file() else None
+        return self._read_record(path, lambda: RunFailure.from_json(read_json(path), str(path)))
+
+    def _read_record(self, path: Path, read: Callable[[], Any]) -> Any:
+        try:
+            return read()
+        except FileNotFoundError:
+            return None
+        except (CorruptArtifactError, UnicodeDecodeError) as error:
+            self._quarantine(path, str(error))
+            return None
+
+    def _quarantine(self, path: Path, reason: str) -> None:
+        """Rename a corrupt record aside (the run then counts as not done and runs again)."""
+        aside = paths.quarantine_path(path, time.strftime("%Y%m%dT%H%M%S") + f"-{uuid.uuid4().hex[:6]}")
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return  # another reader moved it already
+        except OSError as error:  # a read-only store: report it, move nothing
+            log.warning("%s is corrupt (%s) and cannot be moved aside: %s", path, reason, error)
+            return
+        log.warning("quarantined %s -> %s: %s", path, aside.name, reason)
+
+    def quarantined(self, run_id: str) -> list[Path]:
+        """The run's records renamed aside as corrupt (newest last)."""
+        run_dir = self.run_dir(run_id)
+        return sorted(run_dir.glob("*.corrupt-*"), key=lambda p: p.name.rsplit(".corrupt-", 1)[1]) \
+            if run_dir.is_dir() else []
 
     def claim_owner(self, run_id: str) -> dict[str, Any] | None:
-        return _read_record(self.claim_path(run_id))
+        current = self._current(run_id)
+        return _read_record(current.path) if current is not None and current.held else None
 
     def claim_is_live(self, run_id: str) -> bool:
-        path = self.claim_path(run_id)
-        return path.exists() and not self._is_stale(path, _read_record(path))
+        current = self._current(run_id)
+        return current is not None and current.held and not self._is_stale(current.path)
 
-    def _is_stale(self, path: Path, record: dict[str, Any] | None) -> bool:
+    def _is_stale(self, path: Path) -> bool:
         try:
             age = time.time() - path.stat().st_mtime
         except FileNotFoundError:
             return False
         if age > self.stale_seconds:
             return True
+        record = _read_record(path)
         return record is not None and _process_is_gone(record)
+
+    def _claim_files(self, run_id: str) -> list[ClaimFile]:
+        """The run's claim files, oldest generation first."""
+        directory = paths.store_claims_dir(self.root, run_id)
+        try:
+            entries = list(os.scandir(directory))
+        except FileNotFoundError:
+            return []
+        except OSError as error:
+            raise _claims_error(directory, error) from None
+        found = []
+        for entry in entries:
+            if (match := _CLAIM_NAME.fullmatch(entry.name)) is None:
+                continue
+            if not entry.is_file(follow_symlinks=False):
+                raise OutputError(f"{entry.path}: expected a claim file, found a directory or link; remove it "
+                                  "(crossling keeps its claims there)")
+            found.append(ClaimFile(int(match[1]), match[2] == "claim", Path(entry.path)))
+        return sorted(found, key=lambda f: f.generation)
+
+    def _current(self, run_id: str) -> ClaimFile | None:
+        """The newest claim file: it alone says whether the run is held, and by whom."""
+        files = self._claim_files(run_id)
+        return files[-1] if files else None
 
     # --- claims ---------------------------------------------------------------------------------
 
     def try_claim(self, run_id: str, owner: str = "") -> Claim | None:
         """Claim `run_id` for this process, taking over a stale claim; None if someone else holds it.
 
-        The held claim is refreshed by a heartbeat thread until `release`."""
-        path = self.claim_path(run_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        token = uuid.uuid4().hex
-        record = {"token": token, "run_id": run_id, "owner": owner, "time": time.time(), **owner_record()}
-        if not _create_exclusive(path, record) and not self._take_over(path, record):
+        Each claim is the next generation's file, created with O_CREAT|O_EXCL: of all processes claiming
+        (or taking over) the same generation exactly one succeeds, and a generation number is never used
+        twice for a run (the newest file is kept, as `<n>.released`, after release). The held claim is
+        refreshed by a heartbeat thread until `release`."""
+        current = self._current(run_id)
+        if current is not None and current.held and not self._is_stale(current.path):
             return None
-        claim = Claim(run_id=run_id, token=token, path=path)
+        generation = current.generation + 1 if current is not None else 1
+        path = paths.store_claim_path(self.root, run_id, generation)
+        token = uuid.uuid4().hex
+        record = {"token": token, "run_id": run_id, "generation": generation, "owner": owner, "time": time.time(),
+                  **owner_record()}
+        if not self._create_claim(path, record):
+            return None  # another process claimed this generation first
+        newest = self._current(run_id)
+        if newest is None or newest.generation != generation:  # we looked at an old generation: not ours
+            path.unlink(missing_ok=True)
+            return None
+        self._remove_older(run_id, generation)
+        if current is not None and current.held:
+            log.warning("took over the stale claim on %s (generation %d -> %d)", run_id, current.generation,
+                        generation)
+        claim = Claim(run_id=run_id, token=token, generation=generation, path=path)
         with self._lock:
             self._held[run_id] = claim
         self._ensure_heartbeat()
         return claim
 
-    def _take_over(self, path: Path, record: dict[str, Any]) -> bool:
-        """Replace a stale claim. Exactly one taker wins per stale claim: each taker must first create
-        a marker named after the stale claim's identity with O_EXCL."""
-        try:
-            stale_identity = self._identity(path)
-        except FileNotFoundError:  # released meanwhile: an ordinary claim attempt
-            return _create_exclusive(path, record)
-        if not self._is_stale(path, _read_record(path)):
-            return False
-        marker = path.with_name(f"{path.name}.{stale_identity}.takeover")
-        if not _create_exclusive(marker, record):
-            return False  # another taker won this stale claim
-        if not self._bury(path, stale_identity, record["token"]):
-            return False
-        log.warning("took over stale claim on %s (%s)", record["run_id"], stale_identity)
-        return _create_exclusive(path, record)
-
     @staticmethod
-    def _identity(path: Path) -> str:
-        """Names one claim file: its token, or its inode while its content is not written yet."""
-        found = _read_record(path)
-        return found["token"] if found and "token" in found else f"ino{path.stat().st_ino}"
+    def _create_claim(path: Path, record: dict[str, Any]) -> bool:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return _create_exclusive(path, record)
+        except OSError as error:
+            raise _claims_error(path, error) from None
 
-    def _bury(self, path: Path, stale_identity: str, token: str) -> bool:
-        """Move the stale claim aside; if what was moved is a newer claim, put it back."""
-        grave = path.with_name(f"{path.name}.{token}.stale")
+    def _remove_older(self, run_id: str, generation: int) -> None:
+        """Delete the claim files of generations before `generation` (so claims/ holds one file a run)."""
+        for old in self._claim_files(run_id):
+            if old.generation < generation:
+                old.path.unlink(missing_ok=True)
+
+    def holds(self, claim: Claim) -> bool:
+        """Whether `claim` is still this run's current claim and fresh: the newest generation, held, with
+        our token, its heartbeat younger than half the staleness (so no one can be taking it over now)."""
         try:
-            os.rename(path, grave)
-        except FileNotFoundError:
-            return True  # released by its owner meanwhile
-        try:
-            if self._identity(grave) == stale_identity:
-                return True
-            try:
-                os.link(grave, path)  # atomic restore: fails if yet another claim appeared
-            except FileExistsError:
-                log.warning("a claim on %s changed hands during a takeover", path.stem)
+            current = self._current(claim.run_id)
+        except OutputError:
             return False
-        finally:
-            grave.unlink(missing_ok=True)
+        if current is None or current.generation != claim.generation or not current.held:
+            return False
+        record = _read_record(current.path)
+        if record is None or record.get("token") != claim.token:
+            return False
+        try:
+            return time.time() - current.path.stat().st_mtime <= self.stale_seconds / 2
+        except FileNotFoundError:
+            return False
 
     def release(self, claim: Claim) -> None:
-        """Give up a claim (only if it is still ours)."""
+        """Give up a claim (only if it is still ours): its file stays as `<n>.released`, so the next claim
+        of the run is generation n + 1."""
         with self._lock:
             self._held.pop(claim.run_id, None)
-        current = _read_record(claim.path)
-        if current is not None and current.get("token") == claim.token:
-            claim.path.unlink(missing_ok=True)
+        current = self._current(claim.run_id)
+        record = _read_record(claim.path) if current is not None and current.path == claim.path else None
+        if record is not None and record.get("token") == claim.token:
+            try:
+                os.rename(claim.path, paths.store_claim_path(self.root, claim.run_id, claim.generation, released=True))
+            except FileNotFoundError:
+                pass  # taken over meanwhile
 
     def held(self) -> list[Claim]:
         with self._lock:
@@ -243,14 +326,18 @@ class Store:
 
     def refresh(self, claim: Claim) -> bool:
         """Touch a held claim; False (and the claim is dropped) if it is no longer ours."""
-        current = _read_record(claim.path)
-        if current is None or current.get("token") != claim.token:
-            log.error("lost the claim on %s (taken over after a missed heartbeat)", claim.run_id)
-            with self._lock:
-                self._held.pop(claim.run_id, None)
-            return False
-        os.utime(claim.path)
-        return True
+        try:
+            current = self._current(claim.run_id)
+            record = _read_record(claim.path) if current is not None and current.path == claim.path else None
+            if record is not None and record.get("token") == claim.token:
+                os.utime(claim.path)
+                return True
+        except (OSError, CrosslingError):
+            pass  # taken over (the file is gone), or the claim folder was tampered with
+        log.error("lost the claim on %s (taken over after a missed heartbeat)", claim.run_id)
+        with self._lock:
+            self._held.pop(claim.run_id, None)
+        return False
 
     def close(self) -> None:
         """Release every held claim and stop the heartbeat."""
@@ -263,19 +350,31 @@ class Store:
     def log_attempt(self, run_id: str, event: str, **fields: Any) -> None:
         """Append one event to the run's attempt log (one short O_APPEND write: lines never interleave)."""
         path = paths.store_attempts_path(self.root, run_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
         line = json.dumps({"event": event, "time": time.time(), **owner_record(), **fields}) + "\n"
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, line.encode("utf-8"))
-        finally:
-            os.close(fd)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                os.write(fd, line.encode("utf-8"))
+            finally:
+                os.close(fd)
+        except OSError as error:
+            raise OutputError(f"{path}: cannot append to the attempt log ({error.strerror})") from None
 
     def attempts(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's attempt events (a line that is not a JSON object, such as one torn by a crash, is
+        skipped here; `repair_attempts` quarantines it)."""
+        return _parse_attempts(paths.store_attempts_path(self.root, run_id))[0]
+
+    def repair_attempts(self, run_id: str) -> None:
+        """Under the run's claim: if a line of the attempt log is corrupt, rename the log aside and write
+        its good lines back (so appending goes on after a clean line end)."""
         path = paths.store_attempts_path(self.root, run_id)
-        if not path.is_file():
-            return []
-        return read_jsonl(path)
+        rows, bad = _parse_attempts(path)
+        if not bad:
+            return
+        self._quarantine(path, f"line(s) {', '.join(map(str, bad))} are not JSON objects")
+        write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in rows))
 
     def write_error(self, run_id: str, error: BaseException | str, traceback_text: str) -> None:
         """Record a failed attempt (error.json: the error, its type and the traceback)."""
@@ -293,3 +392,31 @@ class Store:
     def read_plan(self) -> StudyPlan | None:
         path = paths.store_plan_path(self.root)
         return StudyPlan.from_json(read_json(path), str(path)) if path.is_file() else None
+
+
+def _parse_attempts(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
+    """(the attempt log's events, the numbers of its corrupt lines); a log that does not end with a
+    newline has a torn last line."""
+    try:
+        text = path.read_bytes().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return [], []
+    rows, bad = [], []
+    lines = text.split("\n")
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if isinstance(row, dict) and "event" in row and (number < len(lines)):
+            rows.append(row)
+        else:
+            bad.append(number)
+    return rows, bad
+
+
+def _claims_error(path: Path, error: OSError) -> OutputError:
+    return OutputError(f"{path}: cannot use this claim location ({error.strerror}); crossling keeps a run's "
+                       "claims in the folder claims/<run id>/ of the store")

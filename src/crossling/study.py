@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from crossling import paths
-from crossling.config import TrainConfig, _coerce, check_keys, from_mapping, read_toml
+from crossling.config import TrainConfig, _coerce, check_keys, check_seed, from_mapping, read_toml
 from crossling.errors import ConfigError
 from crossling.records import PlannedRun, RunIdentity, StudyPlan, run_identity
 from crossling.registry import find_checkpoint
@@ -110,7 +110,7 @@ def parse_study(data: dict[str, Any], where: str, base: Path, path: Path | None 
         description=_typed(data.get("description", ""), str, f"{where}: description"),
         checkpoints=_parse_checkpoints(data["checkpoints"], where, base),
         languages=_unique_list(data["languages"], str, f"{where}: languages"),
-        seeds=_unique_list(data["seeds"], int, f"{where}: seeds"),
+        seeds=tuple(check_seed(seed, f"{where}: seeds") for seed in _unique_list(data["seeds"], int, f"{where}: seeds")),
         data=parse_data(_table(data, "data", where), where, base),
         recipe=recipe,
         sweep=sweep,
@@ -155,6 +155,15 @@ def resolve_model(checkpoint: str, base: Path, where: str = "study") -> str:
     """What the run function receives for `checkpoint`: a registered alias or hub id unchanged, a
     local directory (relative to the study file) as an absolute path."""
     if find_checkpoint(checkpoint) is not None:
+        return checkpoint
+    if checkpoint.startswith("random:"):  # a registered checkpoint's architecture with random weights
+        from crossling.errors import ModelError
+        from crossling.models import resolve
+
+        try:
+            resolve(checkpoint)
+        except ModelError as error:
+            raise ConfigError(f"{where}: checkpoints: {error}") from None
         return checkpoint
     local = Path(checkpoint).expanduser()
     local = local if local.is_absolute() else base / local

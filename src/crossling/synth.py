@@ -20,6 +20,7 @@ import numpy as np
 
 from crossling import paths
 from crossling.atomic import read_json, write_json_atomic, write_text_atomic
+from crossling.children import end_with_parent
 from crossling.errors import ConfigError, DataError
 from crossling.espeak import Voice
 from crossling.progress import Track, no_progress
@@ -349,7 +350,8 @@ def _worker_count(workers: int | None) -> int:
 def _render_streams(streams: list[_Stream], workers: int | None, track: Track) -> float:
     """Render clips in rounds until every stream reaches its target; returns the seconds rendered."""
     count = _worker_count(workers)
-    pool = ProcessPoolExecutor(count, mp_context=get_context("spawn")) if count > 1 else None
+    pool = ProcessPoolExecutor(count, mp_context=get_context("spawn"),
+                               initializer=end_with_parent) if count > 1 else None  # none outlives a kill -9
     try:
         round_number = 0
         while pending := [s for s in streams if not s.satisfied()]:
