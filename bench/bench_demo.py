@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -55,7 +56,8 @@ ORDER = [IMPORTS, *RUN_PHASES, RUN_REST, *STUDY_PHASES]
 
 
 class PhaseClock:
-    """Exclusive wall time per phase: time goes to the innermost phase entered and not yet left."""
+    """Exclusive wall time per phase: time goes to the innermost phase entered and not yet left (in the
+    main thread; work in other threads, such as reading ahead, overlaps and is not counted)."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
@@ -71,6 +73,8 @@ class PhaseClock:
     def wrap(self, phase: str, function):
         @functools.wraps(function)
         def timed(*args, **kwargs):
+            if threading.current_thread() is not threading.main_thread():  # e.g. a prefetching reader
+                return function(*args, **kwargs)
             self._switch()
             self._stack.append(phase)
             try:

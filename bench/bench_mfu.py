@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -98,6 +99,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     import torch
 
+    if torch.cuda.is_available():  # the runs would train on the GPU and be divided by the CPU's fp32 peak
+        print("bench_mfu measures CPU training against the CPU's own matmul peak; on a GPU machine run "
+              "bash bench/gpu_check.sh (MFU against the GPU's bf16 peak measured in the same run)", file=sys.stderr)
+        return 2
     print("machine:", json.dumps(common.machine()), flush=True)
     summaries = []
     trained = {s["size"]: s for s in json.loads(Path(args.train_json).read_text())} if args.train_json else {}

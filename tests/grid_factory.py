@@ -242,3 +242,31 @@ def threads_finetune(**run) -> RunRecord:
 
 def forgetful_finetune(**run) -> None:
     """A broken run function: returns without writing result.json."""
+
+
+def gpu_finetune(**run) -> RunRecord:
+    """`toy_finetune`, also writing the process's CUDA_VISIBLE_DEVICES and the device it was asked for into
+    `<out>/gpu.txt` (one line)."""
+    out = Path(run["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gpu.txt").write_text(f"{os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')} {run.get('device')}")
+    return toy_finetune(**run)
+
+
+def memory_finetune(**run) -> RunRecord:
+    """`toy_finetune`, also writing the run options it was given into `<out>/memory.txt`."""
+    out = Path(run["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "memory.txt").write_text(repr(run.pop("options", None)))
+    return toy_finetune(**run)
+
+
+def sticky_finetune(**run) -> RunRecord:
+    """`toy_finetune`, except that a model named '*bad*' fails as a sticky CUDA error does (the process's GPU
+    is then unusable); writes the process id into `<out>/pid.txt`."""
+    out = Path(run["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "pid.txt").write_text(str(os.getpid()))
+    if "bad" in run["model"]:
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+    return toy_finetune(**run)

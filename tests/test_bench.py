@@ -109,3 +109,57 @@ def test_demo_fixed_share_spreads_process_imports_over_runs():
     assert bench_demo.fixed_share(rows) == pytest.approx((10.0 + 4.0 + 1.0 + 0.5 + 0.5) / 100.0)
     assert bench_demo.model_loads(rows) == (4.0, 0.5)
     assert bench_demo.phase_totals(rows)["training steps"] == 84.0
+
+
+def test_gpu_check_says_there_is_no_gpu_and_exits_non_zero():
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(root / "src")}
+    done = subprocess.run(["bash", str(root / "bench" / "gpu_check.sh")], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and "no CUDA GPU is visible here" in done.stderr and "nothing was measured" in done.stderr
+
+
+def test_gpu_check_measurements_run_on_a_stand_in_device(tmp_path, monkeypatch):
+    """The GPU measurements on CPU with CUDA's timers and memory counters stubbed, a tiny architecture and a
+    short batch: every figure is computed (on a GPU the same code runs with the real counters)."""
+    import json
+
+    import torch
+    from tinydata_factory import tiny_config
+
+    from bench import bench_gpu
+
+    config = tiny_config("wav2vec2").to_dict()
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    monkeypatch.setattr(bench_gpu, "LARGE_CONFIG", tmp_path / "config.json")
+    monkeypatch.setattr(bench_gpu, "BATCH_SECONDS", 4.0)
+    monkeypatch.setattr(bench_gpu, "CLIP_SECONDS", 1.0)
+    monkeypatch.setattr(bench_gpu, "LABELS_PER_CLIP", 5)
+    for name in ("synchronize", "reset_peak_memory_stats"):
+        monkeypatch.setattr(torch.cuda, name, lambda *a, **k: None)
+    for name in ("max_memory_allocated", "max_memory_reserved"):
+        monkeypatch.setattr(torch.cuda, name, lambda *a, **k: 2**20)
+    step = bench_gpu.large_step("cpu", torch.bfloat16, steps=1)
+    assert step["seconds"] > 0 and step["flops"] > 0 and step["estimate"] > 0 and step["data"] > 0
+    assert step["snapshot"] >= 0 and step["write"] > 0 and step["nondeterminism"] >= 0.0
+    assert bench_gpu.matmul_peak("cpu", torch.float32, size=64) > 0
+
+
+def test_gpu_benchmarks_pin_one_gpu_and_refuse_a_cpu_peak(monkeypatch, capsys):
+    import torch
+
+    from bench import bench_mfu, bench_train
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert bench_train.one_gpu() == {"CUDA_VISIBLE_DEVICES": "0"}  # not DataParallel over 8 GPUs
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,4")
+    assert bench_train.one_gpu() == {"CUDA_VISIBLE_DEVICES": "3"}
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert bench_train.one_gpu() == {}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert bench_mfu.main([]) == 2 and "bench/gpu_check.sh" in capsys.readouterr().err

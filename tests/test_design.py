@@ -205,3 +205,23 @@ def test_study_plan_sizes_local_folders_and_says_when_a_hub_id_cannot_be_sized(t
     (tmp_path / "mine" / "config.json").write_text("{not json")
     study.write_text(study.read_text().replace('"someone/not-cached"', '"mine"'))
     assert "is not readable JSON" in design.study_cost(load_study(study)).unsized[0]
+
+
+def test_study_plan_states_gpu_memory_per_run_and_disk(tmp_path, capsys):
+    """The reference study: XLS-R-sized runs in bf16 (meta-device measurement, checked against real tensors
+    in test_budget): fp32 weights + gradients + Adam + a bf16 copy, activations of a 200 s batch, 864 fp32
+    final models and a resume file per run in flight."""
+    from crossling.cli import main
+
+    cost = design.study_cost(find_study("reference"))
+    memory = max((c.memory for c in cost.checkpoints), key=lambda m: m.peak_bytes)
+    assert memory.precision == "bf16 on GPU"
+    assert 300e6 * 18 < memory.state_bytes < 330e6 * 18
+    assert 4 * 2**30 < memory.activation_bytes < 20 * 2**30
+    assert memory.peak_bytes == memory.state_bytes + memory.activation_bytes
+    assert memory.resume_file_bytes == pytest.approx(3 * memory.model_bytes, rel=0.05)  # weights + 2 Adam moments
+    assert cost.disk_bytes == pytest.approx(864 * memory.model_bytes, rel=0.05)
+    assert main(["study", "plan", "reference", "--store", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert f"= {memory.peak_bytes / 2**30:.3g} GiB GPU" in out and "per run in flight" in out
+    assert f"864 final models, {cost.disk_bytes / 2**40:.3g} TiB in all" in out

@@ -57,7 +57,8 @@ def test_result_record_contract(prepared, tmp_path):
     assert RunRecord.read(paths.run_result_path(out)) == record  # the typed record round-trips
     assert record.identity.seed == 3 and record.identity.recipe.learning_rate == 2e-3
     assert "linear" in record.schedule and record.resumed_from == ()
-    assert record.skipped == {"label_too_long": 2, "audio_too_long": 0, "nonfinite_loss_steps": 0}
+    assert record.skipped == {"label_too_long": 2, "audio_too_long": 0, "nonfinite_loss_steps": 0,
+                              "fp16_overflow_steps": 0}
     for split in ("dev", "test"):
         s = record.scores[split]
         assert set(s.by_gender) == {"female", "male"}
@@ -67,6 +68,7 @@ def test_result_record_contract(prepared, tmp_path):
     cost = record.cost
     assert cost.wall_seconds > 0 and cost.audio_seconds_trained > 0 and cost.peak_memory_mb > 0
     assert cost.threads == torch.get_num_threads() and cost.device == "cpu"
+    assert cost.facts.device == "cpu" and cost.facts.name and cost.peak_reserved_mb >= cost.peak_memory_mb
     assert 0.0 <= record.collapse.blank_only_fraction <= 1.0
     assert set(record.versions) == {"crossling", "torch", "transformers"}
     config = json.loads(paths.run_config_path(out).read_text())

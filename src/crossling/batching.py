@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from crossling import devices
 from crossling.config import TrainConfig
 from crossling.errors import DataError
 from crossling.frontend import input_name, model_input, pad_inputs, valid_input_length
 from crossling.manifest import Utterance
 from crossling.models import FrozenFeatureCache, InputSpec, frames_for_samples
 from crossling.prepared import PreparedLanguage
-from crossling.sharing import FEATURE_MAX_BYTES, audio_key, feature_store, read_audio
+from crossling.sharing import FEATURE_MAX_BYTES, RunView, audio_key, feature_store, read_audio
 
 if TYPE_CHECKING:  # torch and transformers load only where batches are made
     from torch import nn
@@ -144,11 +145,11 @@ def training_data(data: PreparedLanguage, tokenizer: PreTrainedTokenizerBase, mo
                         model_config=model_config)
 
 
-def feature_cache(model: nn.Module, spec: InputSpec, config: TrainConfig,
-                  training: TrainingData) -> FrozenFeatureCache | None:
-    """A cache of features that are a fixed function of the audio (frozen CNN outputs, log-mel rows) when
-    that is exact and the train set's features fit in memory; CNN outputs are shared by the runs of this
-    process whose encoders have the same weights (a pre-trained checkpoint's seeds)."""
+def feature_cache(model: nn.Module, spec: InputSpec, config: TrainConfig, training: TrainingData,
+                  autocast_dtype=None) -> FrozenFeatureCache | None:
+    """A cache of features that are a fixed function of the audio (frozen CNN outputs, computed under the
+    run's `autocast_dtype`; log-mel rows) when that is exact and the train set's features fit in memory;
+    on a GPU with room it stays there."""
     if not FrozenFeatureCache.applies(model, spec, config):
         return None
     size = sum(FrozenFeatureCache.bytes_per_utterance(model.config, spec, u.num_samples) for u in training.utterances)
@@ -156,43 +157,48 @@ def feature_cache(model: nn.Module, spec: InputSpec, config: TrainConfig,
         log.info("not caching features: %.1f GiB would exceed %.1f GiB", size / 2**30,
                  FEATURE_CACHE_MAX_BYTES / 2**30)
         return None
-    cache = FrozenFeatureCache(model, spec)
-    if cache.encoder is not None:
-        cache.store = feature_store(cache.encoder)
+    device = str(next(model.parameters()).device)
+    on_device = devices.cache_fits_on_device(size, devices.memory_bytes(device))
+    if on_device:
+        log.info("caching features on %s (%.2f GiB): no re-upload each step", device, size / 2**30)
+    cache = FrozenFeatureCache(model, spec, autocast_dtype, on_device=on_device)
+    if cache.encoder is not None:  # CNN outputs: shared by this process's runs whose encoders are the same
+        keys = [(audio_key(training.data.root, u), spec, str(autocast_dtype), on_device) for u in training.utterances]
+        cache.store = RunView(feature_store(cache.encoder), keys)
     return cache
 
 
 def make_batch(training: TrainingData, indices: list[int], spec: InputSpec, device: str,
-               cache: FrozenFeatureCache | None = None) -> dict:
+               cache: FrozenFeatureCache | None = None, read: Callable[[int], np.ndarray] | None = None) -> dict:
     """Model inputs of one batch: padded waveforms or log-mel rows (or cached features), labels, the mask
-    (if the checkpoint takes one) and each utterance's frame count (for the blank-only check)."""
+    (if the checkpoint takes one) and each utterance's frame count (for the blank-only check). `read(i)`
+    gives utterance i's model input (default: read it now; `prefetch` reads ahead)."""
+    read = read or (lambda i: model_input(read_audio(training.data.root, training.utterances[i]), spec))
     if cache is not None:
-        return _cached_batch(training, indices, spec, device, cache)
+        return _cached_batch(training, indices, device, cache=cache, read=read)
     utterances = [training.utterances[i] for i in indices]
-    inputs = [model_input(read_audio(training.data.root, u), spec) for u in utterances]
+    inputs = [read(i) for i in indices]
     samples = [u.num_samples for u in utterances]
     values, mask = pad_inputs(inputs, [valid_input_length(spec, n) for n in samples], spec.padding_value)
-    batch = {input_name(spec): values.to(device),
-             "labels": pad_labels([training.labels[i] for i in indices]).to(device)}
+    labels = pad_labels([training.labels[i] for i in indices])
+    batch = {input_name(spec): devices.to_device(values, device), "labels": devices.to_device(labels, device)}
     if spec.use_attention_mask:
-        batch["attention_mask"] = mask.to(device)
+        batch["attention_mask"] = devices.to_device(mask, device)
     # without a mask the model sees (and the CTC loss uses) every padded frame
     lengths = samples if spec.use_attention_mask else [values.shape[1]] * len(samples)
     batch["frames"] = [frames_for_samples(training.model_config, n) for n in lengths]
     return batch
 
 
-def _cached_batch(training: TrainingData, indices: list[int], spec: InputSpec, device: str,
-                  cache: FrozenFeatureCache) -> dict:
+def _cached_batch(training: TrainingData, indices: list[int], device: str, *, cache: FrozenFeatureCache,
+                  read: Callable[[int], np.ndarray]) -> dict:
     """As `make_batch`, with the cached features (CNN outputs replayed into the model, or log-mel rows)."""
     utterances = [training.utterances[i] for i in indices]
-    root = training.data.root
-    # keyed by the audio file and the input rule, not by position: the store outlives this run
-    features = [cache.features((audio_key(root, u), spec), lambda u=u: model_input(read_audio(root, u), spec))
-                for u in utterances]
+    features = [cache.features(i, lambda i=i: read(i)) for i in indices]
     lengths = [u.num_samples for u in utterances]
-    inputs = {key: value.to(device) for key, value in cache.model_inputs(features, lengths).items()}
-    return {**inputs, "labels": pad_labels([training.labels[i] for i in indices]).to(device),
+    inputs = {key: devices.to_device(value, device) for key, value in cache.model_inputs(features, lengths).items()}
+    labels = pad_labels([training.labels[i] for i in indices])
+    return {**inputs, "labels": devices.to_device(labels, device),
             "frames": [frames_for_samples(training.model_config, n) for n in lengths]}
 
 

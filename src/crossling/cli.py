@@ -172,8 +172,29 @@ def _add_finetune(sub) -> None:
     parser.add_argument("--steps", type=int, default=None, help="override max_steps")
     parser.add_argument("--lr", type=float, default=None, help="override learning_rate")
     parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    _run_option_flags(parser)
     parser.add_argument("--json", action="store_true", help="print the result record as one JSON object")
     parser.set_defaults(handler=_cmd_finetune)
+
+
+def _run_option_flags(parser) -> None:
+    parser.add_argument("--max-step-seconds", type=float, default=None, metavar="S",
+                        help="audio per forward/backward pass; the recipe's batch is accumulated over passes "
+                             "(same run; default: from the GPU's memory, none on CPU)")
+    parser.add_argument("--gradient-checkpointing", action="store_true",
+                        help="recompute activations in backward: less GPU memory, about 1/3 more compute")
+    parser.add_argument("--half-precision-model", action="store_true",
+                        help="save the final model in 16 bits (the run's bf16/fp16; bf16 after an fp32 run): half "
+                             "the disk; the run's scores are computed before, from the trained weights")
+
+
+def _run_options(args):
+    from crossling.budget import RunOptions
+
+    if args.max_step_seconds is None and not args.gradient_checkpointing and not args.half_precision_model:
+        return None
+    return RunOptions(max_step_seconds=args.max_step_seconds, gradient_checkpointing=args.gradient_checkpointing,
+                      half_precision_model=args.half_precision_model)
 
 
 def _cmd_finetune(args) -> int:
@@ -182,7 +203,7 @@ def _cmd_finetune(args) -> int:
 
     config = load_train_config(args.config, {"max_steps": args.steps, "learning_rate": args.lr})
     record = finetune(args.data, args.language, args.model, seed=args.seed, out=args.out, config=config,
-                      device=args.device, track=tqdm_track)
+                      device=args.device, track=tqdm_track, options=_run_options(args))
     test, dev = record.scores["test"], record.scores["dev"]
     if args.json:
         print(json.dumps({"cer": test.cer, "wer": test.wer, **record.to_json()}, ensure_ascii=False))
@@ -290,7 +311,8 @@ def _add_study(sub) -> None:
                      help="local (default): in this process, or N grid processes with --workers N; ray: Ray tasks")
     run.add_argument("--workers", type=int, default=1,
                      help="runs at once (default 1); local: N grid processes sharing the store, each with "
-                          "--threads torch threads")
+                          "--threads torch threads and, where GPUs are visible, its own GPU (more workers "
+                          "than GPUs is refused)")
     run.add_argument("--threads", type=int, default=None,
                      help="local --workers N > 1: torch threads per grid process (default: usable cores / N, "
                           "at least 1)")
@@ -299,8 +321,10 @@ def _add_study(sub) -> None:
     run.add_argument("--retry-failed", action="store_true", help="run failed runs again")
     run.add_argument("--address", default=None, help="ray: join this Ray cluster (e.g. auto or HEAD:6379)")
     run.add_argument("--cpus-per-run", type=float, default=None, help="ray: CPUs per run (default 1)")
-    run.add_argument("--gpus-per-run", type=float, default=None, help="ray: GPUs per run (default 0; 1 on GPU nodes)")
+    run.add_argument("--gpus-per-run", type=float, default=None, help="ray: GPUs per run (default: 1 when the cluster has GPUs, else 0; 0 on a GPU cluster is "
+                          "refused unless --device cpu)")
     run.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    _run_option_flags(run)
     plan.add_argument("--json", action="store_true", help="print the design checks and cost as one JSON object")
     plan.add_argument("--alpha", type=float, default=0.05, help="significance level of the design checks (default 0.05)")
     plan.add_argument("--seed-sd", type=float, default=None, metavar="CER",
@@ -366,6 +390,30 @@ def _print_design(check) -> None:
         machine = f"; {_duration(device.wall_hours * 3600)} wall with {device.at_once} at once" if device.at_once > 1 else ""
         print(f"  {device.device}: {device.hours_per_run:.3g} h per run{mean}, {device.device_hours:.3g} device-hours"
               f"{machine} ({device.source})")
+    _print_memory(cost)
+
+
+def _print_memory(cost) -> None:
+    """Device memory of the most demanding run and the disk the study's models take (design.RunMemory)."""
+    unmeasured = [c.checkpoint for c in cost.checkpoints if c.memory is None]
+    if unmeasured:
+        print(f"memory and disk: cannot be estimated (transformers cannot build {', '.join(unmeasured)})")
+        return
+    largest = max(cost.checkpoints, key=lambda c: c.memory.peak_bytes).memory
+    where = "GPU" if "GPU" in largest.precision else "RAM"
+    print(f"memory per run ({largest.precision}, meta-device estimate): {_bytes(largest.state_bytes)} weights, "
+          f"gradients and Adam + {_bytes(largest.activation_bytes)} activations of a {cost.batch_seconds:g} s batch = "
+          f"{_bytes(largest.peak_bytes)} {where} (less with --max-step-seconds or --gradient-checkpointing)")
+    print(f"disk: {cost.runs} final models, {_bytes(cost.disk_bytes)} in all; plus {_bytes(largest.resume_file_bytes)} "
+          f"per run in flight (its resume file, deleted when the run finishes)")
+
+
+def _bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1000:
+            return f"{count:.3g} {unit}"
+        count /= 1024
+    return f"{count:.3g} TiB"
 
 
 def _sizes(checkpoints) -> str:
@@ -400,7 +448,8 @@ def _cmd_study_run(args) -> int:
         handler.setLevel(max(handler.level, logging.WARNING))
     try:
         summary = run_study(find_study(args.study), args.store, executor=executor, shard=args.shard,
-                            retry_failed=args.retry_failed, progress=display, device=args.device, track=tqdm_track)
+                            retry_failed=args.retry_failed, progress=display, device=args.device, track=tqdm_track,
+                            run_options=_run_options(args))
     finally:
         display.close()
         for handler, level in handlers.items():
@@ -735,6 +784,7 @@ def _add_pretrain(sub) -> None:
     parser.add_argument("--seed", type=seed_arg, default=0, help="seed of the subset, init, masks (default 0)")
     parser.add_argument("--learning-rate", type=float, default=None, help="peak learning rate (default 2e-3)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--device", default="cpu", help="cpu (default: the mini-zoo's device), cuda, cuda:k or auto")
     parser.set_defaults(handler=_cmd_pretrain)
 
 
@@ -743,7 +793,8 @@ def _cmd_pretrain(args) -> int:
 
     recipe = {"learning_rate": args.learning_rate} if args.learning_rate else None
     record = pretrain(args.data, args.languages, args.hours_per_language, config=args.config, out=args.out,
-                      seed=args.seed, steps=args.steps, recipe=recipe, threads=args.threads, track=tqdm_track)
+                      seed=args.seed, steps=args.steps, recipe=recipe, threads=args.threads, track=tqdm_track,
+                      device=args.device)
     final = record["final"]
     print(f"pre-trained {record['steps']} steps on {record['total_hours']:.3f} h "
           f"({', '.join(f'{k} {v:.3f} h' for k, v in record['hours'].items())}) in {record['wall_seconds']:.0f} s: "

@@ -1,11 +1,13 @@
 """Design checks of a study before any run: which questions its numbers of languages, checkpoints and
 seeds can answer (smallest achievable p, Holm family sizes, the CER difference detectable with 80 % power
 under a seed-noise prior) and what it costs (FLOPs from the architecture's config values, device-hours
-from a documented throughput). Input: a `Study`; output: a `DesignCheck`. Imports no torch."""
+from a documented throughput; memory and disk measured on torch's meta device, nothing allocated). Input: a
+`Study`; output: a `DesignCheck`. Imports no torch at import time."""
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -23,6 +25,8 @@ from crossling.frontend import log_mel_rows
 from crossling.languages import find_language
 from crossling.registry import Checkpoint, find_checkpoint
 from crossling.study import Study
+
+log = logging.getLogger(__name__)
 
 POWER = 0.8
 SAMPLE_RATE = 16_000
@@ -535,12 +539,27 @@ VOCAB_SIZE = 50  # characters + specials; the head is < 1 % of a step's FLOPs fo
 
 
 @dataclass(frozen=True, kw_only=True)
+class RunMemory:
+    """Memory and disk of one run (`budget.measure_step_memory`: a meta-device measurement, nothing run):
+    device memory for weights, gradients and Adam (`state_bytes`) plus the activations of the recipe's whole
+    batch in one pass; the resume file (fp32 weights + Adam moments) while it runs; the final model."""
+
+    precision: str
+    state_bytes: float
+    activation_bytes: float
+    peak_bytes: float
+    resume_file_bytes: float
+    model_bytes: float
+
+
+@dataclass(frozen=True, kw_only=True)
 class CheckpointCost:
     checkpoint: str
     parameters: int
     step_flops: float
     run_flops: float
     architecture: str
+    memory: RunMemory | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -568,6 +587,7 @@ class Cost:
     total_flops: float
     devices: tuple[DeviceCost, ...]
     unsized: tuple[str, ...] = ()  # why a checkpoint's size is unknown; then no total and no device-hours
+    disk_bytes: float = math.nan  # every run's final model (resume files come and go: one per run in flight)
 
 
 def study_cost(study: Study) -> Cost:
@@ -585,14 +605,42 @@ def study_cost(study: Study) -> Cost:
             continue
         step = arch.train_step_flops(batch, clip, VOCAB_SIZE)
         rows.append(CheckpointCost(checkpoint=name, parameters=arch.trainable_parameters(VOCAB_SIZE), step_flops=step,
-                                   run_flops=step * steps, architecture=arch.source))
+                                   run_flops=step * steps, architecture=arch.source,
+                                   memory=run_memory(name, study, on_gpu=_size(study) == "large")))
     if unsized:  # a total over part of the grid would understate the cost: none is given
         return Cost(runs=study.size, steps=steps, batch_seconds=batch, clip_seconds=clip, checkpoints=tuple(rows),
                     total_flops=math.nan, devices=(), unsized=tuple(unsized))
     total = sum(r.run_flops for r in rows) * runs_per_checkpoint
     devices = tuple(_device_cost(t, total, study.size) for t in THROUGHPUTS.get(_size(study), ()))
+    sized = all(r.memory is not None for r in rows)
+    disk = sum(r.memory.model_bytes for r in rows) * runs_per_checkpoint if sized else math.nan
     return Cost(runs=study.size, steps=steps, batch_seconds=batch, clip_seconds=clip, checkpoints=tuple(rows),
-                total_flops=total, devices=devices)
+                total_flops=total, devices=devices, disk_bytes=disk)
+
+
+def run_memory(checkpoint: str, study: Study, *, on_gpu: bool) -> RunMemory | None:
+    """One run's memory and disk: bf16 on a GPU (LARGE studies), fp32 on CPU (micro studies); None when
+    transformers cannot build the architecture of its config (then the plan says so)."""
+    values, _ = config_values(checkpoint, study.data.base)
+    dtype = "bfloat16" if on_gpu else "float32"
+    recipe = study.recipe
+    try:
+        memory = _measured(json.dumps(values, sort_keys=True), dtype,
+                           min(recipe.max_utterance_seconds, recipe.batch_seconds))
+    except (ValueError, KeyError, TypeError, RuntimeError) as error:
+        log.warning("cannot measure the memory of %s's architecture: %s", checkpoint, error)
+        return None
+    activations = memory.activations_per_second * recipe.batch_seconds
+    return RunMemory(precision="bf16 on GPU" if on_gpu else "fp32 on CPU", state_bytes=memory.state,
+                     activation_bytes=activations, peak_bytes=memory.state + activations,
+                     resume_file_bytes=memory.parameters * 4 + memory.trained * 8, model_bytes=memory.parameters * 4)
+
+
+@cache
+def _measured(values: str, dtype: str, clip_seconds: float):
+    from crossling.budget import measure_step_memory
+
+    return measure_step_memory(json.loads(values), vocab_size=VOCAB_SIZE, clip_seconds=clip_seconds, dtype=dtype)
 
 
 def _size(study: Study) -> str:

@@ -18,7 +18,7 @@ from crossling.manifest import Utterance
 from crossling.models import InputSpec, check_vocabulary, load_finetuned
 from crossling.prepared import PreparedLanguage, SplitAudio, open_prepared
 from crossling.progress import Track, no_progress
-from crossling.records import RunRecord, SplitScores
+from crossling.records import RunIdentity, RunRecord, SplitScores
 from crossling.scoring import for_scoring, score_pair, scores_record
 
 if TYPE_CHECKING:  # torch loads when a model does, after the OpenMP setting below
@@ -75,7 +75,8 @@ def evaluate(
     check_vocabulary(model, processor.tokenizer, data.vocab, data.vocab_file)
     device = pick_device(device)
     scores, _ = evaluate_model(model.to(device), spec, data, splits=splits, out=out, device=device,
-                               batch_seconds=batch_seconds, track=track)
+                               batch_seconds=batch_seconds, autocast_dtype=run_autocast(run_record, device),
+                               track=track)
     return Evaluation(model=str(model_dir), language=language, prepared=str(Path(prepared)), scores=scores,
                       run=run_record)
 
@@ -92,6 +93,19 @@ def _model_dir(path: Path) -> tuple[Path, RunRecord | None]:
         f"{path}: neither a finished run directory (with {run_model.name}/config.json) "
         "nor a Hugging Face model directory (with config.json)"
     )
+
+
+def run_autocast(record: RunRecord | None, device: str):
+    """The autocast dtype the run's own evaluation used on this device (its recipe's precision; 'auto' for
+    a bare model directory), so that standalone scores equal the run's scores.json."""
+    import torch
+
+    from crossling import devices
+
+    known = record is not None and isinstance(record.identity, RunIdentity)
+    precision = record.identity.recipe.precision if known else "auto"
+    chosen = devices.choose_precision(precision, device, devices.capability_of(device))
+    return getattr(torch, chosen.autocast) if chosen.autocast else None
 
 
 def pick_device(device: str) -> str:

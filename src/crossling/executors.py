@@ -5,6 +5,7 @@ the run function's result; every start and end reaches the grid as an event."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import os
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from crossling import paths
+from crossling import devices, paths
 from crossling.children import descendants, start_reaper
 from crossling.errors import ConfigError, CrosslingError
 from crossling.fence import ClaimLost, check_write, fenced, still_held
@@ -26,6 +27,7 @@ from crossling.progress import Track, no_progress
 from crossling.store import DONE, FAILED, Claim, Store
 
 if TYPE_CHECKING:
+    from crossling.budget import RunOptions
     from crossling.grid import GridSpec
     from crossling.study import Run
 
@@ -53,12 +55,19 @@ class Job:
 
 @dataclass(frozen=True)
 class Outcome:
-    """How one execution ended: 'done' or 'failed' (with the error message)."""
+    """How one execution ended: 'done' or 'failed' (with the error message; `device_lost`: a sticky CUDA
+    error, after which this process can run nothing more on its GPU)."""
 
     run_id: str
     status: str
     seconds: float
     error: str = ""
+    device_lost: bool = False
+
+
+class DeviceLost(CrosslingError):
+    """A run left this process's GPU in a sticky CUDA error state (an illegal memory access, a device-side
+    assert): every later CUDA call in the process fails, so it must end; its runs resume in a new process."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,7 @@ class ExecOptions:
     prepared: Path
     run_function: str = DEFAULT_RUN_FUNCTION
     device: str = "auto"
+    run_options: RunOptions | None = None  # passed to the run function (as `options`) when set
     heartbeat_seconds: float = 10.0
     stale_seconds: float = 120.0
 
@@ -160,8 +170,9 @@ def execute_run(run: Run, claim: Claim, options: ExecOptions, track: Track = no_
 
 def _call_run_function(run: Run, run_dir: Path, options: ExecOptions, track: Track) -> None:
     function = resolve_function(options.run_function)
+    extra = {"options": options.run_options} if options.run_options is not None else {}
     function(identity=run.identity, model=run.model, prepared=Path(options.prepared), out=run_dir,
-             device=options.device, track=track)
+             device=options.device, track=track, **extra)
     if not paths.run_result_path(run_dir).is_file():
         raise RuntimeError(f"{options.run_function} returned without writing {paths.run_result_path(run_dir)}")
 
@@ -170,7 +181,8 @@ def _failed(store: Store, run_id: str, error: Exception, tag: dict, seconds: flo
     store.write_error(run_id, error, traceback.format_exc())
     store.log_attempt(run_id, FAILED, **tag, seconds=seconds, error=str(error))
     log.error("run %s failed: %s", run_id, error)
-    return Outcome(run_id, FAILED, seconds, f"{type(error).__name__}: {error}")
+    return Outcome(run_id, FAILED, seconds, f"{type(error).__name__}: {error}",
+                   device_lost=devices.is_sticky_cuda_error(error))
 
 
 def _lost(store: Store, run_id: str, error: Exception, tag: dict, seconds: float) -> Outcome:
@@ -194,7 +206,12 @@ class LocalExecutor:
 
     def execute(self, work: GridWork) -> None:
         while not self._cancelled.is_set() and (job := work.next_job()) is not None:
-            work.finish(job, execute_run(job.run, job.claim, work.options, work.track))
+            outcome = execute_run(job.run, job.claim, work.options, work.track)
+            work.finish(job, outcome)
+            if outcome.device_lost:
+                raise DeviceLost(f"run {outcome.run_id} left the GPU unusable ({outcome.error}); this process stops: "
+                                 f"start `crossling study run` again (with --workers N each grid process restarts "
+                                 f"by itself)")
 
     def cancel(self) -> None:
         self._cancelled.set()
@@ -214,7 +231,9 @@ def usable_cores() -> int:
 class ProcessExecutor:
     """`workers` grid processes on the same store, as `workers` `crossling study run` processes would be:
     each claims runs itself (so a dead process's runs are taken over, never run twice) and executes them
-    with `threads` torch threads (default: the usable cores / workers, at least 1). Their events reach
+    with `threads` torch threads (default: the usable cores / workers, at least 1). Where GPUs are visible,
+    each process owns one (CUDA_VISIBLE_DEVICES; `devices.assign_gpus` refuses more processes than GPUs);
+    a process whose GPU a run left unusable (`DeviceLost`) is replaced by a fresh one. Their events reach
     this process's grid."""
 
     def __init__(self, workers: int, threads: int | None = None) -> None:
@@ -226,16 +245,23 @@ class ProcessExecutor:
         self.threads = threads if threads is not None else max(1, usable_cores() // workers)
         self._cancelled = threading.Event()
         self._processes: list[Any] = []
+        self._start: Callable[[int], Any] = lambda index: None
 
     def execute(self, work: GridWork) -> None:
         from multiprocessing import get_context
 
         context = get_context("spawn")  # a fresh interpreter: torch's threads and OpenMP set before it loads
         events = context.Queue()
-        self._processes = [context.Process(target=grid_process, args=(work.spec, self.threads, events, index),
-                                           name=f"crossling-grid-{index}") for index in range(self.workers)]
-        for process in self._processes:
+        pins = devices.assign_gpus(self.workers, work.spec.device, visible_gpus())
+
+        def start(index: int):
+            process = context.Process(target=grid_process, args=(work.spec, self.threads, events, index, pins[index]),
+                                      name=f"crossling-grid-{index}")
             process.start()
+            return process
+
+        self._start = start
+        self._processes = [start(index) for index in range(self.workers)]
         try:
             errors = self._relay(events, work)
         except BaseException:
@@ -257,7 +283,9 @@ class ProcessExecutor:
                 if not any(process.is_alive() for process in self._processes):
                     break
                 continue
-            if isinstance(message, BaseException):
+            if isinstance(message, Restart):
+                self._restart(message.index)
+            elif isinstance(message, BaseException):
                 errors.append(message)
             else:
                 work.relay(message)
@@ -265,6 +293,13 @@ class ProcessExecutor:
         if crashed and not errors and not self._cancelled.is_set():
             errors.append(RuntimeError(f"grid process {crashed[0].name} ended with exit code {crashed[0].exitcode}"))
         return errors
+
+    def _restart(self, index: int) -> None:
+        """Replace grid process `index` (it ended after `DeviceLost`) by a fresh one on the same GPU."""
+        self._processes[index].join()
+        if not self._cancelled.is_set():
+            log.warning("grid process %d lost its GPU to a sticky CUDA error; starting a fresh one", index)
+            self._processes[index] = self._start(index)
 
     def cancel(self) -> None:
         """Stop every grid process (each releases its claims; interrupted runs resume later)."""
@@ -274,11 +309,22 @@ class ProcessExecutor:
                 process.terminate()
 
 
-def grid_process(spec: GridSpec, threads: int, events, index: int) -> None:
+def visible_gpus() -> list[str]:
+    """The GPUs this process can hand to grid processes (CUDA_VISIBLE_DEVICES entries)."""
+    import torch
+
+    return devices.visible_gpu_ids(os.environ, torch.cuda.device_count())
+
+
+def grid_process(spec: GridSpec, threads: int, events, index: int, gpu: str | None = None) -> None:
     """One grid process of a `ProcessExecutor`: torch will start with `threads` threads (OMP_NUM_THREADS,
-    read when torch loads, with the OpenMP setting); every run event and a grid error go to `events`."""
+    read when torch loads, with the OpenMP setting) and see only GPU `gpu` (None: as the parent); every
+    run event and a grid error go to `events`."""
     import crossling
 
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+        spec = dataclasses.replace(spec, device=devices.pinned_device(spec.device, gpu))
     os.environ["OMP_NUM_THREADS"] = str(threads)
     crossling.short_openmp_spin()
     signal.signal(signal.SIGTERM, _interrupt)
@@ -288,10 +334,19 @@ def grid_process(spec: GridSpec, threads: int, events, index: int) -> None:
         run_grid(spec, LocalExecutor(), events=lambda event: events.put(_as_worker(event, index)))
     except KeyboardInterrupt:
         return  # cancelled: the claims were released on the way out
+    except DeviceLost:
+        events.put(Restart(index))  # this process's CUDA context is unusable: a fresh process takes over
     except CrosslingError as error:
         events.put(error)
     except Exception as error:
         events.put(RuntimeError(f"grid process {index}: {type(error).__name__}: {error}\n{traceback.format_exc()}"))
+
+
+@dataclass(frozen=True)
+class Restart:
+    """A grid process's last message: replace me (see `DeviceLost`)."""
+
+    index: int
 
 
 def _interrupt(signum, frame) -> None:
@@ -307,13 +362,13 @@ def _as_worker(event: RunEvent, index: int) -> RunEvent:
 
 class RayExecutor:
     """Each run a Ray task: `workers` in flight at once, each requesting `cpus_per_run` CPUs and
-    `gpus_per_run` GPUs; a task whose worker process dies is retried up to `max_retries` times. Claims
+    `gpus_per_run` GPUs (default: 1 when the cluster has GPUs, see `devices.ray_gpus_per_run`); a task whose worker process dies is retried up to `max_retries` times. Claims
     stay with this (driver) process, so a task rescheduled after its worker died still runs under the
     same claim, and resumes from the run's resume file. `address`: join that cluster (default: a Ray
     instance already connected, else a local one started here)."""
 
     def __init__(self, workers: int = 1, address: str | None = None, cpus_per_run: float = 1.0,
-                 gpus_per_run: float = 0.0, max_retries: int = 3) -> None:
+                 gpus_per_run: float | None = None, max_retries: int = 3) -> None:
         if workers < 1:
             raise ConfigError(f"workers must be >= 1, got {workers}")
         self.workers, self.address, self.max_retries = workers, address, max_retries
@@ -328,10 +383,13 @@ class RayExecutor:
         # Ray's agents outlive a killed driver (they ignore SIGTERM): a reaper ends what was started here
         reaper = start_reaper(sorted(set(_children()) - before)) if started_here else None
         try:
-            _check_resources(ray.cluster_resources(), cpus=self.cpus_per_run, gpus=self.gpus_per_run)
-            task = ray.remote(num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run,
-                              max_retries=self.max_retries)(execute_run)
-            self._drive(ray, task, work)
+            resources = ray.cluster_resources()
+            gpus = devices.ray_gpus_per_run(self.gpus_per_run, cluster_gpus=resources.get("GPU", 0.0),
+                                            device=work.options.device)
+            _check_resources(resources, cpus=self.cpus_per_run, gpus=gpus)
+            task = ray.remote(num_cpus=self.cpus_per_run, num_gpus=gpus, max_retries=self.max_retries)(ray_run)
+            options = dataclasses.replace(work.options, device=devices.ray_device(work.options.device, gpus))
+            self._drive(ray, task, work, options)
         finally:
             if started_here:
                 ray.shutdown()
@@ -357,7 +415,7 @@ class RayExecutor:
                  log_to_driver=False)
         return True
 
-    def _drive(self, ray, task, work: GridWork) -> None:
+    def _drive(self, ray, task, work: GridWork, options: ExecOptions) -> None:
         exhausted = False
         while self._in_flight or not exhausted:
             while not exhausted and not self._cancelled.is_set() and len(self._in_flight) < self.workers:
@@ -365,7 +423,7 @@ class RayExecutor:
                 if job is None:
                     exhausted = True
                 else:
-                    self._in_flight[task.remote(job.run, job.claim, work.options)] = job
+                    self._in_flight[task.remote(job.run, job.claim, options)] = job
             exhausted = exhausted or self._cancelled.is_set()
             if not self._in_flight:
                 break
@@ -376,6 +434,16 @@ class RayExecutor:
 
 
 
+
+
+def ray_run(run: Run, claim: Claim, options: ExecOptions) -> Outcome:
+    """`execute_run` in a Ray worker. A worker whose GPU the run left unusable (a sticky CUDA error) ends
+    itself, so that Ray retries the task in a fresh worker, where the run resumes from its resume file."""
+    outcome = execute_run(run, claim, options)
+    if outcome.device_lost:
+        log.error("run %s left this worker's GPU unusable; ending the worker so that Ray retries elsewhere", outcome.run_id)
+        os._exit(70)
+    return outcome
 
 
 def _children() -> list[int]:

@@ -10,16 +10,17 @@ import logging
 import math
 import os
 import random
-import resource
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import crossling
-from crossling import paths
-from crossling.atomic import atomic_path, write_json_atomic
+from crossling import budget, devices, paths
+from crossling.atomic import write_json_atomic
 from crossling.batching import DataPosition, TrainingData, feature_cache, make_batch, training_data
+from crossling.budget import RunOptions
+from crossling.checkpoints import CheckpointWriter, snapshot
 from crossling.config import TrainConfig
 from crossling.errors import ConfigError
 from crossling.evaluate import evaluate_model, pick_device
@@ -33,6 +34,7 @@ from crossling.models import (
     load_tokenizer,
     resolve,
 )
+from crossling.prefetch import WaveformPrefetcher
 from crossling.prepared import PreparedLanguage, open_prepared
 from crossling.progress import Track, no_progress
 from crossling.records import (
@@ -70,6 +72,7 @@ class TrainState:
     step: int = 0
     position: DataPosition = field(default_factory=DataPosition)
     nonfinite_steps: int = 0
+    overflow_steps: int = 0  # fp16: steps the loss scaler skipped (its normal search for a scale)
     audio_seconds: float = 0.0
     train_seconds: float = 0.0
     wall_seconds: float = 0.0  # of all processes so far, up to their last resume file
@@ -104,21 +107,24 @@ class Learner:
     device: str
     amp_dtype: torch.dtype | None = None
     cache: FrozenFeatureCache | None = None
+    step_seconds: float = math.inf  # audio per forward/backward pass: the batch is accumulated over passes
 
 
 def finetune(prepared: Path, language: str, model: str, *, out: Path, config: TrainConfig, seed: int = 0,
-             device: str = "auto", track: Track = no_progress) -> RunRecord:
+             device: str = "auto", track: Track = no_progress, options: RunOptions | None = None) -> RunRecord:
     """Fine-tune `model` on `language`, evaluate dev/test, save everything under `out`; returns the result
     record. Resumes from the run's resume file if present; a finished run returns its record unchanged."""
     identity = standalone_identity(open_prepared(prepared, language), model, seed, config)
     with exclusive(Path(out)):  # two `crossling finetune --out DIR` never both run
-        return run_finetune(identity=identity, model=model, prepared=prepared, out=out, device=device, track=track)
+        return run_finetune(identity=identity, model=model, prepared=prepared, out=out, device=device, track=track,
+                            options=options)
 
 
 def run_finetune(*, identity: RunIdentity, model: str, prepared: Path, out: Path, device: str = "auto",
-                 track: Track = no_progress) -> RunRecord:
+                 track: Track = no_progress, options: RunOptions | None = None) -> RunRecord:
     """The grid's run function: the run `identity` (built from the study), loading `model` and reading
-    data from `prepared`, in the run directory `out`."""
+    data from `prepared`, in the run directory `out`, with the operational `options` (memory and disk:
+    `budget.RunOptions`)."""
     job, out = FinetuneJob(identity, model, Path(prepared)), Path(out)
     finished = _finished_record(out, job)
     if finished is not None:
@@ -127,7 +133,7 @@ def run_finetune(*, identity: RunIdentity, model: str, prepared: Path, out: Path
     handler = _attach_log(out)
     remove_own_temporaries(out)
     try:
-        return _run(job, out, pick_device(device), track)
+        return _run(job, out, pick_device(device), track, options or RunOptions())
     finally:
         logging.getLogger("crossling").removeHandler(handler)
         handler.close()
@@ -154,7 +160,7 @@ def directory_fingerprint(directory: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _run(job: FinetuneJob, out: Path, device: str, track: Track) -> RunRecord:
+def _run(job: FinetuneJob, out: Path, device: str, track: Track, options: RunOptions) -> RunRecord:
     started = time.monotonic()
     config, seed = job.identity.recipe, job.identity.seed
     seed_everything(seed)
@@ -163,24 +169,31 @@ def _run(job: FinetuneJob, out: Path, device: str, track: Track) -> RunRecord:
     tokenizer = load_tokenizer(data.vocab_file)
     model, spec = load_for_finetuning(source, len(data.vocab), config, seed)
     model.to(device)
+    devices.reset_peak_memory(device)
     amp_dtype = autocast_dtype(config, device)
     training = training_data(data, tokenizer, model.config, config, seed)
     learner = Learner(model=model, optimizer=make_optimizer(model, config), spec=spec, device=device,
                       scaler=torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16),
-                      amp_dtype=amp_dtype, cache=feature_cache(model, spec, config, training))
+                      amp_dtype=amp_dtype, cache=feature_cache(model, spec, config, training, amp_dtype),
+                      step_seconds=step_seconds(model, config, device, options, amp_dtype))
     write_json_atomic(paths.run_config_path(out), _resolved_config(job.identity, source, learner))
     resume = ResumeFile(out, job)
     state = resume.restore(learner) or TrainState()
+    devices.warn_nondeterminism(device, resumed=bool(state.resumed_from))
     previous_wall = state.wall_seconds
 
     def wall() -> float:
         return previous_wall + time.monotonic() - started
 
-    state = train(learner, training, state, resume=resume, wall=wall, track=track)
+    try:
+        state = train(learner, training, state, resume=resume, wall=wall, track=track)
+    finally:
+        resume.writer.join()  # no write of this run outlives it (nor its claim's fence)
+    resume.wait()  # the last resume file is on disk before evaluation (a crash there resumes after training)
     scores, hypotheses = evaluate_model(model, spec, data, splits=("dev", "test"), out=out, device=device,
                                         batch_seconds=config.eval_batch_seconds, autocast_dtype=amp_dtype,
                                         track=track)
-    save_hf(model, build_processor(tokenizer, spec), paths.run_model_dir(out))
+    save_hf(final_weights(model, options, amp_dtype), build_processor(tokenizer, spec), paths.run_model_dir(out))
     record = result_record(job.identity, state, skipped=training.skipped, scores=scores,
                            blank_fraction=_blank_fraction(hypotheses["test"]), device=device, wall=wall())
     write_json_atomic(paths.run_result_path(out), record.to_json())
@@ -203,46 +216,107 @@ def train(learner: Learner, training: TrainingData, state: TrainState, *, resume
     config = resume.job.identity.recipe
     learner.model.train()
     steps = range(state.step, config.max_steps)
-    for step in track(steps, len(steps), "fine-tuning"):
-        tick = time.monotonic()
-        indices, position = training.plan.take(state.position)
-        batch = make_batch(training, indices, learner.spec, learner.device, learner.cache)
-        loss, blank_only = train_step(learner, batch, learning_rate(step, config), config)
-        audio = sum(training.utterances[i].duration for i in indices)
-        done = StepDone(step, position, loss, blank_only, audio_seconds=audio, seconds=time.monotonic() - tick)
-        state = _advance(state, done, config)
-        if state.step % config.checkpoint_every == 0 or state.step == config.max_steps:
-            state = replace(state, wall_seconds=wall())
-            resume.save(learner, state)
+    with prefetching(training, learner) as reader:
+        for step in track(steps, len(steps), "fine-tuning"):
+            tick = time.monotonic()
+            reader.ahead(state.position)  # this batch and the next, read while this step computes
+            indices, position = training.plan.take(state.position)
+            (loss, blank_only), learner = fitting_step(learner, training, indices, learning_rate(step, config), config,
+                                                       waveform=reader.waveform)
+            audio = sum(training.utterances[i].duration for i in indices)
+            done = StepDone(step, position, loss, blank_only, audio_seconds=audio, seconds=time.monotonic() - tick,
+                            overflow=loss == OVERFLOW)
+            state = _advance(state, done, config)
+            if state.step % config.checkpoint_every == 0 or state.step == config.max_steps or resume.writer.due():
+                state = replace(state, wall_seconds=wall())
+                resume.save(learner, state)
     return state
 
 
-def train_step(learner: Learner, batch: dict, lr: float, config: TrainConfig) -> tuple[float, bool]:
-    """One update -> (loss, whether the batch's greedy output was blank-only); a non-finite loss or
-    gradient leaves the weights untouched and returns loss = nan."""
+@contextlib.contextmanager
+def prefetching(training: TrainingData, learner: Learner):
+    """A `WaveformPrefetcher` for the run (skipping utterances whose CNN features are cached), closed after."""
+    cache = learner.cache
+    reader = WaveformPrefetcher(training, learner.spec, needed=lambda i: cache is None or i not in cache.store)
+    try:
+        yield reader
+    finally:
+        reader.close()
+
+
+#: The loss `train_step` reports for a step fp16's loss scaler skipped (an overflow, not a bad loss).
+OVERFLOW = math.inf
+
+
+def fitting_step(learner: Learner, training: TrainingData, indices: list[int], lr: float, config: TrainConfig,
+                 waveform: Callable[[int], np.ndarray] | None = None) -> tuple[tuple[float, bool], Learner]:
+    """`train_step` on the batch `indices` in passes of at most `learner.step_seconds` of audio; out of GPU
+    memory, the step is retried with smaller passes (the learner returned carries the new cap)."""
+    durations = [training.utterances[i].duration for i in indices]
+    while True:
+        try:
+            passes = budget.micro_batches(durations, learner.step_seconds)
+            batches = [make_batch(training, [indices[p] for p in group], learner.spec, learner.device,
+                                  cache=learner.cache, read=waveform) for group in passes]
+            return train_step(learner, batches, lr, config), learner
+        except torch.OutOfMemoryError:
+            learner.optimizer.zero_grad(set_to_none=True)
+            batches = []
+            devices.release_cached_memory(learner.device)
+            learner = replace(learner, step_seconds=budget.smaller_cap(learner.step_seconds, sum(durations),
+                                                                       max(durations)))
+
+
+def train_step(learner: Learner, batch: dict | list[dict], lr: float, config: TrainConfig) -> tuple[float, bool]:
+    """One update on a batch, or on a batch in passes (micro-batches) whose gradients add up to the whole
+    batch's -> (loss, whether the batch's greedy output was blank-only); a non-finite loss or gradient
+    leaves the weights untouched and returns loss = nan, or `OVERFLOW` when fp16's loss scaler found
+    non-finite gradients (it lowers its scale and the step is skipped, as it is designed to)."""
     model, optimizer, scaler = learner.model, learner.optimizer, learner.scaler
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.zero_grad(set_to_none=True)
+    passes = batch if isinstance(batch, list) else [batch]
+    utterances = sum(len(part["frames"]) for part in passes)
+    total, blank_only = 0.0, True
+    for part in passes:
+        share = len(part["frames"]) / utterances  # the CTC loss is a mean over utterances
+        loss, blank = _forward(learner, part)
+        blank_only = blank_only and blank
+        if not torch.isfinite(loss):
+            optimizer.zero_grad(set_to_none=True)
+            return math.nan, blank_only
+        scaler.scale(loss * share).backward()
+        total = total + loss.detach() * share
+    scaler.unscale_(optimizer)
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+    if not torch.isfinite(norm):
+        optimizer.zero_grad(set_to_none=True)
+        scale = scaler.get_scale()
+        scaler.update()
+        return (OVERFLOW if scaler.get_scale() < scale else math.nan), blank_only  # the scaler backed off
+    scaler.step(optimizer)
+    scaler.update()
+    return float(total), blank_only
+
+
+def _forward(learner: Learner, batch: dict) -> tuple[torch.Tensor, bool]:
+    """The CTC loss of one (micro-)batch under the run's autocast, and whether its greedy output is blank."""
     device_type = batch["labels"].device.type
     frames, features = batch.pop("frames"), batch.pop("features", None)
     replay = learner.cache.replay(features) if features is not None else contextlib.nullcontext()
     with replay, torch.autocast(device_type=device_type, dtype=learner.amp_dtype,
                                 enabled=learner.amp_dtype is not None):
-        output = model(**batch)
-    blank_only = all(not row[:n].any() for row, n in zip(output.logits.argmax(-1), frames, strict=True))
-    if not torch.isfinite(output.loss):
-        return math.nan, blank_only
-    scaler.scale(output.loss).backward()
-    scaler.unscale_(optimizer)
-    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-    if not torch.isfinite(norm):
-        optimizer.zero_grad(set_to_none=True)
-        scaler.update()
-        return math.nan, blank_only
-    scaler.step(optimizer)
-    scaler.update()
-    return float(output.loss.detach()), blank_only
+        output = learner.model(**batch)
+    return output.loss, all_blank(output.logits, frames)
+
+
+def all_blank(logits: torch.Tensor, frames: list[int]) -> bool:
+    """Whether every utterance's greedy output (its first `frames` frames) is blank (id 0): computed on the
+    logits' device and read with one host sync, not one per utterance."""
+    ids = logits.argmax(-1)
+    inside = torch.arange(ids.shape[1], device=ids.device)[None, :] < torch.tensor(frames, device=ids.device)[:, None]
+    return not bool((ids.ne(0) & inside).any())
 
 
 @dataclass(frozen=True)
@@ -256,12 +330,15 @@ class StepDone:
     blank_only: bool
     audio_seconds: float
     seconds: float
+    overflow: bool = False
 
 
 def _advance(state: TrainState, done: StepDone, config: TrainConfig) -> TrainState:
     """The state after step `done.step`; logs progress and warns once when output stays blank-only."""
     step, loss = done.step, done.loss
-    finite = math.isfinite(loss)
+    finite = math.isfinite(loss) or done.overflow
+    if done.overflow:
+        log.info("step %d: fp16 gradient overflow, the loss scaler skipped the update", step)
     if not finite:
         log.warning("step %d: non-finite loss or gradient, update skipped", step)
     streak = state.blank_streak + 1 if done.blank_only else 0
@@ -273,6 +350,7 @@ def _advance(state: TrainState, done: StepDone, config: TrainConfig) -> TrainSta
         log.info("step %d lr %.3g loss %.4f blank-only %s", step, learning_rate(step, config), loss, done.blank_only)
     return replace(
         state, step=step + 1, position=done.position, nonfinite_steps=state.nonfinite_steps + (not finite),
+        overflow_steps=state.overflow_steps + done.overflow,
         audio_seconds=state.audio_seconds + done.audio_seconds, train_seconds=state.train_seconds + done.seconds,
         blank_streak=streak, collapse_warned=state.collapse_warned or warn, last_loss=loss,
     )
@@ -292,15 +370,21 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
 
 
 def autocast_dtype(config: TrainConfig, device: str) -> torch.dtype | None:
-    """bf16 (or fp16 where bf16 is missing) autocast on GPU, fp32 on CPU, unless the recipe says otherwise."""
-    on_gpu = device.startswith("cuda")
-    if config.precision == "fp32" or (config.precision == "auto" and not on_gpu):
-        return None
-    if config.precision == "fp16" and not on_gpu:
-        raise ConfigError("precision = 'fp16' needs a CUDA device; use fp32, bf16 or auto on CPU")
-    if config.precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if config.precision == "bf16" else torch.float16
+    """The recipe's precision on this device (`devices.choose_precision`): bf16 autocast where the GPU has
+    it natively, fp16 (with the loss scaler) on older GPUs, fp32 on CPU, unless the recipe says otherwise."""
+    precision = devices.choose_precision(config.precision, device, devices.capability_of(device))
+    return getattr(torch, precision.autocast) if precision.autocast else None
+
+
+def step_seconds(model: nn.Module, config: TrainConfig, device: str, options: RunOptions,
+                 amp_dtype: torch.dtype | None) -> float:
+    """The audio one forward/backward pass may hold (`budget.automatic_cap`); turns on gradient
+    checkpointing when asked."""
+    if options.gradient_checkpointing:
+        budget.enable_checkpointing(model)
+    return budget.automatic_cap(options, model_config=model.config.to_dict(), vocab_size=model.config.vocab_size,
+                                longest_clip=config.max_utterance_seconds, device_bytes=devices.memory_bytes(device),
+                                dtype=str(amp_dtype or torch.float32).removeprefix("torch."))
 
 
 # --- the resume file --------------------------------------------------------------------------------
@@ -314,30 +398,35 @@ class ResumeFile:
 
     run_dir: Path
     job: FinetuneJob
+    writer: CheckpointWriter = field(default_factory=CheckpointWriter, compare=False)
 
     @property
     def path(self) -> Path:
         return paths.run_resume_path(self.run_dir)
 
     def save(self, learner: Learner, state: TrainState) -> None:
+        """Snapshot the learner and RNGs now; the file is written off the step (`checkpoints`)."""
         numpy_state = np.random.get_state()
         checkpoint = {
             "format": RESUME_FORMAT,
             "identity": self.job.identity.to_json(),
-            "model": learner.model.state_dict(),
-            "optimizer": learner.optimizer.state_dict(),
-            "scaler": learner.scaler.state_dict(),
+            "model": snapshot(learner.model.state_dict()),
+            "optimizer": snapshot(learner.optimizer.state_dict()),
+            "scaler": snapshot(learner.scaler.state_dict()),
             "state": asdict(state),
             "rng": {
                 "python": random.getstate(),
                 "numpy": (numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]),
                 "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "cuda": devices.cuda_rng_state(learner.device),  # this run's GPU only: resumable on any GPU
             },
             "threads": torch.get_num_threads(),
         }
-        with atomic_path(self.path) as tmp:
-            torch.save(checkpoint, tmp)
+        self.writer.write(self.path, checkpoint)
+
+    def wait(self) -> None:
+        """Until the last resume file is on disk."""
+        self.writer.wait()
 
     def restore(self, learner: Learner) -> TrainState | None:
         """Load the resume file into the learner and the RNGs -> its TrainState (None if there is none)."""
@@ -357,6 +446,7 @@ class ResumeFile:
         return replace(state, resumed_from=(*state.resumed_from, state.step))
 
     def remove(self) -> None:
+        self.writer.wait()
         self.path.unlink(missing_ok=True)
 
     def _existing(self) -> Path | None:
@@ -383,8 +473,7 @@ def _load_into(learner: Learner, checkpoint: dict) -> None:
     name, keys, *rest = rng["numpy"]
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
     torch.set_rng_state(rng["torch"])
-    if rng["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
+    devices.restore_cuda_rng(rng["cuda"], learner.device)
     if checkpoint["threads"] != torch.get_num_threads():
         log.warning("resuming with %d threads, resume file written with %d: results may differ in the last digits",
                     torch.get_num_threads(), checkpoint["threads"])
@@ -412,13 +501,16 @@ def result_record(identity: RunIdentity, state: TrainState, *, skipped: dict[str
                   scores: dict[str, SplitScores], blank_fraction: float, device: str, wall: float) -> RunRecord:
     """The run's record. `wall` counts every process the run took, each up to its last resume file (work
     lost to a kill after it is not counted)."""
+    allocated, reserved = devices.peak_memory_mb(device)
     cost = RunCost(
         wall_seconds=wall, device=device, device_hours=wall / 3600.0, audio_seconds_trained=state.audio_seconds,
         audio_seconds_per_second=state.audio_seconds / state.train_seconds if state.train_seconds else 0.0,
-        peak_memory_mb=peak_memory_mb(device), threads=torch.get_num_threads(),
+        peak_memory_mb=allocated, peak_reserved_mb=reserved, threads=torch.get_num_threads(),
+        facts=devices.facts_of(device),
     )
+    counts = {"nonfinite_loss_steps": state.nonfinite_steps, "fp16_overflow_steps": state.overflow_steps}
     return RunRecord(
-        identity=identity, steps=state.step, skipped={**skipped, "nonfinite_loss_steps": state.nonfinite_steps},
+        identity=identity, steps=state.step, skipped={**skipped, **counts},
         scores=scores, cost=cost, collapse=Collapse(blank_only_fraction=blank_fraction, warned=state.collapse_warned),
         versions={"crossling": crossling.__version__, "torch": torch.__version__,
                   "transformers": _transformers_version()},
@@ -426,14 +518,16 @@ def result_record(identity: RunIdentity, state: TrainState, *, skipped: dict[str
     )
 
 
+def final_weights(model: nn.Module, options: RunOptions, amp_dtype: torch.dtype | None) -> nn.Module:
+    """The model to save: as trained (fp32), or with `half_precision_model` in the run's 16-bit dtype (bf16
+    where the run used fp32: its range is fp32's). Scores are computed before, from the trained weights."""
+    if not options.half_precision_model:
+        return model
+    return model.to(amp_dtype or torch.bfloat16)
+
+
 def _blank_fraction(hypotheses: list[str]) -> float:
     return sum(not h for h in hypotheses) / len(hypotheses) if hypotheses else 0.0
-
-
-def peak_memory_mb(device: str) -> float:
-    if device.startswith("cuda"):
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def _transformers_version() -> str:
@@ -454,6 +548,8 @@ def _resolved_config(identity: RunIdentity, source: ModelSource, learner: Learne
         "threads": torch.get_num_threads(),
         "ctc_loss_reduction": "mean",
         "feature_cache": learner.cache is not None,
+        "max_step_seconds": learner.step_seconds if math.isfinite(learner.step_seconds) else None,
+        "gradient_checkpointing": budget.is_checkpointing(learner.model),
     }
 
 

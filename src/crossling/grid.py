@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from crossling.budget import RunOptions
 from crossling.errors import ConfigError
 from crossling.executors import (
     CANCELLED,
@@ -151,6 +152,7 @@ class GridSpec:
     since: float = 0.0
     run_function: str = DEFAULT_RUN_FUNCTION
     device: str = "auto"
+    run_options: RunOptions | None = None
     heartbeat_seconds: float = 10.0
     stale_seconds: float = 120.0
 
@@ -169,6 +171,7 @@ def run_study(
     run_function: str = DEFAULT_RUN_FUNCTION,
     device: str = "auto",
     track: Track = no_progress,
+    run_options: RunOptions | None = None,
 ) -> GridSummary:
     """Run the study's runs (shard i of n) that are not done, through `executor` (default: in this
     process, one at a time); returns a summary. `progress` receives a `GridProgress` event whenever a run
@@ -180,7 +183,7 @@ def run_study(
     opened = open_store(study, store)
     spec = GridSpec(study=study, store_root=opened.root, shard=shard, retry_failed=retry_failed, since=time.time(),
                     run_function=run_function, device=device, heartbeat_seconds=opened.heartbeat_seconds,
-                    stale_seconds=opened.stale_seconds)
+                    stale_seconds=opened.stale_seconds, run_options=run_options)
     return run_grid(spec, executor or LocalExecutor(), progress=progress, track=track)
 
 
@@ -195,7 +198,8 @@ def run_grid(spec: GridSpec, executor: Executor, *, progress: Progress | None = 
     try:
         prepared = prepare_source(spec.study.data, spec.study.languages, store, track).resolve()
         options = ExecOptions(store.root.resolve(), prepared, spec.run_function, spec.device,
-                              heartbeat_seconds=spec.heartbeat_seconds, stale_seconds=spec.stale_seconds)
+                              run_options=spec.run_options, heartbeat_seconds=spec.heartbeat_seconds,
+                              stale_seconds=spec.stale_seconds)
         work = _Grid(spec, store, selected, options, tracker=_Tracker(store, selected, executor.workers, progress, events), track=track)
         executor.execute(work)
     finally:

@@ -381,13 +381,17 @@ class FrozenFeatureCache:
     Exact (up to float summation order) when a CNN is frozen, has no dropout (none of the CTC types has any)
     and uses layer norm: each output frame then depends only on its own samples, and the padded frames are
     masked out downstream. Group-norm encoders normalise over time, padding included. Log-mel rows are what
-    the feature extractor computes for the utterance alone, whatever the recipe freezes. `store` may be one
-    shared by the runs of a process whose encoders have the same weights (`sharing.feature_store`)."""
+    the feature extractor computes for the utterance alone, whatever the recipe freezes. CNN features are
+    computed under the run's autocast (`autocast_dtype`, None: fp32), as the uncached encoder runs inside
+    the training step, so caching never changes a run's precision. `store` may be a
+    view of one shared by the runs of a process (`sharing.feature_store`, `sharing.RunView`)."""
 
-    def __init__(self, model, spec: InputSpec | None = None) -> None:
+    def __init__(self, model, spec: InputSpec | None = None, autocast_dtype=None, on_device: bool = False) -> None:
         self.spec = spec or InputSpec(True, True, "layer")
         self.encoder = feature_encoder(model) if self.spec.features == WAVEFORM else None
         self.model_config = model.config
+        self.autocast_dtype = autocast_dtype
+        self.on_device = on_device  # keep the features where the encoder ran (a GPU), else in host memory
         self.store: dict = {}
 
     @staticmethod
@@ -412,9 +416,12 @@ class FrozenFeatureCache:
             if self.encoder is None:
                 self.store[key] = torch.from_numpy(model_input())
             else:
-                with torch.no_grad():
-                    values = torch.from_numpy(model_input()).to(self._device())[None]
-                    self.store[key] = self.encoder(values)[0].cpu()
+                device = self._device()
+                with torch.no_grad(), torch.autocast(device_type=device.type, dtype=self.autocast_dtype,
+                                                     enabled=self.autocast_dtype is not None):
+                    values = torch.from_numpy(model_input()).to(device)[None]
+                    features = self.encoder(values)[0]
+                    self.store[key] = features if self.on_device else features.cpu()
         return self.store[key]
 
     def model_inputs(self, features: list, lengths: list[int]) -> dict:

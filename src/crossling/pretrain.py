@@ -228,7 +228,7 @@ def _mask_and_negatives(model, batch: torch.Tensor, recipe: PretrainConfig, seed
     mask_length = min(recipe.mask_length, max(1, frames // 2))
     mask = _compute_mask_indices((batch.shape[0], frames), recipe.mask_prob, mask_length, min_masks=2)
     negatives = _sample_negative_indices((batch.shape[0], frames), recipe.num_negatives, mask)
-    return torch.from_numpy(mask).bool(), torch.from_numpy(negatives).long()
+    return torch.from_numpy(mask).bool().to(batch.device), torch.from_numpy(negatives).long().to(batch.device)
 
 
 def _contrastive_accuracy(outputs, mask: torch.Tensor, negatives: torch.Tensor) -> float:
@@ -357,9 +357,13 @@ def resolve_recipe(config: str | dict[str, Any], steps: int | None, overrides: d
 def pretrain(prepared: Path, languages: list[str], hours_per_language: list[float] | None,
              config: str | dict[str, Any] = "micro", out: Path = Path("pretrained"), seed: int = 0,
              steps: int | None = None, recipe: dict[str, Any] | None = None, threads: int | None = None,
-             track: Track = no_progress) -> dict:
-    """Pre-train a wav2vec2 model from scratch on a mix of prepared languages; returns the pretrain.json
-    record. Resumes from `out/resume.pt` if a previous run of the same recipe was interrupted."""
+             track: Track = no_progress, device: str = "cpu") -> dict:
+    """Pre-train a wav2vec2 model from scratch on a mix of prepared languages, on `device` (cpu, cuda,
+    cuda:k or auto); returns the pretrain.json record. Resumes from `out/resume.pt` if a previous run of the
+    same recipe was interrupted (on any device)."""
+    from crossling.evaluate import pick_device
+
+    device = pick_device(device)
     out = Path(out)
     architecture, settings = resolve_recipe(config, steps, recipe)
     chosen = select_utterances(Path(prepared), list(languages), hours_per_language, seed)
@@ -374,7 +378,7 @@ def pretrain(prepared: Path, languages: list[str], hours_per_language: list[floa
     if len(clips) < settings.batch_size:
         raise DataError(f"only {len(clips)} clips selected for pre-training; need at least a batch of "
                         f"{settings.batch_size}")
-    return _train(out, clips, settings, state, track)
+    return _train(out, clips, settings, state, track=track, device=device)
 
 
 def _finished_record(out: Path, state: dict) -> dict | None:
@@ -392,18 +396,18 @@ def _finished_record(out: Path, state: dict) -> dict | None:
     return record
 
 
-def _train(out: Path, clips: list[Clip], recipe: PretrainConfig, state: dict, track: Track) -> dict:
+def _train(out: Path, clips: list[Clip], recipe: PretrainConfig, state: dict, *, track: Track, device: str) -> dict:
     from transformers import Wav2Vec2ForPreTraining
 
     torch.manual_seed(state["seed"])
     model = Wav2Vec2ForPreTraining(model_config(state["architecture"], recipe))
-    model.train()
+    model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay,
                                   betas=(recipe.adam_beta1, recipe.adam_beta2))
     start, history, wall_before = _load_resume(out, model, optimizer, state)
     started = time.time() - wall_before
     for step in track(range(start, recipe.steps), recipe.steps - start, "pre-training"):
-        metrics = train_step(model, optimizer, make_batch(clips, recipe, state["seed"], step), recipe,
+        metrics = train_step(model, optimizer, make_batch(clips, recipe, state["seed"], step).to(device), recipe,
                              seed=state["seed"], step=step)
         if not math.isfinite(metrics["loss"]):
             raise DataError(f"pre-training loss became {metrics['loss']} at step {step}; lower the learning rate")

@@ -158,8 +158,24 @@ def _without_groups(scores: SplitScores) -> dict[str, Any]:
 
 
 @dataclass(frozen=True, kw_only=True)
+class DeviceFacts:
+    """The device a run trained on: 'cuda:k' as the run saw it (with the CUDA_VISIBLE_DEVICES it was
+    pinned to), GPU name, compute capability, memory, NVIDIA driver and CUDA versions ('' where unknown
+    or not applicable: on CPU, `name` is the processor)."""
+
+    device: str
+    name: str = ""
+    capability: str = ""
+    memory_mb: float = 0.0
+    driver: str = ""
+    cuda: str = ""
+    visible: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
 class RunCost:
-    """What a run cost: wall time over every process it took (each up to its last resume file)."""
+    """What a run cost: wall time over every process it took (each up to its last resume file); peak
+    memory on the run's own device (allocated by tensors, and reserved: the allocator's cache included)."""
 
     wall_seconds: float
     device: str
@@ -168,6 +184,8 @@ class RunCost:
     audio_seconds_per_second: float
     peak_memory_mb: float
     threads: int
+    peak_reserved_mb: float = 0.0
+    facts: DeviceFacts | None = None  # None: a record written before device facts were kept
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -217,7 +235,7 @@ class RunRecord:
             **{key: item for key, item in values.items() if key != "run"},
             "identity": identity,
             "scores": {split: SplitScores.from_json(s, f"{where} scores {split}") for split, s in scores.items()},
-            "cost": _build(RunCost, values.get("cost"), f"{where} cost"),
+            "cost": _cost(values.get("cost"), f"{where} cost"),
             "collapse": _build(Collapse, values.get("collapse"), f"{where} collapse"),
         }, where)
 
@@ -226,6 +244,12 @@ class RunRecord:
         from crossling.atomic import read_json
 
         return cls.from_json(read_json(path), str(path))
+
+
+def _cost(value: Any, where: str) -> RunCost:
+    if isinstance(value, dict) and value.get("facts") is not None:
+        value = {**value, "facts": _build(DeviceFacts, value["facts"], f"{where} facts")}
+    return _build(RunCost, value, where)
 
 
 def _identity(value: Any, where: str) -> RunIdentity | LegacyIdentity:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import OrderedDict
+from collections.abc import Hashable, MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -105,6 +106,32 @@ _FEATURES = _FeatureStores(FEATURE_MAX_BYTES)
 def feature_store(encoder: nn.Module) -> dict:
     """The process's features computed by an encoder with exactly these weights (a new dict for new ones)."""
     return _FEATURES.store_for(encoder)
+
+
+class RunView(MutableMapping):
+    """One run's view of a shared feature store: its utterance index -> the shared entry of that
+    utterance's key (what the run's cache and prefetcher look up by index)."""
+
+    def __init__(self, shared: dict, keys: list[Hashable]) -> None:
+        self.shared, self.keys = shared, keys
+
+    def __getitem__(self, index: int):
+        return self.shared[self.keys[index]]
+
+    def __setitem__(self, index: int, value) -> None:
+        self.shared[self.keys[index]] = value
+
+    def __delitem__(self, index: int) -> None:
+        del self.shared[self.keys[index]]
+
+    def __contains__(self, index: object) -> bool:
+        return isinstance(index, int) and 0 <= index < len(self.keys) and self.keys[index] in self.shared
+
+    def __iter__(self):
+        return (index for index, key in enumerate(self.keys) if key in self.shared)
+
+    def __len__(self) -> int:
+        return sum(key in self.shared for key in self.keys)
 
 
 def clear() -> None:

@@ -1,0 +1,136 @@
+"""The data path off the step: prefetched waveforms are the ones read on demand, CPU training with the
+prefetcher is bit-identical to reading on demand, GPU copies go through pinned memory without blocking,
+and the blank-only watchdog reads one value per pass, not one per utterance."""
+
+import numpy as np
+import pytest
+import torch
+from tinydata_factory import make_prepared, make_tiny_checkpoint
+
+from crossling import devices, finetune
+from crossling.batching import DataPosition, training_data
+from crossling.config import TrainConfig
+from crossling.finetune import (
+    FinetuneJob,
+    Learner,
+    ResumeFile,
+    TrainState,
+    make_optimizer,
+    standalone_identity,
+)
+from crossling.models import load_for_finetuning, load_tokenizer, resolve
+from crossling.prefetch import WaveformPrefetcher
+from crossling.prepared import open_prepared
+
+CONFIG = TrainConfig(learning_rate=2e-3, max_steps=8, batch_seconds=8.0, checkpoint_every=4, mask_time_prob=0.3,
+                     mask_time_length=3, hidden_dropout=0.1)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    return make_prepared(tmp_path_factory.mktemp("prepared"))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return str(make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt"), "wav2vec2"))
+
+
+def setup(prepared, checkpoint):
+    finetune.seed_everything(0)
+    data = open_prepared(prepared, "xx")
+    model, spec = load_for_finetuning(resolve(checkpoint), len(data.vocab), CONFIG, seed=0)
+    training = training_data(data, load_tokenizer(data.vocab_file), model.config, CONFIG, seed=0)
+    learner = Learner(model=model, optimizer=make_optimizer(model, CONFIG), spec=spec, device="cpu",
+                      scaler=torch.amp.GradScaler("cpu", enabled=False))
+    return data, learner, training
+
+
+def test_prefetched_waveforms_are_the_ones_read_on_demand(prepared, checkpoint):
+    _, learner, training = setup(prepared, checkpoint)
+    reader = WaveformPrefetcher(training, learner.spec, needed=lambda i: i != 0)
+    reader.ahead(DataPosition())
+    first, position = training.plan.take(DataPosition())
+    second, _ = training.plan.take(position)
+    assert set(reader._pending) == set(first + second) - {0}  # two batches ahead, a cached one skipped
+    for index in first + second:
+        assert np.array_equal(reader.waveform(index), reader.read(index))
+    assert not reader._pending
+    reader.close()
+
+
+class OnDemand(WaveformPrefetcher):
+    """Today's path: every waveform read when the batch is made."""
+
+    def ahead(self, position):
+        pass
+
+
+def trained_weights(prepared, checkpoint, tmp_path, monkeypatch, reader_class):
+    monkeypatch.setattr(finetune, "WaveformPrefetcher", reader_class)
+    data, learner, training = setup(prepared, checkpoint)
+    job = FinetuneJob(standalone_identity(data, checkpoint, 0, CONFIG), checkpoint, prepared)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    resume = ResumeFile(tmp_path, job)
+    state = finetune.train(learner, training, TrainState(), resume=resume, wall=lambda: 1.0)
+    resume.wait()
+    return state, [p.detach().clone() for p in learner.model.parameters()]
+
+
+def test_cpu_training_with_prefetching_is_bit_identical_to_reading_on_demand(prepared, checkpoint, tmp_path,
+                                                                            monkeypatch):
+    state_a, weights_a = trained_weights(prepared, checkpoint, tmp_path / "a", monkeypatch, OnDemand)
+    state_b, weights_b = trained_weights(prepared, checkpoint, tmp_path / "b", monkeypatch, WaveformPrefetcher)
+    assert state_a.last_loss == state_b.last_loss and state_a.step == CONFIG.max_steps
+    assert all(torch.equal(a, b) for a, b in zip(weights_a, weights_b, strict=True))
+
+
+def test_gpu_copies_go_through_pinned_memory_without_blocking():
+    calls = []
+
+    class HostTensor:
+        device = torch.device("cpu")
+
+        def pin_memory(self):
+            calls.append("pin")
+            return self
+
+        def to(self, device, non_blocking=False):
+            calls.append((device, non_blocking))
+            return self
+
+    devices.to_device(HostTensor(), "cuda:1")
+    assert calls == ["pin", ("cuda:1", True)]
+
+    class DeviceTensor(HostTensor):  # a cached feature already on the GPU: nothing to pin
+        device = torch.device("meta")
+
+    calls.clear()
+    devices.to_device(DeviceTensor(), "cuda:1")
+    assert calls == [("cuda:1", False)]
+    host = torch.ones(2)
+    assert devices.to_device(host, "cpu") is host  # CPU: the tensor itself, nothing copied
+
+
+def test_the_feature_cache_stays_on_a_gpu_that_has_room():
+    assert devices.cache_fits_on_device(1.8 * 2**30, 24 * 2**30)
+    assert not devices.cache_fits_on_device(1.8 * 2**30, 12 * 2**30)
+    assert not devices.cache_fits_on_device(1.0, None)  # CPU: host memory is the device's
+
+
+def test_the_blank_only_watchdog_matches_per_utterance_checks_with_one_host_read(monkeypatch):
+    generator = torch.Generator().manual_seed(0)
+    reads, outcomes = [], set()
+    as_bool = torch.Tensor.__bool__
+    for trial in range(20):
+        logits = torch.randn(5, 30, 6, generator=generator)
+        blank_rows = torch.rand(5, generator=generator) < 0.5 + trial / 40
+        logits[blank_rows, :, 0] += 10.0  # these rows decode to blanks only
+        frames = torch.randint(1, 31, (5,), generator=generator).tolist()
+        logits[:, 25:, 0] -= 20.0 * (trial % 2)  # non-blank frames past some utterances' ends are ignored
+        expected = all(not row[:n].any() for row, n in zip(logits.argmax(-1), frames, strict=True))
+        outcomes.add(expected)
+        monkeypatch.setattr(torch.Tensor, "__bool__", lambda self: reads.append(1) or as_bool(self))
+        assert finetune.all_blank(logits, frames) == expected
+        monkeypatch.setattr(torch.Tensor, "__bool__", as_bool)
+    assert len(reads) == 20 and outcomes == {True, False}
