@@ -40,8 +40,8 @@ def test_meta_measurement_counts_what_real_tensors_save():
     meta = budget._meta_model(config.to_dict(), 12, "float32", checkpointing=False)
     meta.freeze_feature_encoder()
     samples = budget.MEASURED_CLIPS, 2 * budget.SAMPLE_RATE
-    on_cpu = budget._saved_bytes(real, torch.zeros(samples))
-    assert on_cpu > 0 and budget._saved_bytes(meta, torch.zeros(samples, device="meta")) == on_cpu
+    on_cpu = budget._saved_bytes(real, {"input_values": torch.zeros(samples)})
+    assert on_cpu > 0 and budget._saved_bytes(meta, {"input_values": torch.zeros(samples, device="meta")}) == on_cpu
 
 
 def test_large_model_budget_needs_accumulation_on_24_gb_and_not_on_80_gb():

@@ -48,20 +48,34 @@ def measure_step_memory(model_config: Mapping, *, vocab_size: int, clip_seconds:
     without SpecAugment, layer drop or padding, which change it little."""
     import torch
 
+    from crossling import frontend
+
     model = _meta_model(model_config, vocab_size, dtype, checkpointing)
     if frozen_cnn:
-        model.freeze_feature_encoder()
+        frontend.freeze_feature_encoder(model)  # a no-op for log-mel front ends (w2v-BERT)
     parameters = sum(p.numel() for p in model.parameters())
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
     # autocast keeps fp32 weights (and so fp32 gradients and Adam moments) plus a cached 16-bit copy
     copies = 0 if dtype == "float32" else torch.tensor([], dtype=getattr(torch, dtype)).element_size()
     state = parameters * (4 + copies) + trained * (4 + 4 + 4)
-    samples = int(clip_seconds * SAMPLE_RATE)
-    values = torch.zeros(MEASURED_CLIPS, samples, device="meta", dtype=getattr(torch, dtype))
-    saved = _saved_bytes(model, values)
+    saved = _saved_bytes(model, _meta_input(model.config.model_type, clip_seconds, getattr(torch, dtype)))
     return StepMemory(state=state, activations_per_second=saved / (MEASURED_CLIPS * clip_seconds),
                       clip_seconds=clip_seconds, dtype=dtype, checkpointing=checkpointing, parameters=parameters,
                       trained=trained)
+
+
+def _meta_input(model_type: str, clip_seconds: float, dtype) -> dict:
+    """The forward's keyword input for `MEASURED_CLIPS` clips: waveforms, or stacked log-mel rows."""
+    import torch
+
+    from crossling import frontend
+
+    samples = int(clip_seconds * SAMPLE_RATE)
+    if frontend.front_end(model_type) == frontend.LOG_MEL:
+        rows, _ = frontend.log_mel_rows(samples)
+        shape = (MEASURED_CLIPS, rows, frontend.MEL_BINS * frontend.MEL_STACK)
+        return {"input_features": torch.zeros(shape, device="meta", dtype=dtype)}
+    return {"input_values": torch.zeros(MEASURED_CLIPS, samples, device="meta", dtype=dtype)}
 
 
 def _meta_model(model_config: Mapping, vocab_size: int, dtype: str, checkpointing: bool):
@@ -95,7 +109,7 @@ def is_checkpointing(model) -> bool:
     return bool(model.is_gradient_checkpointing)
 
 
-def _saved_bytes(model, values) -> int:
+def _saved_bytes(model, inputs: dict) -> int:
     """Bytes of the distinct tensors (views counted once, parameters left out) saved for backward."""
     import torch
 
@@ -109,7 +123,7 @@ def _saved_bytes(model, values) -> int:
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor), _fused_attention():
-        model(input_values=values)
+        model(**inputs)
     return sum(saved.values())
 
 
