@@ -384,7 +384,8 @@ class FrozenFeatureCache:
     masked out downstream. Group-norm encoders normalise over time, padding included. Log-mel rows are what
     the feature extractor computes for the utterance alone, whatever the recipe freezes. CNN features are
     computed under the run's autocast (`autocast_dtype`, None: fp32), as the uncached encoder runs inside
-    the training step, so caching never changes a run's precision."""
+    the training step, so caching never changes a run's precision. `store` may be a
+    view of one shared by the runs of a process (`sharing.feature_store`, `sharing.RunView`)."""
 
     def __init__(self, model, spec: InputSpec | None = None, autocast_dtype=None, on_device: bool = False) -> None:
         self.spec = spec or InputSpec(True, True, "layer")
