@@ -5,6 +5,7 @@ and `crossling.evaluate` before torch loads) and with one thread; interleaved. `
 busy processes running meanwhile, as on a shared machine.
 
     .venv/bin/python -m bench.bench_threads [--repeats 3] [--busy 2]
+    .venv/bin/python -m bench.bench_threads --layout [--size micro]  # 2 processes x 1 thread vs 1 x 2
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import json
 import multiprocessing
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import numpy as np
@@ -29,13 +31,13 @@ VARIANTS = {DEFAULT: (UNSET, 0),
             "one thread": (UNSET, 1)}
 
 
-def child(threads: int, steps: int) -> dict:
+def child(threads: int, steps: int, size: str = "tiny") -> dict:
     import torch
     from transformers import Wav2Vec2ForCTC
 
     if threads:
         torch.set_num_threads(threads)
-    config = common.model_config("tiny")
+    config = common.model_config(size)
     config.vocab_size, config.pad_token_id, config.ctc_loss_reduction = 19, 0, "mean"
     torch.manual_seed(0)
     np.random.seed(0)  # SpecAugment's masks
@@ -54,6 +56,34 @@ def child(threads: int, steps: int) -> dict:
     losses = [step() for _ in range(steps)]
     return {"seconds_per_step": (time.perf_counter() - start) / steps, "loss": losses[-1],
             "threads": torch.get_num_threads()}
+
+
+def layout(size: str, steps: int, repeats: int) -> int:
+    """Steps per second of the `size` model: two 1-thread processes at once (each `steps` steps) against
+    one 2-thread process (2 x `steps` steps), both with crossling's OpenMP setting; interleaved."""
+    env = VARIANTS[CROSSLING][0]
+
+    def one(threads: int, count: int) -> dict:
+        return common.run_child("bench_threads", ["--child", str(threads), "--steps", str(count), "--size", size], env=env)
+
+    def two_processes(rep: int) -> dict:
+        with ThreadPoolExecutor(2) as pool:
+            runs = list(pool.map(lambda _: one(1, steps), range(2)))
+        return {"steps_per_second": sum(1 / r["seconds_per_step"] for r in runs), "loss": runs[0]["loss"]}
+
+    def one_process(rep: int) -> dict:
+        run = one(2, 2 * steps)
+        return {"steps_per_second": 1 / run["seconds_per_step"], "loss": run["loss"]}
+
+    results = common.interleaved({"2 processes x 1 thread": two_processes, "1 process x 2 threads": one_process},
+                                 repeats)
+    print("machine:", json.dumps(common.machine()))
+    for name, runs in results.items():
+        print(f"  {name:24s} " + " ".join(f"{r['steps_per_second']:.2f}" for r in runs) + f" steps/s ({size})")
+    rates = {name: [r["steps_per_second"] for r in runs] for name, runs in results.items()}
+    print(common.line(f"{size} training throughput, 2 processes x 1 thread / 1 process x 2 threads",
+                      common.median_ratio(rates["2 processes x 1 thread"], rates["1 process x 2 threads"])))
+    return 0
 
 
 def _spin_forever() -> None:
@@ -81,12 +111,17 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--quick", action="store_true", help="two repetitions")
     parser.add_argument("--busy", type=int, default=0, help="other busy processes running meanwhile")
+    parser.add_argument("--layout", action="store_true",
+                        help="throughput of two 1-thread processes at once against one 2-thread process")
+    parser.add_argument("--size", default="tiny", choices=sorted(common.ARCHITECTURES), help="model (default tiny)")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
-        common.emit(child(args.child, args.steps))
+        common.emit(child(args.child, args.steps, args.size))
         return 0
     repeats = 2 if args.quick else args.repeats
+    if args.layout:
+        return layout(args.size, args.steps, repeats)
 
     def runner(env: dict, threads: int):
         return lambda rep: common.run_child("bench_threads", ["--child", str(threads), "--steps", str(args.steps)],

@@ -30,6 +30,10 @@ ARCHITECTURES = {
     "tiny": dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=512,
                  conv_dim=[64] * 7, num_conv_pos_embeddings=32, num_conv_pos_embedding_groups=4,
                  feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True),
+    # the demo's mini-zoo models (crossling/zoo/*/config.json)
+    "micro": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256,
+                  conv_dim=[32] * 7, num_conv_pos_embeddings=64, num_conv_pos_embedding_groups=8,
+                  feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True),
     "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
                  conv_dim=[512] * 7, num_conv_pos_embeddings=128, num_conv_pos_embedding_groups=16,
                  feat_extract_norm="group", do_stable_layer_norm=False, conv_bias=False),

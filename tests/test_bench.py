@@ -80,6 +80,37 @@ def test_busy_processes_run_only_inside_the_block():
     assert not any(p.is_alive() for p in started)
 
 
+def test_demo_phase_clock_counts_each_phase_exclusively(monkeypatch):
+    from bench import bench_demo
+
+    now = [0.0]
+    monkeypatch.setattr(bench_demo.time, "perf_counter", lambda: now[0])
+    clock = bench_demo.PhaseClock()
+
+    def read():
+        now[0] += 2.0
+
+    def train():
+        now[0] += 1.0
+        clock.wrap("audio read", read)()
+        now[0] += 3.0
+
+    clock.wrap("training steps", train)()
+    now[0] += 5.0  # outside every phase: counted nowhere
+    assert clock.take() == {"training steps": 4.0, "audio read": 2.0}
+
+
+def test_demo_fixed_share_spreads_process_imports_over_runs():
+    from bench import bench_demo
+
+    rows = [{"kind": "process", "pid": 1, "phases": {bench_demo.IMPORTS: 10.0}},
+            {"kind": "run", "pid": 1, "wall": 45.0, "phases": {"model load": 4.0, "training steps": 40.0, "saving": 1.0}},
+            {"kind": "run", "pid": 1, "wall": 45.0, "phases": {"model load": 0.5, "training steps": 44.0, "saving": 0.5}}]
+    assert bench_demo.fixed_share(rows) == pytest.approx((10.0 + 4.0 + 1.0 + 0.5 + 0.5) / 100.0)
+    assert bench_demo.model_loads(rows) == (4.0, 0.5)
+    assert bench_demo.phase_totals(rows)["training steps"] == 84.0
+
+
 def test_gpu_check_says_there_is_no_gpu_and_exits_non_zero():
     import os
     import subprocess

@@ -182,8 +182,9 @@ def test_hf_dataset_with_splits_and_named_columns(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert summary["format"] == "hf" and summary["train_hours"] >= HOURS
     assert {u.speaker for u in prepared_split(out, "sw", "dev")} == {"spk08"}  # 'validation' is dev
-    assert main(argv[:-3] + ["--json"]) == 2  # the default text column is not there
-    assert "no text column 'text' (--text-column); columns: audio, sentence, speaker, gender" in capsys.readouterr().err
+    assert main(argv[:-3] + ["--json"]) == 2  # the default text column is not there; under --json, a JSON error
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert "no text column 'text' (--text-column); columns: audio, sentence, speaker, gender" in error
 
 
 def test_hf_dataset_without_splits(tmp_path):

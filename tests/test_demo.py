@@ -4,9 +4,12 @@ the demo's headline agreeing with the report's tables."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
+from grid_factory import environment
 
 from crossling.cli import main
 from crossling.demo import BEATS, demo_study
@@ -39,8 +42,11 @@ def _cer_table_letters(report_dir) -> pd.DataFrame:
 @pytest.mark.slow
 def test_quick_demo_end_to_end_and_its_headline_agrees_with_its_report(tmp_path, capsys):
     assert main(["demo", "--quick", "--out", str(tmp_path / "demo")]) == 0
-    printed = capsys.readouterr().out
+    printed, progress = capsys.readouterr()
     summary = json.loads((tmp_path / "demo" / "demo.json").read_text())
+    # Live progress during the grid (stderr is no terminal here: plain lines, one per finished run).
+    ended = [line for line in progress.splitlines() if line.startswith("run zoo-") and " done in " in line]
+    assert len(ended) == 6 and any("runs 6/6: done 6" in line for line in ended) and "\r" not in progress
     assert summary["done"] == summary["runs"] == 6 and summary["failed"] == 0
     assert (tmp_path / "demo" / "report" / "report.html").is_file()
     assert summary["report"] in printed and "zoo-es" in printed
@@ -73,7 +79,10 @@ def test_quick_demo_end_to_end_and_its_headline_agrees_with_its_report(tmp_path,
     data = (tmp_path / "demo" / "report" / "tables" / "data.csv").read_text(encoding="utf-8").splitlines()
     assert [line.split(",")[:2] for line in data[1:]] == [["pt", "train"], ["pt", "dev"], ["pt", "test"]]
     assert len(list((tmp_path / "demo" / "store" / "runs").glob("*/model/README.md"))) == 6
-    # A second call finds every run done and only rebuilds the report.
-    assert main(["demo", "--quick", "--out", str(tmp_path / "demo")]) == 0
+    # A second call (the real CLI, --json) finds every run done and only rebuilds the report.
+    second = subprocess.run([sys.executable, "-m", "crossling", "demo", "--quick", "--json", "--out",
+                             str(tmp_path / "demo")], env=environment(), capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-2000:]
     again = json.loads((tmp_path / "demo" / "demo.json").read_text())
+    assert json.loads(second.stdout) == again and "ended: runs 6/6: done 6" in second.stderr
     assert again["mean_test_cer"] == summary["mean_test_cer"] and again["headline"] == summary["headline"]

@@ -13,7 +13,6 @@ from crossling.finetune import finetune
 from crossling.models import input_spec, load_finetuned, load_for_finetuning, load_tokenizer, resolve
 from crossling.prepared import open_prepared
 from crossling.records import RunRecord
-from crossling.rundir import LOCK_NAME
 
 TINY = TrainConfig(learning_rate=2e-3, max_steps=40, batch_seconds=8.0, checkpoint_every=20, collapse_patience=30)
 
@@ -140,7 +139,7 @@ def test_kill_9_and_resume_reaches_the_same_result(prepared, tmp_path):
 
     metrics_a, metrics_b = (read_metrics(d).drop(columns="seconds") for d in (killed, straight))
     assert metrics_a["step"].tolist().count(interrupted_at) == 1 and metrics_a.equals(metrics_b)
-    assert [p.name for p in killed.glob(".*")] == [LOCK_NAME], "stale temporaries were left behind"
+    assert list(killed.glob(".*")) == [], "stale temporaries (or the run's lock file) were left behind"
 
 
 @pytest.mark.slow

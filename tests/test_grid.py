@@ -49,10 +49,11 @@ def test_plan_run_status(toy_study, tmp_path):
     store = tmp_path / "toy.runs"
     assert plan_study(toy_study) == (counts := plan_study(toy_study, store))
     assert (counts.total, counts.pending, counts.done) == (4, 4, 0)
-    assert json.loads(paths.store_plan_path(store).read_text())["runs"][0]["checkpoint"] == "toy/alpha"
-    assert Store(store).read_plan() == study_plan(toy_study)  # the typed plan round-trips
+    assert not store.exists()  # planning is read-only: the first run creates the store and its plan
     events = []
     summary = run_study(toy_study, run_function=TOY, progress=events.append)
+    assert json.loads(paths.store_plan_path(store).read_text())["runs"][0]["checkpoint"] == "toy/alpha"
+    assert Store(store).read_plan() == study_plan(toy_study)  # the typed plan round-trips
     assert (summary.total, summary.executed, summary.done, summary.failed) == (4, 4, 4, 0)
     assert [e.event for e in events].count("done") == 4 and events[-1].done == 4 and events[-1].pending == 0
     assert events[0].event == "started" and events[0].running == 1

@@ -331,3 +331,4 @@ def test_a_second_prepare_of_the_same_language_fails_at_once_and_changes_nothing
         _prepare(release, out, languages=["de"])  # another language of the same root is fine meanwhile
     _prepare(release, out, languages=["pt"], train_hours=1.5 * HOURS)  # released: works again
     assert read_json(paths.prepared_summary_path(out, "pt"))["train_hours"] > HOURS
+    assert not (out / ".locks").exists()  # every lock file went with its prepare

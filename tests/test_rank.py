@@ -175,7 +175,8 @@ def test_cli_rank_bad_out_exits_2_before_scoring(tiny, tmp_path, monkeypatch, ca
     monkeypatch.setattr(rank_module, "rank_language", lambda *args, **kwargs: pytest.fail("scored first"))
     target = out if out == "-" else str(tmp_path / out)
     assert main(["rank", "--data", str(root), "--models", a, *RANK_QUICKLY, "--out", target, *extra]) == 2
-    assert message in capsys.readouterr().err
+    captured = capsys.readouterr()  # under --json the error is a JSON object on standard output
+    assert message in (json.loads(captured.out)["error"] if "--json" in extra else captured.err)
 
 
 def test_cli_rank_with_results_states_each_estimators_finding(tiny, tmp_path, capsys):

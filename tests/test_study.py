@@ -130,7 +130,7 @@ STRICT_CASES = [
     ("languages = ['aa']\nseeds = [0]\ncheckpoints = ['xlsr53']\n[data]\nsource = 'common-voice'\n",
      r"\[data\].*release"),
     ("languages = ['aa']\nseeds = [0]\ncheckpoints = ['xlsr99']\n[data]\nsource = 'prepared'\npath = 'p'\n",
-     r"'xlsr99' is neither a registered alias.*registered aliases: lv60.*random-init"),
+     r"'xlsr99' \(did you mean 'xlsr53'.*\?\) is neither a registered alias.*registered aliases: lv60.*random-init"),
     ("languages = ['aa']\nseeds = [0]\ncheckpoints = ['xlsr53']\n[data]\nsource = 'prepared'\npath = 'p'\n"
      "[recipe]\nlearning_rate = 1e-3\n[sweep]\nlearning_rate = [1e-3]\n", r"learning_rate set in both"),
     ("languages = ['aa']\nseeds = [0]\ncheckpoints = ['xlsr53']\n[data]\nsource = 'prepared'\npath = 'p'\n"

@@ -194,6 +194,25 @@ def _output_error(target: Path, error: OSError) -> OutputError:
     return OutputError(f"{target}: cannot write ({reason}); nothing was changed there")
 
 
+@contextmanager
+def directory_kept_on_success(path: Path | str) -> Iterator[Path]:
+    """Create the folder `path` (and missing parents) for the block; if the block fails, remove again
+    the folders this created that are still empty, so a failed command leaves the disk as it found it
+    (a folder holding anything is kept: it may hold work already done)."""
+    path = Path(path)
+    created = [p for p in (path, *path.parents) if not p.exists()]
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    except BaseException:
+        for folder in created:  # deepest first
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (work done, or someone else's files): keep it
+                break
+        raise
+
+
 def write_text_atomic(target: Path | str, text: str) -> None:
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")

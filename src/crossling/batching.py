@@ -18,7 +18,8 @@ from crossling.errors import DataError
 from crossling.frontend import input_name, model_input, pad_inputs, valid_input_length
 from crossling.manifest import Utterance
 from crossling.models import FrozenFeatureCache, InputSpec, frames_for_samples
-from crossling.prepared import PreparedLanguage, load_audio
+from crossling.prepared import PreparedLanguage
+from crossling.sharing import FEATURE_MAX_BYTES, RunView, audio_key, feature_store, read_audio
 
 if TYPE_CHECKING:  # torch and transformers load only where batches are made
     from torch import nn
@@ -113,7 +114,7 @@ class BatchPlan:
 # --- the training set of one run ------------------------------------------------------------------
 
 #: Cache the frozen CNN's outputs only below this size (LARGE models: ~0.36 GiB per training hour).
-FEATURE_CACHE_MAX_BYTES = 4 * 2**30
+FEATURE_CACHE_MAX_BYTES = FEATURE_MAX_BYTES
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,11 @@ def feature_cache(model: nn.Module, spec: InputSpec, config: TrainConfig, traini
     on_device = devices.cache_fits_on_device(size, devices.memory_bytes(device))
     if on_device:
         log.info("caching features on %s (%.2f GiB): no re-upload each step", device, size / 2**30)
-    return FrozenFeatureCache(model, spec, autocast_dtype, on_device=on_device)
+    cache = FrozenFeatureCache(model, spec, autocast_dtype, on_device=on_device)
+    if cache.encoder is not None:  # CNN outputs: shared by this process's runs whose encoders are the same
+        keys = [(audio_key(training.data.root, u), spec, str(autocast_dtype), on_device) for u in training.utterances]
+        cache.store = RunView(feature_store(cache.encoder), keys)
+    return cache
 
 
 def make_batch(training: TrainingData, indices: list[int], spec: InputSpec, device: str,
@@ -168,7 +173,7 @@ def make_batch(training: TrainingData, indices: list[int], spec: InputSpec, devi
     """Model inputs of one batch: padded waveforms or log-mel rows (or cached features), labels, the mask
     (if the checkpoint takes one) and each utterance's frame count (for the blank-only check). `read(i)`
     gives utterance i's model input (default: read it now; `prefetch` reads ahead)."""
-    read = read or (lambda i: model_input(load_audio(training.data.root, training.utterances[i]), spec))
+    read = read or (lambda i: model_input(read_audio(training.data.root, training.utterances[i]), spec))
     if cache is not None:
         return _cached_batch(training, indices, device, cache=cache, read=read)
     utterances = [training.utterances[i] for i in indices]

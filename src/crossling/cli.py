@@ -6,28 +6,241 @@ inside the subcommand that needs them, so `crossling --help` stays instant."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
 import os
 import sys
+import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
 from crossling import paths
-from crossling.errors import ConfigError, CrosslingError
+from crossling.errors import ConfigError, CrosslingError, did_you_mean
+
+# --- progress on stderr: tqdm bars on a terminal, plain lines in a log, nothing under -q -------------
+
+#: In a log (stderr not a terminal), a long step prints a line at least this often.
+LOG_LINE_SECONDS = 30.0
+
+
+#: False under -q (set by `main`): no progress display and no notes on stderr.
+_show_progress = True
+
+
+def _progress_shown() -> bool:
+    return _show_progress
+
+
+def _note(message: str) -> None:
+    """A message for the person at the console (not a result): on stderr, unless -q."""
+    if _show_progress:
+        print(message, file=sys.stderr, flush=True)
+
+
+def _on_terminal() -> bool:
+    return sys.stderr.isatty()
 
 
 def tqdm_track(items: Iterable, total: int, description: str) -> Iterable:
-    """A `crossling.progress.Track` drawing a tqdm bar on stderr."""
+    """The CLI's `crossling.progress.Track`: a tqdm bar on a terminal; in a log, a plain line with
+    done / total at least every 30 s and at the end (no carriage returns); nothing under -q."""
+    if not _progress_shown():
+        return items
+    if not _on_terminal():
+        return _log_lines(items, total, description)
     from tqdm import tqdm
 
     return tqdm(items, total=total, desc=description, unit="", dynamic_ncols=True, leave=False)
 
 
+def _log_lines(items: Iterable, total: int, description: str) -> Iterable:
+    started = last = time.monotonic()
+    done = 0
+    for item in items:
+        yield item
+        done += 1
+        now = time.monotonic()
+        if now - last >= LOG_LINE_SECONDS or done == total:
+            print(f"{description}: {done}/{total} ({_duration(now - started)})", file=sys.stderr, flush=True)
+            last = now
+
+
+class _GridDisplay:
+    """The live grid display on a terminal: one tqdm bar of finished runs with done / running / failed /
+    pending counts and the ETA (a run's own steps show below it when this process runs it)."""
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def __call__(self, event) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=event.total, desc="runs", unit="run", dynamic_ncols=True)
+        self.bar.n = event.done + event.failed
+        self.bar.set_postfix_str(_grid_counts(event))
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class _GridLog:
+    """The grid display in a log: a plain line when a run ends, and at least every `every` seconds
+    (from a timer thread: a run can take longer than that), each with runs done / total."""
+
+    def __init__(self, every: float | None = None) -> None:
+        self.every, self.last_event, self.last_line = every or LOG_LINE_SECONDS, None, time.monotonic()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._timer = threading.Thread(target=self._tick, name="crossling-progress", daemon=True)
+        self._timer.start()
+
+    def __call__(self, event) -> None:
+        with self._lock:
+            self.last_event = event
+        if event.event in ("done", "failed"):
+            took = f" in {_duration(event.seconds)}" if event.seconds is not None else ""
+            self._line(f"run {event.run_id} {event.event}{took}; ")
+
+    def _tick(self) -> None:
+        while not self._stop.wait(max(0.05, self.every / 10)):
+            if time.monotonic() - self.last_line >= self.every and self.last_event is not None:
+                self._line("")
+
+    def _line(self, prefix: str) -> None:
+        with self._lock:
+            event, self.last_line = self.last_event, time.monotonic()
+            print(f"{prefix}runs {event.done + event.failed}/{event.total}: {_grid_counts(event)}",
+                  file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        """Stop the timer; a last line says where the grid ended (also when every run was done before)."""
+        self._stop.set()
+        self._timer.join()
+        if self.last_event is not None:
+            self._line("ended: ")
+
+
+class _NoDisplay:
+    def __call__(self, event) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def grid_display():
+    """The live display of a grid for this console: a bar on a terminal, lines in a log, none under -q."""
+    if not _progress_shown():
+        return _NoDisplay()
+    return _GridDisplay() if _on_terminal() else _GridLog()
+
+
+def _grid_counts(event) -> str:
+    eta = "?" if event.eta_seconds is None else _duration(event.eta_seconds)
+    elsewhere = f", {event.elsewhere} elsewhere" if event.elsewhere else ""
+    step = f"; current run: {event.step}" if event.step else ""
+    return (f"done {event.done}, running {event.running}{elsewhere}, failed {event.failed}, "
+            f"pending {event.pending}; ETA {eta}{step}")
+
+
 def print_json_lines(objects: Iterable[dict]) -> None:
     for obj in objects:
         print(json.dumps(obj, ensure_ascii=False), flush=True)
+
+
+# --- conventions every command shares -------------------------------------------------------------
+
+
+class UsageError(Exception):
+    """A command line argparse cannot parse (raised instead of exiting, so --json can report it)."""
+
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__(message)
+        self.parser = parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with crossling's conventions on every (sub)command: -v/-q before or after the
+    subcommand, 'did you mean' for a mistyped choice, usage errors raised as `UsageError`."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        verbosity = self.add_mutually_exclusive_group()
+        # SUPPRESS: a subcommand that is not given -v/-q keeps what was given before it.
+        verbosity.add_argument("-v", "--verbose", dest="log_level", action="store_const", const=logging.DEBUG,
+                               default=argparse.SUPPRESS, help="also log crossling's debug messages")
+        verbosity.add_argument("-q", "--quiet", dest="log_level", action="store_const", const=logging.WARNING,
+                               default=argparse.SUPPRESS, help="only warnings and errors; no progress display")
+
+    def _check_value(self, action, value) -> None:
+        if action.choices is not None and value not in action.choices:
+            choices = ", ".join(map(str, action.choices))
+            raise argparse.ArgumentError(
+                action, f"invalid choice: {value!r}{did_you_mean(value, list(action.choices))}; choose from {choices}")
+
+    def error(self, message: str):
+        raise UsageError(self, message)
+
+
+def _log_level(args) -> int:
+    return getattr(args, "log_level", logging.INFO)
+
+
+def _configure_logging(level: int) -> None:
+    """crossling's own messages at `level` (DEBUG under -v); other libraries' only from WARNING up, so
+    -v does not bring matplotlib's or urllib3's debug chatter."""
+    global _show_progress
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # -q filters at the console, not at crossling's logger: a run's train.log still gets its INFO lines.
+    logging.getLogger("crossling").setLevel(min(level, logging.INFO))
+    for handler in logging.getLogger().handlers:
+        if type(handler) is logging.StreamHandler:  # the console handler basicConfig made (not pytest's)
+            handler.setLevel(level if level > logging.INFO else logging.NOTSET)
+    _show_progress = level <= logging.INFO
+
+
+def _json_mode(args) -> bool:
+    """Whether the command was asked for JSON output (then its errors are JSON too)."""
+    return bool(getattr(args, "json", False)) or getattr(args, "format", None) == "json"
+
+
+def _fail(command: str, message: str, *, as_json: bool, kind: str = "UsageError", usage: str = "") -> int:
+    """Report a user's mistake: on stderr, or as {"error": ...} on stdout under --json; exit status 2."""
+    if as_json:
+        print(json.dumps({"error": message, "type": kind, "command": command}, ensure_ascii=False), flush=True)
+    else:
+        print(f"{usage}{command}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _json_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    """The --json flag: the result as JSON on standard output, and errors as JSON objects."""
+    parser.add_argument("--json", action="store_true",
+                        help=f"print {what} as JSON on standard output (an error as {{\"error\": ...}}, exit 2)")
+
+
+class _DeprecatedAlias(argparse.Action):
+    """An old spelling of an option, hidden from --help: works as the new one, with a warning."""
+
+    def __init__(self, *args, new: str, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(f"warning: {option_string} is deprecated; use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def _deprecated_alias(parser: argparse.ArgumentParser, old: str, option: argparse.Action) -> None:
+    """Accept `old` as a hidden alias of the option `option` (one spelling per option across commands)."""
+    parser.add_argument(old, dest=option.dest, type=option.type, default=argparse.SUPPRESS, help=argparse.SUPPRESS,
+                        action=_DeprecatedAlias, new=option.option_strings[-1])
 
 
 # --- models --------------------------------------------------------------------------------------
@@ -146,13 +359,18 @@ def _add_export(sub) -> None:
     parser.add_argument("--language", required=True, help="a language prepared there")
     parser.add_argument("--to", required=True, choices=["lhotse", "hf"], help="lhotse manifests or an HF dataset")
     parser.add_argument("--out", type=path_arg, required=True, help="folder to write into")
+    _json_flag(parser, "the files written")
     parser.set_defaults(handler=_cmd_export)
 
 
 def _cmd_export(args) -> int:
     from crossling.export import export_prepared
 
-    for path in export_prepared(args.prepared, args.language, args.to, args.out):
+    written = export_prepared(args.prepared, args.language, args.to, args.out)
+    if args.json:
+        print(json.dumps({"files": [str(path) for path in written]}, ensure_ascii=False))
+        return 0
+    for path in written:
         print(path)
     return 0
 
@@ -170,7 +388,8 @@ def _add_finetune(sub) -> None:
     parser.add_argument("--out", type=path_arg, required=True, help="run directory (resumes if it holds a checkpoint)")
     parser.add_argument("--config", type=path_arg, default=None, help="run config TOML (recipe values)")
     parser.add_argument("--steps", type=int, default=None, help="override max_steps")
-    parser.add_argument("--lr", type=float, default=None, help="override learning_rate")
+    learning_rate = parser.add_argument("--learning-rate", type=float, default=None, help="override learning_rate")
+    _deprecated_alias(parser, "--lr", learning_rate)
     parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     _run_option_flags(parser)
     parser.add_argument("--json", action="store_true", help="print the result record as one JSON object")
@@ -201,7 +420,7 @@ def _cmd_finetune(args) -> int:
     from crossling.config import load_train_config
     from crossling.finetune import finetune
 
-    config = load_train_config(args.config, {"max_steps": args.steps, "learning_rate": args.lr})
+    config = load_train_config(args.config, {"max_steps": args.steps, "learning_rate": args.learning_rate})
     record = finetune(args.data, args.language, args.model, seed=args.seed, out=args.out, config=config,
                       device=args.device, track=tqdm_track, options=_run_options(args))
     test, dev = record.scores["test"], record.scores["dev"]
@@ -304,7 +523,9 @@ def _add_study(sub) -> None:
     run = commands.add_parser("run", help="run what is not done (resumable; safe to start several times)")
     status = commands.add_parser("status", help="states, cost and projected remaining time")
     for command in (plan, run, status):
-        command.add_argument("study", metavar="STUDY", help="study file (.toml) or a shipped example: reference, mini")
+        command.add_argument("study", metavar="STUDY", help="study file (.toml) or a shipped example: reference, mini "
+                             "(its store: <name>.runs/ in the current directory)"
+                             + (", or a study's store directory" if command is status else ""))
         command.add_argument("--store", type=path_arg, default=None,
                              help="results store (default: [store] dir of the study, else <study>.runs/ beside it)")
     run.add_argument("--executor", choices=["local", "ray"], default="local",
@@ -324,6 +545,7 @@ def _add_study(sub) -> None:
     run.add_argument("--gpus-per-run", type=float, default=None, help="ray: GPUs per run (default: 1 when the cluster has GPUs, else 0; 0 on a GPU cluster is "
                           "refused unless --device cpu)")
     run.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    _json_flag(run, "the grid's summary")
     _run_option_flags(run)
     plan.add_argument("--json", action="store_true", help="print the design checks and cost as one JSON object")
     plan.add_argument("--alpha", type=float, default=0.05, help="significance level of the design checks (default 0.05)")
@@ -437,27 +659,42 @@ def _p(value: float) -> str:
 
 
 def _cmd_study_run(args) -> int:
-    from crossling.grid import run_study
+    from dataclasses import asdict
+
+    from crossling.grid import open_store, run_study
     from crossling.study import find_study
 
+    study = find_study(args.study)
     executor = _executor(args)
-    display = _GridDisplay()
-    # Each run's log goes to its train.log; the console shows the live display (and warnings).
-    handlers = {handler: handler.level for handler in logging.getLogger().handlers}
-    for handler in handlers if not args.verbose else ():
-        handler.setLevel(max(handler.level, logging.WARNING))
-    try:
-        summary = run_study(find_study(args.study), args.store, executor=executor, shard=args.shard,
-                            retry_failed=args.retry_failed, progress=display, device=args.device, track=tqdm_track,
-                            run_options=_run_options(args))
-    finally:
-        display.close()
-        for handler, level in handlers.items():
-            handler.setLevel(level)
+    store = open_store(study, args.store).root
+    _note(f"store: {store.resolve()}")
+    with _live_display() as display:
+        summary = run_study(study, store, executor=executor, shard=args.shard, retry_failed=args.retry_failed,
+                            progress=display, device=args.device, track=tqdm_track, run_options=_run_options(args))
+    if args.json:
+        print(json.dumps({**asdict(summary), "done_now": summary.done_now, "store": str(store)}, ensure_ascii=False))
+        return 1 if summary.failed else 0
     print(f"{summary.executed} run(s) executed in {_duration(summary.wall_seconds)}: {summary.done_now} done, "
           f"{summary.failed} failed; {summary.already_done} already done, {summary.elsewhere} running elsewhere, "
           f"{summary.skipped_failed} failed before (--retry-failed runs them again)")
     return 1 if summary.failed else 0
+
+
+@contextlib.contextmanager
+def _live_display():
+    """The grid display for this console while runs log to their own train.log: the console's log
+    handlers show only warnings meanwhile, unless -v was given."""
+    display = grid_display()
+    verbose = logging.getLogger("crossling").level == logging.DEBUG
+    handlers = {handler: handler.level for handler in logging.getLogger().handlers}
+    for handler in handlers if not verbose else ():
+        handler.setLevel(max(handler.level, logging.WARNING))
+    try:
+        yield display
+    finally:
+        display.close()
+        for handler, level in handlers.items():
+            handler.setLevel(level)
 
 
 _RAY_FLAGS = {"address": "--address", "cpus_per_run": "--cpus-per-run", "gpus_per_run": "--gpus-per-run"}
@@ -480,25 +717,11 @@ def _executor(args):
     return ProcessExecutor(workers=args.workers, threads=args.threads)
 
 
-class _GridDisplay:
-    """The live grid display: one tqdm bar of finished runs with running / failed counts and the ETA."""
+def _study_or_store(text: str):
+    """A store directory (as a Path), else the study file or shipped example it names."""
+    from crossling.study import find_study
 
-    def __init__(self) -> None:
-        self.bar = None
-
-    def __call__(self, event) -> None:
-        from tqdm import tqdm
-
-        if self.bar is None:
-            self.bar = tqdm(total=event.total, desc="runs", unit="run", dynamic_ncols=True)
-        self.bar.n = event.done + event.failed
-        eta = "?" if event.eta_seconds is None else _duration(event.eta_seconds)
-        self.bar.set_postfix_str(f"done {event.done} running {event.running} failed {event.failed} "
-                                 f"pending {event.pending} ETA {eta}")
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+    return path_arg(text) if path_arg(text).is_dir() else find_study(text)
 
 
 def _duration(seconds: float) -> str:
@@ -508,10 +731,10 @@ def _duration(seconds: float) -> str:
 def _cmd_study_status(args) -> int:
     from dataclasses import asdict
 
-    from crossling.grid import study_status
-    from crossling.study import find_study
+    from crossling.grid import store_status, study_status
 
-    status = study_status(find_study(args.study), args.store)
+    source = _study_or_store(args.study)
+    status = study_status(source, args.store) if not isinstance(source, Path) else store_status(source)
     if args.json:
         print(json.dumps(asdict(status), ensure_ascii=False))
         return 0
@@ -547,14 +770,12 @@ def _add_results(sub) -> None:
 def _cmd_results(args) -> int:
     from crossling.atomic import STDOUT
     from crossling.results import export_results, load_results_table
-    from crossling.study import find_study
 
-    source = args.study if Path(args.study).is_dir() else find_study(args.study)
-    table = load_results_table(source, args.store)
+    table = load_results_table(_study_or_store(args.study), args.store)
     export_results(table, args.out, args.format)
     if str(args.out) != STDOUT:
         done = int((table["status"] == "done").sum())
-        print(f"{len(table)} runs ({done} done) -> {args.out}", file=sys.stderr)
+        _note(f"{len(table)} runs ({done} done) -> {args.out}")
     return 0
 
 
@@ -565,22 +786,34 @@ def _add_report(sub) -> None:
     parser = sub.add_parser("report", help="statistics, tables and figures of a study: HTML, Markdown, LaTeX, CSV")
     parser.add_argument("source", metavar="STUDY_OR_RESULTS",
                         help="results file (.csv/.json/.parquet), study store directory, study file or example name")
-    parser.add_argument("--out", type=path_arg, required=True, help="directory for report.html, report.md, tables/, figures/")
+    parser.add_argument("--out", type=output_arg, required=True, metavar="DIR|-",
+                        help="directory for report.html, report.md, tables/, figures/; '-': only the HTML page, "
+                             "self-contained (figures embedded), on standard output")
     parser.add_argument("--store", type=path_arg, default=None, help="results store of a study (default: the study's)")
     parser.add_argument("--title", default=None, help="report title (default: from the source's name)")
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
     parser.add_argument("--p-adjust", default="holm",
                         help="multiple-comparison correction of post-hoc tests: holm (default), bonferroni, "
                              "sidak, holm-sidak, simes-hochberg, hommel, fdr_bh, fdr_by, none")
+    _json_flag(parser, "the files written")
     parser.set_defaults(handler=_cmd_report)
 
 
 def _cmd_report(args) -> int:
-    from crossling.report import report_from
+    from crossling.atomic import STDOUT, write_text_atomic
+    from crossling.report import report_from, report_page_from
 
-    paths = report_from(args.source, args.out, store=args.store, title=args.title, alpha=args.alpha,
-                        p_adjust=args.p_adjust)
-    print(f"{len(paths)} files written; open {paths['report.html']}")
+    options = dict(store=args.store, title=args.title, alpha=args.alpha, p_adjust=args.p_adjust)
+    if str(args.out) == STDOUT:
+        if args.json:
+            raise ConfigError("--out - prints the HTML page itself; --json needs an output directory")
+        write_text_atomic(STDOUT, report_page_from(args.source, **options))
+        return 0
+    written = report_from(args.source, args.out, **options)
+    if args.json:
+        print(json.dumps({"report": str(written["report.html"]), "files": {k: str(v) for k, v in written.items()}}))
+        return 0
+    print(f"{len(written)} files written; open {written['report.html']}")
     return 0
 
 
@@ -597,26 +830,31 @@ def _add_recommend(sub) -> None:
                           help="a rank record written by `crossling rank --out`")
     parser.add_argument("--top", type=int, default=0, help="show only the best N (default: all)")
     parser.add_argument("--json", action="store_true", help="print the recommendation as one JSON object")
+    parser.add_argument("--out", type=output_arg, default="-", metavar="FILE",
+                        help="write the recommendation to FILE; '-' (the default) prints it to standard output")
     parser.set_defaults(handler=_cmd_recommend)
 
 
 def _cmd_recommend(args) -> int:
+    from crossling.atomic import write_text_atomic
     from crossling.recommend import recommend_from
 
     record = args.rank or (paths.rank_record_path(args.data, args.language) if args.data else None)
     result = recommend_from(args.language, args.results, args.store, rank_record=record)
     candidates = result.candidates[: args.top] if args.top > 0 else result.candidates
     if args.json:
-        print(json.dumps({**result.to_dict(), "candidates": [c.__dict__ for c in candidates]}, ensure_ascii=False))
-        return 0
-    print(f"{result.language}: {result.notes}")
-    for sentence in result.sentences():
-        print(f"  {sentence}")
-    for c in candidates:
-        estimate = {"prior": "   (prior)     ", "rank": f"{c.score:>10.5f} score"}.get(  # a rank score is no CER
-            c.basis, f"{c.predicted:.4f} ± {c.uncertainty:.4f}")
-        print(f"{c.rank:>3}. {c.checkpoint:<22} {estimate}  {c.basis:<9} {c.evidence}")
+        text = json.dumps({**result.to_dict(), "candidates": [c.__dict__ for c in candidates]}, ensure_ascii=False)
+    else:
+        sentences = [f"  {sentence}" for sentence in result.sentences()]
+        text = "\n".join([f"{result.language}: {result.notes}", *sentences, *map(_candidate_line, candidates)])
+    write_text_atomic(args.out, text + "\n")
     return 0
+
+
+def _candidate_line(c) -> str:
+    estimate = {"prior": "   (prior)     ", "rank": f"{c.score:>10.5f} score"}.get(  # a rank score is no CER
+        c.basis, f"{c.predicted:.4f} ± {c.uncertainty:.4f}")
+    return f"{c.rank:>3}. {c.checkpoint:<22} {estimate}  {c.basis:<9} {c.evidence}"
 
 
 # --- rank ----------------------------------------------------------------------------------------
@@ -785,6 +1023,7 @@ def _add_pretrain(sub) -> None:
     parser.add_argument("--learning-rate", type=float, default=None, help="peak learning rate (default 2e-3)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--device", default="cpu", help="cpu (default: the mini-zoo's device), cuda, cuda:k or auto")
+    _json_flag(parser, "the pre-training record (pretrain.json)")
     parser.set_defaults(handler=_cmd_pretrain)
 
 
@@ -795,6 +1034,9 @@ def _cmd_pretrain(args) -> int:
     record = pretrain(args.data, args.languages, args.hours_per_language, config=args.config, out=args.out,
                       seed=args.seed, steps=args.steps, recipe=recipe, threads=args.threads, track=tqdm_track,
                       device=args.device)
+    if args.json:
+        print(json.dumps({**record, "model": str(paths.pretrain_model_dir(args.out))}, ensure_ascii=False))
+        return 0
     final = record["final"]
     print(f"pre-trained {record['steps']} steps on {record['total_hours']:.3f} h "
           f"({', '.join(f'{k} {v:.3f} h' for k, v in record['hours'].items())}) in {record['wall_seconds']:.0f} s: "
@@ -812,6 +1054,7 @@ def _add_zoo(sub) -> None:
     build.add_argument("--out", type=path_arg, default=None, help="zoo folder to write (default: the installed zoo)")
     build.add_argument("--recipe", type=path_arg, default=None, help="recipe TOML (default: the bundled recipe)")
     build.add_argument("--workers", type=int, default=2, help="models pre-trained at once (default 2)")
+    _json_flag(build, "one pre-training record per model, one JSON object a line,")
     build.set_defaults(handler=_cmd_zoo_build)
 
 
@@ -819,6 +1062,9 @@ def _cmd_zoo_build(args) -> int:
     from crossling.zoo import build_zoo
 
     records = build_zoo(args.work, args.out, args.recipe, args.workers, track=tqdm_track)
+    if args.json:
+        print_json_lines(records)
+        return 0
     for record in records:
         final = record.get("final", {})
         print(f"{'+'.join(record['languages']) or 'random init':<16} {record['total_hours']:6.3f} h  "
@@ -830,14 +1076,23 @@ def _add_demo(sub) -> None:
     parser = sub.add_parser("demo", help="the offline demo study: mini-zoo x synthetic languages -> report")
     parser.add_argument("--out", type=path_arg, default=Path("crossling-demo"), help="output (default crossling-demo/)")
     parser.add_argument("--quick", action="store_true", help="a ~2-minute version for tests and CI")
-    parser.add_argument("--workers", type=int, default=2, help="runs at once, one thread each (default 2)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="grid processes on the demo's store, one torch thread each (default 2)")
+    _json_flag(parser, "the summary (demo.json)")
     parser.set_defaults(handler=_cmd_demo)
 
 
 def _cmd_demo(args) -> int:
     from crossling.demo import run_demo
 
-    summary = run_demo(args.out, quick=args.quick, workers=args.workers, track=tqdm_track)
+    display = grid_display()  # the runs happen in grid processes: their logs stay in their train.log
+    try:
+        summary = run_demo(args.out, quick=args.quick, workers=args.workers, track=tqdm_track, progress=display)
+    finally:
+        display.close()
+    if args.json:
+        print(json.dumps(summary, ensure_ascii=False))
+        return 0 if summary["failed"] == 0 else 1
     languages = summary["languages"]
     print(f"{'mean test CER':<16}" + "".join(f"{lang:>10}" for lang in languages))
     for checkpoint, row in summary["mean_test_cer"].items():
@@ -862,11 +1117,13 @@ _COMMANDS = [function for name, function in list(globals().items()) if name.star
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    import crossling
+
+    parser = _Parser(
         prog="crossling",
         description="Cross-lingual transfer studies of pre-trained self-supervised speech models.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {crossling.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add_command in _COMMANDS:
         add_command(sub)
@@ -874,25 +1131,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one subcommand; returns the process exit code (2 for bad input, with the reason on stderr)."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    """Run one subcommand; returns the process exit code (2 for bad input, with the reason on stderr, or
+    as a JSON object on stdout under --json)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as error:
+        return _fail(error.parser.prog, str(error), as_json="--json" in argv, usage=error.parser.format_usage())
+    _configure_logging(_log_level(args))
     try:
         return args.handler(args)
     except CrosslingError as error:
-        print(f"crossling {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        return _fail(f"crossling {args.command}", str(error), as_json=_json_mode(args), kind=type(error).__name__)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return _reader_went_away()
     except OSError as error:  # an OS refusal no library layer turned into an OutputError: still no traceback
-        print(f"crossling {args.command}: error: {os_error_text(error)}", file=sys.stderr)
-        return 2
+        return _fail(f"crossling {args.command}", os_error_text(error), as_json=_json_mode(args), kind="OSError")
 
 
 def os_error_text(error: OSError) -> str:

@@ -23,3 +23,16 @@ class ModelError(CrosslingError):
 
 class OutputError(CrosslingError):
     """An output cannot be written where the user pointed it (a directory, read-only, full disk)."""
+
+
+def did_you_mean(word: str, choices) -> str:
+    """' (did you mean 'x'?)' naming the choices closest to a mistyped `word`, or '' when none is close.
+    `choices`: the valid spellings, or a mapping of spelling -> how to name it (e.g. a language name ->
+    "'pt' (Portuguese)")."""
+    from difflib import get_close_matches
+
+    shown = dict(choices) if isinstance(choices, dict) else {str(c): repr(str(c)) for c in choices}
+    lowered = {spelling.lower(): spelling for spelling in shown}
+    close = get_close_matches(str(word).lower(), list(lowered), n=6, cutoff=0.6)
+    named = list(dict.fromkeys(shown[lowered[match]] for match in close))[:3]
+    return f" (did you mean {' or '.join(named)}?)" if named else ""

@@ -98,6 +98,17 @@ class RunEvent:
     outcome: Outcome | None = None
 
 
+@dataclass(frozen=True)
+class StepEvent:
+    """A grid process's current run moved on: `done` of the `total` items of its step `description`
+    (e.g. fine-tuning 120/280), so the main process can show the run's progress."""
+
+    worker: int
+    description: str
+    done: int
+    total: int
+
+
 class GridWork(Protocol):
     """What an executor gets from the grid: claimed jobs, where their outcomes go, and (for grid
     processes) what a grid process needs and where its events go."""
@@ -110,7 +121,7 @@ class GridWork(Protocol):
 
     def finish(self, job: Job, outcome: Outcome) -> None: ...
 
-    def relay(self, event: RunEvent) -> None: ...
+    def relay(self, event: RunEvent | StepEvent) -> None: ...
 
 
 class Executor(Protocol):
@@ -331,7 +342,8 @@ def grid_process(spec: GridSpec, threads: int, events, index: int, gpu: str | No
     try:
         from crossling.grid import run_grid
 
-        run_grid(spec, LocalExecutor(), events=lambda event: events.put(_as_worker(event, index)))
+        run_grid(spec, LocalExecutor(), events=lambda event: events.put(_as_worker(event, index)),
+                 track=_relayed_steps(events, index))
     except KeyboardInterrupt:
         return  # cancelled: the claims were released on the way out
     except DeviceLost:
@@ -340,6 +352,20 @@ def grid_process(spec: GridSpec, threads: int, events, index: int, gpu: str | No
         events.put(error)
     except Exception as error:
         events.put(RuntimeError(f"grid process {index}: {type(error).__name__}: {error}\n{traceback.format_exc()}"))
+
+
+def _relayed_steps(events, index: int, every: float = 1.0) -> Track:
+    """A `Track` sending a grid process's step progress to the main process (at most every `every` s)."""
+
+    def track(items, total: int, description: str):
+        last = 0.0
+        for done, item in enumerate(items, 1):
+            yield item
+            if time.monotonic() - last >= every or done == total:
+                events.put(StepEvent(index, description, done, total))
+                last = time.monotonic()
+
+    return track
 
 
 @dataclass(frozen=True)

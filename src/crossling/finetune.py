@@ -17,7 +17,7 @@ from pathlib import Path
 
 import crossling
 from crossling import budget, devices, paths
-from crossling.atomic import write_json_atomic
+from crossling.atomic import directory_kept_on_success, write_json_atomic
 from crossling.batching import DataPosition, TrainingData, feature_cache, make_batch, training_data
 from crossling.budget import RunOptions
 from crossling.checkpoints import CheckpointWriter, snapshot
@@ -132,14 +132,24 @@ def run_finetune(*, identity: RunIdentity, model: str, prepared: Path, out: Path
     finished = _finished_record(out, job)
     if finished is not None:
         return finished
+    resolve(model)  # a wrong --model fails here, before the run directory and its train.log exist
     check_outputs(out)
-    handler = _attach_log(out)
-    remove_own_temporaries(out)
-    try:
-        return _run(job, out, pick_device(device), track, options or RunOptions())
-    finally:
-        logging.getLogger("crossling").removeHandler(handler)
-        handler.close()
+    with directory_kept_on_success(out):
+        handler = _attach_log(out)
+        remove_own_temporaries(out)
+        try:
+            return _run(job, out, pick_device(device), track, options or RunOptions())
+        except BaseException:
+            _remove_if_empty(paths.run_log_path(out))  # failed before logging anything: leave no trace
+            raise
+        finally:
+            logging.getLogger("crossling").removeHandler(handler)
+            handler.close()
+
+
+def _remove_if_empty(path: Path) -> None:
+    if path.is_file() and path.stat().st_size == 0:
+        path.unlink()
 
 
 def standalone_identity(data: PreparedLanguage, model: str, seed: int, config: TrainConfig) -> RunIdentity:

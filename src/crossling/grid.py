@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from crossling.budget import RunOptions
-from crossling.errors import ConfigError
+from crossling.errors import ConfigError, DataError
 from crossling.executors import (
     CANCELLED,
     DEFAULT_RUN_FUNCTION,
@@ -24,6 +24,7 @@ from crossling.executors import (
     LocalExecutor,
     Outcome,
     RunEvent,
+    StepEvent,
 )
 from crossling.progress import Track, no_progress
 from crossling.sources import prepare_source
@@ -66,6 +67,7 @@ class GridProgress:
     state: str = ""
     worker: int = 0
     seconds: float | None = None  # of the execution that just ended
+    step: str = ""  # the current run's step in a grid process, e.g. 'fine-tuning 120/280'
 
 
 Progress = Callable[[GridProgress], None]
@@ -113,10 +115,10 @@ def open_store(study: Study, store: Store | Path | str | None) -> Store:
 
 
 def plan_study(study: Study, store: Store | Path | str | None = None) -> PlanCounts:
-    """Expand the study, record its plan in the store, and count its runs by state."""
+    """Expand the study and count its runs by state in the store. Read-only: nothing is written (the
+    store and its plan.json are created by the first `run_study`)."""
     store = open_store(study, store)
     runs = expand_runs(study)
-    store.write_plan(study_plan(study, runs))
     return count_states(store, runs)
 
 
@@ -230,6 +232,14 @@ class _Tracker:
         if self.progress is not None:
             self.progress(update)
 
+    def step(self, event: StepEvent) -> None:
+        """A grid process's run moved on: a progress update carrying its step."""
+        if self.progress is None or self.workers > 1:  # several runs at once: no single current step
+            return
+        with self._lock:
+            update = self._progress(RunEvent("", "step", worker=event.worker))
+        self.progress(dataclasses.replace(update, step=f"{event.description} {event.done}/{event.total}"))
+
     def _apply(self, event: RunEvent) -> None:
         run_id, current = event.run_id, self.states[event.run_id]
         if event.event == "started":
@@ -339,8 +349,11 @@ class _Grid:
                 self._elsewhere[job.run.run_id] = job.run
         self.tracker.record(RunEvent(job.run.run_id, outcome.status, outcome=outcome))
 
-    def relay(self, event: RunEvent) -> None:
-        self.tracker.record(event)
+    def relay(self, event: RunEvent | StepEvent) -> None:
+        if isinstance(event, StepEvent):
+            self.tracker.step(event)
+        else:
+            self.tracker.record(event)
 
     def _try_job(self, run: Run) -> Job | None:
         state = self.store.state(run.run_id)
@@ -406,9 +419,20 @@ class StudyStatus:
 
 def study_status(study: Study, store: Store | Path | str | None = None) -> StudyStatus:
     """States and cost of every run of the study, with totals and the projected remaining time."""
-    store = open_store(study, store)
-    runs = expand_runs(study)
-    statuses = tuple(run_status(store, run.run_id) for run in runs)
+    return _status(open_store(study, store), [run.run_id for run in expand_runs(study)])
+
+
+def store_status(root: Path | str) -> StudyStatus:
+    """`study_status` from a store alone: its runs are those its plan.json lists."""
+    store = Store(Path(root))
+    plan = store.read_plan()
+    if plan is None:
+        raise DataError(f"{root}: not a study store (no plan.json); pass the study file instead")
+    return _status(store, [run.run_id for run in plan.runs])
+
+
+def _status(store: Store, run_ids: list[str]) -> StudyStatus:
+    statuses = tuple(run_status(store, run_id) for run_id in run_ids)
     done = [s for s in statuses if s.state == DONE and s.wall_seconds is not None]
     counts = _counts([s.state for s in statuses])
     mean = statistics.fmean(s.wall_seconds for s in done) if done else None

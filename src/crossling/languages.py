@@ -210,3 +210,13 @@ def get_language(code: str) -> Language:
         valid = " ".join(lang.code for lang in all_languages())
         raise ConfigError(f"unknown language code {code!r}; known Common Voice codes: {valid}")
     return lang
+
+
+def language_suggestions(word: str, extra: tuple[str, ...] = ()) -> str:
+    """' (did you mean ...?)' for a mistyped language code or name (also among `extra` codes), or ''."""
+    from crossling.errors import did_you_mean
+
+    shown = {lang.name: f"{lang.code!r} ({lang.name})" for lang in all_languages()}
+    shown.update({lang.code: f"{lang.code!r} ({lang.name})" for lang in all_languages()})
+    shown.update({code: repr(code) for code in extra})
+    return did_you_mean(word, shown)

@@ -31,7 +31,7 @@ from crossling.frontend import (
     takes_attention_mask,
 )
 from crossling.frontend import freeze_feature_encoder as freeze_cnn
-from crossling.registry import RANDOM_INIT, all_checkpoints, find_checkpoint
+from crossling.registry import RANDOM_INIT, alias_suggestions, all_checkpoints, find_checkpoint
 from crossling.safeload import refused_weights
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,8 @@ def resolve(model: str) -> ModelSource:
         return ModelSource(model, "hub", location, alias)
     valid = ", ".join(c.alias for c in all_checkpoints())
     raise ModelError(
-        f"--model {model!r} is not a registered alias, an existing directory or a hub id (owner/name); "
+        f"--model {model!r}{alias_suggestions(model)} is not a registered alias, an existing directory or a "
+        "hub id (owner/name); "
         f"registered aliases: {valid}"
     )
 
@@ -383,7 +384,8 @@ class FrozenFeatureCache:
     masked out downstream. Group-norm encoders normalise over time, padding included. Log-mel rows are what
     the feature extractor computes for the utterance alone, whatever the recipe freezes. CNN features are
     computed under the run's autocast (`autocast_dtype`, None: fp32), as the uncached encoder runs inside
-    the training step, so caching never changes a run's precision."""
+    the training step, so caching never changes a run's precision. `store` may be a
+    view of one shared by the runs of a process (`sharing.feature_store`, `sharing.RunView`)."""
 
     def __init__(self, model, spec: InputSpec | None = None, autocast_dtype=None, on_device: bool = False) -> None:
         self.spec = spec or InputSpec(True, True, "layer")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from crossling import paths
-from crossling.atomic import write_json_atomic
+from crossling.atomic import directory_kept_on_success, write_json_atomic
 from crossling.audio import CORRUPT, EMPTY, ClipCache, ClipJob, decode_stream
 from crossling.commonvoice import ClipRow, LanguageSource
 from crossling.corpora import CorpusLanguage, CorpusOptions, open_corpus
@@ -98,8 +98,7 @@ def prepare_release(source: Path, languages: list[str], out: Path, options: Prep
     options = options or PrepareOptions()
     languages = _check_request(languages, options)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    with ExitStack() as locks:
+    with directory_kept_on_success(out), ExitStack() as locks:
         for lang in languages:
             locks.enter_context(_preparing(out, lang))
         caches = {lang: ClipCache(out, lang) for lang in languages}
@@ -117,19 +116,48 @@ def prepare_release(source: Path, languages: list[str], out: Path, options: Prep
 def _preparing(out: Path, language: str) -> Iterator[None]:
     """Hold the advisory lock of `language` under `out` for the block, or fail at once: two `prepare`
     runs writing one language's cache and manifests would corrupt each other. The OS releases the lock
-    when its process ends, however it ends."""
+    when its process ends, however it ends; the lock file is removed (still locked) when the block ends,
+    so nothing stays behind, and a process that locked a removed file tries again on the new one."""
     lock_path = paths.prepare_lock_path(out, language)
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as handle:
+    for _ in range(3):
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise DataError(f"{out}: another `crossling prepare` is preparing {language!r} there right now "
-                            f"(it holds {lock_path}); wait for it to finish or choose another --out") from None
-        except OSError as error:  # a filesystem without flock (some network mounts): go on, unguarded
-            log.warning("%s: cannot lock (%s); a concurrent prepare of %r would not be noticed",
-                        lock_path, error, language)
-        yield
+            handle = open(lock_path, "a")
+        except FileNotFoundError:  # another prepare removed the empty lock folder meanwhile
+            continue
+        with handle:
+            if not _lock(handle, lock_path, out, language):
+                continue  # locked a file another prepare removed meanwhile
+            try:
+                yield
+            finally:
+                lock_path.unlink(missing_ok=True)
+                _remove_if_empty(lock_path.parent)
+            return
+    raise DataError(f"{out}: cannot lock {lock_path}: other `crossling prepare` runs keep replacing it")
+
+
+def _lock(handle, lock_path: Path, out: Path, language: str) -> bool:
+    """Lock the open lock file; False if the file at `lock_path` is no longer the one locked."""
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise DataError(f"{out}: another `crossling prepare` is preparing {language!r} there right now "
+                        f"(it holds {lock_path}); wait for it to finish or choose another --out") from None
+    except OSError as error:  # a filesystem without flock (some network mounts): go on, unguarded
+        log.warning("%s: cannot lock (%s); a concurrent prepare of %r would not be noticed",
+                    lock_path, error, language)
+    try:
+        return os.stat(lock_path).st_ino == os.fstat(handle.fileno()).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:  # another language's lock is still there
+        pass
 
 
 def _check_request(languages: list[str], options: PrepareOptions) -> list[str]:

@@ -82,8 +82,8 @@ def load_audio(prepared_root: Path, utterance: Utterance) -> np.ndarray:
 
 
 class SplitAudio(Sequence):
-    """The waveforms of some utterances, read from disk when indexed, so that a whole dev or test set
-    need not sit in memory."""
+    """The waveforms of some utterances, read when indexed, so that a whole dev or test set need not sit
+    in memory (`sharing.read_audio`: once per process, within a byte budget)."""
 
     def __init__(self, prepared_root: Path, utterances: Sequence[Utterance]) -> None:
         self.root = Path(prepared_root)
@@ -93,7 +93,9 @@ class SplitAudio(Sequence):
         return len(self.utterances)
 
     def __getitem__(self, index: int) -> np.ndarray:
-        return load_audio(self.root, self.utterances[index])
+        from crossling.sharing import read_audio  # (sharing reads through this module)
+
+        return read_audio(self.root, self.utterances[index])
 
     def lengths(self) -> list[int]:
         """Sample counts from the manifest (no audio is read)."""

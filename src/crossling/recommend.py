@@ -17,8 +17,8 @@ import pandas as pd
 
 from crossling import findings as fd
 from crossling import stats, typology
-from crossling.errors import DataError
-from crossling.languages import find_language
+from crossling.errors import ConfigError, DataError
+from crossling.languages import all_languages, find_language, language_suggestions
 from crossling.rankrecord import RankRecord, ranking
 
 #: Nearest measured languages used for an unmeasured target, and the softness of their weights
@@ -182,7 +182,9 @@ def recommend(language: str, results: pd.DataFrame | None = None, metric: str = 
         raise DataError(f"the rank record is for {rank.language!r}, not {code!r}; run `crossling rank --language {code}`")
     usable = stats.split_missing(results, metric)[0] if results is not None else None
     usable = None if usable is None or usable.empty else usable
-    measured = usable is not None and _match(code, list(usable["language"].astype(str).unique())) is not None
+    in_results = () if usable is None else tuple(sorted(usable["language"].astype(str).unique()))
+    _check_known(code, in_results + ((code,) if rank is not None else ()))  # a rank record of it knows it
+    measured = usable is not None and _match(code, list(in_results)) is not None
     if rank is not None and not measured:
         return from_rank(code, rank, usable, metric)
     if usable is None:
@@ -230,6 +232,16 @@ def tested_ranks(part: pd.DataFrame, *, alpha: float, p_adjust: str = "holm") ->
                                   p_adjust=p_adjust) for a, b in itertools.combinations(names, 2))
     beaten = Counter(f.subject[2] if f.sign < 0 else f.subject[1] for f in pairs if f.verdict == fd.SUPPORTED)
     return {name: 1 + beaten[name] for name in names}, pairs
+
+
+def _check_known(code: str, measured: tuple[str, ...]) -> None:
+    """A language neither crossling's table, URIEL nor the results know cannot be ranked for: an error
+    (a prior for it would rank by a meaningless distance)."""
+    if find_language(code) is not None or typology.has_uriel(code) or code in measured:
+        return
+    known = " ".join(lang.code for lang in all_languages())
+    raise ConfigError(f"unknown language {code!r}{language_suggestions(code, measured)}: not in the results, "
+                      f"not a Common Voice code, and no ISO 639-3 code URIEL knows; known Common Voice codes: {known}")
 
 
 def _match(code: str, languages: list[str]) -> str | None:

@@ -284,3 +284,10 @@ def find_checkpoint(alias_or_source: str) -> Checkpoint | None:
         if alias_or_source in (checkpoint.alias, checkpoint.source):
             return checkpoint
     return None
+
+
+def alias_suggestions(word: str) -> str:
+    """' (did you mean 'xlsr53'?)' for a mistyped checkpoint alias, or ''."""
+    from crossling.errors import did_you_mean
+
+    return did_you_mean(word, [checkpoint.alias for checkpoint in all_checkpoints()])

@@ -618,20 +618,12 @@ def write_analysis(a: Analysis, out_dir: Path, title: str = "crossling study rep
                    rank_records: dict | None = None, *, files: StudyFiles | None = None) -> dict[str, Path]:
     """Write the report of an `Analysis` (see `write_report`)."""
     out_dir = Path(out_dir)
-    predicted = rankreport.rank_section(rank_records, a.runs, a.alpha) if rank_records else None
-    if predicted:  # its findings join the findings table; its sentences open its section
-        a = dataclasses.replace(a, findings=(*a.findings, *predicted.findings))
-    rendered, figs, details = tables(a), make_figures(a), csv_only(a)
-    notes = {"predicted": list(predicted.sentences)} if predicted else {}
-    rendered.update(predicted.tables if predicted else {})
-    figs.update(predicted.figures if predicted else {})
-    if files is not None:
-        run_tables, run_figures, run_details = run_views(a, files)
-        rendered, figs, details = {**run_tables, **rendered}, {**figs, **run_figures}, {**details, **run_details}
+    a, rendered, figs, notes, details = _contents(a, rank_records, files)
     written: dict[str, Path] = {}
 
     def record(path: Path) -> None:
         written[path.relative_to(out_dir).as_posix()] = path
+        log.debug("wrote %s", path)
 
     for name, (_, png) in figs.items():
         record(_write_bytes(paths.report_figure_path(out_dir, name), png))
@@ -644,6 +636,23 @@ def write_analysis(a: Analysis, out_dir: Path, title: str = "crossling study rep
     record(_write_text(paths.report_page_path(out_dir, "html"), render_html(title, a, rendered, figs, notes)))
     log.info("report written to %s (%d files)", out_dir, len(written))
     return written
+
+
+def _contents(a: Analysis, rank_records: dict | None,
+              files: StudyFiles | None = None) -> tuple[Analysis, dict, dict, dict, dict[str, pd.DataFrame]]:
+    """What the report shows: the analysis (with the rank section's findings), its rendered tables, figures,
+    section notes and CSV-only frames; with the study's `files`, also the methods, curves and error analysis."""
+    predicted = rankreport.rank_section(rank_records, a.runs, a.alpha) if rank_records else None
+    if predicted:  # its findings join the findings table; its sentences open its section
+        a = dataclasses.replace(a, findings=(*a.findings, *predicted.findings))
+    rendered, figs, details = tables(a), make_figures(a), csv_only(a)
+    notes = {"predicted": list(predicted.sentences)} if predicted else {}
+    rendered.update(predicted.tables if predicted else {})
+    figs.update(predicted.figures if predicted else {})
+    if files is not None:
+        run_tables, run_figures, run_details = run_views(a, files)
+        rendered, figs, details = {**run_tables, **rendered}, {**figs, **run_figures}, {**details, **run_details}
+    return a, rendered, figs, notes, details
 
 
 def run_views(a: Analysis, files: StudyFiles) -> tuple[dict, dict, dict[str, pd.DataFrame]]:
@@ -695,6 +704,23 @@ def report_from(source: str | Path, out_dir: Path, store: Path | None = None, ti
     from crossling.results import load_table
 
     table = load_table(source, store)
-    return write_report(table, out_dir, title=title or f"crossling report: {Path(str(source)).stem}", alpha=alpha,
-                        p_adjust=p_adjust, rank_records=rankreport.source_records(source, store, table),
-                        files=study_files(source, store))
+    return write_report(table, out_dir, title=_title(source, title), alpha=alpha, p_adjust=p_adjust,
+                        rank_records=rankreport.source_records(source, store, table), files=study_files(source, store))
+
+
+def report_page_from(source: str | Path, store: Path | None = None, title: str | None = None,
+                     alpha: float = 0.05, p_adjust: str = "holm") -> str:
+    """The report of `source` as one self-contained HTML page (figures embedded as data URIs): what
+    `report_from` writes as report.html, without writing anything."""
+    from crossling.methods import study_files
+    from crossling.results import load_table
+
+    table = load_table(source, store)
+    analysis = analyse(table, alpha=alpha, p_adjust=p_adjust)
+    a, rendered, figs, notes, _ = _contents(analysis, rankreport.source_records(source, store, table),
+                                            study_files(source, store))
+    return render_html(_title(source, title), a, rendered, figs, notes)
+
+
+def _title(source: str | Path, title: str | None) -> str:
+    return title or f"crossling report: {Path(str(source)).stem}"

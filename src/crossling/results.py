@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 from pathlib import Path
@@ -27,6 +28,8 @@ FORMATS = ("csv", "parquet", "json")
 QUARANTINED = "quarantined"
 NAN = math.nan
 
+log = logging.getLogger(__name__)
+
 
 def load_results_table(study_or_store: Study | Path | str, store: Path | str | None = None) -> pd.DataFrame:
     """The tidy table of a study (a `Study`, a study file) or of a store directory (read from its
@@ -47,8 +50,8 @@ def _planned_runs(source: Study | Path | str, store: Path | str | None) -> tuple
     root = Path(store or source)
     plan = Store(root).read_plan()
     if plan is None:
-        raise DataError(f"{root}: not a study store (no plan.json); pass the study file, or run "
-                        "`crossling study plan STUDY --store DIR` first")
+        raise DataError(f"{root}: not a study store (no plan.json, written by `crossling study run`); "
+                        "pass the study file instead")
     return list(plan.runs), list(plan.sweep), root
 
 
@@ -114,10 +117,13 @@ def load_table(source: str | Path, store: Path | None = None) -> pd.DataFrame:
     if path.suffix.lower() in TABLE_SUFFIXES:
         if not path.is_file():
             raise DataError(f"{path}: results file not found")
-        return _read_table_file(path)
-    from crossling.study import find_study
+        table = _read_table_file(path)
+    else:
+        from crossling.study import find_study
 
-    return load_results_table(path if path.is_dir() else find_study(str(source)), store)
+        table = load_results_table(path if path.is_dir() else find_study(str(source)), store)
+    log.debug("results table of %s: %d rows", source, len(table))
+    return table
 
 
 def _read_table_file(path: Path) -> pd.DataFrame:

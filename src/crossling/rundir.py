@@ -15,7 +15,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from crossling import paths
-from crossling.atomic import TEMPORARY_MARK, current_umask, is_temporary_of, out_of_space
+from crossling.atomic import (
+    TEMPORARY_MARK,
+    current_umask,
+    directory_kept_on_success,
+    is_temporary_of,
+    out_of_space,
+)
 from crossling.errors import OutputError
 from crossling.fence import check_write
 
@@ -93,21 +99,39 @@ def save_model_folder(target: Path, write: Callable[[Path], None]) -> None:
 @contextmanager
 def exclusive(out: Path) -> Iterator[None]:
     """Hold the run directory's lock (a POSIX lock: also across NFS clients) for the block; another
-    process holding it is an `OutputError` saying which."""
-    out.mkdir(parents=True, exist_ok=True)
+    process holding it is an `OutputError` saying which. The lock file goes when the block ends (removed
+    while still locked; a process that locked the removed file tries again on the new one), and so does
+    the folder if this made it and the block failed leaving it empty: a failed command leaves no trace."""
     path = out / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    with directory_kept_on_success(out):
+        for _ in range(3):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                if not _lock(fd, path, out):
+                    continue
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, str(os.getpid()).encode(), 0)
+                try:
+                    yield
+                finally:
+                    path.unlink(missing_ok=True)
+                return
+            finally:
+                os.close(fd)  # releases the lock
+        raise OutputError(f"{out}: cannot lock {path}: other crossling finetune runs keep replacing it")
+
+
+def _lock(fd: int, path: Path, out: Path) -> bool:
+    """Lock the open lock file; False if the file at `path` is no longer the one locked."""
     try:
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            if error.errno not in (errno.EACCES, errno.EAGAIN):
-                raise
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-            raise OutputError(f"{out}: another crossling finetune (pid {holder}) is working in this folder; "
-                              "wait for it or use another --out") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        if error.errno not in (errno.EACCES, errno.EAGAIN):
+            raise
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+        raise OutputError(f"{out}: another crossling finetune (pid {holder}) is working in this folder; "
+                          "wait for it or use another --out") from None
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False

@@ -179,11 +179,11 @@ def resolve_model(checkpoint: str, base: Path, where: str = "study") -> str:
         return str(local.resolve())
     if _HUB_ID.match(checkpoint):
         return checkpoint
-    from crossling.registry import all_checkpoints
+    from crossling.registry import alias_suggestions, all_checkpoints
 
     aliases = ", ".join(c.alias for c in all_checkpoints())
     raise ConfigError(
-        f"{where}: checkpoints: {checkpoint!r} is neither a registered alias, a hub id (owner/name) "
+        f"{where}: checkpoints: {checkpoint!r}{alias_suggestions(checkpoint)} is neither a registered alias, a hub id (owner/name) "
         f"nor an existing local directory; registered aliases: {aliases}"
     )
 
