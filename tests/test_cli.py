@@ -122,7 +122,7 @@ def test_errors_are_json_objects_under_json(tmp_path):
 #: (command path, what must be there): every command that produces a result takes --json.
 RESULT_COMMANDS = [("models",), ("prepare",), ("finetune",), ("evaluate",), ("synth",), ("study", "plan"),
                    ("study", "run"), ("study", "status"), ("report",), ("recommend",), ("pretrain",),
-                   ("zoo", "build"), ("demo",), ("rank",), ("export",)]
+                   ("zoo", "build"), ("demo",), ("rank",), ("export",), ("results",)]
 
 
 @pytest.mark.parametrize("command", RESULT_COMMANDS, ids=" ".join)

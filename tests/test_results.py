@@ -89,6 +89,17 @@ def test_results_cli_prints_and_writes(partial_store, tmp_path, capsys, monkeypa
     assert "folder: is a directory; expected a file name" in capsys.readouterr().err
 
 
+def test_results_json_is_the_json_format_and_refuses_another(partial_store, capsys):
+    assert main(["results", str(partial_store), "--json"]) == 0
+    as_flag = capsys.readouterr().out
+    assert main(["results", str(partial_store), "--format", "json"]) == 0
+    assert as_flag == capsys.readouterr().out and len(json.loads(as_flag)) == 8
+    assert main(["results", str(partial_store), "--json", "--format", "csv"]) == 2
+    assert "cannot be combined with --format csv" in json.loads(capsys.readouterr().out)["error"]
+    assert main(["results", str(partial_store)]) == 0
+    assert capsys.readouterr().out.startswith("run_id,")  # csv stays the default
+
+
 def _results_cli(*args: str, **popen) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "crossling", "results", *args], env=environment(),
                             stderr=subprocess.PIPE, **popen)

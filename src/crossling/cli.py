@@ -761,9 +761,11 @@ def _add_results(sub) -> None:
     parser = sub.add_parser("results", help="the tidy results table of a study (one row per run)")
     parser.add_argument("study", metavar="STUDY", help="study file, shipped example name, or a store directory")
     parser.add_argument("--store", type=path_arg, default=None, help="results store (default: the study's)")
-    parser.add_argument("--format", choices=["csv", "parquet", "json"], default="csv", help="default csv")
+    parser.add_argument("--format", choices=["csv", "parquet", "json"], default=None,
+                        help="default csv (json with --json)")
     parser.add_argument("--out", type=output_arg, default="-", metavar="FILE",
                         help="write the table to FILE; '-' (the default) prints it to standard output")
+    _json_flag(parser, "the table (the same as --format json)")
     parser.set_defaults(handler=_cmd_results)
 
 
@@ -771,8 +773,10 @@ def _cmd_results(args) -> int:
     from crossling.atomic import STDOUT
     from crossling.results import export_results, load_results_table
 
+    if args.json and args.format not in (None, "json"):
+        raise ConfigError(f"--json prints the table as JSON; it cannot be combined with --format {args.format}")
     table = load_results_table(_study_or_store(args.study), args.store)
-    export_results(table, args.out, args.format)
+    export_results(table, args.out, args.format or ("json" if args.json else "csv"))
     if str(args.out) != STDOUT:
         done = int((table["status"] == "done").sum())
         _note(f"{len(table)} runs ({done} done) -> {args.out}")
