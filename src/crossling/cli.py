@@ -572,7 +572,7 @@ def _cmd_study_plan(args) -> int:
 
     study = find_study(args.study)
     counts = plan_study(study, args.store)
-    check = design_check(study, alpha=args.alpha, seed_sd=args.seed_sd)
+    check = design_check(study, alpha=args.alpha, seed_sd=args.seed_sd, memory=True)
     if args.json:
         from dataclasses import asdict
 

@@ -590,9 +590,10 @@ class Cost:
     disk_bytes: float = math.nan  # every run's final model (resume files come and go: one per run in flight)
 
 
-def study_cost(study: Study) -> Cost:
+def study_cost(study: Study, *, memory: bool = True) -> Cost:
     """FLOPs per step, per run and in total from each checkpoint's architecture, and device-hours on the
-    documented or measured throughputs for the study's model size."""
+    documented or measured throughputs for the study's model size; with `memory`, each run's memory and
+    disk, measured on torch's meta device (imports torch; the analysis half passes False)."""
     steps, batch = study.recipe.max_steps, study.recipe.batch_seconds
     clip = min(CLIP_SECONDS.get(study.data.kind, 5.0), batch)
     runs_per_checkpoint = study.size // len(study.checkpoints)
@@ -606,7 +607,7 @@ def study_cost(study: Study) -> Cost:
         step = arch.train_step_flops(batch, clip, VOCAB_SIZE)
         rows.append(CheckpointCost(checkpoint=name, parameters=arch.trainable_parameters(VOCAB_SIZE), step_flops=step,
                                    run_flops=step * steps, architecture=arch.source,
-                                   memory=run_memory(name, study, on_gpu=_size(study) == "large")))
+                                   memory=run_memory(name, study, on_gpu=_size(study) == "large") if memory else None))
     if unsized:  # a total over part of the grid would understate the cost: none is given
         return Cost(runs=study.size, steps=steps, batch_seconds=batch, clip_seconds=clip, checkpoints=tuple(rows),
                     total_flops=math.nan, devices=(), unsized=tuple(unsized))
@@ -697,8 +698,10 @@ def _finite(value):
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def design_check(study: Study, alpha: float = 0.05, seed_sd: float | None = None) -> DesignCheck:
-    """The design checks of `study` at significance level `alpha` (see the module docstring)."""
+def design_check(study: Study, alpha: float = 0.05, seed_sd: float | None = None, *, memory: bool = False
+                 ) -> DesignCheck:
+    """The design checks of `study` at significance level `alpha` (see the module docstring); `memory`
+    adds each run's measured memory and disk to the cost (`crossling study plan` does; it imports torch)."""
     if not 0 < alpha < 1:
         raise ConfigError(f"alpha (the significance level) must be between 0 and 1, e.g. 0.05; got {alpha}")
     k, seeds = len(study.checkpoints), len(study.seeds)
@@ -707,7 +710,7 @@ def design_check(study: Study, alpha: float = 0.05, seed_sd: float | None = None
                 "families per checkpoint": k}
     return DesignCheck(study=study.name, alpha=alpha, runs=study.size, checkpoints=k, languages=len(study.languages),
                        seeds=seeds, questions=tuple(question_checks(study, alpha)), holm_families=families,
-                       power=_power(study, alpha, pairs, seed_sd), cost=study_cost(study))
+                       power=_power(study, alpha, pairs, seed_sd), cost=study_cost(study, memory=memory))
 
 
 def _power(study: Study, alpha: float, pairs: int, seed_sd: float | None) -> Power:
