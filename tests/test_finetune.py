@@ -69,7 +69,9 @@ def test_result_record_contract(prepared, tmp_path):
     assert cost.threads == torch.get_num_threads() and cost.device == "cpu"
     assert cost.facts.device == "cpu" and cost.facts.name and cost.peak_reserved_mb >= cost.peak_memory_mb
     assert 0.0 <= record.collapse.blank_only_fraction <= 1.0
-    assert set(record.versions) == {"crossling", "torch", "transformers"}
+    # software versions and where the run ran (the commit only when crossling runs from a git checkout)
+    assert {"crossling", "torch", "transformers", "python", "platform", "processor"} <= set(record.versions)
+    assert set(record.versions) <= {"crossling", "torch", "transformers", "python", "platform", "processor", "commit"}
     config = json.loads(paths.run_config_path(out).read_text())
     assert config["input"]["use_attention_mask"] is True and config["input"]["feat_extract_norm"] == "layer"
     assert "step 0" in paths.run_log_path(out).read_text()

@@ -200,7 +200,7 @@ def test_real_grid_plan_run_status_and_results(real, capsys):
     plan = capsys.readouterr().out.splitlines()
     assert plan[0] == "4 runs: 4 done, 0 failed, 0 running, 0 pending"
     cost = next(line for line in plan if line.startswith("cost:"))
-    assert "ckpt-a" in cost and "cannot" not in cost  # sized from the local folder's config.json
+    assert "params" in cost and "cannot" not in cost  # sized from the local folders' config.json
     assert main(["study", "status", str(study), "--store", store, "--runs"]) == 0
     out = capsys.readouterr().out
     assert "4 runs: 4 done" in out and "device hours" in out and "projected remaining 0 s" in out
