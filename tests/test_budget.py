@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from tinydata_factory import make_prepared, make_tiny_checkpoint, tiny_config
+from tinydata_factory import cpu_learner, make_prepared, make_tiny_checkpoint, tiny_config
 
 from crossling import budget, devices
-from crossling.batching import DataPosition, make_batch, training_data
+from crossling.batching import DataPosition, make_batch
 from crossling.budget import RunOptions
 from crossling.config import TrainConfig
 from crossling.errors import ConfigError
-from crossling.finetune import Learner, fitting_step, make_optimizer, train_step
-from crossling.models import load_for_finetuning, load_tokenizer, resolve
+from crossling.finetune import fitting_step, train_step
+from crossling.models import load_tokenizer
 from crossling.prepared import open_prepared
 
 # no SpecAugment, dropout or layer drop: a step's randomness would differ between one pass and several
@@ -81,12 +81,8 @@ def checkpoint(tmp_path_factory):
 
 
 def learner_of(prepared, checkpoint, config=EXACT, step_seconds=math.inf):
-    data = open_prepared(prepared, "xx")
-    model, spec = load_for_finetuning(resolve(checkpoint), len(data.vocab), config, seed=0)
-    training = training_data(data, load_tokenizer(data.vocab_file), model.config, config, seed=0)
-    model.train()
-    learner = Learner(model=model, optimizer=make_optimizer(model, config), spec=spec, device="cpu",
-                      scaler=torch.amp.GradScaler("cpu", enabled=False), step_seconds=step_seconds)
+    _, learner, training = cpu_learner(prepared, checkpoint, config, step_seconds=step_seconds)
+    learner.model.train()
     return learner, training
 
 

@@ -5,23 +5,18 @@ import threading
 
 import pytest
 import torch
-from tinydata_factory import make_prepared, make_tiny_checkpoint
+from tinydata_factory import cpu_learner, make_prepared, make_tiny_checkpoint
 
 from crossling import checkpoints
-from crossling.batching import training_data
 from crossling.checkpoints import CheckpointWriter
 from crossling.config import TrainConfig
 from crossling.finetune import (
     FinetuneJob,
-    Learner,
     ResumeFile,
     TrainState,
-    make_optimizer,
     standalone_identity,
     train,
 )
-from crossling.models import load_for_finetuning, load_tokenizer, resolve
-from crossling.prepared import open_prepared
 
 CONFIG = TrainConfig(learning_rate=2e-3, max_steps=6, batch_seconds=8.0, checkpoint_every=2, mask_time_prob=0.3,
                      mask_time_length=3, hidden_dropout=0.1)
@@ -42,17 +37,13 @@ def trained(prepared, checkpoint, out, writer):
     from crossling.finetune import seed_everything
 
     seed_everything(0)
-    data = open_prepared(prepared, "xx")
-    model, spec = load_for_finetuning(resolve(checkpoint), len(data.vocab), CONFIG, seed=0)
-    training = training_data(data, load_tokenizer(data.vocab_file), model.config, CONFIG, seed=0)
-    learner = Learner(model=model, optimizer=make_optimizer(model, CONFIG), spec=spec, device="cpu",
-                      scaler=torch.amp.GradScaler("cpu", enabled=False))
+    data, learner, training = cpu_learner(prepared, checkpoint, CONFIG)
     job = FinetuneJob(standalone_identity(data, checkpoint, 0, CONFIG), checkpoint, prepared)
     resume = ResumeFile(out, job, writer=writer)
     out.mkdir(parents=True, exist_ok=True)
     train(learner, training, TrainState(), resume=resume, wall=lambda: 1.0)
     resume.wait()
-    return model, resume
+    return learner.model, resume
 
 
 def same(a, b) -> bool:

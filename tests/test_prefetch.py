@@ -5,22 +5,18 @@ and the blank-only watchdog reads one value per pass, not one per utterance."""
 import numpy as np
 import pytest
 import torch
-from tinydata_factory import make_prepared, make_tiny_checkpoint
+from tinydata_factory import cpu_learner, make_prepared, make_tiny_checkpoint
 
 from crossling import devices, finetune
-from crossling.batching import DataPosition, training_data
+from crossling.batching import DataPosition
 from crossling.config import TrainConfig
 from crossling.finetune import (
     FinetuneJob,
-    Learner,
     ResumeFile,
     TrainState,
-    make_optimizer,
     standalone_identity,
 )
-from crossling.models import load_for_finetuning, load_tokenizer, resolve
 from crossling.prefetch import WaveformPrefetcher
-from crossling.prepared import open_prepared
 
 CONFIG = TrainConfig(learning_rate=2e-3, max_steps=8, batch_seconds=8.0, checkpoint_every=4, mask_time_prob=0.3,
                      mask_time_length=3, hidden_dropout=0.1)
@@ -38,12 +34,7 @@ def checkpoint(tmp_path_factory):
 
 def setup(prepared, checkpoint):
     finetune.seed_everything(0)
-    data = open_prepared(prepared, "xx")
-    model, spec = load_for_finetuning(resolve(checkpoint), len(data.vocab), CONFIG, seed=0)
-    training = training_data(data, load_tokenizer(data.vocab_file), model.config, CONFIG, seed=0)
-    learner = Learner(model=model, optimizer=make_optimizer(model, CONFIG), spec=spec, device="cpu",
-                      scaler=torch.amp.GradScaler("cpu", enabled=False))
-    return data, learner, training
+    return cpu_learner(prepared, checkpoint, CONFIG)
 
 
 def test_prefetched_waveforms_are_the_ones_read_on_demand(prepared, checkpoint):

@@ -121,3 +121,21 @@ def make_tiny_checkpoint(directory: Path, model_type: str = "wav2vec2", feat_ext
     if preprocessor is not None:
         (directory / "preprocessor_config.json").write_text(json.dumps(preprocessor), encoding="utf-8")
     return directory
+
+
+def cpu_learner(prepared: Path, checkpoint: str, config, *, step_seconds: float = float("inf")):
+    """(prepared language "xx", a CPU Learner of `checkpoint` fine-tuned by `config`, its training data), all
+    seeded 0 — what the training-step tests start from."""
+    import torch
+
+    from crossling.batching import training_data
+    from crossling.finetune import Learner, make_optimizer
+    from crossling.models import load_for_finetuning, load_tokenizer, resolve
+    from crossling.prepared import open_prepared
+
+    data = open_prepared(prepared, "xx")
+    model, spec = load_for_finetuning(resolve(checkpoint), len(data.vocab), config, seed=0)
+    training = training_data(data, load_tokenizer(data.vocab_file), model.config, config, seed=0)
+    learner = Learner(model=model, optimizer=make_optimizer(model, config), spec=spec, device="cpu",
+                      scaler=torch.amp.GradScaler("cpu", enabled=False), step_seconds=step_seconds)
+    return data, learner, training
