@@ -54,6 +54,14 @@ def _build(cls: type[T], values: Any, where: str) -> T:
         raise CorruptArtifactError(message if message.startswith(where) else f"{where}: {message}") from None
 
 
+def _build_with_recipe(cls: type[T], value: Any, where: str) -> T:
+    """`_build` for a record holding a TrainConfig under "recipe" (a run's identity, a planned run)."""
+    if not isinstance(value, dict):
+        raise CorruptArtifactError(f"{where} must be a JSON object, got {type(value).__name__}")
+    recipe = _build(TrainConfig, value.get("recipe"), f"{where} recipe")
+    return _build(cls, {**value, "recipe": recipe}, where)
+
+
 def _plain(value: Any) -> Any:
     """`value` as JSON gives it back (tuples become lists), so a record read from disk equals the one built."""
     return json.loads(json.dumps(value))
@@ -99,10 +107,7 @@ class RunIdentity:
 
     @classmethod
     def from_json(cls, value: Any, where: str) -> RunIdentity:
-        if not isinstance(value, dict):
-            raise CorruptArtifactError(f"{where} must be a JSON object, got {type(value).__name__}")
-        recipe = _build(TrainConfig, value.get("recipe"), f"{where} recipe")
-        return _build(cls, {**value, "recipe": recipe}, where)
+        return _build_with_recipe(cls, value, where)
 
     def key(self) -> dict[str, Any]:
         """What makes the run this run: `to_json` without the recipe's observation-only options
@@ -354,10 +359,7 @@ class PlannedRun:
 
     @classmethod
     def from_json(cls, value: Any, where: str) -> PlannedRun:
-        if not isinstance(value, dict):
-            raise CorruptArtifactError(f"{where} must be a JSON object, got {type(value).__name__}")
-        recipe = _build(TrainConfig, value.get("recipe"), f"{where} recipe")
-        return _build(cls, {**value, "recipe": recipe}, where)
+        return _build_with_recipe(cls, value, where)
 
 
 @dataclass(frozen=True, kw_only=True)
