@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch.overrides import TorchFunctionMode
 from tinydata_factory import cpu_learner, make_prepared, make_tiny_checkpoint
+from torch.overrides import TorchFunctionMode
 
 from crossling import devices, finetune
 from crossling.batching import DataPosition

@@ -21,7 +21,7 @@ from crossling import budget, devices, paths
 from crossling.atomic import directory_kept_on_success, write_json_atomic
 from crossling.batching import DataPosition, TrainingData, feature_cache, make_batch, training_data
 from crossling.budget import RunOptions
-from crossling.checkpoints import CheckpointWriter, snapshot
+from crossling.checkpoints import CheckpointWriter, frozen_digest, frozen_names, snapshot, trained_state
 from crossling.config import TrainConfig
 from crossling.environment import run_environment
 from crossling.errors import ConfigError
@@ -65,8 +65,9 @@ from torch import nn  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-#: 2: the identity is a `RunIdentity`; 1 (files named checkpoint.pt): the legacy identity dict.
-RESUME_FORMAT = 2
+#: 3: frozen parameters left out (their digest kept); 2: the identity is a `RunIdentity` (all weights);
+#: 1 (files named checkpoint.pt): the legacy identity dict.
+RESUME_FORMAT = 3
 
 
 @dataclass(frozen=True)
@@ -504,12 +505,20 @@ def step_seconds(model: nn.Module, config: TrainConfig, device: str, options: Ru
 @dataclass(frozen=True)
 class ResumeFile:
     """A run's resume file (`paths.run_resume_path`): everything needed to continue exactly, as one dict
-    written atomically, under the run's identity. A run interrupted before the file got its name left a
-    `checkpoint.pt` (`paths.run_legacy_resume_path`); it is taken over when it is this run's."""
+    written atomically, under the run's identity. The frozen parameters (the CNN feature encoder) are left
+    out: a resumed run has them from the pre-trained checkpoint it loads, checked against their digest. A
+    run interrupted before the file got its name left a `checkpoint.pt` (`paths.run_legacy_resume_path`);
+    it is taken over when it is this run's. `writer` defaults to one due every `checkpoint_minutes`."""
 
     run_dir: Path
     job: FinetuneJob
-    writer: CheckpointWriter = field(default_factory=CheckpointWriter, compare=False)
+    writer: CheckpointWriter | None = field(default=None, compare=False)
+    _frozen: dict = field(default_factory=dict, compare=False, repr=False)  # the digest, computed once
+
+    def __post_init__(self) -> None:
+        if self.writer is None:
+            minutes = self.job.identity.recipe.checkpoint_minutes
+            object.__setattr__(self, "writer", CheckpointWriter(every_seconds=60.0 * minutes))
 
     @property
     def path(self) -> Path:
@@ -521,7 +530,8 @@ class ResumeFile:
         checkpoint = {
             "format": RESUME_FORMAT,
             "identity": self.job.identity.to_json(),
-            "model": snapshot(learner.model.state_dict()),
+            "model": snapshot(trained_state(learner.model)),
+            "frozen": self._frozen_facts(learner.model),
             "optimizer": snapshot(learner.optimizer.state_dict()),
             "scaler": snapshot(learner.scaler.state_dict()),
             "state": asdict(state),
@@ -535,6 +545,11 @@ class ResumeFile:
         }
         self.writer.write(self.path, checkpoint)
 
+    def _frozen_facts(self, model: nn.Module) -> dict:
+        if not self._frozen:
+            self._frozen.update(names=frozen_names(model), sha256=frozen_digest(model))
+        return dict(self._frozen)
+
     def wait(self) -> None:
         """Until the last resume file is on disk."""
         self.writer.wait()
@@ -547,14 +562,29 @@ class ResumeFile:
         checkpoint = load_resume_file(path)  # never unpickles code: a crafted file is a clear error
         if not self.job.owns(_stored_identity(checkpoint, path)):
             raise ConfigError(f"{path} belongs to a different run (model, data, seed or recipe); use a new --out")
+        self._check_frozen(learner.model, checkpoint, path)
         if path != self.path:
             os.replace(path, self.path)  # a legacy name: from now on the file is this run's resume file
-        _load_into(learner, checkpoint)
+        _load_into(learner, checkpoint, path)
         values = checkpoint["state"]
         state = TrainState(**{**values, "position": DataPosition(**values["position"]),
                               "resumed_from": tuple(values.get("resumed_from", ()))})
         log.info("resumed from %s at step %d", path, state.step)
         return replace(state, resumed_from=(*state.resumed_from, state.step))
+
+    def _check_frozen(self, model: nn.Module, checkpoint: dict, path: Path) -> None:
+        """Refuse a resume file whose run froze other weights than the pre-trained checkpoint now gives."""
+        stored = checkpoint.get("frozen")
+        if stored is None:  # format 2: every weight is in the file
+            return
+        found = self._frozen_facts(model)
+        if found != stored:
+            raise ConfigError(
+                f"{path}: the frozen parameters of {self.job.model!r} ({len(found['names'])} tensors, the CNN "
+                f"feature encoder) are not those this run was trained with (expected SHA-256 {stored['sha256']}, "
+                f"found {found['sha256']}): the pre-trained checkpoint changed since the resume file was "
+                f"written, so the run cannot resume exactly; restore its weights, or start the run anew with a "
+                f"new --out")
 
     def remove(self) -> None:
         self.writer.wait()
@@ -568,15 +598,19 @@ class ResumeFile:
 
 
 def _stored_identity(checkpoint: dict, path: Path) -> RunIdentity | LegacyIdentity:
-    if checkpoint.get("format") == RESUME_FORMAT:
+    if checkpoint.get("format") in (2, RESUME_FORMAT):
         return RunIdentity.from_json(checkpoint["identity"], f"{path} identity")
     if checkpoint.get("format") == 1 and isinstance(checkpoint.get("identity"), dict):
         return LegacyIdentity(checkpoint["identity"])
     raise ConfigError(f"{path} is not a crossling resume file of a known format; use a new --out")
 
 
-def _load_into(learner: Learner, checkpoint: dict) -> None:
-    learner.model.load_state_dict(checkpoint["model"])
+def _load_into(learner: Learner, checkpoint: dict, path: Path) -> None:
+    missing, unexpected = learner.model.load_state_dict(checkpoint["model"], strict=False)
+    left_out = checkpoint["frozen"]["names"] if "frozen" in checkpoint else []
+    if sorted(missing) != left_out or unexpected:
+        raise ConfigError(f"{path}: its weights are not this run's model's (missing {sorted(missing)[:3]}, "
+                          f"unexpected {sorted(unexpected)[:3]}); use a new --out")
     learner.optimizer.load_state_dict(checkpoint["optimizer"])
     learner.scaler.load_state_dict(checkpoint["scaler"])
     rng = checkpoint["rng"]
