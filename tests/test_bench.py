@@ -163,3 +163,11 @@ def test_gpu_benchmarks_pin_one_gpu_and_refuse_a_cpu_peak(monkeypatch, capsys):
     assert bench_train.one_gpu() == {}
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert bench_mfu.main([]) == 2 and "bench/gpu_check.sh" in capsys.readouterr().err
+
+
+def test_data_path_bench_times_both_paths_on_the_same_batches():
+    from bench import profile_step
+
+    result = profile_step.data_path(minutes=2.0, batch_seconds=20.0, epochs=1)
+    assert result["batches"] == result["per_epoch"] > 1  # the warm-up epoch is left out
+    assert result["repadded"] > 0 and result["padded once"] > 0 and result["ratio"] > 0

@@ -177,3 +177,54 @@ def test_training_steps_read_nothing_on_the_host_between_log_intervals(prepared,
     assert state.step == 6 and math.isfinite(state.last_loss)
     assert reads.by["transformers"] > 0  # the counter sees the model's own reads (its label-range check)
     assert reads.by["crossling"] == 2, dict(reads.by)
+
+
+def old_cached_batch(training, indices, device, *, cache, read):
+    """`batching._cached_batch` as it was at 08594d9: the cached features padded again for every step."""
+    from crossling.batching import pad_labels
+    from crossling.models import frames_for_samples, pad_features
+
+    lengths = [training.utterances[i].num_samples for i in indices]
+    features = [cache.features(i, lambda i=i: read(i)) for i in indices]
+    mask = torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]
+    padded = pad_features(features, frames_for_samples(cache.model_config, max(lengths)))
+    return {"input_values": torch.zeros(mask.shape), "attention_mask": mask, "features": padded,
+            "labels": pad_labels([training.labels[i] for i in indices]),
+            "frames": [frames_for_samples(training.model_config, n) for n in lengths]}
+
+
+def cached_training(prepared, checkpoint, tmp_path, config):
+    """(weights, batches trained on, times the features were padded) of a CPU run with the feature cache."""
+    from crossling import batching, models, sharing
+
+    sharing.clear()  # each run computes its features anew
+    finetune.seed_everything(0)
+    data, learner, training = cpu_learner(prepared, checkpoint, config)
+    cache = batching.feature_cache(learner.model, learner.spec, config, training)
+    assert cache is not None and cache.encoder is not None
+    learner = replace(learner, cache=cache)
+    pads, batches, pad_features, fitting_step = [], [], models.pad_features, finetune.fitting_step
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(models, "pad_features", lambda *a: pads.append(1) or pad_features(*a))
+        patch.setattr(finetune, "fitting_step", lambda learner, training, indices, *a, **k:
+                      batches.append(tuple(indices)) or fitting_step(learner, training, indices, *a, **k))
+        job = FinetuneJob(standalone_identity(data, checkpoint, 0, config), checkpoint, prepared)
+        resume = ResumeFile(tmp_path, job)
+        finetune.train(learner, training, TrainState(), resume=resume, wall=lambda: 1.0)
+        resume.wait()
+    return [p.detach().clone() for p in learner.model.parameters()], batches, len(pads)
+
+
+def test_cached_features_are_padded_once_per_batch_with_bit_identical_training(prepared, checkpoint, tmp_path,
+                                                                               monkeypatch):
+    from crossling import batching
+
+    config = replace(CONFIG, max_steps=16, checkpoint_every=100)  # about three epochs
+    weights, batches, pads = cached_training(prepared, checkpoint, tmp_path / "new", config)
+    with monkeypatch.context() as patch:
+        patch.setattr(batching, "_cached_batch", old_cached_batch)
+        old_weights, old_batches, old_pads = cached_training(prepared, checkpoint, tmp_path / "old", config)
+    assert batches == old_batches and old_pads == config.max_steps  # padded for every step before
+    assert pads == len({frozenset(b) for b in batches}) < config.max_steps  # once per batch: none when met again
+    assert len(set(batches)) > len({frozenset(b) for b in batches})  # and a batch met again in another order
+    assert all(torch.equal(a, b) for a, b in zip(weights, old_weights, strict=True))
