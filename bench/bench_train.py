@@ -96,14 +96,17 @@ class StepWindow:
     def __init__(self, warmup: int) -> None:
         self.warmup, self.steps, self.audio = warmup, 0, 0.0
         self.begin = self.cpu_begin = self.end = self.cpu_end = None
+        self.marks: list[float] = []
 
     def step_done(self, audio_seconds: float) -> None:
         self.steps += 1
         if self.steps == self.warmup:
             _synchronize()
             self.begin, self.cpu_begin = time.perf_counter(), time.process_time()
+            self.marks = [self.begin]
         elif self.steps > self.warmup:
             self.audio += audio_seconds
+            self.marks.append(time.perf_counter())  # unsynchronised: per-step spread on CPU only
 
     def stop(self) -> None:
         _synchronize()
@@ -111,7 +114,8 @@ class StepWindow:
 
     def result(self) -> dict:
         return {"audio_seconds": self.audio, "train_seconds": self.end - self.begin,
-                "cpu_seconds": self.cpu_end - self.cpu_begin, "timed_steps": self.steps - self.warmup}
+                "cpu_seconds": self.cpu_end - self.cpu_begin, "timed_steps": self.steps - self.warmup,
+                "step_seconds": [b - a for a, b in zip(self.marks, self.marks[1:], strict=False)]}
 
 
 def child_crossling(args) -> dict:
@@ -261,6 +265,15 @@ def one_gpu() -> dict[str, str]:
 # --- the parent --------------------------------------------------------------------------------------
 
 
+def spread(step_seconds: list[float]) -> str:
+    """How steady the timed steps were: their coefficient of variation and the standard error of their mean."""
+    if len(step_seconds) < 2:
+        return "one timed step"
+    cv = statistics.stdev(step_seconds) / statistics.fmean(step_seconds)
+    return f"step time CV {cv:.0%}, standard error of the mean {cv / len(step_seconds) ** 0.5:.1%}"
+
+
+
 def settings(size: str, quick: bool) -> dict:
     values = dict(SETTINGS[size])
     if quick:
@@ -310,7 +323,8 @@ def bench_size(size: str, work: Path, quick: bool, seed: int, baseline_same_thre
             result = common.run_child("bench_train", args, env=env)
             result["throughput"] = result["audio_seconds"] / result["train_seconds"]
             result["cpu_throughput"] = result["audio_seconds"] / result["cpu_seconds"]
-            print(f"  {size} rep {rep} {system:9s}: {result['timed_steps']} timed steps after {s['warmup']} warm-up, "
+            print(f"  {size} rep {rep} {system:9s}: {result['timed_steps']} timed steps after {s['warmup']} warm-up "
+                  f"({spread(result['step_seconds'])}), "
                   f"{result['throughput']:7.2f} audio s/s, "
                   f"{result['cpu_throughput']:7.2f} audio s/CPU s, {result['audio_seconds'] / result['steps']:5.1f} audio s/step, dev loss {result['dev_loss']:.4f}, "
                   f"peak {result['peak_mb']:.0f} MB, {result['openmp_waits']}", flush=True)

@@ -188,6 +188,8 @@ def test_train_bench_times_only_the_steps_after_the_warm_up(monkeypatch):
     result = window.result()
     assert result["timed_steps"] == 3 and result["audio_seconds"] == 12.0
     assert result["train_seconds"] == 4.0 and synced == [14.0, 18.0]  # synchronised at both marks
+    assert result["step_seconds"] == [1.0, 1.5, 1.0]
+    assert bench_train.spread(result["step_seconds"]) == "step time CV 25%, standard error of the mean 14.3%"
 
 
 def test_gpu_check_refuses_a_device_that_is_no_gpu_and_a_step_count_below_one(capsys):
