@@ -171,6 +171,7 @@ def test_training_steps_read_nothing_on_the_host_between_log_intervals(prepared,
     data, learner, training = cpu_learner(prepared, checkpoint, config)
     job = FinetuneJob(standalone_identity(data, checkpoint, 0, config), checkpoint, prepared)
     resume = ResumeFile(tmp_path, job)
+    assert resume.restore(learner) is None  # as a run starts: the frozen encoder's digest is taken here
     with HostReads() as reads:
         state = finetune.train(learner, training, TrainState(), resume=resume, wall=lambda: 1.0)
     resume.wait()

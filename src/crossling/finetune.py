@@ -242,8 +242,8 @@ def train(learner: Learner, training: TrainingData, state: TrainState, *, resume
           recorder: TrainingRecorder | None = None) -> TrainState:
     """The loop: batch -> lr(step) -> forward/backward -> clip -> Adam step; metrics after every step
     (`recorder`); a resume file periodically. The steps' results stay on the device and are read on the
-    host together (`_settle`) every `LOG_EVERY` steps and before each resume file and dev evaluation, so
-    the host queues step after step without waiting for the device."""
+    host together (`_settle`) every `LOG_EVERY` steps and before each resume file and dev evaluation: the
+    loop's own bookkeeping never makes the host wait for the device."""
     config = resume.job.identity.recipe
     learner.model.train()
     steps = range(state.step, config.max_steps)
@@ -555,7 +555,9 @@ class ResumeFile:
         self.writer.wait()
 
     def restore(self, learner: Learner) -> TrainState | None:
-        """Load the resume file into the learner and the RNGs -> its TrainState (None if there is none)."""
+        """Load the resume file into the learner and the RNGs -> its TrainState (None if there is none).
+        The frozen parameters' digest is taken here, before training (their host copies stay off the steps)."""
+        self._frozen_facts(learner.model)
         path = self._existing()
         if path is None:
             return None
