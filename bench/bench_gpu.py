@@ -1,8 +1,11 @@
-"""GPU check: every figure that needs a GPU, measured in one process on one GPU (well under 10 minutes), each
-printed with its ceiling. Timers synchronise the GPU; warm-up steps are excluded; the peak is this GPU's
-own bf16 (or fp16) matmul rate measured in the same run; the LARGE model trains at the study's batch.
+"""GPU check: every figure that needs a GPU, measured on one GPU (well under 10 minutes), each printed with
+its ceiling. Timers synchronise the GPU; warm-up steps are excluded; the peak is this GPU's own bf16 (or
+fp16) matmul rate measured in the same run; the LARGE model trains at the study's batch. The baseline, a
+Hugging Face `Trainer` training the same model on the same batches in the same precision, runs in a child
+process pinned to the same GPU by CUDA_VISIBLE_DEVICES (else the Trainer wraps every visible GPU in
+DataParallel), timed the same way (synchronised, from each step's start to its end, warm-up excluded).
 
-    python -m bench.bench_gpu [--device cuda:0] [--steps 10]
+    python -m bench.bench_gpu [--device cuda:0] [--steps 10] [--no-baseline]
 
 Without a visible CUDA GPU it says so and exits 2 (nothing is measured, nothing is guessed)."""
 
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -23,23 +27,47 @@ WARMUP = 3
 LARGE_CONFIG = Path(__file__).resolve().parents[1] / "src" / "crossling" / "data" / "facebook__wav2vec2-xls-r-300m.json"
 
 
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda:0")
-    parser.add_argument("--steps", type=int, default=10, help="timed training steps after the warm-up")
+    parser.add_argument("--device", default="cuda:0", help="the GPU to measure: cuda or cuda:K (default cuda:0)")
+    parser.add_argument("--steps", type=positive, default=10, help="timed training steps after the warm-up")
+    parser.add_argument("--no-baseline", action="store_true", help="leave out the HF Trainer baseline")
+    parser.add_argument("--child", choices=("hf",), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.device != "cuda" and not args.device.startswith("cuda:"):
+        print(f"gpu_check: --device {args.device}: it measures a CUDA GPU, give cuda or cuda:K", file=sys.stderr)
+        return 2
     import torch
 
+    if args.child:  # the baseline, in a process that sees only the measured GPU (as cuda:0)
+        from bench import common
+
+        precision = devices_precision("cuda:0")
+        common.emit(hf_step("cuda:0", getattr(torch, precision.autocast), args.steps))
+        return 0
     if not torch.cuda.is_available():
         print("gpu_check: no CUDA GPU is visible here (torch.cuda.is_available() is False, torch "
               f"{torch.__version__}, CUDA build {torch.version.cuda or 'none'}): nothing was measured. "
               "Run bash bench/gpu_check.sh on a machine with an NVIDIA GPU and a CUDA build of torch.",
               file=sys.stderr)
         return 2
-    return measure(args.device, args.steps)
+    return measure(args.device, args.steps, baseline=not args.no_baseline)
 
 
-def measure(device: str, steps: int) -> int:
+def devices_precision(device: str):
+    from crossling import devices
+
+    return devices.choose_precision("auto", device, devices.capability_of(device))
+
+
+def measure(device: str, steps: int, baseline: bool = True) -> int:
     import torch
 
     from crossling import devices
@@ -68,8 +96,98 @@ def measure(device: str, steps: int) -> int:
           f"off the step; ceiling: the step's {step['seconds'] * 1e3:.0f} ms)")
     print(f"NONDETERMINISM max |gradient difference| between two identical steps: {step['nondeterminism']:.3g} "
           f"(0 would be bit-reproducible; CUDA's CTC backward is not)")
-    print(json.dumps({"device": facts.name, "peak_flops": peak, **step}))
+    hf = baseline_step(device, steps) if baseline else None
+    if hf is not None:
+        print(baseline_lines(hf, step, peak, precision.name))
+    print(json.dumps({"device": facts.name, "peak_flops": peak, **step, "hf": hf}))
     return 0
+
+
+def pinned_env(device: str, environ, count: int) -> dict[str, str]:
+    """CUDA_VISIBLE_DEVICES that shows a child only the GPU `device` names in this process (where
+    CUDA_VISIBLE_DEVICES may already renumber them)."""
+    from crossling.devices import visible_gpu_ids
+
+    _, _, index = device.partition(":")
+    gpus = visible_gpu_ids(environ, count)
+    return {"CUDA_VISIBLE_DEVICES": gpus[int(index or 0)]}
+
+
+def baseline_step(device: str, steps: int) -> dict:
+    """`hf_step` in a child process pinned to `device`'s GPU."""
+    import torch
+
+    from bench import common
+
+    env = pinned_env(device, os.environ, torch.cuda.device_count())
+    result = common.run_child("bench_gpu", ["--child", "hf", "--steps", str(steps)], env=env, timeout=540)
+    return {**result, "pinned": env["CUDA_VISIBLE_DEVICES"]}
+
+
+def baseline_lines(hf: dict, step: dict, peak: float, precision: str) -> str:
+    from bench import common
+
+    ceiling = step["flops"] / peak
+    return "\n".join([
+        f"BASELINE HF Trainer (transformers {hf['transformers']}, pinned to GPU {hf['pinned']} by CUDA_VISIBLE_DEVICES, "
+        f"the same LARGE model, batch and {precision}): {hf['seconds'] * 1e3:.0f} ms per step (median of "
+        f"{hf['steps']} after {WARMUP} warm-up, synchronised), MFU {step['flops'] / hf['seconds'] / peak:.1%}",
+        common.line("LARGE step, HF Trainer time / crossling time", hf["seconds"] / step["seconds"],
+                    note=f"ceiling {hf['seconds'] / ceiling:.2f}x (crossling at 100 % of the measured peak)"),
+    ])
+
+
+def synchronised_clock(base: type, device: str):
+    """A Trainer callback (of class `base`) that times each step from its start to its end, the device
+    synchronised at both (queued GPU work is waited for, or the clock would stop before the work did)."""
+    import torch
+
+    class Clock(base):
+        def __init__(self) -> None:
+            self.times: list[float] = []
+            self.started = 0.0
+
+        def on_step_begin(self, *a, **k):
+            torch.cuda.synchronize(device)
+            self.started = time.perf_counter()
+
+        def on_step_end(self, *a, **k):
+            torch.cuda.synchronize(device)
+            self.times.append(time.perf_counter() - self.started)
+
+    return Clock()
+
+
+def hf_step(device: str, dtype, steps: int) -> dict:
+    """Median seconds per step of a Hugging Face Trainer training `large_learner`'s model on `synthetic_batch`
+    batches (`WARMUP` + `steps` of them) in `dtype`; each step timed from its start to its end with the
+    device synchronised at both (the batch is already collated: the data path is not in the window)."""
+    import statistics
+
+    import torch
+    import transformers
+    from transformers import Trainer, TrainerCallback, TrainingArguments  # the Trainer needs accelerate
+
+    learner, recipe, _ = large_learner(device, dtype)
+    generator = torch.Generator().manual_seed(0)
+    batches = [synthetic_batch("cpu", generator) for _ in range(WARMUP + steps)]
+    clips = len(batches[0]["frames"])
+    rows = [{key: batch[key][row] for key in ("input_values", "attention_mask", "labels")}
+            for batch in batches for row in range(clips)]
+    clock = synchronised_clock(TrainerCallback, device)
+    with tempfile.TemporaryDirectory() as folder:
+        arguments = TrainingArguments(
+            output_dir=folder, per_device_train_batch_size=clips, max_steps=WARMUP + steps,
+            learning_rate=recipe.learning_rate, adam_beta1=recipe.adam_beta1, adam_beta2=recipe.adam_beta2,
+            adam_epsilon=recipe.adam_epsilon, max_grad_norm=recipe.max_grad_norm, lr_scheduler_type="constant",
+            bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16, save_strategy="no", eval_strategy="no",
+            logging_strategy="no", report_to="none", disable_tqdm=True, dataloader_num_workers=0, seed=0,
+            use_cpu=device == "cpu")
+        trainer = Trainer(model=learner.model, args=arguments, train_dataset=rows, callbacks=[clock],
+                          data_collator=lambda items: {key: torch.stack([i[key] for i in items]) for key in items[0]})
+        trainer.train()
+    return {"seconds": statistics.median(clock.times[WARMUP:]), "steps": len(clock.times) - WARMUP,
+            "transformers": transformers.__version__}
 
 
 def matmul_peak(device: str, dtype, size: int = 8192) -> float:

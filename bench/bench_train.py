@@ -3,7 +3,10 @@ number of steps, and peak memory of `crossling.finetune` vs a Hugging Face `Trai
 transformers speech-recognition CTC example does (group_by_length, per-device batch 8, CNN frozen).
 
 Each run is a fresh subprocess (fair peak RSS); the two systems alternate (A B B A …) and the median of
-the paired ratios is reported. Device is auto-detected: on a GPU both train in bf16 autocast.
+the paired ratios is reported. Device is auto-detected: on a GPU both train in bf16 autocast. Throughput
+is timed over the steps after `warmup` warm-up steps (first-call allocations, lazy initialisation and
+thread start-up left out), from the end of the last warm-up step to the end of the last step, the device
+synchronised at both marks; each system counts the audio of the timed steps only.
 
     .venv/bin/python -m bench.bench_train [--quick] [--sizes tiny,base]
 """
@@ -22,11 +25,14 @@ from pathlib import Path
 from bench import common
 from crossling import OPENMP_SPIN_COUNT
 
-SETTINGS = {  # per size: utterance lengths (s), train/dev counts, steps; "quick" shrinks them
-    "tiny": dict(low=1.5, high=4.0, train=32, dev=12, steps=40, repeats=3, lr=2e-3),
-    "base": dict(low=1.0, high=2.5, train=16, dev=4, steps=6, repeats=1, lr=3e-4),
+SETTINGS = {  # per size: utterance lengths (s), train/dev counts, steps (warm-up included); "quick" shrinks them
+    "tiny": dict(low=1.5, high=4.0, train=32, dev=12, steps=40, warmup=3, repeats=3, lr=2e-3),
+    # 2 warm-up steps (the first step of a process takes 2-3x a later one), then 12 timed: with per-step
+    # times varying ~15 % (batch lengths differ), the mean of 12 has a standard error of ~4 %, below the
+    # spread between repetitions on this shared machine; each timed step costs ~2-4 s here
+    "base": dict(low=1.0, high=2.5, train=16, dev=4, steps=14, warmup=2, repeats=1, lr=3e-4),
 }
-QUICK = {"tiny": dict(train=24, steps=24, repeats=2), "base": dict(train=8, steps=2, repeats=1, dev=2)}
+QUICK = {"tiny": dict(train=24, steps=24, repeats=2), "base": dict(train=8, steps=4, warmup=1, repeats=1, dev=2)}
 BATCH_UTTERANCES = 8
 
 
@@ -83,6 +89,35 @@ def timed(module, name: str, clock: dict, sign: int) -> None:
     setattr(module, name, wrapper)
 
 
+class StepWindow:
+    """Wall and CPU time from the end of warm-up step `warmup` to `stop()`, with the audio of the steps
+    after the warm-up; the device is synchronised at both marks (queued GPU work is waited for)."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.steps, self.audio = warmup, 0, 0.0
+        self.begin = self.cpu_begin = self.end = self.cpu_end = None
+        self.marks: list[float] = []
+
+    def step_done(self, audio_seconds: float) -> None:
+        self.steps += 1
+        if self.steps == self.warmup:
+            _synchronize()
+            self.begin, self.cpu_begin = time.perf_counter(), time.process_time()
+            self.marks = [self.begin]
+        elif self.steps > self.warmup:
+            self.audio += audio_seconds
+            self.marks.append(time.perf_counter())  # unsynchronised: per-step spread on CPU only
+
+    def stop(self) -> None:
+        _synchronize()
+        self.end, self.cpu_end = time.perf_counter(), time.process_time()
+
+    def result(self) -> dict:
+        return {"audio_seconds": self.audio, "train_seconds": self.end - self.begin,
+                "cpu_seconds": self.cpu_end - self.cpu_begin, "timed_steps": self.steps - self.warmup,
+                "step_seconds": [b - a for a, b in zip(self.marks, self.marks[1:], strict=False)]}
+
+
 def child_crossling(args) -> dict:
     from crossling import finetune as module
     from crossling import paths
@@ -92,10 +127,23 @@ def child_crossling(args) -> dict:
 
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
-    clock = {"cpu": 0.0, "wall": 0.0}
-    # the training loop as a whole, with the on-step cost of its resume file (a snapshot: the file itself is
-    # written off the step) -- the baseline writes none, so crossling pays this in the comparison
-    timed(module, "train", clock, +1)
+    window = StepWindow(args.warmup)
+    # timed to the end of the training loop, with the on-step cost of its resume file (a snapshot: the file
+    # itself is written off the step) -- the baseline writes none, so crossling pays this in the comparison
+    fitting_step, train = module.fitting_step, module.train
+
+    def counted_step(learner, training, indices, *rest, **kwargs):
+        result = fitting_step(learner, training, indices, *rest, **kwargs)
+        window.step_done(sum(training.utterances[i].duration for i in indices))
+        return result
+
+    def timed_train(*a, **k):
+        try:
+            return train(*a, **k)
+        finally:
+            window.stop()
+
+    module.fitting_step, module.train = counted_step, timed_train
     config = TrainConfig(learning_rate=args.lr, max_steps=args.steps, batch_seconds=args.batch_seconds,
                          precision=args.precision,
                          checkpoint_every=args.steps, eval_batch_seconds=args.batch_seconds,
@@ -104,9 +152,8 @@ def child_crossling(args) -> dict:
                       device="auto")
     cost = record.cost
     model, _, spec = load_finetuned(paths.run_model_dir(out))
-    return {"audio_seconds": cost.audio_seconds_trained, "train_seconds": clock["wall"], "cpu_seconds": clock["cpu"],
-            "steps": record.steps, "dev_loss": dev_loss(model.to(cost.device), Path(args.prepared),
-                                                        spec.use_attention_mask),
+    return {**window.result(), "steps": record.steps,
+            "dev_loss": dev_loss(model.to(cost.device), Path(args.prepared), spec.use_attention_mask),
             "peak_mb": cost.peak_memory_mb, "device": cost.device, "threads": cost.threads,
             "openmp_waits": openmp_waits()}
 
@@ -164,19 +211,15 @@ def child_hf(args) -> dict:
             batch["attention_mask"] = batch["attention_mask"].to(torch.long)
         return batch
 
-    marks: dict[str, float] = {}
+    window = StepWindow(args.warmup)
 
     class Clock(TrainerCallback):
-        """Wall and CPU time from the first step's start to the last step's end; on a GPU the queued
-        kernels are waited for first, or the clock would stop before the work did."""
+        """The `StepWindow` of the Trainer's steps (the audio of step k is its k-th collated batch)."""
 
-        def on_train_begin(self, *a, **k):
-            _synchronize()
-            marks["begin"], marks["cpu_begin"] = time.perf_counter(), time.process_time()
-
-        def on_step_end(self, *a, **k):
-            _synchronize()
-            marks["end"], marks["cpu_end"] = time.perf_counter(), time.process_time()
+        def on_step_end(self, arguments, state, control, **k):
+            window.step_done(seconds_per_batch[state.global_step - 1])
+            if state.global_step == args.steps:
+                window.stop()
 
     on_gpu = torch.cuda.is_available()
     # the same tri-stage schedule as crossling's recipe (warm-up, hold, linear decay to 0), so that the
@@ -197,9 +240,7 @@ def child_hf(args) -> dict:
     trainer.train()
     device = "cuda" if on_gpu else "cpu"
     peak = common.device_peak_mb(device)
-    return {"audio_seconds": sum(seconds_per_batch[: args.steps]), "train_seconds": marks["end"] - marks["begin"],
-            "cpu_seconds": marks["cpu_end"] - marks["cpu_begin"],
-            "steps": args.steps, "dev_loss": dev_loss(trainer.model, prepared, use_mask), "peak_mb": peak,
+    return {**window.result(), "steps": args.steps, "dev_loss": dev_loss(trainer.model, prepared, use_mask), "peak_mb": peak,
             "device": device, "threads": torch.get_num_threads(), "openmp_waits": openmp_waits()}
 
 
@@ -222,6 +263,15 @@ def one_gpu() -> dict[str, str]:
 
 
 # --- the parent --------------------------------------------------------------------------------------
+
+
+def spread(step_seconds: list[float]) -> str:
+    """How steady the timed steps were: their coefficient of variation and the standard error of their mean."""
+    if len(step_seconds) < 2:
+        return "one timed step"
+    cv = statistics.stdev(step_seconds) / statistics.fmean(step_seconds)
+    return f"step time CV {cv:.0%}, standard error of the mean {cv / len(step_seconds) ** 0.5:.1%}"
+
 
 
 def settings(size: str, quick: bool) -> dict:
@@ -263,7 +313,8 @@ def bench_size(size: str, work: Path, quick: bool, seed: int, baseline_same_thre
             peaks.append(common.matmul_peak_flops(2048))
             args = ["--child", system, "--prepared", str(prepared), "--checkpoint", str(checkpoint),
                     "--steps", str(s["steps"]), "--batch-seconds", str(batch_seconds), "--seed", str(seed),
-                    "--lr", str(s["lr"]), "--precision", precision, "--out", str(work / f"run-{size}-{system}-{rep}")]
+                    "--lr", str(s["lr"]), "--precision", precision, "--warmup", str(s["warmup"]),
+                    "--out", str(work / f"run-{size}-{system}-{rep}")]
             # the baseline runs as users run the example: OpenMP's default waits unless asked otherwise;
             # crossling sets its own (`crossling.short_openmp_spin`) unless the user chose a policy
             env = {**common.OPENMP_DEFAULT_WAITS, **one_gpu()}
@@ -272,7 +323,9 @@ def bench_size(size: str, work: Path, quick: bool, seed: int, baseline_same_thre
             result = common.run_child("bench_train", args, env=env)
             result["throughput"] = result["audio_seconds"] / result["train_seconds"]
             result["cpu_throughput"] = result["audio_seconds"] / result["cpu_seconds"]
-            print(f"  {size} rep {rep} {system:9s}: {result['throughput']:7.2f} audio s/s, "
+            print(f"  {size} rep {rep} {system:9s}: {result['timed_steps']} timed steps after {s['warmup']} warm-up "
+                  f"({spread(result['step_seconds'])}), "
+                  f"{result['throughput']:7.2f} audio s/s, "
                   f"{result['cpu_throughput']:7.2f} audio s/CPU s, {result['audio_seconds'] / result['steps']:5.1f} audio s/step, dev loss {result['dev_loss']:.4f}, "
                   f"peak {result['peak_mb']:.0f} MB, {result['openmp_waits']}", flush=True)
             return result
@@ -281,7 +334,8 @@ def bench_size(size: str, work: Path, quick: bool, seed: int, baseline_same_thre
     results = common.interleaved({"crossling": runner("crossling"), "hf": runner("hf")}, s["repeats"])
     ours, theirs = results["crossling"], results["hf"]
     return {
-        "size": size, "precision": precision, "prepared": str(prepared), "steps": s["steps"], "lr": s["lr"], "repeats": s["repeats"], "train_utterances": s["train"],
+        "size": size, "precision": precision, "prepared": str(prepared), "steps": s["steps"], "warmup": s["warmup"],
+        "lr": s["lr"], "repeats": s["repeats"], "train_utterances": s["train"],
         "batch_seconds": batch_seconds,
         "throughput_ratio": common.median_ratio([r["throughput"] for r in ours], [r["throughput"] for r in theirs]),
         "cpu_time_ratio": common.median_ratio([r["cpu_throughput"] for r in ours],
@@ -304,7 +358,8 @@ def report(summary: dict) -> list[str]:
                else f"WORSE by {ours / theirs - 1:.1%}")
     return [
         common.line(f"train throughput {size} (crossling / HF Trainer)", summary["throughput_ratio"], target=2.0,
-                    note=f"{summary['crossling_throughput']:.2f} vs {summary['hf_throughput']:.2f} audio s per s"),
+                    note=f"{summary['crossling_throughput']:.2f} vs {summary['hf_throughput']:.2f} audio s per s, "
+                         f"{summary['steps'] - summary['warmup']} timed steps after {summary['warmup']} warm-up"),
         common.line(f"train audio seconds per CPU second {size} (crossling / HF Trainer)", summary["cpu_time_ratio"],
                     note="less sensitive to other processes on a shared machine"),
         f"LOSS {size} dev CTC loss after {summary['steps']} steps: crossling {summary['crossling_dev_loss']:.4f}, "
@@ -332,6 +387,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--batch-seconds", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--lr", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--warmup", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         common.emit((child_crossling if args.child == "crossling" else child_hf)(args))

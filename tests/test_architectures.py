@@ -58,7 +58,7 @@ def _one_step(alias, tmp_path):
                       scaler=torch.amp.GradScaler("cuda", enabled=False), spec=spec, device="cpu")
     before = model.lm_head.weight.detach().clone()
     batch = make_batch(training, list(range(len(training.utterances))), spec, "cpu")
-    loss, _, _ = train_step(learner, batch, 1e-4, config)
+    loss, _, _ = train_step(learner, batch, 1e-4, config).read()
     assert loss == loss and not torch.equal(before, model.lm_head.weight)  # finite, and the weights moved
     (path,) = best_paths(model, [load_audio(prepared, training.utterances[0])], spec)
     assert len(path) > 0

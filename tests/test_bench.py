@@ -163,3 +163,101 @@ def test_gpu_benchmarks_pin_one_gpu_and_refuse_a_cpu_peak(monkeypatch, capsys):
     assert bench_train.one_gpu() == {}
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert bench_mfu.main([]) == 2 and "bench/gpu_check.sh" in capsys.readouterr().err
+
+
+def test_data_path_bench_times_both_paths_on_the_same_batches():
+    from bench import profile_step
+
+    result = profile_step.data_path(minutes=2.0, batch_seconds=20.0, epochs=1)
+    assert result["batches"] == result["per_epoch"] > 1  # the warm-up epoch is left out
+    assert result["repadded"] > 0 and result["padded once"] > 0 and result["ratio"] > 0
+
+
+def test_train_bench_times_only_the_steps_after_the_warm_up(monkeypatch):
+    from bench import bench_train
+
+    now, synced = [0.0], []
+    monkeypatch.setattr(bench_train.time, "perf_counter", lambda: now[0])
+    monkeypatch.setattr(bench_train, "_synchronize", lambda: synced.append(now[0]))
+    window = bench_train.StepWindow(warmup=2)
+    for seconds, audio in [(9.0, 1.0), (5.0, 2.0), (1.0, 3.0), (1.5, 4.0), (1.0, 5.0)]:
+        now[0] += seconds
+        window.step_done(audio)
+    now[0] += 0.5  # the end of the loop (the last resume file's snapshot)
+    window.stop()
+    result = window.result()
+    assert result["timed_steps"] == 3 and result["audio_seconds"] == 12.0
+    assert result["train_seconds"] == 4.0 and synced == [14.0, 18.0]  # synchronised at both marks
+    assert result["step_seconds"] == [1.0, 1.5, 1.0]
+    assert bench_train.spread(result["step_seconds"]) == "step time CV 25%, standard error of the mean 14.3%"
+
+
+def test_gpu_check_refuses_a_device_that_is_no_gpu_and_a_step_count_below_one(capsys):
+    from bench import bench_gpu
+
+    assert bench_gpu.main(["--device", "cpu"]) == 2
+    assert "it measures a CUDA GPU" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        bench_gpu.main(["--steps", "0"])
+    assert exit_.value.code == 2 and "must be at least 1" in capsys.readouterr().err
+
+
+def test_gpu_check_baseline_is_pinned_to_the_measured_gpu(monkeypatch):
+    import torch
+
+    from bench import bench_gpu, common
+
+    assert bench_gpu.pinned_env("cuda:1", {"CUDA_VISIBLE_DEVICES": "2,5"}, 2) == {"CUDA_VISIBLE_DEVICES": "5"}
+    assert bench_gpu.pinned_env("cuda", {}, 8) == {"CUDA_VISIBLE_DEVICES": "0"}
+    assert bench_gpu.pinned_env("cuda:3", {}, 8) == {"CUDA_VISIBLE_DEVICES": "3"}
+    children = []
+    monkeypatch.setattr(common, "run_child", lambda module, args, env=None, timeout=0: children.append(
+        (module, args, env)) or {"seconds": 0.2, "steps": 4, "transformers": "5"})
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
+    hf = bench_gpu.baseline_step("cuda:1", 4)
+    assert children == [("bench_gpu", ["--child", "hf", "--steps", "4"], {"CUDA_VISIBLE_DEVICES": "5"})]
+    lines = bench_gpu.baseline_lines(hf, {"seconds": 0.1, "flops": 5e12}, 1e14, "bf16")
+    assert "pinned to GPU 5" in lines and "RATIO LARGE step, HF Trainer time / crossling time: 2.00x" in lines
+    assert "ceiling 4.00x" in lines  # 0.2 s against 5e12 / 1e14 = 0.05 s at the peak
+
+
+def test_gpu_check_baseline_clock_synchronises_the_measured_device(monkeypatch):
+    import torch
+
+    from bench import bench_gpu
+
+    now, synced = [0.0], []
+    monkeypatch.setattr(bench_gpu.time, "perf_counter", lambda: now[0])
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: synced.append((device, now[0])))
+    clock = bench_gpu.synchronised_clock(object, "cuda:0")
+    for seconds in (3.0, 1.0):
+        clock.on_step_begin()
+        now[0] += seconds  # the queued work: the clock stops only after synchronising
+        clock.on_step_end()
+        now[0] += 0.5  # the data of the next step: outside the window
+    assert clock.times == [3.0, 1.0] and synced == [("cuda:0", 0.0), ("cuda:0", 3.0), ("cuda:0", 3.5),
+                                                    ("cuda:0", 4.5)]
+
+
+def test_gpu_check_baseline_times_synchronised_steps_after_the_warm_up(tmp_path, monkeypatch):
+    """The HF Trainer baseline on CPU with CUDA's synchronize stubbed (recording its calls), a tiny
+    architecture and a short batch: each step is timed between two synchronisations of the device."""
+    import json
+
+    pytest.importorskip("accelerate")  # the Trainer needs it: the bench extra, not the dev one
+    import torch
+    from tinydata_factory import tiny_config
+
+    from bench import bench_gpu
+
+    (tmp_path / "config.json").write_text(json.dumps(tiny_config("wav2vec2").to_dict()))
+    monkeypatch.setattr(bench_gpu, "LARGE_CONFIG", tmp_path / "config.json")
+    monkeypatch.setattr(bench_gpu, "BATCH_SECONDS", 2.0)
+    monkeypatch.setattr(bench_gpu, "CLIP_SECONDS", 1.0)
+    monkeypatch.setattr(bench_gpu, "LABELS_PER_CLIP", 5)
+    synced = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: synced.append(device))
+    result = bench_gpu.hf_step("cpu", torch.float32, steps=2)
+    assert result["steps"] == 2 and result["seconds"] > 0
+    assert synced == ["cpu"] * 2 * (bench_gpu.WARMUP + 2)

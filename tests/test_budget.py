@@ -93,11 +93,12 @@ def gradients(model):
 def test_accumulated_passes_give_the_whole_batchs_loss_and_gradients(prepared, checkpoint):
     whole, training = learner_of(prepared, checkpoint)
     indices, _ = training.plan.take(DataPosition())
-    loss, _, _ = train_step(whole, make_batch(training, indices, whole.spec, "cpu"), 1e-3, EXACT)
+    loss, _, _ = train_step(whole, make_batch(training, indices, whole.spec, "cpu"), 1e-3, EXACT).read()
     split, _ = learner_of(prepared, checkpoint, step_seconds=EXACT.batch_seconds / 3)
     passes = budget.micro_batches([training.utterances[i].duration for i in indices], split.step_seconds)
     assert len(passes) >= 3
-    (accumulated, _, _), _ = fitting_step(split, training, indices, 1e-3, EXACT)
+    outcome, _ = fitting_step(split, training, indices, 1e-3, EXACT)
+    accumulated = outcome.read()[0]
     assert accumulated == pytest.approx(loss, rel=1e-5)
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in
                zip(gradients(whole.model), gradients(split.model), strict=True))
@@ -110,9 +111,9 @@ def test_without_a_cap_the_step_is_bit_identical_to_one_pass(prepared, checkpoin
     position = DataPosition()
     for _ in range(3):
         indices, position = training.plan.take(position)
-        loss_a, _, _ = train_step(one, make_batch(training, indices, one.spec, "cpu"), 1e-3, EXACT)
-        (loss_b, _, _), _ = fitting_step(other, training, indices, 1e-3, EXACT)
-        assert loss_a == loss_b
+        loss_a, _, _ = train_step(one, make_batch(training, indices, one.spec, "cpu"), 1e-3, EXACT).read()
+        outcome, _ = fitting_step(other, training, indices, 1e-3, EXACT)
+        assert loss_a == outcome.read()[0]
     assert all(torch.equal(a, b) for a, b in zip(one.model.parameters(), other.model.parameters(), strict=True))
 
 
@@ -124,8 +125,8 @@ def test_gradient_checkpointing_gives_the_same_gradients(prepared, checkpoint):
     assert step_seconds(checkpointed.model, EXACT, "cpu", RunOptions(gradient_checkpointing=True), None) == math.inf
     assert budget.is_checkpointing(checkpointed.model) and not budget.is_checkpointing(plain.model)
     indices, _ = training.plan.take(DataPosition())
-    loss_a, _, _ = train_step(plain, make_batch(training, indices, plain.spec, "cpu"), 1e-3, EXACT)
-    loss_b, _, _ = train_step(checkpointed, make_batch(training, indices, plain.spec, "cpu"), 1e-3, EXACT)
+    loss_a, _, _ = train_step(plain, make_batch(training, indices, plain.spec, "cpu"), 1e-3, EXACT).read()
+    loss_b, _, _ = train_step(checkpointed, make_batch(training, indices, plain.spec, "cpu"), 1e-3, EXACT).read()
     assert loss_a == pytest.approx(loss_b, rel=1e-6)
     assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-8) for a, b in
                zip(gradients(plain.model), gradients(checkpointed.model), strict=True))
@@ -136,7 +137,7 @@ def test_out_of_memory_is_retried_with_smaller_passes(prepared, checkpoint, monk
     step succeeds with more passes, the whole batch's loss, and a lower cap for the following steps."""
     whole, training = learner_of(prepared, checkpoint)
     indices, _ = training.plan.take(DataPosition())
-    loss, _, _ = train_step(whole, make_batch(training, indices, whole.spec, "cpu"), 1e-3, EXACT)
+    loss, _, _ = train_step(whole, make_batch(training, indices, whole.spec, "cpu"), 1e-3, EXACT).read()
     learner, _ = learner_of(prepared, checkpoint)
     forward = learner.model.forward
 
@@ -148,7 +149,8 @@ def test_out_of_memory_is_retried_with_smaller_passes(prepared, checkpoint, monk
     monkeypatch.setattr(learner.model, "forward", small_device)
     released = []
     monkeypatch.setattr(devices, "release_cached_memory", released.append)
-    (retried, _, _), after = fitting_step(learner, training, indices, 1e-3, EXACT)
+    outcome, after = fitting_step(learner, training, indices, 1e-3, EXACT)
+    retried = outcome.read()[0]
     assert retried == pytest.approx(loss, rel=1e-5) and released
     assert after.step_seconds < sum(training.utterances[i].duration for i in indices)
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in

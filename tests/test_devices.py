@@ -175,7 +175,7 @@ def test_fp16_scaler_overflows_are_counted_apart_from_nonfinite_losses(prepared,
     indices, position = training.plan.take(DataPosition())
     batch = make_batch(training, indices, learner.spec, "cpu")
     learner.model.train()
-    loss, _, _ = train_step(learner, batch, 1e-3, TINY)
+    loss, _, _ = train_step(learner, batch, 1e-3, TINY).read()
     assert loss == OVERFLOW and scaler.get_scale() < 2.0**16
     assert all(torch.equal(a, b) for a, b in zip(before, learner.model.parameters(), strict=True))
     state = _advance(TrainState(), StepDone(0, position, loss, False, 1.0, 0.1, overflow=True), TINY)

@@ -227,3 +227,59 @@ def test_ray_refuses_a_request_no_node_can_satisfy(ray_instance, tmp_path):
     with pytest.raises(ConfigError, match=r"requests 1 GPU\(s\) but the Ray cluster has 0"):
         run_study(study, executor=RayExecutor(gpus_per_run=1), run_function=TOY)
     assert plan_study(study).pending == 1 and not list((tmp_path / "toy.runs" / "claims").glob("*/*.claim"))
+
+
+@pytest.mark.slow
+def test_a_run_retried_on_a_node_that_mounts_the_data_elsewhere_resumes_to_the_same_result(tmp_path, monkeypatch):
+    """A real run killed after its resume file (step 2 of 4), retried where the prepared folder is mounted
+    at another path (CROSSLING_DATA_ROOT): it finds the data by its content fingerprint, resumes, and ends
+    with the weights and scores of an uninterrupted run."""
+    from grid_factory import model_digest
+    from tinydata_factory import make_prepared as make_tiny_prepared
+    from tinydata_factory import make_tiny_checkpoint
+
+    from crossling import finetune
+    from crossling.config import TrainConfig
+    from crossling.grid import content_fingerprints
+    from crossling.prepared import DATA_ROOT_ENV
+    from crossling.records import RunRecord, run_identity
+    from crossling.study import Run
+
+    checkpoint = str(make_tiny_checkpoint(tmp_path / "ckpt"))
+    recipe = TrainConfig(learning_rate=2e-3, max_steps=4, batch_seconds=8.0, checkpoint_every=2, eval_every=0)
+    identity = run_identity(model="tiny", weights="local:tiny", language="xx", seed=0, recipe=recipe,
+                            data={"source": "prepared", "path": "prepared"})
+    run = Run(run_id="tiny-xx-0", checkpoint="tiny", model=checkpoint, settings=(), identity=identity)
+
+    def execute(store_dir, prepared, fingerprints):
+        store = Store(store_dir)
+        options = ExecOptions(store_dir, prepared, device="cpu", fingerprints=fingerprints)
+        outcome = execute_run(run, store.try_claim(run.run_id), options)
+        store.close()
+        return outcome, store.run_dir(run.run_id)
+
+    reference = make_tiny_prepared(tmp_path / "reference" / "prepared", n_train=12, n_dev=2, n_test=2)
+    fingerprints = content_fingerprints(reference, ("xx",))
+    outcome, whole = execute(tmp_path / "store-a", reference, fingerprints)
+    assert outcome.status == "done"
+    driver = make_tiny_prepared(tmp_path / "driver" / "prepared", n_train=12, n_dev=2, n_test=2)
+    assert content_fingerprints(driver, ("xx",)) == fingerprints  # the same content at another path
+    fitting_step, calls = finetune.fitting_step, []
+
+    def dies_in_step_3(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 2:
+            raise RuntimeError("node lost")
+        return fitting_step(*args, **kwargs)
+
+    monkeypatch.setattr(finetune, "fitting_step", dies_in_step_3)
+    outcome, _ = execute(tmp_path / "store-b", driver, fingerprints)
+    assert outcome.status == "failed"
+    monkeypatch.setattr(finetune, "fitting_step", fitting_step)
+    (tmp_path / "node2").mkdir()
+    os.replace(driver, tmp_path / "node2" / "prepared")  # this node mounts the data elsewhere
+    monkeypatch.setenv(DATA_ROOT_ENV, str(tmp_path / "node2"))
+    outcome, retried = execute(tmp_path / "store-b", driver, fingerprints)
+    assert outcome.status == "done"
+    a, b = (RunRecord.read(paths.run_result_path(d)) for d in (whole, retried))
+    assert b.resumed_from == (2,) and a.scores == b.scores and model_digest(whole) == model_digest(retried)

@@ -50,3 +50,27 @@ def test_the_fingerprint_names_the_content_not_the_place(tmp_path):
     manifest = paths.manifest_path(tmp_path / "b", "xx", "test")
     manifest.write_text(manifest.read_text().replace('"text": "', '"text": "x', 1))
     assert open_prepared(tmp_path / "b", "xx").fingerprint() != before  # an edited transcript: other data
+
+
+def test_a_node_finds_the_prepared_data_by_content_where_it_mounts_it(tmp_path):
+    """The driver's path first; on a node that mounts the data elsewhere, under CROSSLING_DATA_ROOT (the
+    folder itself, or a folder holding it under its name); another content is refused, never trained on."""
+    from crossling.prepared import DATA_ROOT_ENV, locate_prepared
+
+    driver = make_prepared(tmp_path / "driver" / "prepared", "xx", n_train=3, n_dev=1, n_test=1)
+    expected = open_prepared(driver, "xx").fingerprint()
+    assert locate_prepared(driver, "xx", expected, environ={}) == driver
+    mounted = tmp_path / "node2" / "mnt"
+    mounted.mkdir(parents=True)
+    os.replace(driver, mounted / "prepared")
+    with pytest.raises(DataError, match=f"fingerprint {expected} is not on this node.*{DATA_ROOT_ENV}"):
+        locate_prepared(driver, "xx", expected, environ={})
+    assert locate_prepared(driver, "xx", expected, environ={DATA_ROOT_ENV: str(mounted)}) == mounted / "prepared"
+    assert locate_prepared(driver, "xx", expected, environ={DATA_ROOT_ENV: str(mounted / "prepared")}) == \
+        mounted / "prepared"
+    other = make_prepared(tmp_path / "node3" / "prepared", "xx", n_train=3, n_dev=1, n_test=1, seed=1)
+    found = open_prepared(other, "xx").fingerprint()
+    with pytest.raises(DataError) as error:
+        locate_prepared(driver, "xx", expected, environ={DATA_ROOT_ENV: str(tmp_path / "node3")})
+    message = str(error.value)
+    assert f"fingerprint {expected}" in message and f"{other} (content fingerprint {found})" in message

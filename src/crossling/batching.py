@@ -192,14 +192,21 @@ def make_batch(training: TrainingData, indices: list[int], spec: InputSpec, devi
 
 def _cached_batch(training: TrainingData, indices: list[int], device: str, *, cache: FrozenFeatureCache,
                   read: Callable[[int], np.ndarray]) -> dict:
-    """As `make_batch`, with the cached features (CNN outputs replayed into the model, or log-mel rows)."""
-    utterances = [training.utterances[i] for i in indices]
-    features = [cache.features(i, lambda i=i: read(i)) for i in indices]
-    lengths = [u.num_samples for u in utterances]
-    inputs = {key: devices.to_device(value, device) for key, value in cache.model_inputs(features, lengths).items()}
-    labels = pad_labels([training.labels[i] for i in indices])
-    return {**inputs, "labels": devices.to_device(labels, device),
-            "frames": [frames_for_samples(training.model_config, n) for n in lengths]}
+    """As `make_batch`, with the cached features (CNN outputs replayed into the model, or log-mel rows),
+    padded once per batch (`FrozenFeatureCache.padded`; on the device when the cache is there)."""
+    import torch
+
+    lengths = [training.utterances[i].num_samples for i in indices]
+
+    def build() -> dict:
+        features = [cache.features(i, lambda i=i: read(i)) for i in indices]
+        inputs = {**cache.model_inputs(features, lengths), "labels": pad_labels([training.labels[i] for i in indices])}
+        return {key: devices.to_device(value, device) for key, value in inputs.items()} if cache.on_device else inputs
+
+    batch = {key: devices.to_device(value, device) for key, value in cache.padded(indices, build).items()}
+    if cache.encoder is not None:  # the waveform the replayed features stand for: never read, so never made
+        batch["input_values"] = torch.zeros((), device=batch["attention_mask"].device).expand(batch["attention_mask"].shape)
+    return {**batch, "frames": [frames_for_samples(training.model_config, n) for n in lengths]}
 
 
 def pad_labels(labels: Sequence[Sequence[int]]):

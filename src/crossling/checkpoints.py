@@ -1,10 +1,13 @@
 """Resume files written off the training step: a snapshot of the tensors is taken on the step (a copy in
 host memory), and written atomically by a background thread while training goes on. Due every N steps
-and after a wall-clock interval, whichever comes first."""
+and after a wall-clock interval (the recipe's `checkpoint_minutes`), whichever comes first. A resume file
+leaves out the frozen parameters (`trained_state`): they are the pre-trained ones, identified by a digest."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -15,9 +18,28 @@ from crossling.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
-#: A resume file at least this often (seconds of wall time) besides every `checkpoint_every` steps: a
-#: kill then loses at most this much work whatever a step costs.
-EVERY_SECONDS = 600.0
+def trained_state(model) -> dict:
+    """The model's state dict without its frozen parameters (the CNN feature encoder when the recipe
+    freezes it): what a resume file needs of the weights, the rest being the pre-trained checkpoint's."""
+    frozen = set(frozen_names(model))
+    return {name: value for name, value in model.state_dict().items() if name not in frozen}
+
+
+def frozen_names(model) -> list[str]:
+    return sorted(name for name, parameter in model.named_parameters() if not parameter.requires_grad)
+
+
+def frozen_digest(model) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of the model's frozen parameters."""
+    import torch
+
+    digest = hashlib.sha256()
+    parameters = dict(model.named_parameters())
+    for name in frozen_names(model):
+        tensor = parameters[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def snapshot(value: Any) -> Any:
@@ -36,9 +58,10 @@ def snapshot(value: Any) -> Any:
 
 class CheckpointWriter:
     """Writes one resume file at a time: in a background thread (`background`), else on the caller's
-    thread. A new write waits for the previous one; a failed write raises at the next `write` or `wait`."""
+    thread. A new write waits for the previous one; a failed write raises at the next `write` or `wait`.
+    `every_seconds`: the wall-clock interval after which a write is `due` (inf: by steps only)."""
 
-    def __init__(self, *, background: bool = True, every_seconds: float = EVERY_SECONDS,
+    def __init__(self, *, background: bool = True, every_seconds: float = math.inf,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.background, self.every_seconds, self.clock = background, every_seconds, clock
         self._thread: threading.Thread | None = None

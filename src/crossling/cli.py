@@ -388,6 +388,9 @@ def _add_finetune(sub) -> None:
     parser.add_argument("--out", type=path_arg, required=True, help="run directory (resumes if it holds a checkpoint)")
     parser.add_argument("--config", type=path_arg, default=None, help="run config TOML (recipe values)")
     parser.add_argument("--steps", type=int, default=None, help="override max_steps")
+    parser.add_argument("--checkpoint-minutes", type=float, default=None, metavar="M",
+                        help="override checkpoint_minutes: a resume file at least every M minutes of wall time "
+                             "(default 10; not part of the run's identity)")
     learning_rate = parser.add_argument("--learning-rate", type=float, default=None, help="override learning_rate")
     _deprecated_alias(parser, "--lr", learning_rate)
     parser.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
@@ -420,7 +423,8 @@ def _cmd_finetune(args) -> int:
     from crossling.config import load_train_config
     from crossling.finetune import finetune
 
-    config = load_train_config(args.config, {"max_steps": args.steps, "learning_rate": args.learning_rate})
+    config = load_train_config(args.config, {"max_steps": args.steps, "learning_rate": args.learning_rate,
+                                             "checkpoint_minutes": args.checkpoint_minutes})
     record = finetune(args.data, args.language, args.model, seed=args.seed, out=args.out, config=config,
                       device=args.device, track=tqdm_track, options=_run_options(args))
     test, dev = record.scores["test"], record.scores["dev"]

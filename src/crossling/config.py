@@ -50,6 +50,7 @@ class TrainConfig:
     final_dropout: float = 0.0
     freeze_feature_encoder: bool = True
     checkpoint_every: int = 250
+    checkpoint_minutes: float = 10.0  # a resume file at least this often (wall clock), whatever a step costs
     eval_every: int = 500  # dev CER into metrics.jsonl every this many steps (0: never); 8 points over 4k steps
     eval_batch_seconds: float = 400.0
     precision: str = "auto"
@@ -71,13 +72,14 @@ class TrainConfig:
                               f"{self.final_lr_scale:g}")
 
 
-#: Recipe options that change only what a run records, never its weights or scores (dev CER during
-#: training is scored with every RNG state and module mode restored; tests/test_metrics.py checks the
-#: weights are bit-identical). They are left out of a run's identity: changing one neither renames a run
+#: Recipe options that change only what a run records or when it writes its resume file, never its
+#: weights or scores (dev CER during training is scored with every RNG state and module mode restored;
+#: tests/test_metrics.py checks the weights are bit-identical; a resumed CPU run equals an uninterrupted
+#: one, tests/test_checkpoints.py). They are left out of a run's identity: changing one neither renames a run
 #: nor makes its resume file or result another run's, and run ids stay those of stores written before the
 #: option existed. (Options that were hashed before, such as checkpoint_every, stay in: removing them
 #: would rename every existing run.)
-OBSERVATION_ONLY = frozenset({"eval_every"})
+OBSERVATION_ONLY = frozenset({"eval_every", "checkpoint_minutes"})
 
 
 def identity_values(config: TrainConfig) -> dict[str, Any]:
@@ -115,7 +117,7 @@ _RANGES: dict[str, _Bounds] = {
     "mask_time_prob": _FRACTION, "mask_time_length": _COUNT, "mask_feature_prob": _FRACTION,
     "mask_feature_length": _COUNT, "layerdrop": _PROBABILITY, "hidden_dropout": _PROBABILITY,
     "activation_dropout": _PROBABILITY, "attention_dropout": _PROBABILITY, "feat_proj_dropout": _PROBABILITY,
-    "final_dropout": _PROBABILITY, "checkpoint_every": _COUNT, "eval_every": _Bounds(0),  # 0: never
+    "final_dropout": _PROBABILITY, "checkpoint_every": _COUNT, "checkpoint_minutes": _POSITIVE, "eval_every": _Bounds(0),  # 0: never
     "eval_batch_seconds": _POSITIVE,
     "collapse_patience": _COUNT,
 }

@@ -542,7 +542,8 @@ VOCAB_SIZE = 50  # characters + specials; the head is < 1 % of a step's FLOPs fo
 class RunMemory:
     """Memory and disk of one run (`budget.measure_step_memory`: a meta-device measurement, nothing run):
     device memory for weights, gradients and Adam (`state_bytes`) plus the activations of the recipe's whole
-    batch in one pass; the resume file (fp32 weights + Adam moments) while it runs; the final model."""
+    batch in one pass; the resume file (the trained fp32 weights + Adam moments: the frozen CNN is left out)
+    while it runs; the final model."""
 
     precision: str
     state_bytes: float
@@ -634,7 +635,7 @@ def run_memory(checkpoint: str, study: Study, *, on_gpu: bool) -> RunMemory | No
     activations = memory.activations_per_second * recipe.batch_seconds
     return RunMemory(precision="bf16 on GPU" if on_gpu else "fp32 on CPU", state_bytes=memory.state,
                      activation_bytes=activations, peak_bytes=memory.state + activations,
-                     resume_file_bytes=memory.parameters * 4 + memory.trained * 8, model_bytes=memory.parameters * 4)
+                     resume_file_bytes=memory.trained * (4 + 8), model_bytes=memory.parameters * 4)
 
 
 @cache

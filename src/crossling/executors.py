@@ -83,9 +83,19 @@ class ExecOptions:
     run_options: RunOptions | None = None  # passed to the run function (as `options`) when set
     heartbeat_seconds: float = 10.0
     stale_seconds: float = 120.0
+    #: language -> content fingerprint of its prepared data (`PreparedLanguage.fingerprint`), by which a
+    #: run on another node finds the data where that node mounts it (`prepared.locate_prepared`)
+    fingerprints: tuple[tuple[str, str], ...] = ()
 
     def store(self) -> Store:
         return Store(self.store_root, heartbeat_seconds=self.heartbeat_seconds, stale_seconds=self.stale_seconds)
+
+    def prepared_for(self, language: str) -> Path:
+        """The prepared root of `language` on this node (the driver's path, or the same content elsewhere)."""
+        from crossling.prepared import locate_prepared
+
+        fingerprint = dict(self.fingerprints).get(language)
+        return Path(self.prepared) if fingerprint is None else locate_prepared(self.prepared, language, fingerprint)
 
 
 @dataclass(frozen=True)
@@ -184,7 +194,7 @@ def execute_run(run: Run, claim: Claim, options: ExecOptions, track: Track = no_
 def _call_run_function(run: Run, run_dir: Path, options: ExecOptions, track: Track) -> None:
     function = resolve_function(options.run_function)
     extra = {"options": options.run_options} if options.run_options is not None else {}
-    function(identity=run.identity, model=run.model, prepared=Path(options.prepared), out=run_dir,
+    function(identity=run.identity, model=run.model, prepared=options.prepared_for(run.language), out=run_dir,
              device=options.device, track=track, **extra)
     if not paths.run_result_path(run_dir).is_file():
         raise RuntimeError(f"{options.run_function} returned without writing {paths.run_result_path(run_dir)}")

@@ -14,19 +14,20 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import crossling
 from crossling import budget, devices, paths
 from crossling.atomic import directory_kept_on_success, write_json_atomic
 from crossling.batching import DataPosition, TrainingData, feature_cache, make_batch, training_data
 from crossling.budget import RunOptions
-from crossling.checkpoints import CheckpointWriter, snapshot
+from crossling.checkpoints import CheckpointWriter, frozen_digest, frozen_names, snapshot, trained_state
 from crossling.config import TrainConfig
 from crossling.environment import run_environment
 from crossling.errors import ConfigError
 from crossling.evaluate import evaluate_model, pick_device
 from crossling.fence import FencedLogFilter
-from crossling.metrics import TrainingRecorder
+from crossling.metrics import TrainingRecorder, evaluation_due
 from crossling.modelcard import CardFacts, write_model_card
 from crossling.models import (
     FrozenFeatureCache,
@@ -64,8 +65,9 @@ from torch import nn  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-#: 2: the identity is a `RunIdentity`; 1 (files named checkpoint.pt): the legacy identity dict.
-RESUME_FORMAT = 2
+#: 3: frozen parameters left out (their digest kept); 2: the identity is a `RunIdentity` (all weights);
+#: 1 (files named checkpoint.pt): the legacy identity dict.
+RESUME_FORMAT = 3
 
 
 @dataclass(frozen=True)
@@ -239,27 +241,67 @@ def train(learner: Learner, training: TrainingData, state: TrainState, *, resume
           wall: Callable[[], float], track: Track = no_progress,
           recorder: TrainingRecorder | None = None) -> TrainState:
     """The loop: batch -> lr(step) -> forward/backward -> clip -> Adam step; metrics after every step
-    (`recorder`); a resume file periodically."""
+    (`recorder`); a resume file periodically. The steps' results stay on the device and are read on the
+    host together (`_settle`) every `LOG_EVERY` steps and before each resume file and dev evaluation: the
+    loop's own bookkeeping never makes the host wait for the device."""
     config = resume.job.identity.recipe
     learner.model.train()
     steps = range(state.step, config.max_steps)
+    position, pending = state.position, []
     with prefetching(training, learner) as reader:
         for step in track(steps, len(steps), "fine-tuning"):
             tick = time.monotonic()
-            reader.ahead(state.position)  # this batch and the next, read while this step computes
-            indices, position = training.plan.take(state.position)
+            reader.ahead(position)  # this batch and the next, read while this step computes
+            indices, position = training.plan.take(position)
             lr = learning_rate(step, config)
-            (loss, blank_only, grad_norm), learner = fitting_step(learner, training, indices, lr, config,
-                                                                  waveform=reader.waveform)
+            outcome, learner = fitting_step(learner, training, indices, lr, config, waveform=reader.waveform)
             audio = sum(training.utterances[i].duration for i in indices)
-            done = StepDone(step, position, loss, blank_only, audio_seconds=audio, seconds=time.monotonic() - tick,
-                            overflow=loss == OVERFLOW)
-            state = _advance(state, done, config)
-            if recorder is not None:  # before the resume file: a resumed run keeps what was recorded up to it
-                recorder.update(learner.model, step=state.step, loss=loss, learning_rate=lr, grad_norm=grad_norm)
-            if state.step % config.checkpoint_every == 0 or state.step == config.max_steps or resume.writer.due():
+            pending.append(PendingStep(step, position, outcome, lr, audio, seconds=time.monotonic() - tick))
+            save = (step + 1) % config.checkpoint_every == 0 or step + 1 == config.max_steps or resume.writer.due()
+            if save or _read_due(step, config):
+                state = _settle(state, pending, config, recorder=recorder, model=learner.model)
+                pending = []
+            if save:  # after `_settle`: a resumed run keeps what was recorded up to its resume file
                 state = replace(state, wall_seconds=wall())
                 resume.save(learner, state)
+    return state
+
+
+#: Steps between host reads of the steps' results (and between progress lines in the log).
+LOG_EVERY = 50
+
+
+def _read_due(step: int, config: TrainConfig) -> bool:
+    """Whether the results up to step `step` are read now: at a progress line, before a dev evaluation."""
+    return step % LOG_EVERY == 0 or evaluation_due(step + 1, config.eval_every, config.max_steps)
+
+
+@dataclass(frozen=True)
+class PendingStep:
+    """A step done whose results (`outcome`, on the device) have not been read yet."""
+
+    step: int
+    position: DataPosition
+    outcome: StepOutcome
+    learning_rate: float
+    audio_seconds: float
+    seconds: float
+
+
+def _settle(state: TrainState, pending: list[PendingStep], config: TrainConfig, *,
+            recorder: TrainingRecorder | None, model: nn.Module) -> TrainState:
+    """The state after the `pending` steps, their results read with one host sync; each step is then
+    logged and recorded as if it had been read when it was done."""
+    if not pending:
+        return state
+    rows = torch.stack([torch.stack([p.outcome.loss.float(), p.outcome.blank_only.float(),
+                                     p.outcome.grad_norm.float()]) for p in pending]).tolist()  # the one sync
+    for done, (loss, blank_only, grad_norm) in zip(pending, rows, strict=True):
+        state = _advance(state, StepDone(done.step, done.position, loss, bool(blank_only),
+                                         audio_seconds=done.audio_seconds, seconds=done.seconds,
+                                         overflow=loss == OVERFLOW), config)
+        if recorder is not None:
+            recorder.update(model, step=state.step, loss=loss, learning_rate=done.learning_rate, grad_norm=grad_norm)
     return state
 
 
@@ -278,8 +320,24 @@ def prefetching(training: TrainingData, learner: Learner):
 OVERFLOW = math.inf
 
 
+class StepOutcome(NamedTuple):
+    """What one update did, as 0-d tensors on the device (read by the host only at log intervals): the
+    loss (nan: skipped as non-finite; `OVERFLOW`: fp16's loss scaler skipped it), whether the batch's
+    greedy output was blank-only, the gradient norm before clipping (nan when the loss was not finite)."""
+
+    loss: torch.Tensor
+    blank_only: torch.Tensor
+    grad_norm: torch.Tensor
+
+    def read(self) -> tuple[float, bool, float]:
+        """The outcome on the host (a sync: for tests and benchmarks, not the training loop)."""
+        loss, blank_only, grad_norm = torch.stack([self.loss.float(), self.blank_only.float(),
+                                                   self.grad_norm.float()]).tolist()
+        return loss, bool(blank_only), grad_norm
+
+
 def fitting_step(learner: Learner, training: TrainingData, indices: list[int], lr: float, config: TrainConfig,
-                 waveform: Callable[[int], np.ndarray] | None = None) -> tuple[tuple[float, bool, float], Learner]:
+                 waveform: Callable[[int], np.ndarray] | None = None) -> tuple[StepOutcome, Learner]:
     """`train_step` on the batch `indices` in passes of at most `learner.step_seconds` of audio; out of GPU
     memory, the step is retried with smaller passes (the learner returned carries the new cap)."""
     durations = [training.utterances[i].duration for i in indices]
@@ -297,43 +355,64 @@ def fitting_step(learner: Learner, training: TrainingData, indices: list[int], l
                                                                        max(durations)))
 
 
-def train_step(learner: Learner, batch: dict | list[dict], lr: float,
-               config: TrainConfig) -> tuple[float, bool, float]:
+def train_step(learner: Learner, batch: dict | list[dict], lr: float, config: TrainConfig) -> StepOutcome:
     """One update on a batch, or on a batch in passes (micro-batches) whose gradients add up to the whole
-    batch's -> (loss, whether the batch's greedy output was blank-only, gradient norm before clipping: nan
-    when the loss was not finite); a non-finite loss or gradient
-    leaves the weights untouched and returns loss = nan, or `OVERFLOW` when fp16's loss scaler found
-    non-finite gradients (it lowers its scale and the step is skipped, as it is designed to)."""
+    batch's. A non-finite loss or gradient leaves the weights and Adam's state untouched (loss = nan), as
+    does fp16's loss scaler when it finds non-finite gradients (loss = `OVERFLOW`: it lowers its scale, as
+    it is designed to). Decided on the device: no host sync, except one between passes of a micro-batched
+    step (a non-finite pass ends the step there, so the later passes draw no SpecAugment masks or dropout
+    and the random stream stays what it was)."""
     model, optimizer, scaler = learner.model, learner.optimizer, learner.scaler
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.zero_grad(set_to_none=True)
     passes = batch if isinstance(batch, list) else [batch]
     utterances = sum(len(part["frames"]) for part in passes)
-    total, blank_only = 0.0, True
-    for part in passes:
+    total, blank_only, finite = 0.0, None, None
+    for index, part in enumerate(passes):
+        if index and not bool(finite):  # the one sync of a micro-batched step, see above
+            break
         share = len(part["frames"]) / utterances  # the CTC loss is a mean over utterances
         loss, blank = _forward(learner, part)
-        blank_only = blank_only and blank
-        if not torch.isfinite(loss):
-            optimizer.zero_grad(set_to_none=True)
-            return math.nan, blank_only, math.nan
+        blank_only = blank if blank_only is None else blank_only & blank
+        finite = torch.isfinite(loss) if finite is None else finite & torch.isfinite(loss)
         scaler.scale(loss * share).backward()
         total = total + loss.detach() * share
     scaler.unscale_(optimizer)
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-    if not torch.isfinite(norm):
-        optimizer.zero_grad(set_to_none=True)
-        scale = scaler.get_scale()
-        scaler.update()
-        return (OVERFLOW if scaler.get_scale() < scale else math.nan), blank_only, float(norm)  # scaler backed off
-    scaler.step(optimizer)
+    update = finite & torch.isfinite(norm)
+    overflow = _step_unless(learner, skip=~update, loss_finite=finite)
+    nan = torch.full_like(total, math.nan)
+    loss = torch.where(update, total, torch.where(overflow, torch.full_like(total, OVERFLOW), nan))
+    return StepOutcome(loss, blank_only, torch.where(finite, norm.to(total.dtype), nan))
+
+
+def _step_unless(learner: Learner, *, skip: torch.Tensor, loss_finite: torch.Tensor) -> torch.Tensor:
+    """Adam's update unless the device flag `skip` is set: the fused kernel reads it on the device (its
+    `found_inf`, what the loss scaler hands it), without a host sync. With fp16's scaler its scale is
+    updated as it would be after `scaler.step`, except after a non-finite loss (no step was tried) -> whether
+    the scaler backed off (an overflow)."""
+    optimizer, scaler = learner.optimizer, learner.scaler
+    if optimizer.defaults.get("fused"):
+        optimizer.found_inf, optimizer.grad_scale = skip.float(), None
+        try:
+            optimizer.step()
+        finally:
+            del optimizer.found_inf, optimizer.grad_scale
+    elif not bool(skip):  # an optimizer without a fused kernel cannot skip on the device
+        optimizer.step()
+    if not scaler.is_enabled():
+        return torch.zeros_like(skip)
+    scale, tracker = scaler._scale.clone(), scaler._growth_tracker.clone()  # torch keeps them private
     scaler.update()
-    return float(total), blank_only, float(norm)
+    scaler._scale.copy_(torch.where(loss_finite, scaler._scale, scale))
+    scaler._growth_tracker.copy_(torch.where(loss_finite, scaler._growth_tracker, tracker))
+    return skip & loss_finite & (scaler._scale < scale)
 
 
-def _forward(learner: Learner, batch: dict) -> tuple[torch.Tensor, bool]:
-    """The CTC loss of one (micro-)batch under the run's autocast, and whether its greedy output is blank."""
+def _forward(learner: Learner, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The CTC loss of one (micro-)batch under the run's autocast, and whether its greedy output is blank
+    (a device flag)."""
     device_type = batch["labels"].device.type
     frames, features = batch.pop("frames"), batch.pop("features", None)
     replay = learner.cache.replay(features) if features is not None else contextlib.nullcontext()
@@ -343,12 +422,13 @@ def _forward(learner: Learner, batch: dict) -> tuple[torch.Tensor, bool]:
     return output.loss, all_blank(output.logits, frames)
 
 
-def all_blank(logits: torch.Tensor, frames: list[int]) -> bool:
-    """Whether every utterance's greedy output (its first `frames` frames) is blank (id 0): computed on the
-    logits' device and read with one host sync, not one per utterance."""
+def all_blank(logits: torch.Tensor, frames: list[int]) -> torch.Tensor:
+    """Whether every utterance's greedy output (its first `frames` frames) is blank (id 0), as a flag on the
+    logits' device (the frame counts go there without blocking): no host sync."""
     ids = logits.argmax(-1)
-    inside = torch.arange(ids.shape[1], device=ids.device)[None, :] < torch.tensor(frames, device=ids.device)[:, None]
-    return not bool((ids.ne(0) & inside).any())
+    counts = devices.to_device(torch.tensor(frames), str(ids.device))
+    inside = torch.arange(ids.shape[1], device=ids.device)[None, :] < counts[:, None]
+    return ~(ids.ne(0) & inside).any()
 
 
 @dataclass(frozen=True)
@@ -378,7 +458,7 @@ def _advance(state: TrainState, done: StepDone, config: TrainConfig) -> TrainSta
     if warn:
         log.warning("step %d: output has been blank-only for %d steps (collapse?); check the learning rate",
                     step, streak)
-    if step % 50 == 0 or step + 1 == config.max_steps:
+    if step % LOG_EVERY == 0 or step + 1 == config.max_steps:
         log.info("step %d lr %.3g loss %.4f blank-only %s", step, learning_rate(step, config), loss, done.blank_only)
     return replace(
         state, step=step + 1, position=done.position, nonfinite_steps=state.nonfinite_steps + (not finite),
@@ -425,12 +505,20 @@ def step_seconds(model: nn.Module, config: TrainConfig, device: str, options: Ru
 @dataclass(frozen=True)
 class ResumeFile:
     """A run's resume file (`paths.run_resume_path`): everything needed to continue exactly, as one dict
-    written atomically, under the run's identity. A run interrupted before the file got its name left a
-    `checkpoint.pt` (`paths.run_legacy_resume_path`); it is taken over when it is this run's."""
+    written atomically, under the run's identity. The frozen parameters (the CNN feature encoder) are left
+    out: a resumed run has them from the pre-trained checkpoint it loads, checked against their digest. A
+    run interrupted before the file got its name left a `checkpoint.pt` (`paths.run_legacy_resume_path`);
+    it is taken over when it is this run's. `writer` defaults to one due every `checkpoint_minutes`."""
 
     run_dir: Path
     job: FinetuneJob
-    writer: CheckpointWriter = field(default_factory=CheckpointWriter, compare=False)
+    writer: CheckpointWriter | None = field(default=None, compare=False)
+    _frozen: dict = field(default_factory=dict, compare=False, repr=False)  # the digest, computed once
+
+    def __post_init__(self) -> None:
+        if self.writer is None:
+            minutes = self.job.identity.recipe.checkpoint_minutes
+            object.__setattr__(self, "writer", CheckpointWriter(every_seconds=60.0 * minutes))
 
     @property
     def path(self) -> Path:
@@ -442,7 +530,8 @@ class ResumeFile:
         checkpoint = {
             "format": RESUME_FORMAT,
             "identity": self.job.identity.to_json(),
-            "model": snapshot(learner.model.state_dict()),
+            "model": snapshot(trained_state(learner.model)),
+            "frozen": self._frozen_facts(learner.model),
             "optimizer": snapshot(learner.optimizer.state_dict()),
             "scaler": snapshot(learner.scaler.state_dict()),
             "state": asdict(state),
@@ -456,26 +545,48 @@ class ResumeFile:
         }
         self.writer.write(self.path, checkpoint)
 
+    def _frozen_facts(self, model: nn.Module) -> dict:
+        if not self._frozen:
+            self._frozen.update(names=frozen_names(model), sha256=frozen_digest(model))
+        return dict(self._frozen)
+
     def wait(self) -> None:
         """Until the last resume file is on disk."""
         self.writer.wait()
 
     def restore(self, learner: Learner) -> TrainState | None:
-        """Load the resume file into the learner and the RNGs -> its TrainState (None if there is none)."""
+        """Load the resume file into the learner and the RNGs -> its TrainState (None if there is none).
+        The frozen parameters' digest is taken here, before training (their host copies stay off the steps)."""
+        self._frozen_facts(learner.model)
         path = self._existing()
         if path is None:
             return None
         checkpoint = load_resume_file(path)  # never unpickles code: a crafted file is a clear error
         if not self.job.owns(_stored_identity(checkpoint, path)):
             raise ConfigError(f"{path} belongs to a different run (model, data, seed or recipe); use a new --out")
+        self._check_frozen(learner.model, checkpoint, path)
         if path != self.path:
             os.replace(path, self.path)  # a legacy name: from now on the file is this run's resume file
-        _load_into(learner, checkpoint)
+        _load_into(learner, checkpoint, path)
         values = checkpoint["state"]
         state = TrainState(**{**values, "position": DataPosition(**values["position"]),
                               "resumed_from": tuple(values.get("resumed_from", ()))})
         log.info("resumed from %s at step %d", path, state.step)
         return replace(state, resumed_from=(*state.resumed_from, state.step))
+
+    def _check_frozen(self, model: nn.Module, checkpoint: dict, path: Path) -> None:
+        """Refuse a resume file whose run froze other weights than the pre-trained checkpoint now gives."""
+        stored = checkpoint.get("frozen")
+        if stored is None:  # format 2: every weight is in the file
+            return
+        found = self._frozen_facts(model)
+        if found != stored:
+            raise ConfigError(
+                f"{path}: the frozen parameters of {self.job.model!r} ({len(found['names'])} tensors, the CNN "
+                f"feature encoder) are not those this run was trained with (expected SHA-256 {stored['sha256']}, "
+                f"found {found['sha256']}): the pre-trained checkpoint changed since the resume file was "
+                f"written, so the run cannot resume exactly; restore its weights, or start the run anew with a "
+                f"new --out")
 
     def remove(self) -> None:
         self.writer.wait()
@@ -489,15 +600,19 @@ class ResumeFile:
 
 
 def _stored_identity(checkpoint: dict, path: Path) -> RunIdentity | LegacyIdentity:
-    if checkpoint.get("format") == RESUME_FORMAT:
+    if checkpoint.get("format") in (2, RESUME_FORMAT):
         return RunIdentity.from_json(checkpoint["identity"], f"{path} identity")
     if checkpoint.get("format") == 1 and isinstance(checkpoint.get("identity"), dict):
         return LegacyIdentity(checkpoint["identity"])
     raise ConfigError(f"{path} is not a crossling resume file of a known format; use a new --out")
 
 
-def _load_into(learner: Learner, checkpoint: dict) -> None:
-    learner.model.load_state_dict(checkpoint["model"])
+def _load_into(learner: Learner, checkpoint: dict, path: Path) -> None:
+    missing, unexpected = learner.model.load_state_dict(checkpoint["model"], strict=False)
+    left_out = checkpoint["frozen"]["names"] if "frozen" in checkpoint else []
+    if sorted(missing) != left_out or unexpected:
+        raise ConfigError(f"{path}: its weights are not this run's model's (missing {sorted(missing)[:3]}, "
+                          f"unexpected {sorted(unexpected)[:3]}); use a new --out")
     learner.optimizer.load_state_dict(checkpoint["optimizer"])
     learner.scaler.load_state_dict(checkpoint["scaler"])
     rng = checkpoint["rng"]

@@ -26,6 +26,7 @@ from crossling.executors import (
     RunEvent,
     StepEvent,
 )
+from crossling.prepared import open_prepared
 from crossling.progress import Track, no_progress
 from crossling.sources import prepare_source
 from crossling.store import DONE, FAILED, PENDING, RUNNING, Store
@@ -162,6 +163,11 @@ class GridSpec:
         return Store(self.store_root, heartbeat_seconds=self.heartbeat_seconds, stale_seconds=self.stale_seconds)
 
 
+def content_fingerprints(prepared: Path, languages: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """(language, content fingerprint) of each prepared language, as the driver found them."""
+    return tuple((language, open_prepared(prepared, language).fingerprint()) for language in languages)
+
+
 def run_study(
     study: Study,
     store: Store | Path | str | None = None,
@@ -201,7 +207,8 @@ def run_grid(spec: GridSpec, executor: Executor, *, progress: Progress | None = 
         prepared = prepare_source(spec.study.data, spec.study.languages, store, track).resolve()
         options = ExecOptions(store.root.resolve(), prepared, spec.run_function, spec.device,
                               run_options=spec.run_options, heartbeat_seconds=spec.heartbeat_seconds,
-                              stale_seconds=spec.stale_seconds)
+                              stale_seconds=spec.stale_seconds,
+                              fingerprints=content_fingerprints(prepared, spec.study.languages))
         work = _Grid(spec, store, selected, options, tracker=_Tracker(store, selected, executor.workers, progress, events), track=track)
         executor.execute(work)
     finally:

@@ -394,6 +394,9 @@ class FrozenFeatureCache:
         self.autocast_dtype = autocast_dtype
         self.on_device = on_device  # keep the features where the encoder ran (a GPU), else in host memory
         self.store: dict = {}
+        #: padded model inputs by batch (its utterance indices): a batch met again is not padded again
+        self.batches: dict[frozenset[int], tuple[list[int], dict]] = {}
+        self._batch_of: dict[int, frozenset[int]] = {}
 
     @staticmethod
     def applies(model, spec: InputSpec, config: TrainConfig) -> bool:
@@ -426,8 +429,8 @@ class FrozenFeatureCache:
         return self.store[key]
 
     def model_inputs(self, features: list, lengths: list[int]) -> dict:
-        """Model keyword inputs of a batch of cached features of utterances of `lengths` samples; CNN
-        outputs come under 'features' (for `replay`) beside an unread zero waveform."""
+        """Model keyword inputs of a batch of cached features of utterances of `lengths` samples, padded;
+        CNN outputs come under 'features' (for `replay`), the waveform they stand for is not made."""
         import torch
 
         if self.encoder is None:
@@ -435,8 +438,44 @@ class FrozenFeatureCache:
                                       self.spec.padding_value)
             return {input_name(self.spec): values, "attention_mask": mask}
         mask = torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]
-        padded = pad_features(features, frames_for_samples(self.model_config, max(lengths)))
-        return {"input_values": torch.zeros(mask.shape), "attention_mask": mask, "features": padded}
+        return {"attention_mask": mask,
+                "features": pad_features(features, frames_for_samples(self.model_config, max(lengths)))}
+
+    def padded(self, indices: list[int], build) -> dict:
+        """The padded inputs of the batch `indices` (`build()` makes them the first time): kept, so that a
+        later epoch's same batch does no padding. Ties in length are broken anew each epoch, so the same
+        utterances may come in another order: the rows that moved are swapped in place (a few rows, not
+        the batch). The utterances' cached features become views of their rows (one copy in memory); a
+        batch that shared an utterance with a new one is dropped (ties may also regroup utterances: such a
+        batch is padded anew, as every batch was before)."""
+        key, indices = frozenset(indices), list(indices)
+        if key not in self.batches:
+            inputs = build()
+            for index in indices:
+                self.batches.pop(self._batch_of.get(index), None)
+                self._batch_of[index] = key
+            self.batches[key] = (indices, inputs)
+            self._share_rows(list(enumerate(indices)), inputs)
+        order, inputs = self.batches[key]
+        if order != indices:
+            self._reorder(key, indices)
+        return inputs
+
+    def _reorder(self, key: frozenset[int], indices: list[int]) -> None:
+        order, inputs = self.batches[key]
+        moved = [row for row, (was, now) in enumerate(zip(order, indices, strict=True)) if was != now]
+        sources = [order.index(indices[row]) for row in moved]
+        for value in inputs.values():
+            value[moved] = value[sources]  # the right side is a copy: rows may trade places
+        self.batches[key] = (indices, inputs)
+        self._share_rows([(row, indices[row]) for row in moved], inputs)
+
+    def _share_rows(self, rows: list[tuple[int, int]], inputs: dict) -> None:
+        """Point the cached features of utterance `index` at row `row` of the padded batch (same values)."""
+        padded = inputs["features"] if self.encoder is not None else inputs[input_name(self.spec)]
+        for row, index in rows:
+            own = self.store[index]
+            self.store[index] = padded[row, :, : own.shape[1]] if self.encoder is not None else padded[row, : own.shape[0]]
 
     def _device(self):
         return next(self.encoder.parameters()).device

@@ -1,10 +1,13 @@
 """Reading a prepared language (written by `crossling prepare`): prepared root + language -> its
-summary, vocabulary, manifests and 16 kHz waveforms, and a fingerprint of its content."""
+summary, vocabulary, manifests and 16 kHz waveforms, and a fingerprint of its content, by which a run on
+another node finds the same data where that node mounts it (`locate_prepared`)."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import os
+import socket
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +65,40 @@ def open_prepared(root: Path, language: str) -> PreparedLanguage:
     if sorted(vocab.values()) != list(range(len(vocab))):
         raise DataError(f"{paths.vocab_path(root, language)}: token ids must be 0..{len(vocab) - 1} without gaps")
     return PreparedLanguage(root=root, language=language, vocab=vocab, summary=PreparedSummary.read(summary_path))
+
+
+#: Where this node mounts prepared data, when not where the study's driver found it: the prepared root
+#: itself, or a folder holding it under its own name (e.g. the store's `prepared/` folder).
+DATA_ROOT_ENV = "CROSSLING_DATA_ROOT"
+
+
+def locate_prepared(root: Path, language: str, fingerprint: str,
+                    environ: Mapping[str, str] = os.environ) -> Path:
+    """The prepared root on this node holding `language` with content `fingerprint` (`fingerprint()`):
+    `root`, the path the driver resolved, if it holds that content here; else, under ${CROSSLING_DATA_ROOT},
+    `root`'s name, the folder itself or one of its sub-folders. Refused, naming every folder looked at and
+    what it holds, when none has this content (a run never trains on other data than its identity's)."""
+    looked: list[str] = []
+    for candidate in _candidates(Path(root), environ.get(DATA_ROOT_ENV)):
+        if not is_prepared(candidate, language):
+            continue
+        found = open_prepared(candidate, language).fingerprint()
+        if found == fingerprint:
+            return candidate
+        looked.append(f"{candidate} (content fingerprint {found})")
+    where = f"{root}" + (f" and under {DATA_ROOT_ENV}={environ[DATA_ROOT_ENV]}" if environ.get(DATA_ROOT_ENV) else "")
+    raise DataError(
+        f"prepared language {language!r} with content fingerprint {fingerprint} is not on this node "
+        f"({socket.gethostname()}): looked in {where}; found {', '.join(looked) or f'no prepared {language!r}'}. "
+        f"Mount the study's prepared data at {root}, or set {DATA_ROOT_ENV} on this node to where it is mounted")
+
+
+def _candidates(root: Path, data_root: str | None) -> list[Path]:
+    if not data_root:
+        return [root]
+    base = Path(data_root).expanduser()
+    inside = sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+    return list(dict.fromkeys([root, base / root.name, base, *inside]))
 
 
 def is_prepared(root: Path, language: str) -> bool:
