@@ -80,6 +80,21 @@ def test_strong_effect_is_supported_with_its_direction_effect_and_unit():
     assert 0 <= friedman.effect.low <= friedman.effect.value <= friedman.effect.high <= 1
 
 
+def test_the_best_on_a_language_counts_its_runs_and_cites_its_weakest_separation():
+    def cer(c, lang, s):
+        return {"zoo-es": 0.60, "zoo-de": 0.65, "zoo-random": 0.99}[c] + 0.004 * ((s * 7 + len(lang)) % 5)
+
+    a = analyse(_grid(("zoo-es", "zoo-de", "zoo-random"), ("pt", "ca", "nl", "sv-SE", "da", "is"), 4, cer))
+    best = next(f for f in a.findings if f.key == "best/pt")
+    assert best.verdict == SUPPORTED and best.n == 12 and best.unit.startswith("runs (seeds)")  # 3 checkpoints x 4 seeds
+    groups = a.groups[a.groups["language"] == "pt"].set_index("checkpoint")
+    weakest = max(groups.loc[["zoo-de", "zoo-random"], "p_vs_best"])
+    assert best.p_adjusted == weakest == groups.loc["zoo-de", "p_vs_best"] < 0.05  # the closer of the two
+    assert best.effect.name == "mean CER difference (zoo-es − zoo-de)"
+    assert best.effect.value == pytest.approx(-0.05, abs=0.001) and best.effect.high < 0
+    assert "Holm over 3 pairs, weakest separation (zoo-es vs zoo-de): p = " in best.sentence()
+
+
 def test_every_cer_equal():
     a = analyse(_grid(("zoo-es", "zoo-de", "zoo-random"), ("pt", "nl", "ca"), 3, lambda *_: 1.0))
     _assert_honest(a)

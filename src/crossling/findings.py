@@ -311,28 +311,49 @@ def _pair_label(f: Finding) -> str:
     return f"{a} vs {b} on {language}"
 
 
-def best_findings(groups: pd.DataFrame, omnibus: pd.DataFrame, alpha: float) -> list[Finding]:
+def best_findings(runs: pd.DataFrame, groups: pd.DataFrame, omnibus: pd.DataFrame, *, alpha: float, p_adjust: str,
+                  seed: int = 0) -> list[Finding]:
     """Per language: which checkpoints have the lowest CER — the lowest mean and every checkpoint not
-    significantly above it (tied, named together) — and which are significantly above it."""
+    significantly above it (tied, named together) — and which are significantly above it, citing the
+    weakest of those separations (its corrected p and mean CER difference); n counts the language's runs."""
     omnibus_p = omnibus.set_index("language")["p"]
     out = []
     for language, part in groups.groupby("language"):
         lowest = part.loc[part["mean"] == part["mean"].min(), "checkpoint"].tolist()
         tied = [c for c in part.loc[part["best"], "checkpoint"] if c not in lowest]
-        worse = list(part.loc[~part["best"], "checkpoint"])
+        worse = part.loc[~part["best"]]
+        on_language = runs[runs["language"] == language]
         common = dict(key=f"best/{language}", question=f"some checkpoints have a lower CER than others on {language}",
-                      test="Kruskal-Wallis, then Conover-Iman", unit=RUNS_UNIT, n=int(part.shape[0]), alpha=alpha,
+                      test="Kruskal-Wallis, then Conover-Iman", unit=RUNS_UNIT, n=len(on_language), alpha=alpha,
                       p=float(omnibus_p[language]), subject=(str(language),))
         untestable = str(part["untestable"].iloc[0])
         if untestable:
             out.append(Finding(**common, verdict=UNTESTABLE, reason=untestable))
-        elif worse:
+        elif not worse.empty:
             ties = f"; not significantly different from it: {names(tied)}" if tied else ""
-            out.append(Finding(**common, verdict=SUPPORTED, claim=f"on {language}, lowest mean CER: {names(lowest)}"
-                                                                  f"{ties}; significantly higher than it: {names(worse)}"))
+            claim = f"on {language}, lowest mean CER: {names(lowest)}{ties}; significantly higher than it: " \
+                    f"{names(worse['checkpoint'])}"
+            out.append(Finding(**common, **_weakest_separation(on_language, part, worse, p_adjust=p_adjust, seed=seed),
+                               verdict=SUPPORTED, claim=claim))
         else:
             out.append(Finding(**common, verdict=NOT_SUPPORTED))
     return out
+
+
+def _weakest_separation(runs: pd.DataFrame, groups: pd.DataFrame, worse: pd.DataFrame, *, p_adjust: str,
+                        seed: int) -> dict:
+    """The corrected p and effect of the least significant pair (lowest-mean checkpoint vs one significantly
+    above it; among equal p the closest mean), as `Finding` fields."""
+    anchor = str(groups.sort_values("mean", kind="stable")["checkpoint"].iloc[0])  # `language_groups`' reference
+    weakest = worse.sort_values(["p_vs_best", "mean"], ascending=[False, True], kind="stable").iloc[0]
+    other = str(weakest["checkpoint"])
+    x = runs.loc[runs["checkpoint"] == anchor, "cer"].to_numpy()
+    y = runs.loc[runs["checkpoint"] == other, "cer"].to_numpy()
+    pairs = math.comb(groups.shape[0], 2)
+    correction = f"{method_name(p_adjust)} over {pairs} pairs" if p_adjust != "none" else "uncorrected"
+    return dict(p_adjusted=float(weakest["p_vs_best"]), adjustment=f"{correction}, weakest separation ({anchor} vs {other})",
+                effect=Effect.with_ci(f"mean CER difference ({anchor} − {other})", float(x.mean() - y.mean()),
+                                      bootstrap_ci([x, y], _mean_difference, seed)))
 
 
 # --- across languages --------------------------------------------------------------------------------

@@ -154,7 +154,7 @@ def _cost(runs: pd.DataFrame) -> pd.DataFrame:
 def state_findings(a: Analysis) -> list[findings_.Finding]:
     """Every finding of the analysis, each from one test at its unit of analysis (see `crossling.findings`)."""
     out = [*findings_.kruskal_findings(a.runs, a.alpha, a.seed),
-           *findings_.best_findings(a.groups, a.omnibus, a.alpha)]
+           *findings_.best_findings(a.runs, a.groups, a.omnibus, alpha=a.alpha, p_adjust=a.p_adjust, seed=a.seed)]
     if a.baseline is not None:
         out += findings_.baseline_findings(a.runs, a.posthoc_matrices, a.omnibus, baseline=a.baseline, alpha=a.alpha,
                                            p_adjust=a.p_adjust, seed=a.seed)
