@@ -114,7 +114,7 @@ def toy_finetune(*, identity: RunIdentity, model: str, prepared: Path, out: Path
     if state["step"]:
         state["resumed_from"].append(state["step"])
     delay = float(os.environ.get("GRID_TOY_STEP_SECONDS", "0"))
-    for step in range(state["step"], config.max_steps):
+    for step in track(range(state["step"], config.max_steps), config.max_steps - state["step"], "toy steps"):
         state["value"] = (state["value"] * 31 + step + len(model) * 17 + len(language) + int(config.learning_rate * 1e6)) % 1_000_003
         state["step"] = step + 1
         time.sleep(delay)

@@ -1,7 +1,9 @@
 """Rules over the whole package that reviews enforce: no call site passes 6 or more positional
-arguments, and the analysis half (and `crossling --help`) imports no torch -- checked in one process."""
+arguments, the analysis half (and `crossling --help`) imports no torch -- checked in one process -- and
+README's module map names every module of the package."""
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -60,3 +62,19 @@ def test_the_analysis_half_and_the_grid_import_no_torch():
             "sys.exit(1 if heavy else 0)")
     done = subprocess.run([sys.executable, "-c", code], env=environment(), capture_output=True, text=True)
     assert done.returncode == 0, f"imported: {done.stdout} {done.stderr[-2000:]}"
+
+
+README = PACKAGE.parent.parent / "README.md"
+
+
+def _module_map(readme: str) -> set[str]:
+    """The modules README's pipeline section names (`name.py`)."""
+    section = readme.split("## The pipeline: one module per stage", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"\b([a-z_]+)\.py\b", section))
+
+
+def test_readme_module_map_names_every_module_and_no_other():
+    modules = {path.stem for path in PACKAGE.glob("*.py")} - {"__init__"}
+    named = _module_map(README.read_text(encoding="utf-8"))
+    assert modules - named == set(), "modules README's module map does not name"
+    assert named - modules == set(), "README names modules that do not exist"

@@ -180,6 +180,19 @@ def test_ray_executor_runs_the_grid_in_ray_workers(ray_instance, tmp_path):
 
 
 @pytest.mark.slow
+def test_ray_with_one_worker_shows_the_current_runs_steps(ray_instance, tmp_path):
+    make_prepared(tmp_path / "prepared", counts=(1, 1, 1))
+    study = load_study(write_study(tmp_path / "toy.toml", ["toy/a", "toy/b"], languages=("aa",),
+                                   recipe={"max_steps": 30, "checkpoint_every": 10}))
+    updates = []
+    summary = run_study(study, executor=RayExecutor(workers=1), run_function=TOY, progress=updates.append)
+    assert summary.done == 2
+    steps = [update.step for update in updates if update.step]
+    assert steps.count("toy steps 30/30") == 2 and "toy steps 1/30" in steps  # each run, from its Ray task
+    assert all(update.running == 1 for update in updates if update.step)
+
+
+@pytest.mark.slow
 def test_ray_reschedules_a_killed_worker_and_the_run_resumes(ray_instance, tmp_path):
     make_prepared(tmp_path / "prepared", counts=(1, 1, 1))
     study = load_study(write_study(tmp_path / "toy.toml", ["toy/a", "toy/b"], recipe={"max_steps": 40,

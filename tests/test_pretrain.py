@@ -171,3 +171,26 @@ def test_a_crafted_resume_file_is_refused_without_running_its_code(prepared, tmp
     where(out).write_bytes(b"\x80\x02truncated")
     with pytest.raises(ConfigError, match=rf"{name}: (cannot read this resume file|refused to load)"):
         run_pretrain(prepared, out, steps=20)
+
+
+def test_a_model_folder_it_did_not_write_is_refused_before_training_and_kept(prepared, tmp_path):
+    from crossling.errors import OutputError
+
+    theirs = paths.pretrain_model_dir(tmp_path / "pt")
+    theirs.mkdir(parents=True)
+    (theirs / "notes.txt").write_text("somebody's model")
+    with pytest.raises(OutputError, match=r"model: a folder this pre-training did not write"):
+        run_pretrain(prepared, tmp_path / "pt", steps=2)
+    assert (theirs / "notes.txt").read_text() == "somebody's model"
+    assert not paths.pretrain_resume_path(tmp_path / "pt").exists()  # refused before any step
+
+
+@pytest.mark.slow
+def test_the_model_is_staged_under_crossling_s_mark_and_a_lookalike_folder_is_left_alone(prepared, tmp_path):
+    lookalike = tmp_path / "pt" / ".model.tmp"  # the name an earlier version staged into, and deleted
+    lookalike.mkdir(parents=True)
+    (lookalike / "keep.txt").write_text("not crossling's")
+    run_pretrain(prepared, tmp_path / "pt", steps=2)
+    assert (lookalike / "keep.txt").read_text() == "not crossling's"
+    assert (paths.pretrain_model_dir(tmp_path / "pt") / "model.safetensors").is_file()
+    assert sorted(p.name for p in (tmp_path / "pt").iterdir() if p.name.startswith(".")) == [".model.tmp"]

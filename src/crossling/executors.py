@@ -43,6 +43,8 @@ LOST = "lost"
 #: called with keywords: identity (`records.RunIdentity`), model (what to load), prepared (root), out (the
 #: run directory), device and track, resumes from the run directory's resume file, writes result.json last.
 DEFAULT_RUN_FUNCTION = "crossling.finetune:run_finetune"
+#: Step events a Ray task may have queued before the driver reads them (it reads every 0.5 s).
+STEP_QUEUE_SIZE = 1000
 
 
 @dataclass(frozen=True)
@@ -344,7 +346,7 @@ def grid_process(spec: GridSpec, threads: int, events, index: int, gpu: str | No
         from crossling.grid import run_grid
 
         run_grid(spec, LocalExecutor(), events=lambda event: events.put(_as_worker(event, index)),
-                 track=_relayed_steps(events, index))
+                 track=_relayed_steps(events.put, index))
     except KeyboardInterrupt:
         return  # cancelled: the claims were released on the way out
     except DeviceLost:
@@ -355,15 +357,15 @@ def grid_process(spec: GridSpec, threads: int, events, index: int, gpu: str | No
         events.put(RuntimeError(f"grid process {index}: {type(error).__name__}: {error}\n{traceback.format_exc()}"))
 
 
-def _relayed_steps(events, index: int, every: float = 1.0) -> Track:
-    """A `Track` sending a grid process's step progress to the main process (at most every `every` s)."""
+def _relayed_steps(send: Callable[[StepEvent], None], index: int, every: float = 1.0) -> Track:
+    """A `Track` sending a worker's step progress towards the main process (at most every `every` s)."""
 
     def track(items, total: int, description: str):
         last = 0.0
         for done, item in enumerate(items, 1):
             yield item
             if time.monotonic() - last >= every or done == total:
-                events.put(StepEvent(index, description, done, total))
+                send(StepEvent(index, description, done, total))
                 last = time.monotonic()
 
     return track
@@ -392,7 +394,8 @@ class RayExecutor:
     `gpus_per_run` GPUs (default: 1 when the cluster has GPUs, see `devices.ray_gpus_per_run`); a task whose worker process dies is retried up to `max_retries` times. Claims
     stay with this (driver) process, so a task rescheduled after its worker died still runs under the
     same claim, and resumes from the run's resume file. `address`: join that cluster (default: a Ray
-    instance already connected, else a local one started here)."""
+    instance already connected, else a local one started here). With one worker, the task's step progress
+    reaches the grid's display through a Ray queue."""
 
     def __init__(self, workers: int = 1, address: str | None = None, cpus_per_run: float = 1.0,
                  gpus_per_run: float | None = None, max_retries: int = 3) -> None:
@@ -416,7 +419,12 @@ class RayExecutor:
             _check_resources(resources, cpus=self.cpus_per_run, gpus=gpus)
             task = ray.remote(num_cpus=self.cpus_per_run, num_gpus=gpus, max_retries=self.max_retries)(ray_run)
             options = dataclasses.replace(work.options, device=devices.ray_device(work.options.device, gpus))
-            self._drive(ray, task, work, options)
+            steps = _step_queue() if self.workers == 1 else None  # several runs at once: no single current step
+            try:
+                self._drive(ray, task, work, options, steps)
+            finally:
+                if steps is not None:
+                    steps.shutdown()
         finally:
             if started_here:
                 ray.shutdown()
@@ -442,7 +450,7 @@ class RayExecutor:
                  log_to_driver=False)
         return True
 
-    def _drive(self, ray, task, work: GridWork, options: ExecOptions) -> None:
+    def _drive(self, ray, task, work: GridWork, options: ExecOptions, steps) -> None:
         exhausted = False
         while self._in_flight or not exhausted:
             while not exhausted and not self._cancelled.is_set() and len(self._in_flight) < self.workers:
@@ -450,11 +458,13 @@ class RayExecutor:
                 if job is None:
                     exhausted = True
                 else:
-                    self._in_flight[task.remote(job.run, job.claim, options)] = job
+                    self._in_flight[task.remote(job.run, job.claim, options, steps)] = job
             exhausted = exhausted or self._cancelled.is_set()
             if not self._in_flight:
                 break
-            ready, _ = ray.wait(list(self._in_flight), num_returns=1)
+            ready, _ = ray.wait(list(self._in_flight), num_returns=1, timeout=None if steps is None else 0.5)
+            if steps is not None:
+                _relay_steps(steps, work)
             for ref in ready:
                 job = self._in_flight.pop(ref)
                 work.finish(job, _ray_outcome(ray, ref, job, work.options))
@@ -463,14 +473,43 @@ class RayExecutor:
 
 
 
-def ray_run(run: Run, claim: Claim, options: ExecOptions) -> Outcome:
-    """`execute_run` in a Ray worker. A worker whose GPU the run left unusable (a sticky CUDA error) ends
-    itself, so that Ray retries the task in a fresh worker, where the run resumes from its resume file."""
-    outcome = execute_run(run, claim, options)
+def ray_run(run: Run, claim: Claim, options: ExecOptions, steps=None) -> Outcome:
+    """`execute_run` in a Ray worker; its step progress goes to the driver's `steps` queue (None: not
+    shown). A worker whose GPU the run left unusable (a sticky CUDA error) ends itself, so that Ray
+    retries the task in a fresh worker, where the run resumes from its resume file."""
+    track = no_progress if steps is None else _relayed_steps(lambda event: _offer(steps, event), 0)
+    outcome = execute_run(run, claim, options, track)
     if outcome.device_lost:
         log.error("run %s left this worker's GPU unusable; ending the worker so that Ray retries elsewhere", outcome.run_id)
         os._exit(70)
     return outcome
+
+
+def _step_queue():
+    """A Ray queue (a zero-CPU actor) carrying a task's `StepEvent`s to the driver."""
+    from ray.util.queue import Queue
+
+    return Queue(maxsize=STEP_QUEUE_SIZE, actor_options={"num_cpus": 0})
+
+
+def _offer(steps, event: StepEvent) -> None:
+    """Put a step event on the driver's queue; progress is never worth stopping a run for, so a full
+    queue or a driver that went away drops it."""
+    from ray.exceptions import RayError
+    from ray.util.queue import Full
+
+    try:
+        steps.put_nowait(event)
+    except (Full, RayError):
+        log.debug("step progress of a Ray task dropped", exc_info=True)
+
+
+def _relay_steps(steps, work: GridWork) -> None:
+    """Pass the step events waiting in the queue to the grid."""
+    waiting = steps.qsize()
+    if waiting:
+        for event in steps.get_nowait_batch(waiting):
+            work.relay(event)
 
 
 def _children() -> list[int]:

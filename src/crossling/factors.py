@@ -15,7 +15,15 @@ import pandas as pd
 from scipy import stats as st
 from statsmodels.stats.multitest import multipletests
 
-from crossling.stats import KEYS, TestResult, cell_means, kruskal, swept_settings, usable_runs
+from crossling.stats import (
+    KEYS,
+    TestResult,
+    cell_means,
+    existing_objects_skipped_by_gc,
+    kruskal,
+    swept_settings,
+    usable_runs,
+)
 
 # --- families and transfer -------------------------------------------------------------------------
 
@@ -71,7 +79,8 @@ def holm(pvalues: Sequence[float] | pd.Series) -> np.ndarray:
     out = np.full(len(values), np.nan)
     tested = np.isfinite(values)
     if tested.any():
-        out[tested] = multipletests(values[tested], method="holm")[1]
+        with existing_objects_skipped_by_gc():
+            out[tested] = multipletests(values[tested], method="holm")[1]
     return out
 
 

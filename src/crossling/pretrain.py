@@ -12,7 +12,6 @@ import math
 import os
 import platform
 import random
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +21,10 @@ import crossling
 from crossling import paths
 from crossling.atomic import atomic_path, read_json, write_json_atomic
 from crossling.config import from_mapping, read_toml
-from crossling.errors import ConfigError, DataError
+from crossling.errors import ConfigError, DataError, OutputError
 from crossling.manifest import SAMPLE_RATE, Utterance, read_manifest
 from crossling.progress import Track, no_progress
+from crossling.rundir import save_model_folder
 from crossling.safeload import load_resume_file
 
 # Before torch loads OpenMP, as in `crossling.finetune` (none of the modules above imports torch).
@@ -318,21 +318,28 @@ def _as_tuples(value):
 
 def save_model(model, out_dir: Path) -> None:
     """Save model + feature extractor in Hugging Face format (config.json, model.safetensors,
-    preprocessor_config.json), atomically as a directory: written beside, then renamed."""
+    preprocessor_config.json), atomically as a folder: built in a crossling-marked staging folder beside
+    `out_dir`, then renamed into place (`check_model_folder` made sure a folder already there is ours)."""
     from transformers import Wav2Vec2FeatureExtractor
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    model.save_pretrained(tmp, safe_serialization=True)
-    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0, do_normalize=True,
-                             return_attention_mask=True).save_pretrained(tmp)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
+
+    def write(staging: Path) -> None:
+        model.save_pretrained(staging, safe_serialization=True)
+        Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0, do_normalize=True,
+                                 return_attention_mask=True).save_pretrained(staging)
+
+    save_model_folder(Path(out_dir), write)
+
+
+def check_model_folder(out: Path) -> None:
+    """Refuse before training to replace a model folder this pre-training did not write: one is ours only
+    while our resume file sits beside it (a run killed between saving the model and its record)."""
+    model = paths.pretrain_model_dir(out)
+    if model.exists() and not paths.pretrain_resume_path(out).is_file():
+        raise OutputError(f"{model}: a folder this pre-training did not write (no {paths.pretrain_resume_path(out).name} "
+                          "beside it); crossling would replace it: move it away or use another --out")
 
 
 # --- the whole run -------------------------------------------------------------------------------------
@@ -372,6 +379,7 @@ def pretrain(prepared: Path, languages: list[str], hours_per_language: list[floa
     finished = _finished_record(out, state)
     if finished is not None:
         return finished
+    check_model_folder(out)
     if threads:
         torch.set_num_threads(threads)
     clips = load_clips(Path(prepared), chosen, track)

@@ -13,9 +13,8 @@ from typing import Any, TypeVar
 import numpy as np
 
 from crossling.atomic import read_json, write_json_atomic
-from crossling.config import from_mapping
 from crossling.errors import ConfigError, CorruptArtifactError, DataError
-from crossling.records import SCHEMA, schema_of
+from crossling.records import SCHEMA, build_record, schema_of
 from crossling.transferability import ProbeRecipe
 
 T = TypeVar("T")
@@ -65,7 +64,7 @@ class EstimatorScore:
 
     @classmethod
     def from_json(cls, value: Any, where: str) -> EstimatorScore:
-        return _build(cls, value, where)
+        return build_record(cls, value, where)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,7 +97,7 @@ class CheckpointScores:
     @classmethod
     def from_json(cls, value: Any, where: str) -> CheckpointScores:
         estimates = _list(value, "estimates", where)
-        return _build(cls, {**value, "estimates": tuple(
+        return build_record(cls, {**value, "estimates": tuple(
             EstimatorScore.from_json(e, f"{where} estimates[{i}]") for i, e in enumerate(estimates))}, where)
 
 
@@ -141,7 +140,7 @@ class RankRecord:
         schema_of(value, where, "rank record")  # schema 0 (written before versions) has the same keys
         values = {key: item for key, item in value.items() if key != "schema"}
         checkpoints = _list(values, "checkpoints", where)
-        return _build(cls, {**values, "checkpoints": tuple(
+        return build_record(cls, {**values, "checkpoints": tuple(
             CheckpointScores.from_json(c, f"{where} checkpoints[{i}]") for i, c in enumerate(checkpoints))}, where)
 
     @property
@@ -153,18 +152,6 @@ class RankRecord:
         """Wall time of ranking every checkpoint with `estimator` (default: the record's) alone."""
         name = estimator or self.estimator
         return self.sample_seconds + sum(c.seconds(name) for c in self.checkpoints)
-
-
-def _build(cls: type[T], values: Any, where: str) -> T:
-    """`cls` from a JSON object, strictly (unknown or missing keys, wrong types, values out of range): a
-    malformed record is a `CorruptArtifactError` naming the file and the key."""
-    if not isinstance(values, dict):
-        raise CorruptArtifactError(f"{where} must be a JSON object, got {type(values).__name__}")
-    try:
-        return from_mapping(cls, values, where)
-    except ConfigError as error:
-        message = str(error)
-        raise CorruptArtifactError(message if message.startswith(where) else f"{where}: {message}") from None
 
 
 def _list(values: Any, key: str, where: str) -> list:

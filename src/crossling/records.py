@@ -42,7 +42,7 @@ def schema_of(value: Any, where: str, kind: str) -> int:
     return version
 
 
-def _build(cls: type[T], values: Any, where: str) -> T:
+def build_record(cls: type[T], values: Any, where: str) -> T:
     """`cls` from a JSON object, strictly (unknown or missing keys, wrong types): a malformed record is a
     `CorruptArtifactError` naming the file and the key."""
     if not isinstance(values, dict):
@@ -55,11 +55,11 @@ def _build(cls: type[T], values: Any, where: str) -> T:
 
 
 def _build_with_recipe(cls: type[T], value: Any, where: str) -> T:
-    """`_build` for a record holding a TrainConfig under "recipe" (a run's identity, a planned run)."""
+    """`build_record` for a record holding a TrainConfig under "recipe" (a run's identity, a planned run)."""
     if not isinstance(value, dict):
         raise CorruptArtifactError(f"{where} must be a JSON object, got {type(value).__name__}")
-    recipe = _build(TrainConfig, value.get("recipe"), f"{where} recipe")
-    return _build(cls, {**value, "recipe": recipe}, where)
+    recipe = build_record(TrainConfig, value.get("recipe"), f"{where} recipe")
+    return build_record(cls, {**value, "recipe": recipe}, where)
 
 
 def _plain(value: Any) -> Any:
@@ -158,7 +158,7 @@ class SplitScores:
         if not isinstance(groups, dict):
             raise CorruptArtifactError(f"{where} by_gender must be a JSON object")
         by_gender = {gender: cls.from_json(scores, f"{where} by_gender {gender}") for gender, scores in groups.items()}
-        return _build(cls, {**value, "by_gender": by_gender}, where)
+        return build_record(cls, {**value, "by_gender": by_gender}, where)
 
 
 def _without_groups(scores: SplitScores) -> dict[str, Any]:
@@ -241,12 +241,12 @@ class RunRecord:
         scores = values.get("scores")
         if not isinstance(scores, dict):
             raise CorruptArtifactError(f"{where}: scores must be a JSON object")
-        return _build(cls, {
+        return build_record(cls, {
             **{key: item for key, item in values.items() if key != "run"},
             "identity": identity,
             "scores": {split: SplitScores.from_json(s, f"{where} scores {split}") for split, s in scores.items()},
             "cost": _cost(values.get("cost"), f"{where} cost"),
-            "collapse": _build(Collapse, values.get("collapse"), f"{where} collapse"),
+            "collapse": build_record(Collapse, values.get("collapse"), f"{where} collapse"),
         }, where)
 
     @classmethod
@@ -258,8 +258,8 @@ class RunRecord:
 
 def _cost(value: Any, where: str) -> RunCost:
     if isinstance(value, dict) and value.get("facts") is not None:
-        value = {**value, "facts": _build(DeviceFacts, value["facts"], f"{where} facts")}
-    return _build(RunCost, value, where)
+        value = {**value, "facts": build_record(DeviceFacts, value["facts"], f"{where} facts")}
+    return build_record(RunCost, value, where)
 
 
 def _identity(value: Any, where: str) -> RunIdentity | LegacyIdentity:
@@ -288,7 +288,7 @@ class RunFailure:
     @classmethod
     def from_json(cls, value: Any, where: str) -> RunFailure:
         schema_of(value, where, "run failure")  # schema 0 has the same keys
-        return _build(cls, _payload(value), where)
+        return build_record(cls, _payload(value), where)
 
 
 # --- the prepared-language summary (prepared.json) ---------------------------------------------------
@@ -328,7 +328,7 @@ class PreparedSummary:
     @classmethod
     def from_json(cls, value: Any, where: str) -> PreparedSummary:
         schema_of(value, where, "prepared-language summary")  # schema 0 has the same keys, some missing
-        return _build(cls, _payload(value), where)
+        return build_record(cls, _payload(value), where)
 
     @classmethod
     def read(cls, path: Path) -> PreparedSummary:
@@ -385,7 +385,7 @@ class StudyPlan:
         if not isinstance(runs, list):
             raise CorruptArtifactError(f"{where}: runs must be a list")
         planned = tuple(PlannedRun.from_json(run, f"{where} runs[{i}]") for i, run in enumerate(runs))
-        return _build(cls, {**values, "runs": planned}, where)
+        return build_record(cls, {**values, "runs": planned}, where)
 
 
 # --- migrations of records written before schema versions (schema 0) ---------------------------------
