@@ -179,7 +179,7 @@ def test_a_model_folder_it_did_not_write_is_refused_before_training_and_kept(pre
     theirs = paths.pretrain_model_dir(tmp_path / "pt")
     theirs.mkdir(parents=True)
     (theirs / "notes.txt").write_text("somebody's model")
-    with pytest.raises(OutputError, match=r"model: a folder this pre-training did not write"):
+    with pytest.raises(OutputError, match=r"model: a folder this pre-training did not write \(it holds notes.txt\)"):
         run_pretrain(prepared, tmp_path / "pt", steps=2)
     assert (theirs / "notes.txt").read_text() == "somebody's model"
     assert not paths.pretrain_resume_path(tmp_path / "pt").exists()  # refused before any step

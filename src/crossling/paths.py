@@ -142,8 +142,12 @@ def quarantine_path(path: Path, stamp: str) -> Path:
 
 
 def pretrain_model_dir(pretrain_dir: Path) -> Path:
-    """The pre-trained model + feature extractor in Hugging Face format."""
+    """The pre-trained model + feature extractor in Hugging Face format (the files `PRETRAINED_MODEL_FILES`)."""
     return Path(pretrain_dir) / "model"
+
+
+#: What a pre-trained model folder crossling saves holds (and a mini-zoo model is copied with).
+PRETRAINED_MODEL_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
 
 
 def pretrain_resume_path(pretrain_dir: Path) -> Path:

@@ -334,12 +334,18 @@ def save_model(model, out_dir: Path) -> None:
 
 
 def check_model_folder(out: Path) -> None:
-    """Refuse before training to replace a model folder this pre-training did not write: one is ours only
-    while our resume file sits beside it (a run killed between saving the model and its record)."""
+    """Refuse before training to replace a model folder this pre-training did not write. One is ours while
+    our resume file sits beside it (a run killed between saving the model and its record), or when it holds
+    nothing but the files `save_model` writes (a finished pre-training whose record was deleted to run it
+    again); a folder holding anything else may be somebody's work."""
     model = paths.pretrain_model_dir(out)
-    if model.exists() and not paths.pretrain_resume_path(out).is_file():
-        raise OutputError(f"{model}: a folder this pre-training did not write (no {paths.pretrain_resume_path(out).name} "
-                          "beside it); crossling would replace it: move it away or use another --out")
+    if not model.exists() or paths.pretrain_resume_path(out).is_file():
+        return
+    others = sorted(p.name for p in model.iterdir()) if model.is_dir() else [model.name]
+    others = [name for name in others if name not in paths.PRETRAINED_MODEL_FILES]
+    if others:
+        raise OutputError(f"{model}: a folder this pre-training did not write (it holds {', '.join(others[:3])}); "
+                          "crossling would replace it: move it away or use another --out")
 
 
 # --- the whole run -------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from crossling.progress import Track, no_progress
 log = logging.getLogger(__name__)
 
 #: Files copied from a pre-training run into the zoo (the checkpoint.pt of training is not shipped).
-MODEL_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
+MODEL_FILES = paths.PRETRAINED_MODEL_FILES
 _SECTIONS = {"corpus": ("languages", "hours", "seed", "dev_fraction", "test_fraction"),
              "prepare": ("train_hours", "seed"), "pretrain": None, "model": None}
 
