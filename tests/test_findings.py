@@ -216,6 +216,21 @@ def test_nemenyi_with_few_languages_says_why_it_separates_nothing():
     assert "CD = 3.52" in caption and "letters of the CER table" in caption
 
 
+def test_a_ranking_claim_cites_its_weakest_separation_with_an_effect():
+    """a ranks first, b second, c third, d last on 12 languages: Nemenyi separates c and d from a, and the
+    claim rests on the weaker of the two (a vs c), not the stronger (a vs d)."""
+    order = ("zoo-a", "zoo-b", "zoo-c", "zoo-d")
+    languages = ("pt", "ca", "nl", "sv-SE", "da", "is", "de", "en", "es", "fr", "it", "ro")
+    a = analyse(_grid(order, languages, 3, lambda c, lang, s: 0.5 + 0.1 * order.index(c) + 0.01 * s))
+    _assert_honest(a)
+    ranking = next(f for f in a.findings if f.key == "ranking")
+    assert ranking.verdict == SUPPORTED and ranking.n == 12 and "above zoo-c and zoo-d" in ranking.claim
+    nemenyi = a.friedman.nemenyi
+    assert ranking.p_adjusted == float(nemenyi.loc["zoo-a", "zoo-c"]) > float(nemenyi.loc["zoo-a", "zoo-d"])
+    assert "weakest separation (zoo-a vs zoo-c)" in ranking.sentence()
+    assert ranking.effect.name == "average rank difference (zoo-c − zoo-a)" and ranking.effect.value == 2.0
+
+
 def test_subgroup_and_gender_use_languages_and_cells_as_units():
     table = synthetic_table(checkpoints=("vp-es", "vp-nl", "xlsr53"), languages=("pt", "ca", "sv-SE", "da", "de", "en"))
     a = analyse(table)

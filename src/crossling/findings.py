@@ -397,10 +397,11 @@ def kendall_w(ranks: np.ndarray) -> np.ndarray:
         return np.where(correction > 0, chi2 / correction, np.nan) / (n * (k - 1))
 
 
-def ranking_finding(friedman: stats.Friedman | None, alpha: float) -> Finding | None:
+def ranking_finding(friedman: stats.Friedman | None, alpha: float, seed: int = 0) -> Finding | None:
     """Which checkpoints rank apart from the best across languages (Nemenyi, as the critical-difference
     diagram draws it)? Ties at the best average rank are named together; when the Nemenyi test separates
-    nobody, the reason says how far apart ranks would have to be with this many languages."""
+    nobody, the reason says how far apart ranks would have to be with this many languages. A supported
+    claim cites its weakest separation (see `_weakest_rank_separation`); otherwise p is the smallest."""
     if friedman is None:
         return None
     ranks = friedman.average_ranks
@@ -417,8 +418,25 @@ def ranking_finding(friedman: stats.Friedman | None, alpha: float) -> Finding | 
     if not separated:
         return Finding(**common, verdict=NOT_SUPPORTED, reason=power)
     verb = "ranks" if len(top) == 1 else "rank"
-    return Finding(**common, verdict=SUPPORTED, claim=f"across languages {names(top)} (average rank {ranks.min():.2f}) "
-                                                      f"{verb} above {names(separated)}")
+    return Finding(**{**common, "p": math.nan}, **_weakest_rank_separation(friedman, top, separated, seed=seed),
+                   verdict=SUPPORTED, claim=f"across languages {names(top)} (average rank {ranks.min():.2f}) "
+                                            f"{verb} above {names(separated)}")
+
+
+def _weakest_rank_separation(friedman: stats.Friedman, top: Sequence[str], separated: Sequence[str], *,
+                             seed: int) -> dict:
+    """The Nemenyi p that decides a ranking claim — the largest over (best-ranked, separated) pairs, since
+    every one must hold — and that pair's average rank difference with a CI resampling languages."""
+    best, other = max(((t, c) for t in top for c in separated), key=lambda pair: float(friedman.nemenyi.loc[pair]))
+    columns = list(friedman.matrix.columns)
+    i, j = columns.index(other), columns.index(best)
+    ranks = friedman.matrix.rank(axis=1).to_numpy()
+    difference = float(ranks[:, i].mean() - ranks[:, j].mean())
+    interval = cluster_ci(list(ranks), lambda drawn: drawn[..., i].mean(axis=1) - drawn[..., j].mean(axis=1), seed)
+    pairs = math.comb(len(columns), 2)
+    return dict(p_adjusted=float(friedman.nemenyi.loc[best, other]),
+                adjustment=f"Nemenyi over {pairs} pairs, weakest separation ({best} vs {other})",
+                effect=Effect.with_ci(f"average rank difference ({other} − {best})", difference, interval))
 
 
 def cd_note(cd: float, languages: int, checkpoints: int) -> str:

@@ -159,7 +159,7 @@ def state_findings(a: Analysis) -> list[findings_.Finding]:
         out += findings_.baseline_findings(a.runs, a.posthoc_matrices, a.omnibus, baseline=a.baseline, alpha=a.alpha,
                                            p_adjust=a.p_adjust, seed=a.seed)
     out.append(findings_.friedman_finding(a.friedman, a.friedman_note, a.alpha, a.seed))
-    optional = [findings_.ranking_finding(a.friedman, a.alpha),
+    optional = [findings_.ranking_finding(a.friedman, a.alpha, a.seed),
                 findings_.family_finding(a.families, stats.cell_means(a.runs), a.alpha, a.seed),
                 findings_.subgroup_finding(a.subgroup_blocks, a.subgroup_test, a.alpha, a.seed)
                 if not a.subgroup_cells.empty else None,
