@@ -95,6 +95,16 @@ def test_the_best_on_a_language_counts_its_runs_and_cites_its_weakest_separation
     assert "Holm over 3 pairs, weakest separation (zoo-es vs zoo-de): p = " in best.sentence()
 
 
+def test_equal_lowest_means_are_named_together_and_never_above_themselves():
+    cells = {("zoo-b", "pt"): [0.125] * 7 + [0.75], ("zoo-a", "pt"): [0.203125] * 8,
+             ("zoo-random", "pt"): [0.9, 0.91, 0.92, 0.93, 0.94, 0.95, 0.96, 0.97]}
+    a = analyse(_runs(cells))
+    _assert_honest(a)
+    best = next(f for f in a.findings if f.key == "best/pt")
+    assert best.claim == "on pt, lowest mean CER: zoo-a and zoo-b; significantly higher than it: zoo-random"
+    assert "no checkpoint is the sole best" in findings.wins_sentence(a.wins, a.alpha, a.p_adjust)
+
+
 def test_every_cer_equal():
     a = analyse(_grid(("zoo-es", "zoo-de", "zoo-random"), ("pt", "nl", "ca"), 3, lambda *_: 1.0))
     _assert_honest(a)

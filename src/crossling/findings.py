@@ -344,8 +344,8 @@ def _weakest_separation(runs: pd.DataFrame, groups: pd.DataFrame, worse: pd.Data
                         seed: int) -> dict:
     """The corrected p and effect of the least significant pair (lowest-mean checkpoint vs one significantly
     above it; among equal p the closest mean), as `Finding` fields."""
-    anchor = str(groups.sort_values("mean", kind="stable")["checkpoint"].iloc[0])  # `language_groups`' reference
     weakest = worse.sort_values(["p_vs_best", "mean"], ascending=[False, True], kind="stable").iloc[0]
+    anchor = str(weakest["best_reference"])
     other = str(weakest["checkpoint"])
     x = runs.loc[runs["checkpoint"] == anchor, "cer"].to_numpy()
     y = runs.loc[runs["checkpoint"] == other, "cer"].to_numpy()
