@@ -71,6 +71,11 @@ def test_strong_effect_is_supported_with_its_direction_effect_and_unit():
     _assert_honest(a)
     joint = next(f for f in a.findings if f.key == "baseline/zoo-random")
     assert joint.verdict == SUPPORTED and joint.n == 12
+    pairs = [f for f in a.findings if f.key.startswith("pair/") and f.subject[2] == "zoo-random"]
+    weakest = max(pairs, key=lambda f: f.p_adjusted)
+    assert joint.p_adjusted == weakest.p_adjusted and math.isnan(joint.p)  # a Holm-corrected p is said to be one
+    language, checkpoint, _ = weakest.subject
+    assert f"Holm over 3 pairs, weakest pair ({checkpoint} vs zoo-random on {language}): p = " in joint.sentence()
     pair = next(f for f in a.findings if f.key == "pair/pt/zoo-es/zoo-random")
     assert pair.verdict == SUPPORTED and pair.sign == -1 and pair.unit.startswith("runs (seeds)") and pair.n == 8
     assert pair.effect.value == pytest.approx(-0.39, abs=0.01) and pair.effect.low <= pair.effect.value <= pair.effect.high

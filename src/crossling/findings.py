@@ -268,15 +268,18 @@ def baseline_findings(runs: pd.DataFrame, posthoc: Mapping[str, pd.DataFrame], o
 
 def joint_baseline_finding(pairs: Sequence[Finding], baseline: str, alpha: float) -> Finding:
     """Intersection-union: every pre-trained checkpoint beats the baseline on every language iff each pair
-    is significant with a lower CER (no further correction: all must hold, none is picked)."""
+    is significant with a lower CER (no further correction: all must hold, none is picked); it cites the
+    weakest pair's p (with that pair's correction and name) and effect."""
     beats = [f for f in pairs if f.sign < 0]
     untestable = [f for f in pairs if f.verdict == UNTESTABLE]
     weakest = max(pairs, key=lambda f: _decisive(f) if math.isfinite(_decisive(f)) else 2.0)
     question = f"every pre-trained checkpoint has a lower CER than {baseline} on every language"
     common = dict(key=f"baseline/{baseline}", question=question, test="intersection-union of per-language Conover-Iman tests",
-                  unit="checkpoint pairs", n=len(pairs), alpha=alpha, p=_decisive(weakest), effect=weakest.effect)
+                  unit="checkpoint pairs", n=len(pairs), alpha=alpha, p_adjusted=_decisive(weakest),
+                  adjustment=f"{weakest.adjustment or 'uncorrected'}, weakest pair ({_pair_label(weakest)})",
+                  effect=weakest.effect)
     if untestable:
-        return Finding(**{**common, "p": math.nan}, verdict=UNTESTABLE,
+        return Finding(**{**common, "p_adjusted": math.nan, "adjustment": ""}, verdict=UNTESTABLE,
                        reason=f"{len(untestable)} of {len(pairs)} pairs cannot be tested ({untestable[0].reason})")
     if len(beats) == len(pairs):
         return Finding(**common, verdict=SUPPORTED, claim=f"every pre-trained checkpoint has a lower CER than "
