@@ -11,6 +11,7 @@ from analysis_factory import synthetic_table
 
 from crossling import findings, stats
 from crossling.findings import NOT_SUPPORTED, SUPPORTED, UNTESTABLE, Finding
+from crossling.markup import fmt_p
 from crossling.report import analyse, summary_sentences
 
 DIRECTION = re.compile(r"\b(lower|higher|better|worse|rises|falls|beats?|above|below|agree|reversed)\b", re.I)
@@ -108,6 +109,21 @@ def test_equal_lowest_means_are_named_together_and_never_above_themselves():
     best = next(f for f in a.findings if f.key == "best/pt")
     assert best.claim == "on pt, lowest mean CER: zoo-a and zoo-b; significantly higher than it: zoo-random"
     assert "no checkpoint is the sole best" in findings.wins_sentence(a.wins, a.alpha, a.p_adjust)
+
+
+def test_the_per_language_tally_names_its_n_p_and_effects():
+    def cer(c, lang, s):  # nl's seeds vary ten times more than the others': no evidence there
+        return {"zoo-es": 0.60, "zoo-de": 0.65, "zoo-random": 0.99}[c] + (0.3 if lang == "nl" else 0.004) * (
+            (s * 7 + len(lang)) % 5)
+
+    a = analyse(_grid(("zoo-es", "zoo-de", "zoo-random"), ("pt", "ca", "nl", "sv-SE", "da", "is"), 4, cer))
+    sentence = findings.kruskal_sentence(a.findings)
+    nl = next(f for f in a.findings if f.key == "kruskal/nl")
+    assert nl.verdict == NOT_SUPPORTED and nl.n == 12
+    assert "(Kruskal-Wallis per language over runs, n = 12 runs each, alpha 0.05)" in sentence
+    assert f"no evidence of a difference on nl (p = {fmt_p(nl.p)}; epsilon squared = {nl.effect.value:.2f})" in sentence
+    supported = [f for f in a.findings if f.key.startswith("kruskal/") and f.verdict == SUPPORTED]
+    assert f"on ca da is pt sv-SE (p = {fmt_p(max(f.p for f in supported))}; epsilon squared" in sentence
 
 
 def test_every_cer_equal():

@@ -459,15 +459,30 @@ def kruskal_sentence(findings: Sequence[Finding]) -> str:
     if not tests:
         return ""
     by = {v: [f.subject[0] for f in tests if f.verdict == v] for v in VERDICTS}
+    sizes = sorted({f.n for f in tests})
+    n = f"n = {sizes[0]} runs each" if len(sizes) == 1 else f"n = {sizes[0]} to {sizes[-1]} runs per language"
     parts = [f"Checkpoints differ in CER on {len(by[SUPPORTED])} of {len(tests)} languages "
-             f"(Kruskal-Wallis per language over runs, alpha {tests[0].alpha})"]
+             f"(Kruskal-Wallis per language over runs, {n}, alpha {tests[0].alpha})"]
     if by[SUPPORTED]:
-        parts.append(f"on {' '.join(by[SUPPORTED])}")
+        parts.append(f"on {' '.join(by[SUPPORTED])} ({_range(tests, SUPPORTED)})")
     if by[NOT_SUPPORTED]:
-        parts.append(f"no evidence of a difference on {' '.join(by[NOT_SUPPORTED])}")
+        parts.append(f"no evidence of a difference on {' '.join(by[NOT_SUPPORTED])} ({_range(tests, NOT_SUPPORTED)})")
     if by[UNTESTABLE]:
         parts.append(f"cannot be tested on {' '.join(by[UNTESTABLE])} ({tests[[f.verdict for f in tests].index(UNTESTABLE)].reason})")
     return "; ".join(parts) + "."
+
+
+def _range(tests: Sequence[Finding], decided: str) -> str:
+    """The p-values and effect sizes of the languages with one verdict: 'p = 0.003; epsilon squared = 0.71'
+    or 'p from 0.001 to 0.004; epsilon squared from 0.55 to 0.80'."""
+    chosen = [f for f in tests if f.verdict == decided]
+    p = sorted(f.p for f in chosen)
+    effects = sorted(f.effect.value for f in chosen if f.effect is not None)
+    return f"p{_span(p, fmt_p)}" + (f"; epsilon squared{_span(effects, lambda v: f'{v:.2f}')}" if effects else "")
+
+
+def _span(values: Sequence[float], text: Callable[[float], str]) -> str:
+    return f" = {text(values[0])}" if values[0] == values[-1] else f" from {text(values[0])} to {text(values[-1])}"
 
 
 # --- families, transfer, typology, gender, settings --------------------------------------------------
