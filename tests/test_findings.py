@@ -108,7 +108,7 @@ def test_equal_lowest_means_are_named_together_and_never_above_themselves():
     _assert_honest(a)
     best = next(f for f in a.findings if f.key == "best/pt")
     assert best.claim == "on pt, lowest mean CER: zoo-a and zoo-b; significantly higher than it: zoo-random"
-    assert "no checkpoint is the sole best" in findings.wins_sentence(a.wins, a.alpha, a.p_adjust)
+    assert "no checkpoint is the sole best" in findings.wins_sentence(a.wins, a.alpha, a.p_adjust, runs=a.runs)
 
 
 def test_the_per_language_tally_names_its_n_p_and_effects():
@@ -226,8 +226,23 @@ def test_ties_share_the_top_and_are_named_together():
     groups = stats.language_groups(_runs(cells))
     wins = stats.wins(groups).set_index("checkpoint")
     assert wins.loc["zoo-es", "rank"] == wins.loc["zoo-de", "rank"] == 1 and wins.loc["zoo-random", "rank"] == 3
-    sentence = findings.wins_sentence(stats.wins(groups), 0.05, "holm")
-    assert "(3 of 3 each): zoo-de and zoo-es" in sentence
+    sentence = findings.wins_sentence(stats.wins(groups), 0.05, "holm", runs=_runs(cells))
+    assert "of 3 languages: zoo-de on 3, zoo-es on 3; no checkpoint is the sole best" in sentence
+
+
+def test_the_wins_tally_names_its_n_and_calls_no_checkpoint_best_overall():
+    """zoo-es is tied best on 3 languages and zoo-de on 2: a count of per-language verdicts, which no test
+    across languages compares, so no 'most' and no overall best; n counts each language's runs."""
+    cells = {}
+    for language, gap in (("pt", 0.001), ("nl", 0.001), ("tr", 0.2)):
+        cells[("zoo-es", language)] = [0.60, 0.61, 0.62, 0.605]
+        cells[("zoo-de", language)] = [0.60 + gap, 0.61 + gap, 0.62 + gap, 0.605 + gap]
+        cells[("zoo-random", language)] = [0.99, 0.995, 0.998, 0.997]
+    sentence = findings.wins_sentence(stats.wins(stats.language_groups(_runs(cells))), 0.05, "holm", runs=_runs(cells))
+    assert sentence == ("Per language (Conover-Iman over runs, n = 12 runs each, Holm, alpha 0.05), best or tied best "
+                        "(not significantly above the lowest mean), of 3 languages: zoo-es on 3, zoo-de on 2; sole best "
+                        "(significantly below every other checkpoint): zoo-es on 1 (a tally of per-language tests, not "
+                        "a test across languages).")
 
 
 def test_nemenyi_with_few_languages_says_why_it_separates_nothing():

@@ -626,17 +626,20 @@ def headline(findings: Sequence[Finding]) -> list[Finding]:
                                                                               f.key.startswith(prefix))]
 
 
-def wins_sentence(wins: pd.DataFrame, alpha: float, p_adjust: str) -> str:
-    """The per-language tally: which checkpoints are best or tied best on the most languages, named
-    together when tied (never broken by name), and where one is the sole best."""
+def wins_sentence(wins: pd.DataFrame, alpha: float, p_adjust: str, *, runs: pd.DataFrame) -> str:
+    """The per-language tally: on how many languages each checkpoint is best or tied best, and where one
+    is the sole best — counts of per-language verdicts (n: `runs` per language), not a test across
+    languages, so no checkpoint is called best overall (that is the Friedman and Nemenyi tests' question)."""
     if wins.empty or not wins["languages"].iloc[0]:
         return "No language allows a per-language comparison of checkpoints."
-    top = wins[wins["wins"] == wins["wins"].max()]
     total = int(wins["languages"].iloc[0])
+    best = ", ".join(f"{r.checkpoint} on {r.wins}" for r in wins[wins["wins"] > 0].itertuples())
     sole = wins[wins["sole_wins"] > 0]
     sole_text = ("; sole best (significantly below every other checkpoint): " +
                  ", ".join(f"{r.checkpoint} on {r.sole_wins}" for r in sole.itertuples())) if len(sole) else \
         "; no checkpoint is the sole best on any language"
-    return (f"Per language (Conover-Iman, {method_name(p_adjust)}, alpha {alpha}; tied best = not significantly "
-            f"above the lowest mean): best or tied best on the most languages ({int(top['wins'].iloc[0])} of {total}"
-            f"{' each' if len(top) > 1 else ''}): {names(list(top['checkpoint']))}{sole_text}.")
+    sizes = sorted(set(runs.groupby("language").size()))
+    n = f"n = {sizes[0]} runs each" if len(sizes) == 1 else f"n = {sizes[0]} to {sizes[-1]} runs per language"
+    return (f"Per language (Conover-Iman over runs, {n}, {method_name(p_adjust)}, alpha {alpha}), best or tied best (not "
+            f"significantly above the lowest mean), of {total} languages: {best}{sole_text} (a tally of "
+            f"per-language tests, not a test across languages).")

@@ -179,7 +179,7 @@ def summary_sentences(a: Analysis) -> list[str]:
         out.append(f"Swept settings ({', '.join(a.swept)}): main analyses use each setting's most frequent value.")
     heads = findings_.headline(a.findings)
     out += [f.sentence() for f in heads if f.key.startswith("baseline/")]
-    out += [s for s in (findings_.kruskal_sentence(a.findings), findings_.wins_sentence(a.wins, a.alpha, a.p_adjust)) if s]
+    out += [s for s in (findings_.kruskal_sentence(a.findings), findings_.wins_sentence(a.wins, a.alpha, a.p_adjust, runs=a.runs)) if s]
     out += [f.sentence() for f in heads if not f.key.startswith("baseline/")]
     return out
 
