@@ -74,16 +74,30 @@ class Recommendation:
         if not self.findings:
             return []
         best = self.best()
-        first = self.findings[0]
-        head = (f"Lowest CER on {self.language}: {fd.names(best)}" + (" (no test separates them)" if len(best) > 1 else "")
-                + f" — {first.test}, {first.adjustment or 'no correction'}, alpha {first.alpha}.")
-        return [head, *(f.sentence() for f in self.findings if set(f.subject[1:]) & set(best))]
+        tested = [f for f in self.findings if f.verdict != fd.UNTESTABLE]
+        involving = [f.sentence() for f in self.findings if set(f.subject[1:]) & set(best)]
+        if not tested:
+            return [f"Cannot be tested here which checkpoint has the lowest CER on {self.language}: "
+                    f"{self.findings[0].reason}.", *involving]
+        above = {higher for lower, higher in map(_lower_first, tested) if lower == best[0]}
+        others = {c.checkpoint for c in self.candidates if c.basis == "measured"} - {best[0]}
+        why = " (no test separates them)" if len(best) > 1 else "" if above >= others else \
+            " (no checkpoint significantly lower, though not significantly below every other)"
+        correction = next((f.adjustment for f in tested if f.adjustment), "no correction")
+        head = f"Lowest CER on {self.language}: {fd.names(best)}{why} — {tested[0].test}, {correction}, alpha {tested[0].alpha}."
+        return [head, *involving]
 
     def to_dict(self) -> dict:
         return {"language": self.language, "loo_rmse": self.loo_rmse, "notes": self.notes,
                 "neighbours": [{"language": n, "distance": d, "weight": w} for n, d, w in self.neighbours],
                 "candidates": [asdict(c) for c in self.candidates], "best": list(self.best()),
                 "sentences": self.sentences(), "findings": [f.to_json() for f in self.findings]}
+
+
+def _lower_first(f: fd.Finding) -> tuple[str, str]:
+    """A pair finding's (significantly lower, higher) checkpoints; ('', '') without a supported direction."""
+    _, a, b = f.subject
+    return ("", "") if not f.sign else (a, b) if f.sign < 0 else (b, a)
 
 
 # --- distances ---------------------------------------------------------------------------------------
