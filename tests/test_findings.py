@@ -126,6 +126,28 @@ def test_the_per_language_tally_names_its_n_p_and_effects():
     assert f"on ca da is pt sv-SE (p = {fmt_p(max(f.p for f in supported))}; epsilon squared" in sentence
 
 
+def test_a_separation_whose_ranks_and_means_disagree_states_no_direction():
+    """zoo-a's runs rank below zoo-b's (7 of 8 at 0.10) but one diverged seed (0.90) lifts its mean above
+    zoo-b's: Conover-Iman (mean ranks) separates them, the mean CER difference points the other way. No
+    sentence may call zoo-a 'significantly higher' (the test says lower) nor 'lower' (the effect says higher)."""
+    cells = {("zoo-a", "pt"): [0.1] * 7 + [0.9], ("zoo-b", "pt"): [0.15, 0.151, 0.152, 0.153, 0.154, 0.155, 0.156, 0.157],
+             ("zoo-random", "pt"): [0.95, 0.96, 0.97, 0.98, 0.99, 1.0, 1.0, 1.0]}
+    a = analyse(_runs(cells))
+    _assert_honest(a)
+    best = next(f for f in a.findings if f.key == "best/pt")
+    assert best.claim == "on pt, lowest mean CER: zoo-b; not significantly above it: zoo-a; significantly higher " \
+                         "than it: zoo-random"
+    part = a.runs
+    pair = findings.pair_finding(part, "zoo-a", "zoo-b", pvalue=float(a.posthoc_matrices["pt"].loc["zoo-a", "zoo-b"]),
+                                 omnibus_p=float(a.omnibus["p"].iloc[0]), alpha=0.05, p_adjust="holm")
+    assert pair.verdict == SUPPORTED and pair.sign == 0 and pair.effect.value > 0
+    assert pair.claim == "on pt, zoo-a and zoo-b differ in CER (the runs of zoo-a rank lower, but its mean CER is " \
+                         "higher: no direction)"
+    from crossling.recommend import tested_ranks
+
+    assert tested_ranks(part, alpha=0.05)[0] == {"zoo-a": 1, "zoo-b": 1, "zoo-random": 3}
+
+
 def test_every_cer_equal():
     a = analyse(_grid(("zoo-es", "zoo-de", "zoo-random"), ("pt", "nl", "ca"), 3, lambda *_: 1.0))
     _assert_honest(a)

@@ -57,7 +57,7 @@ def test_measured_ranks_come_from_the_tests_and_ties_are_shared():
     assert {c.checkpoint: c.rank for c in result.candidates} == {"a-best": 1, "b-close": 1, "c-worse": 3}
     assert result.best() == ("a-best", "b-close")
     sentences = result.sentences()
-    assert sentences[0].startswith("Lowest CER on pt: a-best and b-close (no test separates them)")
+    assert sentences[0].startswith("Lowest CER on pt: a-best and b-close (none is significantly lower than another)")
     assert any(s.startswith("No evidence that a-best and b-close differ in CER on pt") for s in sentences)
     assert any(s.startswith("On pt, b-close has a lower CER than c-worse") for s in sentences)
     payload = result.to_dict()

@@ -242,13 +242,28 @@ def pair_finding(part: pd.DataFrame, a: str, b: str, *, pvalue: float, omnibus_p
         if p_adjust != "none" else {}
     gated = not omnibus_p < alpha
     decided = NOT_SUPPORTED if gated else verdict(pvalue, alpha)
-    sign = -1 if x.mean() < y.mean() else 1
-    claim = f"on {language}, {a} has a {'lower' if sign < 0 else 'higher'} CER than {b}"  # a name is never capitalised
+    sign, why = _direction(part, a, b)
+    claim = f"on {language}, {a} has a {'lower' if sign < 0 else 'higher'} CER than {b}" if sign else \
+        f"on {language}, {a} and {b} differ in CER ({why})"  # a name is never capitalised
     supported = decided == SUPPORTED
     return Finding(**common, **adjusted, verdict=decided, claim=claim if supported else "", sign=sign if supported else 0,
                    p=pvalue if p_adjust == "none" else math.nan, effect=effect,
                    reason=f"Kruskal-Wallis on {language} not significant (p = {fmt_p(omnibus_p)}): no pair is "
                           f"declared different" if gated else "")
+
+
+def _direction(part: pd.DataFrame, a: str, b: str) -> tuple[int, str]:
+    """Which way a and b differ (−1: a lower), as far as both the test and the effect say it — Conover-Iman
+    compares mean ranks, the effect is the mean CER difference — or (0, why not) when they disagree or tie."""
+    ranks = part["cer"].rank().groupby(part["checkpoint"]).mean()
+    means = part.groupby("checkpoint")["cer"].mean()
+    by_rank, by_mean = np.sign(ranks[a] - ranks[b]), np.sign(means[a] - means[b])
+    if by_rank == by_mean != 0:
+        return int(by_mean), ""
+    if not by_rank or not by_mean:
+        return 0, f"equal mean {'ranks' if not by_rank else 'CERs'}: no direction"
+    lower = a if by_rank < 0 else b
+    return 0, f"the runs of {lower} rank lower, but its mean CER is higher: no direction"
 
 
 def baseline_findings(runs: pd.DataFrame, posthoc: Mapping[str, pd.DataFrame], omnibus: pd.DataFrame,
@@ -333,7 +348,7 @@ def best_findings(runs: pd.DataFrame, groups: pd.DataFrame, omnibus: pd.DataFram
         if untestable:
             out.append(Finding(**common, verdict=UNTESTABLE, reason=untestable))
         elif not worse.empty:
-            ties = f"; not significantly different from it: {names(tied)}" if tied else ""
+            ties = f"; not significantly above it: {names(tied)}" if tied else ""
             claim = f"on {language}, lowest mean CER: {names(lowest)}{ties}; significantly higher than it: " \
                     f"{names(worse['checkpoint'])}"
             out.append(Finding(**common, **_weakest_separation(on_language, part, worse, p_adjust=p_adjust, seed=seed),

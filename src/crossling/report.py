@@ -232,7 +232,7 @@ def how_to_read(a: Analysis) -> list[str]:
         "evidence' means the test did not reject; it is not evidence of no difference. 'Cannot be tested here' "
         "means the design (too few languages, seeds or cells) cannot reach alpha, whatever the data.",
         "In the CER table, bold marks the checkpoint with the lowest mean CER on a language and those not "
-        "significantly different from it; checkpoints sharing a letter are not significantly different on that language. Figures are "
+        "significantly above it; checkpoints sharing a letter are not significantly different on that language. Figures are "
         "descriptive: where a figure suggests a difference, the finding states whether a test supports it.",
         "Methods lists the data, recipe, seeds, software and hardware; the training curves and error analysis "
         "(where the runs' files were at hand) show how the runs learned and where they fail.",
@@ -292,8 +292,8 @@ def cer_table(a: Analysis) -> tuple[Table, pd.DataFrame]:
             row.append(Cell(text, bool(cell["best"]), str(cell["letters"])))
         row.append(Cell(fmt(ranks.get(checkpoint, math.nan), 2)))
         rows.append(tuple(row))
-    caption = (f"Test CER (%) mean ± sd over seeds. Bold: best or not significantly different from the best "
-               f"(Conover-Iman over runs, {a.p_adjust} correction within each language, alpha {a.alpha}, only where "
+    caption = (f"Test CER (%) mean ± sd over seeds. Bold: the lowest mean and every checkpoint not significantly "
+               f"above it (Conover-Iman over runs, {a.p_adjust} correction within each language, alpha {a.alpha}, only where "
                f"Kruskal-Wallis is significant); letters: significance groups per language (same letter: no "
                f"evidence of a difference); last column: average rank over languages (Friedman).")
     untestable = a.groups.loc[a.groups["untestable"] != "", ["language", "untestable"]].drop_duplicates()

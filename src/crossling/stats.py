@@ -267,8 +267,9 @@ def language_groups(table: pd.DataFrame, metric: str = "cer", alpha: float = 0.0
                     posthoc: Mapping[str, pd.DataFrame] | None = None) -> pd.DataFrame:
     """Per language × checkpoint: mean, mean rank, significance letters and whether it is (tied) best.
 
-    Best = lowest mean (every checkpoint with exactly that mean); tied best = not significantly different
-    from one of them by Conover-Iman (`posthoc`: precomputed `conover_by_language` matrices);
+    Best = lowest mean (every checkpoint with exactly that mean); tied best = not significantly above them
+    by Conover-Iman (`posthoc`: precomputed `conover_by_language` matrices): above means significantly
+    different from each and with a higher mean rank (what the test compares) than each;
     `best_reference` names the lowest-mean checkpoint `p_vs_best` is against. When the Kruskal-Wallis test is not significant no
     pair is declared different (all share one letter). When it is significant but Conover-Iman cannot
     compare the checkpoints (`untestable` says why) no letters are given and none is called best."""
@@ -288,9 +289,10 @@ def language_groups(table: pd.DataFrame, metric: str = "cer", alpha: float = 0.0
         lowest = [name for name in order if means[name] == means.iloc[0]]
         for name in order:
             reference, p_vs_best = _versus_lowest(pvalues, lowest, name)
+            above = p_vs_best < alpha and all(ranks[name] > ranks[other] for other in lowest)  # the test's direction
             rows.append({"language": language, "checkpoint": name, "mean": means[name],
                          "mean_rank": ranks[name], "letters": letters[name],
-                         "best": not untestable and not p_vs_best < alpha, "p_vs_best": p_vs_best,
+                         "best": not untestable and not above, "p_vs_best": p_vs_best,
                          "best_reference": reference, "untestable": untestable})
     return pd.DataFrame(rows)
 
