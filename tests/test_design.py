@@ -162,7 +162,7 @@ def test_study_plan_prints_design_checks_and_cost(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "72 runs" in out and "yes every pre-trained checkpoint beats zoo-random on every language" in out
     assert "NO  Indo-European and other targets differ" in out and "CPU thread, 2-core EPYC without AVX-512" in out
-    assert "wall with 2 at once" in out and "seed sd 0.0670" in out
+    assert "wall with 2 at once" in out and "seed sd 0.0660" in out
     assert main(["study", "plan", "reference", "--store", str(tmp_path / "r"), "--json", "--seed-sd", "0.01"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["runs"]["total"] == 864

@@ -89,6 +89,22 @@ def test_worker_processes_share_the_store_and_their_events_reach_this_process(tm
     assert not list((store.root / "claims").glob("*/*.claim"))
 
 
+def test_worker_processes_each_run_whole_groups_of_seeds_so_features_are_computed_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRID_TOY_STEP_SECONDS", "0.05")
+    make_prepared(tmp_path / "prepared", counts=(1, 1, 1))
+    study = load_study(write_study(tmp_path / "toy.toml", ["toy/a", "toy/b", "toy/c"], seeds=(0, 1, 2)))
+    run_study(study, executor=ProcessExecutor(workers=2, threads=1), run_function=TOY)
+    store = Store(tmp_path / "toy.runs")
+    started = sorted((starts(store.root, run.run_id)[0]["time"], starts(store.root, run.run_id)[0]["pid"],
+                      (run.model, run.language)) for run in expand_runs(study))
+    pids: dict[tuple, set] = {}
+    for _, pid, group in started:
+        pids.setdefault(group, set()).add(pid)
+    first = {pid: group for _, pid, group in reversed(started)}  # each process's first run
+    assert len(first) == 2 and len(set(first.values())) == 2  # the two started on different groups
+    assert sum(len(owners) > 1 for owners in pids.values()) <= 1  # at most the group taken over at the end
+
+
 def test_worker_processes_get_usable_cores_over_workers_threads_by_default():
     assert ProcessExecutor(workers=3).threads == max(1, usable_cores() // 3)
     assert ProcessExecutor(workers=10 * usable_cores()).threads == 1

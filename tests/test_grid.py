@@ -27,7 +27,7 @@ from crossling.atomic import read_json
 from crossling.cli import main
 from crossling.errors import ConfigError, DataError
 from crossling.executors import ProcessExecutor, RayExecutor
-from crossling.grid import PlanCounts, plan_study, run_study, study_status
+from crossling.grid import PlanCounts, lane_order, plan_study, run_study, study_status
 from crossling.store import Store
 from crossling.study import expand_runs, load_study, study_plan
 
@@ -87,6 +87,22 @@ def test_shards_split_the_grid(toy_study, tmp_path):
     assert plan_study(toy_study, store).done == 4
     with pytest.raises(ConfigError, match="0 <= i < n"):
         run_study(toy_study, run_function=TOY, shard=(3, 3))
+
+
+def test_lanes_keep_every_seed_of_a_checkpoint_on_a_language_in_one_grid_process(tmp_path):
+    make_prepared(tmp_path / "prepared", counts=(1, 1, 1))
+    study = load_study(write_study(tmp_path / "toy.toml", ["toy/a", "toy/b", "toy/c"], seeds=(0, 1, 2)))
+    runs = expand_runs(study)
+    group = {run.run_id: (run.model, run.language) for run in runs}
+    orders = [lane_order(runs, (index, 2)) for index in range(2)]
+    for order in orders:  # every run, once
+        assert sorted(run.run_id for run in order) == sorted(group)
+    own = [{group[run.run_id] for run in order[: len(runs) // 2]} for order in orders]
+    assert len(own[0]) == len(own[1]) == 3 and not own[0] & own[1]  # 6 groups dealt 3 + 3, none split
+    assert [run.seed for run in orders[0][:3]] == [0, 1, 2] and len({group[r.run_id] for r in orders[0][:3]}) == 1
+    # then the other lane's groups from its last one back (whole groups, not the run it starts next)
+    assert [group[r.run_id] for r in orders[0][9::3]] == [group[r.run_id] for r in orders[1][:9:3]][::-1]
+    assert lane_order(runs, (0, 1)) == runs  # one process: the study's order
 
 
 def test_a_failing_run_is_recorded_the_grid_carries_on_and_retry_reruns_it(toy_study, tmp_path):

@@ -178,6 +178,15 @@ def test_sentence_streams_of_splits_never_share_a_sentence():
     assert set(drawn["train"]).isdisjoint(drawn["test"])
 
 
+def test_a_closed_vocabulary_smaller_than_fifty_words_is_the_most_frequent_words():
+    language = synth_language("pt")
+    small = build_lexicon(language, 30)  # the demo's: short frequent words a micro model can learn
+    assert small.words == build_lexicon(language, 300).words[:30]
+    assert abs(sum(small.probabilities) - 1.0) < 1e-9
+    with pytest.raises(ConfigError, match="vocabulary must be >= 1"):
+        synthesize_corpus(Path("unused"), ["pt"], SynthOptions(hours=0.01, vocabulary=0))
+
+
 @pytest.mark.parametrize(("lang", "pattern"), [
     ("ru", r"[а-яё]+"), ("es", r"[a-záéíóúüñ]+"), ("ja", r"[\u3040-\u30ff]+"), ("zh-CN", r"[\u4e00-\u9fff]+"),
 ])

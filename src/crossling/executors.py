@@ -278,7 +278,8 @@ class ProcessExecutor:
         pins = devices.assign_gpus(self.workers, work.spec.device, visible_gpus())
 
         def start(index: int):
-            process = context.Process(target=grid_process, args=(work.spec, self.threads, events, index, pins[index]),
+            spec = dataclasses.replace(work.spec, lane=(index, self.workers))  # each its own groups of runs first
+            process = context.Process(target=grid_process, args=(spec, self.threads, events, index, pins[index]),
                                       name=f"crossling-grid-{index}")
             process.start()
             return process

@@ -131,6 +131,23 @@ def _counts(states: list[str]) -> PlanCounts:
     return PlanCounts(len(states), states.count(DONE), states.count(FAILED), states.count(RUNNING), states.count(PENDING))
 
 
+def lane_order(runs: list[Run], lane: tuple[int, int]) -> list[Run]:
+    """The order in which grid process `lane[0]` of `lane[1]` tries the runs. Runs of one checkpoint on
+    one language share their frozen features within a process (`crossling.sharing`), so they form a
+    group, and groups are dealt to the processes in turn: a process tries its own groups first (each
+    group's features are computed once, by one process), then the other processes' groups from the last
+    one back, so a process with nothing left takes whole groups from the end of another's list rather
+    than the run that process is about to start."""
+    index, count = lane
+    groups: dict[tuple[str, str], list[Run]] = {}
+    for run in runs:
+        groups.setdefault((run.model, run.language), []).append(run)
+    dealt = list(groups.values())
+    own = [run for group in dealt[index::count] for run in group]
+    others = [run for position in reversed(range(len(dealt))) if position % count != index for run in dealt[position]]
+    return own + others
+
+
 def select_shard(runs: list[Run], shard: tuple[int, int]) -> list[Run]:
     """Runs i, i+n, i+2n, ... of the study's stable order (shard i of n, 0-based)."""
     index, count = shard
@@ -145,12 +162,13 @@ def select_shard(runs: list[Run], shard: tuple[int, int]) -> list[Run]:
 @dataclass(frozen=True, kw_only=True)
 class GridSpec:
     """Everything a grid process needs (picklable: `ProcessExecutor` starts grid processes from it):
-    the study, the store, which runs (shard), whether failures recorded before `since` are retried,
+    the study, the store, which runs (shard) and which of them first (lane), whether failures recorded before `since` are retried,
     the run function and the device."""
 
     study: Study
     store_root: Path
     shard: tuple[int, int] = (0, 1)
+    lane: tuple[int, int] = (0, 1)  # this grid process of N on one machine (see `lane_order`)
     retry_failed: bool = False
     since: float = 0.0
     run_function: str = DEFAULT_RUN_FUNCTION
@@ -201,7 +219,7 @@ def run_grid(spec: GridSpec, executor: Executor, *, progress: Progress | None = 
     store = spec.store()
     runs = expand_runs(spec.study)
     store.write_plan(study_plan(spec.study, runs))
-    selected = select_shard(runs, spec.shard)
+    selected = lane_order(select_shard(runs, spec.shard), spec.lane)
     started = time.monotonic()
     try:
         prepared = prepare_source(spec.study.data, spec.study.languages, store, track).resolve()

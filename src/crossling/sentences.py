@@ -14,6 +14,7 @@ from crossling.errors import ConfigError, DataError
 
 _CORE_WORDS = 1000         # a language's letters are those of its most frequent words
 _STRAY_LETTER_RANK = 300   # one-letter "words" beyond this rank are abbreviations or noise
+_MIN_WORDS = 50            # a word list with fewer usable words than this (or than asked) is broken
 _FLATTEN = 0.5             # sample words by frequency**0.5: frequent words stay frequent, more variety
 
 
@@ -155,9 +156,9 @@ def build_lexicon(language: SynthLanguage, size: int = 5000) -> Lexicon:
     letters = {char for word, _ in ranked[:_CORE_WORDS] for char in word}
     kept = [(word, freq) for index, (word, freq) in enumerate(ranked)
             if set(word) <= letters and (len(word) > 1 or index < _STRAY_LETTER_RANK)][:size]
-    if len(kept) < 50:
+    if len(kept) < min(size, _MIN_WORDS):
         raise DataError(f"wordfreq list {language.wordfreq!r} has only {len(kept)} usable words for "
-                        f"{language.code}; expected at least 50")
+                        f"{language.code}; expected at least {min(size, _MIN_WORDS)}")
     weights = np.array([freq for _, freq in kept]) ** _FLATTEN
     return Lexicon(tuple(word for word, _ in kept), tuple((weights / weights.sum()).tolist()))
 

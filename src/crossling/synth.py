@@ -272,6 +272,9 @@ def _validate(languages: list[str], settings: SynthOptions) -> list[SynthLanguag
     if len(settings.speakers) != len(_SPLITS) or len(settings.word_range) != 2:
         raise ConfigError(f"need one speaker count per split ({', '.join(_SPLITS)}) and (min, max) words per "
                           f"sentence; got speakers={settings.speakers}, word_range={settings.word_range}")
+    if settings.vocabulary < 1:
+        raise ConfigError(f"vocabulary must be >= 1 (the number of most frequent words sentences are drawn from); "
+                          f"got {settings.vocabulary}")
     if min(settings.speakers) < 1 or not 1 <= settings.word_range[0] <= settings.word_range[1]:
         raise ConfigError(f"need >= 1 speaker per split and 1 <= min words <= max words; got "
                           f"speakers={settings.speakers}, word_range={settings.word_range}")
