@@ -148,6 +148,22 @@ def test_a_separation_whose_ranks_and_means_disagree_states_no_direction():
     assert tested_ranks(part, alpha=0.05)[0] == {"zoo-a": 1, "zoo-b": 1, "zoo-random": 3}
 
 
+def test_no_separation_from_the_lowest_mean_cites_the_closest_pair_not_the_omnibus_p():
+    """Kruskal-Wallis rejects (p = 0.037) but Conover-Iman separates nothing from the lowest mean: the
+    'no evidence' sentence must cite the p that decides it (the closest pair's, 0.10), not only 0.037."""
+    cells = {("zoo-a", "pt"): [-0.004, 0.472, 0.369, 0.382], ("zoo-b", "pt"): [0.35, 0.331, 0.364, 0.36],
+             ("zoo-c", "pt"): [0.461, 0.538, 0.441, 0.484]}
+    a = analyse(_runs(cells))
+    _assert_honest(a)
+    best = next(f for f in a.findings if f.key == "best/pt")
+    assert best.verdict == NOT_SUPPORTED and best.p < 0.05 and best.n == 12
+    groups = a.groups.set_index("checkpoint")
+    assert best.p_adjusted == groups.loc["zoo-c", "p_vs_best"] == min(groups.loc[["zoo-b", "zoo-c"], "p_vs_best"])
+    assert best.effect.name == "mean CER difference (zoo-a − zoo-c)" and best.effect.value == pytest.approx(-0.176, abs=1e-3)
+    assert "Holm over 3 pairs, closest to separation (zoo-a vs zoo-c): p = 0.102" in best.sentence()
+    assert "Kruskal-Wallis is significant, but Conover-Iman separates no checkpoint" in best.sentence()
+
+
 def test_every_cer_equal():
     a = analyse(_grid(("zoo-es", "zoo-de", "zoo-random"), ("pt", "nl", "ca"), 3, lambda *_: 1.0))
     _assert_honest(a)

@@ -333,7 +333,8 @@ def best_findings(runs: pd.DataFrame, groups: pd.DataFrame, omnibus: pd.DataFram
                   seed: int = 0) -> list[Finding]:
     """Per language: which checkpoints have the lowest CER — the lowest mean and every checkpoint not
     significantly above it (tied, named together) — and which are significantly above it, citing the
-    weakest of those separations (its corrected p and mean CER difference); n counts the language's runs."""
+    weakest of those separations (its corrected p and mean CER difference), or, when Kruskal-Wallis rejects
+    but no such pair does, the pair closest to separation; n counts the language's runs."""
     omnibus_p = omnibus.set_index("language")["p"]
     out = []
     for language, part in groups.groupby("language"):
@@ -351,25 +352,30 @@ def best_findings(runs: pd.DataFrame, groups: pd.DataFrame, omnibus: pd.DataFram
             ties = f"; not significantly above it: {names(tied)}" if tied else ""
             claim = f"on {language}, lowest mean CER: {names(lowest)}{ties}; significantly higher than it: " \
                     f"{names(worse['checkpoint'])}"
-            out.append(Finding(**common, **_weakest_separation(on_language, part, worse, p_adjust=p_adjust, seed=seed),
-                               verdict=SUPPORTED, claim=claim))
-        else:
+            weakest = worse.sort_values(["p_vs_best", "mean"], ascending=[False, True], kind="stable").iloc[0]
+            out.append(Finding(**common, **_separation(on_language, part, weakest, "weakest separation",
+                                                       p_adjust=p_adjust, seed=seed), verdict=SUPPORTED, claim=claim))
+        elif not omnibus_p[language] < alpha or len(lowest) == len(part):
             out.append(Finding(**common, verdict=NOT_SUPPORTED))
+        else:  # Kruskal-Wallis rejects, yet no pair with the lowest mean does: the closest pair decides
+            closest = part[~part["checkpoint"].isin(lowest)].sort_values(["p_vs_best", "mean"], kind="stable").iloc[0]
+            out.append(Finding(**common, **_separation(on_language, part, closest, "closest to separation",
+                                                       p_adjust=p_adjust, seed=seed), verdict=NOT_SUPPORTED,
+                               reason="Kruskal-Wallis is significant, but Conover-Iman separates no checkpoint "
+                                      "from the lowest mean in the direction of their means"))
     return out
 
 
-def _weakest_separation(runs: pd.DataFrame, groups: pd.DataFrame, worse: pd.DataFrame, *, p_adjust: str,
-                        seed: int) -> dict:
-    """The corrected p and effect of the least significant pair (lowest-mean checkpoint vs one significantly
-    above it; among equal p the closest mean), as `Finding` fields."""
-    weakest = worse.sort_values(["p_vs_best", "mean"], ascending=[False, True], kind="stable").iloc[0]
-    anchor = str(weakest["best_reference"])
-    other = str(weakest["checkpoint"])
+def _separation(runs: pd.DataFrame, groups: pd.DataFrame, row: pd.Series, which: str, *, p_adjust: str,
+                seed: int) -> dict:
+    """The corrected p and effect of one checkpoint (`row` of `groups`) against the lowest mean, as `Finding`
+    fields; `which` says why this pair is cited (the weakest separation, or the closest to one)."""
+    anchor, other = str(row["best_reference"]), str(row["checkpoint"])
     x = runs.loc[runs["checkpoint"] == anchor, "cer"].to_numpy()
     y = runs.loc[runs["checkpoint"] == other, "cer"].to_numpy()
     pairs = math.comb(groups.shape[0], 2)
     correction = f"{method_name(p_adjust)} over {pairs} pairs" if p_adjust != "none" else "uncorrected"
-    return dict(p_adjusted=float(weakest["p_vs_best"]), adjustment=f"{correction}, weakest separation ({anchor} vs {other})",
+    return dict(p_adjusted=float(row["p_vs_best"]), adjustment=f"{correction}, {which} ({anchor} vs {other})",
                 effect=Effect.with_ci(f"mean CER difference ({anchor} − {other})", float(x.mean() - y.mean()),
                                       bootstrap_ci([x, y], _mean_difference, seed)))
 
