@@ -61,6 +61,8 @@ def test_no_effect_claims_nothing():
     assert tested and all(f.verdict == NOT_SUPPORTED for f in tested)
     joint = next(f for f in a.findings if f.key == "baseline/zoo-random")
     assert joint.sentence().startswith("No evidence that every pre-trained checkpoint")
+    ranking = next(f for f in a.findings if f.key == "ranking")  # the gate's p is said, not only Nemenyi's
+    assert ranking.reason.startswith(f"Friedman not significant (p = {fmt_p(a.friedman.result.p)}); ")
     assert "no evidence of a difference for zoo-de vs zoo-random on ca" in joint.sentence()
 
 

@@ -438,7 +438,8 @@ def ranking_finding(friedman: stats.Friedman | None, alpha: float, seed: int = 0
                   test="Nemenyi (critical difference)", unit=LANGUAGE_UNIT, n=n, alpha=alpha,
                   statistic_name="CD", statistic=friedman.cd, p=best_p)
     if not friedman.result.p < alpha:
-        return Finding(**common, verdict=NOT_SUPPORTED, reason=f"Friedman not significant; {power}")
+        return Finding(**common, verdict=NOT_SUPPORTED,
+                       reason=f"Friedman not significant (p = {fmt_p(friedman.result.p)}); {power}")
     if not separated:
         return Finding(**common, verdict=NOT_SUPPORTED, reason=power)
     verb = "ranks" if len(top) == 1 else "rank"
