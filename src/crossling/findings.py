@@ -630,7 +630,8 @@ def sensitivity_findings(sensitivity: pd.DataFrame, alpha: float) -> list[Findin
         side = "agree" if row.tau > 0 else "are reversed"
         out.append(Finding(**common, verdict=decided, statistic_name="tau", statistic=row.tau, p=row.p,
                            p_adjusted=row.p_holm, adjustment="Holm over the value pairs",
-                           effect=Effect("Kendall's tau", row.tau),
+                           effect=Effect.with_ci("Kendall's tau", row.tau,
+                                                 (row.tau_low, row.tau_high)),
                            claim=f"the checkpoint rankings under {row.setting} {row.value_a} and {row.value_b} {side}"
                            if decided == SUPPORTED else ""))
     return out

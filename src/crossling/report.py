@@ -87,7 +87,7 @@ def analyse(table: pd.DataFrame, alpha: float = 0.05, p_adjust: str = "holm", se
         subgroup_cells=subgroup_cells, subgroup_blocks=factors.subgroup_blocks(subgroup_cells),
         subgroup_test=subgroup_test, distances=distances, typology=_typology(runs, distances, seed),
         gender_runs=gender_runs, gender_cells=factors.gender_cells(gender_runs), gender_test=gender_test,
-        sensitivity=factors.setting_sensitivity(usable), variance=factors.variance_decomposition(runs),
+        sensitivity=factors.setting_sensitivity(usable, seed=seed), variance=factors.variance_decomposition(runs),
         cost=_cost(runs), baseline=design.baseline_alias(sorted(runs["checkpoint"].unique())), alpha=alpha,
         p_adjust=p_adjust, seed=seed)
     return dataclasses.replace(analysis, findings=tuple(state_findings(analysis)))
