@@ -86,3 +86,18 @@ def test_quick_demo_end_to_end_and_its_headline_agrees_with_its_report(tmp_path,
     again = json.loads((tmp_path / "demo" / "demo.json").read_text())
     assert json.loads(second.stdout) == again and "ended: runs 6/6: done 6" in second.stderr
     assert again["mean_test_cer"] == summary["mean_test_cer"] and again["headline"] == summary["headline"]
+
+
+def test_a_baseline_pair_without_a_direction_is_not_called_higher():
+    """A significant pair whose mean ranks and mean CERs disagree has no direction (sign 0): demo.json must
+    not call it 'higher CER'."""
+    from crossling.demo import NO_DIRECTION, WORSE, _versus_baseline
+    from crossling.findings import SUPPORTED, Finding
+
+    common = dict(question="zoo-es and zoo-random differ in CER on pt", test="Conover-Iman", unit="runs", n=8,
+                  alpha=0.05, verdict=SUPPORTED, subject=("pt", "zoo-es", "zoo-random"))
+    split = Finding(key="pair/pt/zoo-es/zoo-random", claim="on pt, zoo-es and zoo-random differ in CER (…)", **common)
+    worse = Finding(key="pair/pt/zoo-es/zoo-random", claim="on pt, zoo-es has a higher CER than zoo-random", sign=1,
+                    **common)
+    assert _versus_baseline([split], "zoo-random") == {"pt": {"zoo-es": NO_DIRECTION}}
+    assert _versus_baseline([worse], "zoo-random") == {"pt": {"zoo-es": WORSE}}

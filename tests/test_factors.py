@@ -8,7 +8,7 @@ import pytest
 from analysis_factory import synthetic_table
 from scipy import stats as st
 
-from crossling import factors, stats
+from crossling import factors, findings, stats
 
 
 def _runs(cells: dict[tuple[str, str], list[float]]) -> pd.DataFrame:
@@ -122,6 +122,28 @@ def test_gender_gap_matches_scipy_wilcoxon():
     assert result.effect == pytest.approx(1.0)
     no_gap = synthetic_table(checkpoints=("xlsr53", "lv60"), languages=("de", "ja", "fr"), gender_gap=0.0)
     assert factors.gender_gap(no_gap)[1].p > 0.01
+
+
+def test_kendall_tau_b_matches_scipy_with_ties():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 4, size=(5, 8)).astype(float)
+    y = x + rng.integers(0, 3, size=(5, 8))
+    expected = [st.kendalltau(x[i], y[i]).statistic for i in range(5)]
+    np.testing.assert_allclose(factors.kendall_tau_b(x, y), expected)
+
+
+def test_setting_sensitivity_gives_tau_a_ci_over_checkpoints():
+    """A swept setting that reorders two of six checkpoints: tau < 1 with a CI around it (the agreement
+    finding's effect, which had none)."""
+    same = synthetic_table(checkpoints=("xlsr53", "lv60", "vp-es", "hubert", "wavlm", "vp-nl"), languages=("de", "ja"))
+    other = same.assign(**{"setting.learning_rate": 1e-4})
+    swap = {"xlsr53": "lv60", "lv60": "xlsr53"}
+    other["checkpoint"] = other["checkpoint"].map(lambda c: swap.get(c, c))
+    row = factors.setting_sensitivity(pd.concat([same, other])).iloc[0]
+    assert row["tau"] < 1 and -1 <= row["tau_low"] <= row["tau"] <= row["tau_high"] <= 1 and row["tau_low"] < row["tau_high"]
+    finding = findings.sensitivity_findings(factors.setting_sensitivity(pd.concat([same, other])).assign(
+        p_holm=lambda f: f["p"]), 0.05)[0]
+    assert finding.effect.low == row["tau_low"] and "95 % CI" in finding.sentence()
 
 
 def test_setting_sensitivity_kendall_tau():

@@ -57,11 +57,44 @@ def test_measured_ranks_come_from_the_tests_and_ties_are_shared():
     assert {c.checkpoint: c.rank for c in result.candidates} == {"a-best": 1, "b-close": 1, "c-worse": 3}
     assert result.best() == ("a-best", "b-close")
     sentences = result.sentences()
-    assert sentences[0].startswith("Lowest CER on pt: a-best and b-close (no test separates them)")
+    assert sentences[0].startswith("Lowest CER on pt: a-best and b-close (none is significantly lower than another)")
     assert any(s.startswith("No evidence that a-best and b-close differ in CER on pt") for s in sentences)
     assert any(s.startswith("On pt, b-close has a lower CER than c-worse") for s in sentences)
     payload = result.to_dict()
     assert payload["best"] == ["a-best", "b-close"] and len(payload["findings"]) == 3
+
+
+def test_one_run_per_checkpoint_is_said_to_be_untestable_not_tied():
+    """With one seed no pair can be tested: the head says so, and claims no lowest CER and no correction."""
+    runs = pd.DataFrame([{"language": "pt", "checkpoint": c, "seed": 0, "cer": v, "status": "done"}
+                         for c, v in (("zoo-es", 0.5), ("zoo-de", 0.6), ("zoo-random", 0.9))])
+    head = recommend("pt", runs).sentences()[0]
+    assert head == ("Cannot be tested here which checkpoint has the lowest CER on pt: one run per checkpoint: no "
+                    "variation within checkpoints to test against.")
+
+
+def test_a_sole_rank_one_not_below_every_other_says_so():
+    """Significance is not transitive: a below b and b below c, but a vs c not significant. a alone has
+    rank 1 (nothing is significantly lower), yet 'lowest CER' must not read as a below everything."""
+    from crossling.findings import NOT_SUPPORTED, SUPPORTED, Finding
+    from crossling.recommend import Candidate, Recommendation
+
+    def pair(a, b, verdict):
+        return Finding(key=f"pair/pt/{a}/{b}", question=f"{a} and {b} differ in CER on pt", test="Conover-Iman",
+                       unit="runs", n=8, alpha=0.05, verdict=verdict, p_adjusted=0.01 if verdict == SUPPORTED else 0.2,
+                       adjustment="Holm over 3 pairs", subject=("pt", a, b), sign=-1 if verdict == SUPPORTED else 0,
+                       claim=f"on pt, {a} has a lower CER than {b}" if verdict == SUPPORTED else "")
+
+    candidates = tuple(Candidate(rank=r, checkpoint=c, predicted=m, uncertainty=0.01, score=m, basis="measured",
+                                 evidence="", pretrain_distance=math.nan)
+                       for r, c, m in ((1, "a", 0.1), (2, "b", 0.2), (2, "c", 0.3)))
+    findings = (pair("a", "b", SUPPORTED), pair("a", "c", NOT_SUPPORTED), pair("b", "c", SUPPORTED))
+    head = Recommendation("pt", candidates, (), math.nan, "", findings=findings).sentences()[0]
+    assert head == ("Lowest CER on pt: a (no checkpoint significantly lower, though not significantly below every "
+                    "other) — Conover-Iman, Holm over 3 pairs, alpha 0.05.")
+    full = Recommendation("pt", candidates, (), math.nan, "", findings=(findings[0], pair("a", "c", SUPPORTED),
+                                                                          findings[2]))
+    assert full.sentences()[0] == "Lowest CER on pt: a — Conover-Iman, Holm over 3 pairs, alpha 0.05."
 
 
 def test_no_direction_when_the_language_test_is_not_significant():

@@ -167,6 +167,21 @@ def test_best_with_ties_and_wins():
     assert (wins["languages"] == 3).all()
 
 
+@pytest.mark.parametrize("names", [("a", "b"), ("b", "a")])
+def test_equal_lowest_means_are_both_best_whatever_their_names(names):
+    """Two checkpoints with exactly the same mean CER (0.203125) whose runs Conover-Iman separates: both
+    have the lowest mean, so both are best; which is named first alphabetically decides nothing."""
+    skewed, steady = names
+    cells = {(skewed, "pt"): [0.125] * 7 + [0.75], (steady, "pt"): [0.203125] * 8,
+             ("worst", "pt"): [0.9, 0.91, 0.92, 0.93, 0.94, 0.95, 0.96, 0.97]}
+    groups = stats.language_groups(_runs(cells)).set_index("checkpoint")
+    assert stats.conover(_runs(cells)).loc["a", "b"] < 0.05
+    assert groups["best"].to_dict() == {"a": True, "b": True, "worst": False}
+    assert groups.loc["worst", "p_vs_best"] == max(stats.conover(_runs(cells)).loc[["a", "b"], "worst"])
+    wins = stats.wins(groups.reset_index()).set_index("checkpoint")
+    assert wins["sole_wins"].eq(0).all() and wins.loc[["a", "b"], "rank"].eq(1).all()
+
+
 def test_no_pair_is_different_when_kruskal_is_not_significant():
     cells = {("a", "de"): [0.1, 0.3], ("b", "de"): [0.2, 0.25]}
     groups = stats.language_groups(_runs(cells))

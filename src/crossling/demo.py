@@ -84,6 +84,7 @@ def _analyse(study: Study, store_dir: Path, report_dir: Path):
 
 #: A pair finding's verdict as the demo states it per language (never a direction without significance).
 BEATS, NO_EVIDENCE, WORSE, UNTESTED = "lower CER", "no evidence of a difference", "higher CER", "cannot be tested"
+NO_DIRECTION = "differ, no direction (mean ranks and mean CERs disagree)"
 
 
 def summarize(table, study: Study, analysis, *, report: Path, wall_seconds: float, workers: int) -> dict[str, Any]:
@@ -119,7 +120,7 @@ def _versus_baseline(findings, baseline: str | None) -> dict[str, dict[str, str]
         if not f.key.startswith("pair/") or baseline is None or f.subject[2] != baseline:
             continue
         verdict = UNTESTED if f.verdict == UNTESTABLE else NO_EVIDENCE if f.verdict != SUPPORTED else (
-            BEATS if f.sign < 0 else WORSE)
+            BEATS if f.sign < 0 else WORSE if f.sign > 0 else NO_DIRECTION)
         language, checkpoint, _ = f.subject
         out.setdefault(language, {})[checkpoint] = verdict
     return out

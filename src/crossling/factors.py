@@ -264,22 +264,38 @@ def gender_cells(runs: pd.DataFrame) -> pd.DataFrame:
     return (known.groupby(["checkpoint", "language"])["gap"].agg(gap="mean", runs="size").reset_index())
 
 
-def setting_sensitivity(table: pd.DataFrame, metric: str = "cer") -> pd.DataFrame:
+def setting_sensitivity(table: pd.DataFrame, metric: str = "cer", seed: int = 0) -> pd.DataFrame:
     """For each swept `setting.*` column: Kendall's τ between the checkpoint rankings (by average rank
-    over languages of seed-mean cells) obtained under each pair of its values; `p_holm` adjusts the
-    pairs of one setting together."""
+    over languages of seed-mean cells) obtained under each pair of its values, with a 95 % bootstrap CI
+    resampling checkpoints (tau_low, tau_high); `p_holm` adjusts the pairs of one setting together."""
+    from crossling.findings import cluster_ci  # findings imports this module
+
     usable = usable_runs(table, metric)
     rows = []
     for column in swept_settings(usable):
         rankings = {value: _checkpoint_ranking(part, metric) for value, part in usable.groupby(usable[column].astype(str))}
         for a, b in combinations(sorted(rankings), 2):
             common = sorted(set(rankings[a].index) & set(rankings[b].index))
-            tau, p = st.kendalltau(rankings[a][common], rankings[b][common]) if len(common) >= 2 else (math.nan, math.nan)
+            x, y = rankings[a][common].to_numpy(), rankings[b][common].to_numpy()
+            tau, p = st.kendalltau(x, y) if len(common) >= 2 else (math.nan, math.nan)
+            low, high = cluster_ci(list(np.column_stack([x, y])), lambda drawn: kendall_tau_b(drawn[..., 0], drawn[..., 1]),
+                                   seed)  # a resample of one checkpoint has no tau: dropped, not NaN for all
             rows.append({"setting": column.removeprefix("setting."), "value_a": a, "value_b": b,
-                         "tau": float(tau), "p": float(p), "n_checkpoints": len(common)})
-    out = pd.DataFrame(rows, columns=["setting", "value_a", "value_b", "tau", "p", "n_checkpoints"])
+                         "tau": float(tau), "tau_low": low, "tau_high": high, "p": float(p), "n_checkpoints": len(common)})
+    out = pd.DataFrame(rows, columns=["setting", "value_a", "value_b", "tau", "tau_low", "tau_high", "p", "n_checkpoints"])
     out["p_holm"] = out.groupby("setting")["p"].transform(holm) if len(out) else out["p"]
     return out
+
+
+def kendall_tau_b(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Kendall's tau-b of paired samples along `axis` (vectorized, as scipy's for one pair; NaN where a
+    sample is constant)."""
+    x, y = np.moveaxis(x, axis, -1), np.moveaxis(y, axis, -1)
+    upper = np.triu_indices(x.shape[-1], k=1)
+    dx = np.sign(x[..., :, None] - x[..., None, :])[..., upper[0], upper[1]]
+    dy = np.sign(y[..., :, None] - y[..., None, :])[..., upper[0], upper[1]]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (dx * dy).sum(axis=-1) / np.sqrt((dx * dx).sum(axis=-1) * (dy * dy).sum(axis=-1))
 
 
 def _checkpoint_ranking(part: pd.DataFrame, metric: str) -> pd.Series:

@@ -242,13 +242,28 @@ def pair_finding(part: pd.DataFrame, a: str, b: str, *, pvalue: float, omnibus_p
         if p_adjust != "none" else {}
     gated = not omnibus_p < alpha
     decided = NOT_SUPPORTED if gated else verdict(pvalue, alpha)
-    sign = -1 if x.mean() < y.mean() else 1
-    claim = f"on {language}, {a} has a {'lower' if sign < 0 else 'higher'} CER than {b}"  # a name is never capitalised
+    sign, why = _direction(part, a, b)
+    claim = f"on {language}, {a} has a {'lower' if sign < 0 else 'higher'} CER than {b}" if sign else \
+        f"on {language}, {a} and {b} differ in CER ({why})"  # a name is never capitalised
     supported = decided == SUPPORTED
     return Finding(**common, **adjusted, verdict=decided, claim=claim if supported else "", sign=sign if supported else 0,
                    p=pvalue if p_adjust == "none" else math.nan, effect=effect,
                    reason=f"Kruskal-Wallis on {language} not significant (p = {fmt_p(omnibus_p)}): no pair is "
                           f"declared different" if gated else "")
+
+
+def _direction(part: pd.DataFrame, a: str, b: str) -> tuple[int, str]:
+    """Which way a and b differ (−1: a lower), as far as both the test and the effect say it — Conover-Iman
+    compares mean ranks, the effect is the mean CER difference — or (0, why not) when they disagree or tie."""
+    ranks = part["cer"].rank().groupby(part["checkpoint"]).mean()
+    means = part.groupby("checkpoint")["cer"].mean()
+    by_rank, by_mean = np.sign(ranks[a] - ranks[b]), np.sign(means[a] - means[b])
+    if by_rank == by_mean != 0:
+        return int(by_mean), ""
+    if not by_rank or not by_mean:
+        return 0, f"equal mean {'ranks' if not by_rank else 'CERs'}: no direction"
+    lower = a if by_rank < 0 else b
+    return 0, f"the runs of {lower} rank lower, but its mean CER is higher: no direction"
 
 
 def baseline_findings(runs: pd.DataFrame, posthoc: Mapping[str, pd.DataFrame], omnibus: pd.DataFrame,
@@ -268,15 +283,18 @@ def baseline_findings(runs: pd.DataFrame, posthoc: Mapping[str, pd.DataFrame], o
 
 def joint_baseline_finding(pairs: Sequence[Finding], baseline: str, alpha: float) -> Finding:
     """Intersection-union: every pre-trained checkpoint beats the baseline on every language iff each pair
-    is significant with a lower CER (no further correction: all must hold, none is picked)."""
+    is significant with a lower CER (no further correction: all must hold, none is picked); it cites the
+    weakest pair's p (with that pair's correction and name) and effect."""
     beats = [f for f in pairs if f.sign < 0]
     untestable = [f for f in pairs if f.verdict == UNTESTABLE]
     weakest = max(pairs, key=lambda f: _decisive(f) if math.isfinite(_decisive(f)) else 2.0)
     question = f"every pre-trained checkpoint has a lower CER than {baseline} on every language"
     common = dict(key=f"baseline/{baseline}", question=question, test="intersection-union of per-language Conover-Iman tests",
-                  unit="checkpoint pairs", n=len(pairs), alpha=alpha, p=_decisive(weakest), effect=weakest.effect)
+                  unit="checkpoint pairs", n=len(pairs), alpha=alpha, p_adjusted=_decisive(weakest),
+                  adjustment=f"{weakest.adjustment or 'uncorrected'}, weakest pair ({_pair_label(weakest)})",
+                  effect=weakest.effect)
     if untestable:
-        return Finding(**{**common, "p": math.nan}, verdict=UNTESTABLE,
+        return Finding(**{**common, "p_adjusted": math.nan, "adjustment": ""}, verdict=UNTESTABLE,
                        reason=f"{len(untestable)} of {len(pairs)} pairs cannot be tested ({untestable[0].reason})")
     if len(beats) == len(pairs):
         return Finding(**common, verdict=SUPPORTED, claim=f"every pre-trained checkpoint has a lower CER than "
@@ -315,7 +333,8 @@ def best_findings(runs: pd.DataFrame, groups: pd.DataFrame, omnibus: pd.DataFram
                   seed: int = 0) -> list[Finding]:
     """Per language: which checkpoints have the lowest CER — the lowest mean and every checkpoint not
     significantly above it (tied, named together) — and which are significantly above it, citing the
-    weakest of those separations (its corrected p and mean CER difference); n counts the language's runs."""
+    weakest of those separations (its corrected p and mean CER difference), or, when Kruskal-Wallis rejects
+    but no such pair does, the pair closest to separation; n counts the language's runs."""
     omnibus_p = omnibus.set_index("language")["p"]
     out = []
     for language, part in groups.groupby("language"):
@@ -330,28 +349,33 @@ def best_findings(runs: pd.DataFrame, groups: pd.DataFrame, omnibus: pd.DataFram
         if untestable:
             out.append(Finding(**common, verdict=UNTESTABLE, reason=untestable))
         elif not worse.empty:
-            ties = f"; not significantly different from it: {names(tied)}" if tied else ""
+            ties = f"; not significantly above it: {names(tied)}" if tied else ""
             claim = f"on {language}, lowest mean CER: {names(lowest)}{ties}; significantly higher than it: " \
                     f"{names(worse['checkpoint'])}"
-            out.append(Finding(**common, **_weakest_separation(on_language, part, worse, p_adjust=p_adjust, seed=seed),
-                               verdict=SUPPORTED, claim=claim))
-        else:
+            weakest = worse.sort_values(["p_vs_best", "mean"], ascending=[False, True], kind="stable").iloc[0]
+            out.append(Finding(**common, **_separation(on_language, part, weakest, "weakest separation",
+                                                       p_adjust=p_adjust, seed=seed), verdict=SUPPORTED, claim=claim))
+        elif not omnibus_p[language] < alpha or len(lowest) == len(part):
             out.append(Finding(**common, verdict=NOT_SUPPORTED))
+        else:  # Kruskal-Wallis rejects, yet no pair with the lowest mean does: the closest pair decides
+            closest = part[~part["checkpoint"].isin(lowest)].sort_values(["p_vs_best", "mean"], kind="stable").iloc[0]
+            out.append(Finding(**common, **_separation(on_language, part, closest, "closest to separation",
+                                                       p_adjust=p_adjust, seed=seed), verdict=NOT_SUPPORTED,
+                               reason="Kruskal-Wallis is significant, but Conover-Iman separates no checkpoint "
+                                      "from the lowest mean in the direction of their means"))
     return out
 
 
-def _weakest_separation(runs: pd.DataFrame, groups: pd.DataFrame, worse: pd.DataFrame, *, p_adjust: str,
-                        seed: int) -> dict:
-    """The corrected p and effect of the least significant pair (lowest-mean checkpoint vs one significantly
-    above it; among equal p the closest mean), as `Finding` fields."""
-    anchor = str(groups.sort_values("mean", kind="stable")["checkpoint"].iloc[0])  # `language_groups`' reference
-    weakest = worse.sort_values(["p_vs_best", "mean"], ascending=[False, True], kind="stable").iloc[0]
-    other = str(weakest["checkpoint"])
+def _separation(runs: pd.DataFrame, groups: pd.DataFrame, row: pd.Series, which: str, *, p_adjust: str,
+                seed: int) -> dict:
+    """The corrected p and effect of one checkpoint (`row` of `groups`) against the lowest mean, as `Finding`
+    fields; `which` says why this pair is cited (the weakest separation, or the closest to one)."""
+    anchor, other = str(row["best_reference"]), str(row["checkpoint"])
     x = runs.loc[runs["checkpoint"] == anchor, "cer"].to_numpy()
     y = runs.loc[runs["checkpoint"] == other, "cer"].to_numpy()
     pairs = math.comb(groups.shape[0], 2)
     correction = f"{method_name(p_adjust)} over {pairs} pairs" if p_adjust != "none" else "uncorrected"
-    return dict(p_adjusted=float(weakest["p_vs_best"]), adjustment=f"{correction}, weakest separation ({anchor} vs {other})",
+    return dict(p_adjusted=float(row["p_vs_best"]), adjustment=f"{correction}, {which} ({anchor} vs {other})",
                 effect=Effect.with_ci(f"mean CER difference ({anchor} − {other})", float(x.mean() - y.mean()),
                                       bootstrap_ci([x, y], _mean_difference, seed)))
 
@@ -397,10 +421,11 @@ def kendall_w(ranks: np.ndarray) -> np.ndarray:
         return np.where(correction > 0, chi2 / correction, np.nan) / (n * (k - 1))
 
 
-def ranking_finding(friedman: stats.Friedman | None, alpha: float) -> Finding | None:
+def ranking_finding(friedman: stats.Friedman | None, alpha: float, seed: int = 0) -> Finding | None:
     """Which checkpoints rank apart from the best across languages (Nemenyi, as the critical-difference
     diagram draws it)? Ties at the best average rank are named together; when the Nemenyi test separates
-    nobody, the reason says how far apart ranks would have to be with this many languages."""
+    nobody, the reason says how far apart ranks would have to be with this many languages. A supported
+    claim cites its weakest separation (see `_weakest_rank_separation`); otherwise p is the smallest."""
     if friedman is None:
         return None
     ranks = friedman.average_ranks
@@ -413,12 +438,30 @@ def ranking_finding(friedman: stats.Friedman | None, alpha: float) -> Finding | 
                   test="Nemenyi (critical difference)", unit=LANGUAGE_UNIT, n=n, alpha=alpha,
                   statistic_name="CD", statistic=friedman.cd, p=best_p)
     if not friedman.result.p < alpha:
-        return Finding(**common, verdict=NOT_SUPPORTED, reason=f"Friedman not significant; {power}")
+        return Finding(**common, verdict=NOT_SUPPORTED,
+                       reason=f"Friedman not significant (p = {fmt_p(friedman.result.p)}); {power}")
     if not separated:
         return Finding(**common, verdict=NOT_SUPPORTED, reason=power)
     verb = "ranks" if len(top) == 1 else "rank"
-    return Finding(**common, verdict=SUPPORTED, claim=f"across languages {names(top)} (average rank {ranks.min():.2f}) "
-                                                      f"{verb} above {names(separated)}")
+    return Finding(**{**common, "p": math.nan}, **_weakest_rank_separation(friedman, top, separated, seed=seed),
+                   verdict=SUPPORTED, claim=f"across languages {names(top)} (average rank {ranks.min():.2f}) "
+                                            f"{verb} above {names(separated)}")
+
+
+def _weakest_rank_separation(friedman: stats.Friedman, top: Sequence[str], separated: Sequence[str], *,
+                             seed: int) -> dict:
+    """The Nemenyi p that decides a ranking claim — the largest over (best-ranked, separated) pairs, since
+    every one must hold — and that pair's average rank difference with a CI resampling languages."""
+    best, other = max(((t, c) for t in top for c in separated), key=lambda pair: float(friedman.nemenyi.loc[pair]))
+    columns = list(friedman.matrix.columns)
+    i, j = columns.index(other), columns.index(best)
+    ranks = friedman.matrix.rank(axis=1).to_numpy()
+    difference = float(ranks[:, i].mean() - ranks[:, j].mean())
+    interval = cluster_ci(list(ranks), lambda drawn: drawn[..., i].mean(axis=1) - drawn[..., j].mean(axis=1), seed)
+    pairs = math.comb(len(columns), 2)
+    return dict(p_adjusted=float(friedman.nemenyi.loc[best, other]),
+                adjustment=f"Nemenyi over {pairs} pairs, weakest separation ({best} vs {other})",
+                effect=Effect.with_ci(f"average rank difference ({other} − {best})", difference, interval))
 
 
 def cd_note(cd: float, languages: int, checkpoints: int) -> str:
@@ -438,15 +481,30 @@ def kruskal_sentence(findings: Sequence[Finding]) -> str:
     if not tests:
         return ""
     by = {v: [f.subject[0] for f in tests if f.verdict == v] for v in VERDICTS}
+    sizes = sorted({f.n for f in tests})
+    n = f"n = {sizes[0]} runs each" if len(sizes) == 1 else f"n = {sizes[0]} to {sizes[-1]} runs per language"
     parts = [f"Checkpoints differ in CER on {len(by[SUPPORTED])} of {len(tests)} languages "
-             f"(Kruskal-Wallis per language over runs, alpha {tests[0].alpha})"]
+             f"(Kruskal-Wallis per language over runs, {n}, alpha {tests[0].alpha})"]
     if by[SUPPORTED]:
-        parts.append(f"on {' '.join(by[SUPPORTED])}")
+        parts.append(f"on {' '.join(by[SUPPORTED])} ({_range(tests, SUPPORTED)})")
     if by[NOT_SUPPORTED]:
-        parts.append(f"no evidence of a difference on {' '.join(by[NOT_SUPPORTED])}")
+        parts.append(f"no evidence of a difference on {' '.join(by[NOT_SUPPORTED])} ({_range(tests, NOT_SUPPORTED)})")
     if by[UNTESTABLE]:
         parts.append(f"cannot be tested on {' '.join(by[UNTESTABLE])} ({tests[[f.verdict for f in tests].index(UNTESTABLE)].reason})")
     return "; ".join(parts) + "."
+
+
+def _range(tests: Sequence[Finding], decided: str) -> str:
+    """The p-values and effect sizes of the languages with one verdict: 'p = 0.003; epsilon squared = 0.71'
+    or 'p from 0.001 to 0.004; epsilon squared from 0.55 to 0.80'."""
+    chosen = [f for f in tests if f.verdict == decided]
+    p = sorted(f.p for f in chosen)
+    effects = sorted(f.effect.value for f in chosen if f.effect is not None)
+    return f"p{_span(p, fmt_p)}" + (f"; epsilon squared{_span(effects, lambda v: f'{v:.2f}')}" if effects else "")
+
+
+def _span(values: Sequence[float], text: Callable[[float], str]) -> str:
+    return f" = {text(values[0])}" if values[0] == values[-1] else f" from {text(values[0])} to {text(values[-1])}"
 
 
 # --- families, transfer, typology, gender, settings --------------------------------------------------
@@ -572,7 +630,8 @@ def sensitivity_findings(sensitivity: pd.DataFrame, alpha: float) -> list[Findin
         side = "agree" if row.tau > 0 else "are reversed"
         out.append(Finding(**common, verdict=decided, statistic_name="tau", statistic=row.tau, p=row.p,
                            p_adjusted=row.p_holm, adjustment="Holm over the value pairs",
-                           effect=Effect("Kendall's tau", row.tau),
+                           effect=Effect.with_ci("Kendall's tau", row.tau,
+                                                 (row.tau_low, row.tau_high)),
                            claim=f"the checkpoint rankings under {row.setting} {row.value_a} and {row.value_b} {side}"
                            if decided == SUPPORTED else ""))
     return out
@@ -590,17 +649,20 @@ def headline(findings: Sequence[Finding]) -> list[Finding]:
                                                                               f.key.startswith(prefix))]
 
 
-def wins_sentence(wins: pd.DataFrame, alpha: float, p_adjust: str) -> str:
-    """The per-language tally: which checkpoints are best or tied best on the most languages, named
-    together when tied (never broken by name), and where one is the sole best."""
+def wins_sentence(wins: pd.DataFrame, alpha: float, p_adjust: str, *, runs: pd.DataFrame) -> str:
+    """The per-language tally: on how many languages each checkpoint is best or tied best, and where one
+    is the sole best — counts of per-language verdicts (n: `runs` per language), not a test across
+    languages, so no checkpoint is called best overall (that is the Friedman and Nemenyi tests' question)."""
     if wins.empty or not wins["languages"].iloc[0]:
         return "No language allows a per-language comparison of checkpoints."
-    top = wins[wins["wins"] == wins["wins"].max()]
     total = int(wins["languages"].iloc[0])
+    best = ", ".join(f"{r.checkpoint} on {r.wins}" for r in wins[wins["wins"] > 0].itertuples())
     sole = wins[wins["sole_wins"] > 0]
     sole_text = ("; sole best (significantly below every other checkpoint): " +
                  ", ".join(f"{r.checkpoint} on {r.sole_wins}" for r in sole.itertuples())) if len(sole) else \
         "; no checkpoint is the sole best on any language"
-    return (f"Per language (Conover-Iman, {method_name(p_adjust)}, alpha {alpha}; tied best = not significantly "
-            f"above the lowest mean): best or tied best on the most languages ({int(top['wins'].iloc[0])} of {total}"
-            f"{' each' if len(top) > 1 else ''}): {names(list(top['checkpoint']))}{sole_text}.")
+    sizes = sorted(set(runs.groupby("language").size()))
+    n = f"n = {sizes[0]} runs each" if len(sizes) == 1 else f"n = {sizes[0]} to {sizes[-1]} runs per language"
+    return (f"Per language (Conover-Iman over runs, {n}, {method_name(p_adjust)}, alpha {alpha}), best or tied best (not "
+            f"significantly above the lowest mean), of {total} languages: {best}{sole_text} (a tally of "
+            f"per-language tests, not a test across languages).")

@@ -51,8 +51,8 @@ class Candidate:
 @dataclass(frozen=True)
 class Recommendation:
     """The ranked candidates. Measured ranks come from `findings` (the pair tests on the target language):
-    rank = 1 + the number of checkpoints with a significantly lower CER, so checkpoints no test separates
-    share a rank. Predicted and prior orderings are not tests; `notes` says so."""
+    rank = 1 + the number of checkpoints with a significantly lower CER, so checkpoints none of which is
+    below another share a rank. Predicted and prior orderings are not tests; `notes` says so."""
 
     language: str
     candidates: tuple[Candidate, ...]
@@ -74,16 +74,30 @@ class Recommendation:
         if not self.findings:
             return []
         best = self.best()
-        first = self.findings[0]
-        head = (f"Lowest CER on {self.language}: {fd.names(best)}" + (" (no test separates them)" if len(best) > 1 else "")
-                + f" — {first.test}, {first.adjustment or 'no correction'}, alpha {first.alpha}.")
-        return [head, *(f.sentence() for f in self.findings if set(f.subject[1:]) & set(best))]
+        tested = [f for f in self.findings if f.verdict != fd.UNTESTABLE]
+        involving = [f.sentence() for f in self.findings if set(f.subject[1:]) & set(best)]
+        if not tested:
+            return [f"Cannot be tested here which checkpoint has the lowest CER on {self.language}: "
+                    f"{self.findings[0].reason}.", *involving]
+        above = {higher for lower, higher in map(_lower_first, tested) if lower == best[0]}
+        others = {c.checkpoint for c in self.candidates if c.basis == "measured"} - {best[0]}
+        why = " (none is significantly lower than another)" if len(best) > 1 else "" if above >= others else \
+            " (no checkpoint significantly lower, though not significantly below every other)"
+        correction = next((f.adjustment for f in tested if f.adjustment), "no correction")
+        head = f"Lowest CER on {self.language}: {fd.names(best)}{why} — {tested[0].test}, {correction}, alpha {tested[0].alpha}."
+        return [head, *involving]
 
     def to_dict(self) -> dict:
         return {"language": self.language, "loo_rmse": self.loo_rmse, "notes": self.notes,
                 "neighbours": [{"language": n, "distance": d, "weight": w} for n, d, w in self.neighbours],
                 "candidates": [asdict(c) for c in self.candidates], "best": list(self.best()),
                 "sentences": self.sentences(), "findings": [f.to_json() for f in self.findings]}
+
+
+def _lower_first(f: fd.Finding) -> tuple[str, str]:
+    """A pair finding's (significantly lower, higher) checkpoints; ('', '') without a supported direction."""
+    _, a, b = f.subject
+    return ("", "") if not f.sign else (a, b) if f.sign < 0 else (b, a)
 
 
 # --- distances ---------------------------------------------------------------------------------------
@@ -217,7 +231,7 @@ def _from_results(code: str, usable: pd.DataFrame, metric: str, alpha: float) ->
     part = usable[usable["language"] == target].assign(cer=lambda t: t[metric])
     ranks, pairs = tested_ranks(part, alpha=alpha)
     notes = (f"measured on {target}: rank = 1 + the number of checkpoints with a significantly lower {metric} "
-             f"(shared ranks: no test separates them)")
+             f"(shared ranks: none is significantly lower than another)")
     return Recommendation(target, _ranked(rows, ranks), neighbours, overall, notes, findings=pairs)
 
 
@@ -230,7 +244,7 @@ def tested_ranks(part: pd.DataFrame, *, alpha: float, p_adjust: str = "holm") ->
     names = sorted(part["checkpoint"].astype(str).unique())
     pairs = tuple(fd.pair_finding(part, a, b, pvalue=float(posthoc.loc[a, b]), omnibus_p=omnibus, alpha=alpha,
                                   p_adjust=p_adjust) for a, b in itertools.combinations(names, 2))
-    beaten = Counter(f.subject[2] if f.sign < 0 else f.subject[1] for f in pairs if f.verdict == fd.SUPPORTED)
+    beaten = Counter(higher for _, higher in map(_lower_first, pairs) if higher)  # a pair with no direction: none
     return {name: 1 + beaten[name] for name in names}, pairs
 
 

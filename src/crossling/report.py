@@ -87,7 +87,7 @@ def analyse(table: pd.DataFrame, alpha: float = 0.05, p_adjust: str = "holm", se
         subgroup_cells=subgroup_cells, subgroup_blocks=factors.subgroup_blocks(subgroup_cells),
         subgroup_test=subgroup_test, distances=distances, typology=_typology(runs, distances, seed),
         gender_runs=gender_runs, gender_cells=factors.gender_cells(gender_runs), gender_test=gender_test,
-        sensitivity=factors.setting_sensitivity(usable), variance=factors.variance_decomposition(runs),
+        sensitivity=factors.setting_sensitivity(usable, seed=seed), variance=factors.variance_decomposition(runs),
         cost=_cost(runs), baseline=design.baseline_alias(sorted(runs["checkpoint"].unique())), alpha=alpha,
         p_adjust=p_adjust, seed=seed)
     return dataclasses.replace(analysis, findings=tuple(state_findings(analysis)))
@@ -159,7 +159,7 @@ def state_findings(a: Analysis) -> list[findings_.Finding]:
         out += findings_.baseline_findings(a.runs, a.posthoc_matrices, a.omnibus, baseline=a.baseline, alpha=a.alpha,
                                            p_adjust=a.p_adjust, seed=a.seed)
     out.append(findings_.friedman_finding(a.friedman, a.friedman_note, a.alpha, a.seed))
-    optional = [findings_.ranking_finding(a.friedman, a.alpha),
+    optional = [findings_.ranking_finding(a.friedman, a.alpha, a.seed),
                 findings_.family_finding(a.families, stats.cell_means(a.runs), a.alpha, a.seed),
                 findings_.subgroup_finding(a.subgroup_blocks, a.subgroup_test, a.alpha, a.seed)
                 if not a.subgroup_cells.empty else None,
@@ -179,7 +179,7 @@ def summary_sentences(a: Analysis) -> list[str]:
         out.append(f"Swept settings ({', '.join(a.swept)}): main analyses use each setting's most frequent value.")
     heads = findings_.headline(a.findings)
     out += [f.sentence() for f in heads if f.key.startswith("baseline/")]
-    out += [s for s in (findings_.kruskal_sentence(a.findings), findings_.wins_sentence(a.wins, a.alpha, a.p_adjust)) if s]
+    out += [s for s in (findings_.kruskal_sentence(a.findings), findings_.wins_sentence(a.wins, a.alpha, a.p_adjust, runs=a.runs)) if s]
     out += [f.sentence() for f in heads if not f.key.startswith("baseline/")]
     return out
 
@@ -232,7 +232,7 @@ def how_to_read(a: Analysis) -> list[str]:
         "evidence' means the test did not reject; it is not evidence of no difference. 'Cannot be tested here' "
         "means the design (too few languages, seeds or cells) cannot reach alpha, whatever the data.",
         "In the CER table, bold marks the checkpoint with the lowest mean CER on a language and those not "
-        "significantly different from it; checkpoints sharing a letter are not significantly different on that language. Figures are "
+        "significantly above it; checkpoints sharing a letter are not significantly different on that language. Figures are "
         "descriptive: where a figure suggests a difference, the finding states whether a test supports it.",
         "Methods lists the data, recipe, seeds, software and hardware; the training curves and error analysis "
         "(where the runs' files were at hand) show how the runs learned and where they fail.",
@@ -292,8 +292,8 @@ def cer_table(a: Analysis) -> tuple[Table, pd.DataFrame]:
             row.append(Cell(text, bool(cell["best"]), str(cell["letters"])))
         row.append(Cell(fmt(ranks.get(checkpoint, math.nan), 2)))
         rows.append(tuple(row))
-    caption = (f"Test CER (%) mean ± sd over seeds. Bold: best or not significantly different from the best "
-               f"(Conover-Iman over runs, {a.p_adjust} correction within each language, alpha {a.alpha}, only where "
+    caption = (f"Test CER (%) mean ± sd over seeds. Bold: the lowest mean and every checkpoint not significantly "
+               f"above it (Conover-Iman over runs, {a.p_adjust} correction within each language, alpha {a.alpha}, only where "
                f"Kruskal-Wallis is significant); letters: significance groups per language (same letter: no "
                f"evidence of a difference); last column: average rank over languages (Friedman).")
     untestable = a.groups.loc[a.groups["untestable"] != "", ["language", "untestable"]].drop_duplicates()

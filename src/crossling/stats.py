@@ -267,8 +267,10 @@ def language_groups(table: pd.DataFrame, metric: str = "cer", alpha: float = 0.0
                     posthoc: Mapping[str, pd.DataFrame] | None = None) -> pd.DataFrame:
     """Per language × checkpoint: mean, mean rank, significance letters and whether it is (tied) best.
 
-    Best = lowest mean; tied best = not significantly different from it by Conover-Iman (`posthoc`:
-    precomputed `conover_by_language` matrices). When the Kruskal-Wallis test is not significant no
+    Best = lowest mean (every checkpoint with exactly that mean); tied best = not significantly above them
+    by Conover-Iman (`posthoc`: precomputed `conover_by_language` matrices): above means significantly
+    different from each and with a higher mean rank (what the test compares) than each;
+    `best_reference` names the lowest-mean checkpoint `p_vs_best` is against. When the Kruskal-Wallis test is not significant no
     pair is declared different (all share one letter). When it is significant but Conover-Iman cannot
     compare the checkpoints (`untestable` says why) no letters are given and none is called best."""
     usable = usable_runs(table, metric)
@@ -284,13 +286,25 @@ def language_groups(table: pd.DataFrame, metric: str = "cer", alpha: float = 0.0
             pvalues = pd.DataFrame(1.0, index=order, columns=order)
         letters = {name: "" for name in order} if untestable else compact_letters(order, pvalues, alpha)
         ranks = mean_ranks(part, metric)
+        lowest = [name for name in order if means[name] == means.iloc[0]]
         for name in order:
-            tied = not untestable and (name == order[0] or not pvalues.loc[order[0], name] < alpha)
+            reference, p_vs_best = _versus_lowest(pvalues, lowest, name)
+            above = p_vs_best < alpha and all(ranks[name] > ranks[other] for other in lowest)  # the test's direction
             rows.append({"language": language, "checkpoint": name, "mean": means[name],
-                         "mean_rank": ranks[name], "letters": letters[name], "best": bool(tied),
-                         "p_vs_best": 1.0 if name == order[0] else float(pvalues.loc[order[0], name]),
-                         "untestable": untestable})
+                         "mean_rank": ranks[name], "letters": letters[name],
+                         "best": not untestable and not above, "p_vs_best": p_vs_best,
+                         "best_reference": reference, "untestable": untestable})
     return pd.DataFrame(rows)
+
+
+def _versus_lowest(pvalues: pd.DataFrame, lowest: Sequence[str], name: str) -> tuple[str, float]:
+    """(the lowest-mean checkpoint `name` is least significantly different from, that p): with several
+    exactly equal lowest means each is a reference — never the alphabetically first alone — so a checkpoint
+    is above the lowest mean only when it differs significantly from every one of them."""
+    if name in lowest:
+        return name, 1.0
+    against = pvalues.loc[list(lowest), name].astype(float)
+    return (str(against.idxmax()), float(against.max())) if against.notna().any() else (lowest[0], math.nan)
 
 
 def wins(groups: pd.DataFrame) -> pd.DataFrame:
