@@ -245,7 +245,7 @@ def test_gpu_check_baseline_times_synchronised_steps_after_the_warm_up(tmp_path,
     architecture and a short batch: each step is timed between two synchronisations of the device."""
     import json
 
-    pytest.importorskip("accelerate")  # the Trainer needs it: the bench extra, not the dev one
+    pytest.importorskip("accelerate")  # the Trainer needs it (in the dev extra, so CI runs this test)
     import torch
     from tinydata_factory import tiny_config
 
