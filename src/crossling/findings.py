@@ -228,17 +228,14 @@ def pair_finding(part: pd.DataFrame, a: str, b: str, *, pvalue: float, omnibus_p
     """Do checkpoints a and b differ on one language? The Conover-Iman p of the report's letters (its
     correction over the language's pairs), gated like them by the language's Kruskal-Wallis test."""
     language = str(part["language"].iloc[0])
-    x = part.loc[part["checkpoint"] == a, "cer"].to_numpy()
-    y = part.loc[part["checkpoint"] == b, "cer"].to_numpy()
-    pairs = math.comb(part["checkpoint"].nunique(), 2)
     common = dict(key=f"pair/{language}/{a}/{b}", question=f"{a} and {b} differ in CER on {language}",
-                  test="Conover-Iman", unit=RUNS_UNIT, n=len(x) + len(y), alpha=alpha, subject=(language, a, b))
+                  test="Conover-Iman", unit=RUNS_UNIT, n=int(part["checkpoint"].isin([a, b]).sum()), alpha=alpha,
+                  subject=(language, a, b))
     reason = stats.conover_untestable(part)
     if reason or not math.isfinite(pvalue):
         return Finding(**common, verdict=UNTESTABLE, reason=reason or "the post-hoc test is undefined here")
-    effect = Effect.with_ci(f"mean CER difference ({a} − {b})", float(x.mean() - y.mean()),
-                            bootstrap_ci([x, y], _mean_difference, seed))
-    adjusted = dict(p_adjusted=pvalue, adjustment=f"{method_name(p_adjust)} over {pairs} pairs") \
+    effect = _mean_cer_difference(part, a, b, seed=seed)
+    adjusted = dict(p_adjusted=pvalue, adjustment=_pairs_correction(p_adjust, part["checkpoint"].nunique())) \
         if p_adjust != "none" else {}
     gated = not omnibus_p < alpha
     decided = NOT_SUPPORTED if gated else verdict(pvalue, alpha)
@@ -371,13 +368,24 @@ def _separation(runs: pd.DataFrame, groups: pd.DataFrame, row: pd.Series, which:
     """The corrected p and effect of one checkpoint (`row` of `groups`) against the lowest mean, as `Finding`
     fields; `which` says why this pair is cited (the weakest separation, or the closest to one)."""
     anchor, other = str(row["best_reference"]), str(row["checkpoint"])
-    x = runs.loc[runs["checkpoint"] == anchor, "cer"].to_numpy()
-    y = runs.loc[runs["checkpoint"] == other, "cer"].to_numpy()
-    pairs = math.comb(groups.shape[0], 2)
-    correction = f"{method_name(p_adjust)} over {pairs} pairs" if p_adjust != "none" else "uncorrected"
+    correction = _pairs_correction(p_adjust, groups.shape[0])
     return dict(p_adjusted=float(row["p_vs_best"]), adjustment=f"{correction}, {which} ({anchor} vs {other})",
-                effect=Effect.with_ci(f"mean CER difference ({anchor} − {other})", float(x.mean() - y.mean()),
-                                      bootstrap_ci([x, y], _mean_difference, seed)))
+                effect=_mean_cer_difference(runs, anchor, other, seed=seed))
+
+
+def _mean_cer_difference(runs: pd.DataFrame, a: str, b: str, *, seed: int) -> Effect:
+    """The mean CER of a's runs minus b's (one language), with its bootstrap CI resampling runs."""
+    x = runs.loc[runs["checkpoint"] == a, "cer"].to_numpy()
+    y = runs.loc[runs["checkpoint"] == b, "cer"].to_numpy()
+    return Effect.with_ci(f"mean CER difference ({a} − {b})", float(x.mean() - y.mean()),
+                          bootstrap_ci([x, y], _mean_difference, seed))
+
+
+def _pairs_correction(p_adjust: str, checkpoints: int) -> str:
+    """How a language's pairwise p-values are corrected, e.g. 'Holm over 3 pairs'."""
+    if p_adjust == "none":
+        return "uncorrected"
+    return f"{method_name(p_adjust)} over {math.comb(checkpoints, 2)} pairs"
 
 
 # --- across languages --------------------------------------------------------------------------------
