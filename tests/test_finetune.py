@@ -144,15 +144,10 @@ def test_kill_9_and_resume_reaches_the_same_result(prepared, tmp_path):
     assert list(killed.glob(".*")) == [], "stale temporaries (or the run's lock file) were left behind"
 
 
-@pytest.mark.slow
-def test_crash_after_training_resumes_without_retraining_and_foreign_runs_are_refused(
-        prepared, tmp_path, monkeypatch):
+def crash_in_evaluation(monkeypatch, prepared, checkpoint, out, config: TrainConfig) -> None:
+    """Run seed 0 of `config` into `out` until its final evaluation, which crashes: training is done and
+    its resume file written, no result."""
     import crossling.finetune as module
-    from crossling.errors import ConfigError
-
-    checkpoint = make_tiny_checkpoint(tmp_path / "ckpt", "wav2vec2")
-    short = TrainConfig(learning_rate=2e-3, max_steps=2, batch_seconds=8.0, checkpoint_every=100)
-    out = tmp_path / "run"
 
     def crash(*args, **kwargs):
         raise RuntimeError("simulated crash during evaluation")
@@ -160,7 +155,18 @@ def test_crash_after_training_resumes_without_retraining_and_foreign_runs_are_re
     with monkeypatch.context() as patch:
         patch.setattr(module, "evaluate_model", crash)
         with pytest.raises(RuntimeError, match="simulated"):
-            finetune(prepared, "xx", str(checkpoint), seed=0, out=out, config=short, device="cpu")
+            finetune(prepared, "xx", str(checkpoint), seed=0, out=out, config=config, device="cpu")
+
+
+@pytest.mark.slow
+def test_crash_after_training_resumes_without_retraining_and_foreign_runs_are_refused(
+        prepared, tmp_path, monkeypatch):
+    from crossling.errors import ConfigError
+
+    checkpoint = make_tiny_checkpoint(tmp_path / "ckpt", "wav2vec2")
+    short = TrainConfig(learning_rate=2e-3, max_steps=2, batch_seconds=8.0, checkpoint_every=100)
+    out = tmp_path / "run"
+    crash_in_evaluation(monkeypatch, prepared, checkpoint, out, short)
     assert paths.run_resume_path(out).exists() and not paths.run_result_path(out).exists()
     with pytest.raises(ConfigError, match="different run"):
         finetune(prepared, "xx", str(checkpoint), seed=1, out=out, config=short, device="cpu")
@@ -174,18 +180,10 @@ def test_crash_after_training_resumes_without_retraining_and_foreign_runs_are_re
 @pytest.mark.slow
 def test_eval_every_is_not_part_of_the_run_identity(prepared, tmp_path, monkeypatch):
     """A run resumes, and a finished run is returned, whatever eval_every it is called with now."""
-    import crossling.finetune as module
-
     checkpoint = make_tiny_checkpoint(tmp_path / "ckpt", "wav2vec2")
     recipe = TrainConfig(learning_rate=2e-3, max_steps=2, batch_seconds=8.0, checkpoint_every=100, eval_every=0)
     out = tmp_path / "run"
-    def crash(*args, **kwargs):
-        raise RuntimeError("crash during evaluation")
-
-    with monkeypatch.context() as patch:
-        patch.setattr(module, "evaluate_model", crash)
-        with pytest.raises(RuntimeError, match="crash"):
-            finetune(prepared, "xx", str(checkpoint), seed=0, out=out, config=recipe, device="cpu")
+    crash_in_evaluation(monkeypatch, prepared, checkpoint, out, recipe)
     record = finetune(prepared, "xx", str(checkpoint), seed=0, out=out, config=replace(recipe, eval_every=1),
                       device="cpu")
     assert record.steps == 2 and "resumed from" in paths.run_log_path(out).read_text()
